@@ -1,0 +1,42 @@
+# Every target that needs Python depends on the virtual environment, so `make run` and
+# `make test` work on a fresh clone with no step before them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DATA ?= ./matcher-data
+
+.DEFAULT_GOAL := help
+
+.PHONY: help install run test bench lint format clean
+
+help: ## List every target
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install matcher (editable) with its dev extra
+
+run: $(STAMP) ## Start the service on the embedded default (SQLite in ./matcher-data)
+	$(BIN)/matcher serve --data $(DATA)
+
+test: $(STAMP) ## Run the test suite
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP) ## Run the benchmarks (pytest-benchmark; writes bench/results/)
+	$(BIN)/python -m pytest bench -q -p no:cacheprovider --benchmark-columns=min,median,mean,ops,rounds
+
+lint: $(STAMP) ## Lint with ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Format with ruff
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean: ## Remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .benchmarks
