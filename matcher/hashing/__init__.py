@@ -1,0 +1,48 @@
+"""Client-side hashing: image files in, hashes out, on the user's own machine.
+
+This package never touches the network and never imports server code; the service never
+imports it (rule 1 of DESIGN.md: no images in the service).
+
+>>> from matcher.hashing import hash_file
+>>> result = hash_file("photo.jpg")          # doctest: +SKIP
+>>> result.hashes["pdq"].quality             # doctest: +SKIP
+100
+"""
+
+from matcher.hashing.compute import DIHEDRAL_NAMES, digests, pdq, pdq_dihedral, phash
+from matcher.hashing.decode import (
+    DEFAULT_MAX_PIXELS,
+    JPEG_DRAFT_MIN_SIDE,
+    REDUCE_MIN_SIDE,
+    decode_image,
+)
+from matcher.hashing.files import (
+    DEFAULT_SIGNALS,
+    FileHashes,
+    check_signals,
+    hash_bytes,
+    hash_file,
+    hash_files,
+    iter_files,
+    ordered_map,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_SIGNALS",
+    "DIHEDRAL_NAMES",
+    "JPEG_DRAFT_MIN_SIDE",
+    "REDUCE_MIN_SIDE",
+    "FileHashes",
+    "check_signals",
+    "decode_image",
+    "digests",
+    "hash_bytes",
+    "hash_file",
+    "hash_files",
+    "iter_files",
+    "ordered_map",
+    "pdq",
+    "pdq_dihedral",
+    "phash",
+]

@@ -1,0 +1,248 @@
+"""Files to hashes: walk folders, hash each file, in one process or several.
+
+A file that cannot be hashed gives a result with an ``error`` (and an ``error_kind``) instead of
+hashes: one bad file never stops a folder. Videos and other non-image files with a video
+extension get their exact digests (MD5, SHA-256) only.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import mimetypes
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from PIL import Image
+
+from matcher.errors import ImageError, ImageTooLarge, InvalidInput
+from matcher.hashing.compute import digests, pdq, pdq_dihedral, phash
+from matcher.hashing.decode import DEFAULT_MAX_PIXELS, decode_image
+from matcher.signals import MD5, SHA256, Hash
+
+__all__ = [
+    "DEFAULT_SIGNALS",
+    "FileHashes",
+    "check_signals",
+    "hash_bytes",
+    "hash_file",
+    "hash_files",
+    "iter_files",
+    "ordered_map",
+]
+
+DEFAULT_SIGNALS: tuple[str, ...] = ("pdq", "phash", "md5", "sha256")
+_IMAGE_SIGNALS = frozenset({"pdq", "phash"})
+
+# Images above this size are refused before they are read into memory; digests of larger files
+# (videos) are computed in a streaming pass instead.
+MAX_IMAGE_FILE_BYTES = 512 * 1024 * 1024
+_CHUNK = 4 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class FileHashes:
+    """What hashing one file gave: its hashes by signal name, or an error."""
+
+    path: str
+    hashes: dict[str, Hash] = field(default_factory=dict)
+    dihedral: dict[str, Hash] | None = None
+    error: str | None = None
+    error_kind: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_record(self) -> dict[str, Any]:
+        """A flat dict for JSON Lines or CSV: path, each signal's hex, PDQ quality, variants."""
+        record: dict[str, Any] = {"path": self.path}
+        if self.error is not None:
+            record["error"] = self.error
+            record["error_kind"] = self.error_kind
+            return record
+        for name, h in self.hashes.items():
+            record[name] = h.hex
+            if name == "pdq":
+                record["pdq_quality"] = h.quality
+        if self.dihedral is not None:
+            record["pdq_dihedral"] = {
+                name: h.hex for name, h in self.dihedral.items() if name != "original"
+            }
+        return record
+
+
+def _image_extensions() -> frozenset[str]:
+    from matcher.hashing.decode import _register_heif
+
+    _register_heif()
+    return frozenset(ext.lower() for ext in Image.registered_extensions())
+
+
+def _is_video(path: str) -> bool:
+    kind, _ = mimetypes.guess_type(path)
+    return kind is not None and kind.startswith("video/")
+
+
+def _is_media_name(name: str, image_extensions: frozenset[str]) -> bool:
+    if Path(name).suffix.lower() in image_extensions:
+        return True
+    kind, _ = mimetypes.guess_type(name)
+    return kind is not None and kind.startswith(("image/", "video/"))
+
+
+def check_signals(signals: Iterable[str]) -> list[str]:
+    """Return the signal names asked for, deduplicated, or raise ``InvalidInput``."""
+    wanted = list(dict.fromkeys(s.strip().lower() for s in signals))
+    unknown = [s for s in wanted if s not in DEFAULT_SIGNALS]
+    if unknown or not wanted:
+        raise InvalidInput(
+            f"signals must be some of {', '.join(DEFAULT_SIGNALS)}; got {', '.join(wanted)}",
+            field="signals",
+        )
+    return wanted
+
+
+def hash_bytes(
+    data: bytes,
+    *,
+    signals: Iterable[str] = DEFAULT_SIGNALS,
+    dihedral: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[dict[str, Hash], dict[str, Hash] | None]:
+    """Hash one image file's bytes. Raises an ``ImageError`` when the image cannot be decoded.
+
+    Returns the hashes by signal name (in the order asked for) and, with ``dihedral``, the eight
+    PDQ variants by ``DIHEDRAL_NAMES``.
+    """
+    wanted = check_signals(signals)
+    result: dict[str, Hash] = {}
+    variants: dict[str, Hash] | None = None
+    if _IMAGE_SIGNALS.intersection(wanted) or dihedral:
+        image = decode_image(data, max_pixels=max_pixels)
+        if dihedral:
+            variants = pdq_dihedral(image)
+        for name in wanted:
+            if name == "pdq":
+                result["pdq"] = variants["original"] if variants else pdq(image)
+            elif name == "phash":
+                result["phash"] = phash(image)
+    if "md5" in wanted or "sha256" in wanted:
+        md5, sha256 = digests(data)
+        result.update({k: v for k, v in (("md5", md5), ("sha256", sha256)) if k in wanted})
+    return {name: result[name] for name in wanted if name in result}, variants
+
+
+def _stream_digests(path: str, wanted: list[str]) -> dict[str, Hash]:
+    md5 = hashlib.md5(usedforsecurity=False)
+    sha256 = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            md5.update(chunk)
+            sha256.update(chunk)
+    out = {"md5": Hash(MD5, md5.digest()), "sha256": Hash(SHA256, sha256.digest())}
+    return {name: out[name] for name in wanted if name in out}
+
+
+def hash_file(
+    path: str | os.PathLike[str],
+    *,
+    signals: Iterable[str] = DEFAULT_SIGNALS,
+    dihedral: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> FileHashes:
+    """Hash one file. Never raises for a problem with the file: the result carries the error."""
+    name = os.fspath(path)
+    wanted = check_signals(signals)
+    try:
+        if _is_video(name):
+            return FileHashes(name, _stream_digests(name, wanted))
+        size = os.path.getsize(name)
+        if size > MAX_IMAGE_FILE_BYTES and (_IMAGE_SIGNALS.intersection(wanted) or dihedral):
+            raise ImageTooLarge(f"file is {size:,} bytes, above {MAX_IMAGE_FILE_BYTES:,}")
+        with open(name, "rb") as f:
+            data = f.read()
+        hashes, variants = hash_bytes(
+            data, signals=wanted, dihedral=dihedral, max_pixels=max_pixels
+        )
+        return FileHashes(name, hashes, variants)
+    except ImageError as exc:
+        return FileHashes(name, error=str(exc), error_kind=exc.kind)
+    except OSError as exc:
+        # Unreadable file (permissions, vanished, a directory...): report, don't stop.
+        return FileHashes(name, error=exc.strerror or str(exc), error_kind="unreadable")
+
+
+def iter_files(
+    paths: Iterable[str | os.PathLike[str]], *, all_files: bool = False
+) -> Iterator[str]:
+    """Expand paths: files as given, folders walked recursively in sorted order.
+
+    In folders, only files with an image or video extension are taken (so a README beside the
+    photos is not reported as a broken image), unless ``all_files``. Files named explicitly are
+    always taken. Hidden files and folders (dot names) inside folders are skipped.
+    """
+    extensions: frozenset[str] | None = None
+    for raw in paths:
+        path = os.fspath(raw)
+        if not os.path.isdir(path):
+            yield path
+            continue
+        if extensions is None and not all_files:
+            extensions = _image_extensions()
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for fname in sorted(files):
+                if fname.startswith("."):
+                    continue
+                full = os.path.join(root, fname)
+                if all_files or _is_media_name(fname, extensions or frozenset()):
+                    yield full
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def ordered_map(
+    fn: Callable[[T], R], items: Iterable[T], *, jobs: int = 1, window: int | None = None
+) -> Iterator[R]:
+    """Map ``fn`` over ``items`` in ``jobs`` processes, yielding results in input order.
+
+    At most ``window`` items are in flight (default 8 per process), so memory stays flat however
+    long the input is, and results stream out while later items are still being read.
+    ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one).
+    """
+    if jobs <= 1:
+        yield from map(fn, items)
+        return
+    window = window or jobs * 8
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        pending: collections.deque[Future[R]] = collections.deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def hash_files(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    signals: Iterable[str] = DEFAULT_SIGNALS,
+    dihedral: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    jobs: int = 1,
+    all_files: bool = False,
+) -> Iterator[FileHashes]:
+    """Hash every file under ``paths`` (see ``iter_files``) in ``jobs`` processes, in order."""
+    fn = functools.partial(
+        hash_file, signals=tuple(signals), dihedral=dihedral, max_pixels=max_pixels
+    )
+    yield from ordered_map(fn, iter_files(paths, all_files=all_files), jobs=jobs)
