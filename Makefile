@@ -8,7 +8,7 @@ DATA ?= ./matcher-data
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install run test bench lint format clean
+.PHONY: help install run test bench lint format clean proto proto-check
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -30,9 +30,16 @@ test: $(STAMP) ## Run the test suite
 bench: $(STAMP) ## Run the benchmarks (pytest-benchmark; writes bench/results/)
 	$(BIN)/python -m pytest bench -q -p no:cacheprovider --benchmark-columns=min,median,mean,ops,rounds
 
-lint: $(STAMP) ## Lint with ruff
+lint: $(STAMP) ## Lint with ruff and the contract with buf
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/buf lint
+
+proto: $(STAMP) ## Generate matcher/v1 from proto/matcher/v1 (the generated code is committed)
+	$(BIN)/python -m matcher._codegen
+
+proto-check: $(STAMP) ## Fail if the committed generated code is stale
+	$(BIN)/python -m matcher._codegen --check
 
 format: $(STAMP) ## Format with ruff
 	$(BIN)/ruff format .

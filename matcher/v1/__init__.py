@@ -1,0 +1,1 @@
+"""Generated code for matcher.v1 (``make proto``; never edit by hand)."""
