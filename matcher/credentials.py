@@ -32,6 +32,7 @@ __all__ = [
     "new_case_number",
     "new_secret",
     "normalise",
+    "normalise_case_number",
     "verify_secret",
     "verify_secret_absent",
 ]
@@ -57,6 +58,11 @@ def _group(text: str, size: int) -> str:
 def normalise(text: str) -> str:
     """Canonical form of a typed case number or secret: upper case, no separators."""
     return text.strip().upper().translate(_FORGIVE)
+
+
+def normalise_case_number(text: str) -> str:
+    """The stored form of a typed case number (``7kq2m9xd4fj8`` -> ``7KQ2-M9XD-4FJ8``)."""
+    return _group(normalise(text), 4)
 
 
 def new_case_number() -> str:
