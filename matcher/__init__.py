@@ -15,6 +15,7 @@ from matcher.errors import (
     MatcherError,
     NotFound,
     PermissionDenied,
+    Unauthenticated,
     Unavailable,
     UnsupportedImage,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "SignalType",
+    "Unauthenticated",
     "Unavailable",
     "UnsupportedImage",
     "__version__",

@@ -17,6 +17,7 @@ text ends up in logs.
      |    +-- CorruptImage         truncated or damaged
      |    +-- ImageTooLarge        over the decompression-bomb pixel limit
      +-- NotFound                 a case or key that does not exist
+ +-- Unauthenticated          no credential, or one we do not know (or revoked)
      +-- PermissionDenied         the caller may not do this
      +-- Conflict                 the state does not allow this (e.g. case withdrawn)
      +-- Unavailable              not ready yet (index loading), or shutting down
@@ -36,6 +37,7 @@ __all__ = [
     "MatcherError",
     "NotFound",
     "PermissionDenied",
+    "Unauthenticated",
     "Unavailable",
     "UnsupportedImage",
 ]
@@ -101,6 +103,10 @@ class ImageTooLarge(ImageError):
 
 class NotFound(MatcherError):
     """The thing asked for does not exist (or the caller may not know that it does)."""
+
+
+class Unauthenticated(MatcherError):
+    """The caller gave no credential, or one that is unknown, wrong or revoked."""
 
 
 class PermissionDenied(MatcherError):

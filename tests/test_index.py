@@ -1,0 +1,319 @@
+"""The index against a brute-force reference: every stored code within the distance, no more.
+
+The threshold boundary is where bugs live, so hashes sit at exact distances 0, 1, 30, 31, 32 and
+60 from a base hash; random banks, removals, re-adds and compaction are checked against a plain
+popcount over every live code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from matcher.errors import InvalidDistance, InvalidHash
+from matcher.index import ExactIndex, HammingIndex, Index
+from matcher.signals import MD5, PDQ, PHASH, SHA256, Hash, SignalType
+
+_POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+
+
+def reference(
+    entries: dict[int, bytes], query: np.ndarray, max_distance: int
+) -> list[tuple[int, int]]:
+    """Every (id, distance) within max_distance, best first, by plain popcount."""
+    if not entries:
+        return []
+    ids = np.fromiter(entries, dtype=np.int64)
+    codes = np.frombuffer(b"".join(entries.values()), dtype=np.uint8).reshape(len(ids), -1)
+    d = _POP8[codes ^ query].sum(axis=1)
+    hit = d <= max_distance
+    return sorted(zip(d[hit].tolist(), ids[hit].tolist(), strict=True))
+
+
+def as_pairs(result: tuple[np.ndarray, np.ndarray]) -> list[tuple[int, int]]:
+    ids, dists = result
+    assert ids.dtype == np.int64
+    assert len(ids) == len(dists)
+    return list(zip(dists.tolist(), ids.tolist(), strict=True))
+
+
+def flip(code: np.ndarray, bits: list[int]) -> np.ndarray:
+    """A copy of ``code`` with the given bit positions flipped."""
+    out = code.copy()
+    for b in bits:
+        out[b // 8] ^= np.uint8(1 << (7 - b % 8))
+    return out
+
+
+def at_distance(rng: np.random.Generator, code: np.ndarray, distance: int) -> np.ndarray:
+    bits = rng.choice(len(code) * 8, size=distance, replace=False)
+    return flip(code, [int(b) for b in bits])
+
+
+# Small banks are searched by a flat scan by default; ``flat_below=0`` forces the multi-index
+# tables so that the same properties check both paths.
+PATHS = [pytest.param({}, id="default"), pytest.param({"flat_below": 0}, id="multi-index")]
+
+
+def make_index(signal: SignalType, options: dict) -> HammingIndex:
+    return HammingIndex(signal, **options)
+
+
+@pytest.mark.parametrize("options", PATHS)
+@pytest.mark.parametrize("seed", range(5))
+def test_boundary_distances(options: dict, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, PDQ.byte_length, dtype=np.uint8)
+    distances = [0, 1, 30, 31, 32, 60]
+    codes = np.stack([at_distance(rng, base, d) for d in distances])
+    index = make_index(PDQ, options)
+    index.add(np.arange(len(codes), dtype=np.int64) + 100, codes)
+    (found,) = index.search(base[None, :], 31)
+    assert as_pairs(found) == [(0, 100), (1, 101), (30, 102), (31, 103)]
+    (found,) = index.search(base[None, :], 30)
+    assert as_pairs(found) == [(0, 100), (1, 101), (30, 102)]
+    (found,) = index.search(base[None, :], 0)
+    assert as_pairs(found) == [(0, 100)]
+
+
+@pytest.mark.parametrize("options", PATHS)
+def test_empty_index(options: dict) -> None:
+    index = make_index(PDQ, options)
+    assert len(index) == 0
+    results = index.search(np.zeros((3, 32), dtype=np.uint8), 31)
+    assert [as_pairs(r) for r in results] == [[], [], []]
+    assert index.search(np.zeros((0, 32), dtype=np.uint8), 31) == []
+
+
+@pytest.mark.parametrize("options", PATHS)
+def test_one_hash(options: dict) -> None:
+    # A peer's index returned nothing from a bank of exactly one hash.
+    index = make_index(PDQ, options)
+    code = np.full((1, 32), 0xA5, dtype=np.uint8)
+    index.add(np.array([7]), code)
+    assert len(index) == 1
+    (found,) = index.search(code, 31)
+    assert as_pairs(found) == [(0, 7)]
+    (found,) = index.search(flip(code[0], list(range(31)))[None, :], 31)
+    assert as_pairs(found) == [(31, 7)]
+
+
+@pytest.mark.parametrize("options", PATHS)
+def test_duplicate_codes(options: dict) -> None:
+    index = make_index(PDQ, options)
+    code = np.arange(32, dtype=np.uint8)
+    index.add(np.array([3, 1, 2]), np.stack([code, code, code]))
+    (found,) = index.search(code[None, :], 31)
+    assert as_pairs(found) == [(0, 1), (0, 2), (0, 3)]
+
+
+@pytest.mark.parametrize("options", PATHS)
+def test_many_matches_for_one_query(options: dict) -> None:
+    # More matches than any per-query buffer a kernel might start with.
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, 32, dtype=np.uint8)
+    codes = np.stack([at_distance(rng, base, int(d)) for d in rng.integers(0, 40, 3000)])
+    index = make_index(PDQ, options)
+    index.add(np.arange(3000), codes)
+    entries = {i: codes[i].tobytes() for i in range(3000)}
+    (found,) = index.search(base[None, :], 31)
+    assert as_pairs(found) == reference(entries, base, 31)
+
+
+@pytest.mark.parametrize("options", PATHS)
+def test_phash_uses_its_own_maximum(options: dict) -> None:
+    rng = np.random.default_rng(2)
+    base = rng.integers(0, 256, PHASH.byte_length, dtype=np.uint8)
+    distances = [0, 1, 8, 10, 11, 20]
+    codes = np.stack([at_distance(rng, base, d) for d in distances])
+    index = make_index(PHASH, options)
+    index.add(np.arange(len(codes)), codes)
+    (found,) = index.search(base[None, :], 10)
+    assert as_pairs(found) == [(0, 0), (1, 1), (8, 2), (10, 3)]
+    (found,) = index.search(base[None, :], None)  # the default, 8
+    assert as_pairs(found) == [(0, 0), (1, 1), (8, 2)]
+    with pytest.raises(InvalidDistance):
+        index.search(base[None, :], 11)
+
+
+@pytest.mark.parametrize("distance", [32, 64, 256, -1])
+def test_distance_above_maximum_is_refused(distance: int) -> None:
+    index = HammingIndex(PDQ)
+    index.add(np.array([1]), np.zeros((1, 32), dtype=np.uint8))
+    with pytest.raises(InvalidDistance) as err:
+        index.search(np.zeros((1, 32), dtype=np.uint8), distance)
+    assert err.value.field == "max_distance"
+
+
+def test_bad_codes_are_refused() -> None:
+    index = HammingIndex(PDQ)
+    with pytest.raises(InvalidHash):
+        index.add(np.array([1]), np.zeros((1, 8), dtype=np.uint8))
+    with pytest.raises(InvalidHash):
+        index.search(np.zeros((1, 32), dtype=np.int64), 31)
+    with pytest.raises(ValueError):
+        index.add(np.array([1, 2]), np.zeros((1, 32), dtype=np.uint8))
+    with pytest.raises(ValueError):
+        index.add(np.array([1, 1]), np.zeros((2, 32), dtype=np.uint8))
+    with pytest.raises(ValueError):
+        HammingIndex(MD5)
+    with pytest.raises(ValueError):
+        ExactIndex(PDQ)
+
+
+@pytest.mark.parametrize("options", PATHS)
+def test_remove_then_query_then_add_then_compact(options: dict) -> None:
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 256, 32, dtype=np.uint8)
+    codes = np.stack([at_distance(rng, base, d) for d in range(0, 40, 2)])
+    index = make_index(PDQ, options)
+    index.add(np.arange(20), codes)
+    entries = {i: codes[i].tobytes() for i in range(20)}
+
+    def check() -> None:
+        (found,) = index.search(base[None, :], 31)
+        assert as_pairs(found) == reference(entries, base, 31)
+        assert len(index) == len(entries)
+
+    assert index.remove([0, 5, 999]) == 2
+    del entries[0], entries[5]
+    check()
+    assert index.remove([0]) == 0
+    index.add(np.array([0, 100]), np.stack([codes[1], base]))
+    entries[0], entries[100] = codes[1].tobytes(), base.tobytes()
+    check()
+    index.add(np.array([100]), codes[15][None, :])  # re-adding an id replaces its code
+    entries[100] = codes[15].tobytes()
+    check()
+    index.compact()
+    check()
+    index.remove(list(range(200)))
+    entries.clear()
+    check()
+    index.compact()
+    check()
+
+
+def clustered_codes(rng: np.random.Generator, n: int, nbytes: int, spread: int) -> np.ndarray:
+    """Codes around a few centres, so that a search at the threshold finds real matches."""
+    centres = rng.integers(0, 256, (4, nbytes), dtype=np.uint8)
+    out = np.empty((n, nbytes), dtype=np.uint8)
+    for i in range(n):
+        out[i] = at_distance(rng, centres[rng.integers(0, 4)], int(rng.integers(0, spread)))
+    return out
+
+
+operations = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "remove", "compact", "search"]),
+        st.integers(0, 2**32 - 1),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ops=operations,
+    signal=st.sampled_from([PDQ, PHASH]),
+    multi_index=st.booleans(),
+)
+def test_operations_match_reference(
+    ops: list[tuple[str, int]], signal: SignalType, multi_index: bool
+) -> None:
+    index = make_index(signal, {"flat_below": 0} if multi_index else {})
+    entries: dict[int, bytes] = {}
+    spread = signal.max_distance * 2 + 4
+    for op, seed in ops:
+        rng = np.random.default_rng(seed)
+        if op == "add":
+            n = int(rng.integers(1, 60))
+            ids = rng.choice(120, size=n, replace=False).astype(np.int64)
+            codes = clustered_codes(rng, n, signal.byte_length, spread)
+            index.add(ids, codes)
+            entries.update({int(i): c.tobytes() for i, c in zip(ids, codes, strict=True)})
+        elif op == "remove":
+            ids = rng.choice(120, size=int(rng.integers(1, 60)), replace=False).tolist()
+            expected = sum(1 for i in ids if i in entries)
+            assert index.remove(ids) == expected
+            for i in ids:
+                entries.pop(i, None)
+        elif op == "compact":
+            index.compact()
+        queries = np.concatenate(
+            [
+                clustered_codes(rng, 3, signal.byte_length, spread),
+                np.frombuffer(b"".join(list(entries.values())[:2]), dtype=np.uint8).reshape(
+                    -1, signal.byte_length
+                ),
+            ]
+        )
+        max_distance = int(rng.integers(0, signal.max_distance + 1))
+        results = index.search(queries, max_distance)
+        assert len(results) == len(queries)
+        for q, result in zip(queries, results, strict=True):
+            assert as_pairs(result) == reference(entries, q, max_distance)
+        assert len(index) == len(entries)
+
+
+@pytest.mark.parametrize("options", PATHS)
+def test_larger_random_bank_with_planted_neighbours(options: dict) -> None:
+    rng = np.random.default_rng(4)
+    n = 40_000
+    codes = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    queries = rng.integers(0, 256, (50, 32), dtype=np.uint8)
+    planted = np.stack([at_distance(rng, q, int(d)) for q in queries for d in (0, 15, 31, 32)])
+    all_codes = np.concatenate([codes, planted])
+    ids = rng.permutation(len(all_codes)).astype(np.int64) * 3
+    index = make_index(PDQ, options)
+    index.add(ids[:n], all_codes[:n])
+    index.add(ids[n:], all_codes[n:])
+    entries = {int(i): c.tobytes() for i, c in zip(ids, all_codes, strict=True)}
+    for max_distance in (31, 20):
+        results = index.search(queries, max_distance)
+        for q, result in zip(queries, results, strict=True):
+            assert as_pairs(result) == reference(entries, q, max_distance)
+    # every planted neighbour within 31 found: 0, 15 and 31 bits away
+    assert sum(len(r[0]) for r in index.search(queries, 31)) >= 150
+
+
+@pytest.mark.parametrize("signal", [MD5, SHA256])
+def test_exact_index(signal: SignalType) -> None:
+    index = ExactIndex(signal)
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 256, (3, signal.byte_length), dtype=np.uint8)
+    index.add(np.array([1, 2, 3]), np.stack([codes[0], codes[1], codes[0]]))
+    assert len(index) == 3
+    found = index.search(codes, 0)
+    assert [as_pairs(r) for r in found] == [[(0, 1), (0, 3)], [(0, 2)], []]
+    assert index.remove([1, 42]) == 1
+    assert as_pairs(index.search(codes[:1], None)[0]) == [(0, 3)]
+    with pytest.raises(InvalidDistance):
+        index.search(codes, 1)
+
+
+def test_index_facade_routes_by_signal() -> None:
+    rng = np.random.default_rng(6)
+    pdq = Hash(PDQ, rng.integers(0, 256, 32, dtype=np.uint8).tobytes())
+    near = Hash(PDQ, flip(np.frombuffer(pdq.value, dtype=np.uint8), [3, 200]).tobytes())
+    ph = Hash(PHASH, bytes(8))
+    md5 = Hash(MD5, bytes(range(16)))
+    index = Index()
+    index.add([10, 11, 12, 13], [pdq, ph, md5, near])
+    assert len(index) == 4
+    assert index.size(PDQ) == 2 and index.size(PHASH) == 1 and index.size(SHA256) == 0
+    q = np.frombuffer(pdq.value, dtype=np.uint8)[None, :]
+    assert as_pairs(index.search(PDQ, q, 31)[0]) == [(0, 10), (2, 13)]
+    assert as_pairs(index.search(PHASH, np.zeros((1, 8), np.uint8))[0]) == [(0, 11)]
+    md5_q = np.frombuffer(md5.value, dtype=np.uint8)[None, :]
+    assert as_pairs(index.search(MD5, md5_q)[0]) == [(0, 12)]
+    assert index.remove([10, 12]) == 2
+    assert as_pairs(index.search(PDQ, q, 31)[0]) == [(2, 13)]
+    assert as_pairs(index.search(MD5, md5_q)[0]) == []
+    with pytest.raises(InvalidDistance):
+        index.search(PDQ, q, 32)
+    index.compact()
+    assert len(index) == 2
