@@ -17,7 +17,7 @@ from typing import IO, Any
 import click
 
 from matcher import __version__
-from matcher.errors import MatcherError
+from matcher.errors import InvalidInput, MatcherError
 
 __all__ = ["main"]
 
@@ -195,6 +195,564 @@ def hash_command(
     if done == 0:
         click.echo("matcher hash: no files found", err=True)
         sys.exit(1)
+
+
+# -- the service and its operators
+
+
+def _data_option(fn: Any) -> Any:
+    return click.option(
+        "--data",
+        type=click.Path(file_okay=False),
+        default="./matcher-data",
+        show_default=True,
+        envvar="MATCHER_DATA",
+        help="Data folder of the embedded SQLite store.",
+    )(fn)
+
+
+def _fail(exc: MatcherError) -> None:
+    """Turn a library error into a one-line message and exit status 1."""
+    where = f" ({exc.field})" if isinstance(exc, InvalidInput) and exc.field else ""
+    click.echo(f"matcher: {exc}{where}", err=True)
+    sys.exit(1)
+
+
+def _echo_json(record: dict[str, Any]) -> None:
+    click.echo(json.dumps(record, default=str))
+
+
+@main.command("serve")
+@_data_option
+@click.option("--address", default="127.0.0.1:50051", show_default=True, help="gRPC host:port.")
+@click.option(
+    "--metrics-address",
+    default="127.0.0.1:9464",
+    show_default=True,
+    help="host:port for Prometheus /metrics; 'off' to disable.",
+)
+@click.option("--rate", type=float, default=20_000, show_default=True, help="Queries/s per key.")
+@click.option("--burst", type=float, default=40_000, show_default=True, help="Burst per key.")
+@click.option(
+    "--max-batch",
+    type=click.IntRange(1, 100_000),
+    default=1000,
+    show_default=True,
+    help="Most queries per Match request or stream message.",
+)
+@click.option(
+    "--grace",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds in-flight calls get to finish on SIGTERM/SIGINT.",
+)
+@click.option(
+    "--require-deadline/--no-require-deadline",
+    default=True,
+    show_default=True,
+    help="Refuse Match calls that set no deadline.",
+)
+@click.option(
+    "--tls-cert", type=click.Path(dir_okay=False, exists=True), help="Server certificate (PEM)."
+)
+@click.option(
+    "--tls-key", type=click.Path(dir_okay=False, exists=True), help="Server private key (PEM)."
+)
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Require client certificates signed by this CA (mutual TLS).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines as text or JSON lines.",
+)
+@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING...")
+def serve_command(
+    data: str,
+    address: str,
+    metrics_address: str,
+    rate: float,
+    burst: float,
+    max_batch: int,
+    grace: float,
+    require_deadline: bool,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_client_ca: str | None,
+    log_format: str,
+    log_level: str,
+) -> None:
+    """Run the matcher gRPC service on the bank in a data folder.
+
+    The port opens at once; health reports NOT_SERVING until the index is loaded from the store,
+    then SERVING. SIGTERM or SIGINT stops it gracefully (exit status 0).
+
+    \b
+    Examples:
+      matcher serve --data ./matcher-data
+      matcher serve --address 0.0.0.0:50051 --log-format json --tls-cert s.pem --tls-key s.key
+    """
+    import asyncio
+    from pathlib import Path
+
+    from matcher.bank import Bank
+    from matcher.principal import Principal
+    from matcher.service import ServerConfig, ServiceLimits, TlsConfig, configure_logging, serve
+
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    configure_logging(json_lines=log_format == "json", level=log_level)
+    tls = (
+        TlsConfig(
+            cert=Path(tls_cert),
+            key=Path(tls_key),
+            client_ca=Path(tls_client_ca) if tls_client_ca else None,
+        )
+        if tls_cert and tls_key
+        else None
+    )
+    config = ServerConfig(
+        address=address,
+        metrics_address=None if metrics_address == "off" else metrics_address,
+        limits=ServiceLimits(max_batch=max_batch, require_deadline=require_deadline),
+        rate=rate,
+        burst=burst,
+        grace_seconds=grace,
+        tls=tls,
+    )
+    try:
+        bank = Bank.open(data, load=False)
+    except MatcherError as exc:
+        _fail(exc)
+    if not any(k.active for k in bank.list_api_keys(by=Principal.operator("cli"))):
+        click.echo(
+            "matcher: no API keys yet. Create a first one (shown once) with:\n"
+            f"  matcher keys create --role admin --name ops --data {data}",
+            err=True,
+        )
+    try:
+        asyncio.run(serve(bank, config))
+    except OSError as exc:
+        click.echo(f"matcher: cannot serve on {address}: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        bank.close()
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """Create, list and revoke API keys, directly in the data folder (operators).
+
+    \b
+    Example:
+      matcher keys create --role partner --name acme
+    """
+
+
+def _local_bank(data: str) -> Any:
+    from matcher.bank import Bank
+
+    return Bank.open(data, load=False, progress=False)
+
+
+@keys_group.command("create")
+@_data_option
+@click.option(
+    "--role",
+    type=click.Choice(["partner", "practitioner", "admin"]),
+    required=True,
+    help="What the key may do.",
+)
+@click.option("--name", required=True, help="A label for people, e.g. the partner's name.")
+@click.option("--org", help="Organisation name (required for practitioners; created if new).")
+def keys_create(data: str, role: str, name: str, org: str | None) -> None:
+    """Create an API key and print it once: only its hash is stored.
+
+    The key alone goes to standard output (so it can be captured); the advice goes to stderr.
+
+    \b
+    Examples:
+      matcher keys create --role admin --name ops
+      matcher keys create --role practitioner --name helpline-a --org "Helpline A"
+      KEY=$(matcher keys create --role partner --name acme)
+    """
+    from matcher.principal import Principal, Role
+
+    me = Principal.operator("cli")
+    with _local_bank(data) as bank:
+        try:
+            org_id = None
+            if org:
+                found = [o for o in bank.list_organisations(by=me) if o.name == org.strip()]
+                org_id = found[0].id if found else bank.create_organisation(org, by=me).id
+            new = bank.create_api_key(name, Role(role), org_id=org_id, by=me)
+        except MatcherError as exc:
+            _fail(exc)
+    click.echo(new.key)
+    click.echo(
+        f"API key {new.record.id} ({role}, {name}) created. It is shown once: store it now, "
+        "and send it as 'authorization: Bearer <key>' (or MATCHER_API_KEY for the CLI).",
+        err=True,
+    )
+
+
+@keys_group.command("list")
+@_data_option
+def keys_list(data: str) -> None:
+    """List API keys as JSON lines (never the keys themselves).
+
+    \b
+    Example:
+      matcher keys list --data ./matcher-data
+    """
+    from matcher.principal import Principal
+
+    with _local_bank(data) as bank:
+        for k in bank.list_api_keys(by=Principal.operator("cli")):
+            _echo_json(
+                {
+                    "id": k.id,
+                    "name": k.name,
+                    "role": str(k.role),
+                    "organisation": k.org_id,
+                    "prefix": k.prefix,
+                    "created": k.created_at.isoformat(),
+                    "revoked": k.revoked_at.isoformat() if k.revoked_at else None,
+                }
+            )
+
+
+@keys_group.command("revoke")
+@_data_option
+@click.argument("key_id", type=int)
+def keys_revoke(data: str, key_id: int) -> None:
+    """Revoke an API key by id; a running server refuses it within seconds.
+
+    \b
+    Example:
+      matcher keys revoke 3
+    """
+    from matcher.principal import Principal
+
+    with _local_bank(data) as bank:
+        try:
+            bank.revoke_api_key(key_id, by=Principal.operator("cli"))
+        except MatcherError as exc:
+            _fail(exc)
+    click.echo(f"API key {key_id} revoked", err=True)
+
+
+# -- clients of a running service
+
+
+def _remote_options(fn: Any) -> Any:
+    fn = click.option(
+        "--server",
+        default="127.0.0.1:50051",
+        show_default=True,
+        envvar="MATCHER_SERVER",
+        help="The service's host:port (or MATCHER_SERVER).",
+    )(fn)
+    fn = click.option(
+        "--api-key", envvar="MATCHER_API_KEY", help="Your API key (better: MATCHER_API_KEY)."
+    )(fn)
+    fn = click.option(
+        "--timeout", type=float, default=30.0, show_default=True, help="Deadline per call (s)."
+    )(fn)
+    fn = click.option(
+        "--tls-ca",
+        type=click.Path(dir_okay=False, exists=True),
+        help="Connect with TLS, trusting this CA certificate (PEM).",
+    )(fn)
+    return fn
+
+
+def _client(server: str, api_key: str | None, timeout: float, tls_ca: str | None) -> Any:
+    from pathlib import Path
+
+    from matcher.client import Client
+
+    roots = Path(tls_ca).read_bytes() if tls_ca else None
+    return Client(server, api_key, timeout=timeout, root_certificates=roots)
+
+
+def _hash_lines(path: str) -> Iterator[dict[str, Any]]:
+    """Records from `matcher hash` JSON Lines output ('-' for stdin)."""
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    with stream:
+        for n, line in enumerate(stream, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    raise click.UsageError(f"{path}:{n}: not a JSON line") from None
+
+
+def _record_hashes(record: dict[str, Any], *, variants: bool) -> list[Any]:
+    """The Hash objects of one `matcher hash` record (PDQ variants too when asked)."""
+    from matcher.signals import Hash
+
+    hashes = []
+    for name in ("pdq", "phash", "md5", "sha256"):
+        if record.get(name):
+            quality = record.get("pdq_quality") if name == "pdq" else None
+            hashes.append(Hash.from_hex(name, record[name], quality=quality))
+    if variants:
+        for value in (record.get("pdq_dihedral") or {}).values():
+            hashes.append(Hash.from_hex("pdq", value, quality=record.get("pdq_quality")))
+    return hashes
+
+
+def _records(paths: tuple[str, ...], hashes_file: str | None, *, dihedral: bool) -> Iterator[dict]:
+    if hashes_file:
+        if paths:
+            raise click.UsageError("give image paths or --hashes, not both")
+        yield from _hash_lines(hashes_file)
+        return
+    if not paths:
+        raise click.UsageError("give image paths (or --hashes FILE)")
+    from matcher.hashing import hash_files
+
+    for result in hash_files(_read_paths(paths), dihedral=dihedral, jobs=os.cpu_count() or 1):
+        yield result.to_record()
+
+
+@main.command("enroll")
+@_remote_options
+@click.argument("case")
+@click.argument("paths", nargs=-1)
+@click.option(
+    "--hashes", "hashes_file", help="Enroll the JSON lines of `matcher hash` ('-': stdin)."
+)
+def enroll_command(
+    server: str,
+    api_key: str | None,
+    timeout: float,
+    tls_ca: str | None,
+    case: str,
+    paths: tuple[str, ...],
+    hashes_file: str | None,
+) -> None:
+    """Hash images on this machine and enroll only their hashes into a case (practitioners).
+
+    Each image gives its PDQ hash (when its quality is at least 50), pHash, MD5 and SHA-256.
+    Nothing is sent if any file cannot be hashed: fix or remove it and run again (re-sending is
+    safe: hashes already in the case are skipped).
+
+    \b
+    Examples:
+      matcher enroll MT-7K3P-9QXR-2D photo1.jpg photo2.heic
+      matcher hash ~/to-protect > h.jsonl && matcher enroll MT-7K3P-9QXR-2D --hashes h.jsonl
+    """
+    from matcher.signals import PDQ
+
+    hashes, failed, low = [], 0, 0
+    for record in _records(paths, hashes_file, dihedral=False):
+        if record.get("error"):
+            failed += 1
+            click.echo(f"matcher: {record['path']}: {record['error']}", err=True)
+            continue
+        quality = record.get("pdq_quality")
+        if record.get("pdq") and quality is not None and quality < (PDQ.quality_floor or 0):
+            # A flat image's PDQ collides with others: enroll its other signals only.
+            low += 1
+            record = {k: v for k, v in record.items() if k != "pdq"}
+        try:
+            hashes += _record_hashes(record, variants=False)
+        except MatcherError as exc:
+            _fail(exc)
+    if failed:
+        click.echo(f"matcher: {failed} files could not be hashed; nothing was enrolled", err=True)
+        sys.exit(1)
+    if low:
+        click.echo(
+            f"matcher: {low} images too flat for PDQ; their other hashes are enrolled", err=True
+        )
+    if not hashes:
+        raise click.UsageError("no hashes to enroll")
+    with _client(server, api_key, timeout, tls_ca) as client:
+        try:
+            for start in range(0, len(hashes), 1000):
+                result = client.add_hashes(case, hashes[start : start + 1000])
+        except MatcherError as exc:
+            _fail(exc)
+    _echo_json({"case": case, "hash_count": result.hash_count, "sent": len(hashes)})
+
+
+@main.command("match")
+@_remote_options
+@click.argument("paths", nargs=-1)
+@click.option(
+    "--hashes", "hashes_file", help="Match the JSON lines of `matcher hash` ('-': stdin)."
+)
+@click.option("--max-distance", type=int, help="A stricter match distance for every hash.")
+def match_command(
+    server: str,
+    api_key: str | None,
+    timeout: float,
+    tls_ca: str | None,
+    paths: tuple[str, ...],
+    hashes_file: str | None,
+    max_distance: int | None,
+) -> None:
+    """Hash images on this machine and ask the service whether they match (partners).
+
+    Each image is sent as its PDQ hash with its 8 rotations and flips, its pHash and its file
+    digests. Writes one JSON line per image: its path and its matches (opaque ids, signal,
+    distance), best first.
+
+    \b
+    Examples:
+      matcher match upload.jpg
+      matcher hash --dihedral uploads/ | matcher match --hashes -
+    """
+    from matcher.client import Query
+
+    records = list(_records(paths, hashes_file, dihedral=True))
+    with _client(server, api_key, timeout, tls_ca) as client:
+        batch: list[tuple[dict, Any]] = []
+
+        def flush() -> None:
+            results = client.match([q for _, q in batch])
+            for (record, _), result in zip(batch, results, strict=True):
+                _echo_json({"path": record.get("path"), "matches": [
+                    {"match_id": m.match_id, "signal": m.signal, "distance": m.distance}
+                    for m in result.matches]})  # fmt: skip
+            batch.clear()
+
+        try:
+            for record in records:
+                if record.get("error"):
+                    _echo_json({"path": record.get("path"), "error": record["error"]})
+                    continue
+                batch.append((record, Query(_record_hashes(record, variants=True), max_distance)))
+                if len(batch) == 500:
+                    flush()
+            if batch:
+                flush()
+        except MatcherError as exc:
+            _fail(exc)
+
+
+@main.group("case")
+def case_group() -> None:
+    """Open cases, follow them and withdraw them (practitioners).
+
+    \b
+    Example:
+      matcher case create
+    """
+
+
+@case_group.command("create")
+@_remote_options
+@click.option("--org", type=int, help="Admins only: the owning organisation's id.")
+def case_create(server: str, api_key: str | None, timeout: float, tls_ca: str | None,
+                org: int | None) -> None:  # fmt: skip
+    """Open a case; prints its number and the withdrawal secret (shown once).
+
+    Give both to the person the images belong to: with them they can withdraw the case
+    themselves, at any time (`matcher withdraw`).
+
+    \b
+    Example:
+      matcher case create
+    """
+    with _client(server, api_key, timeout, tls_ca) as client:
+        try:
+            new = client.create_case(org)
+        except MatcherError as exc:
+            _fail(exc)
+    _echo_json({"case": new.case.number, "secret": new.secret})
+    click.echo("The secret is shown once: give it, with the case number, to the person.", err=True)
+
+
+@case_group.command("status")
+@_remote_options
+@click.argument("case")
+def case_status(server: str, api_key: str | None, timeout: float, tls_ca: str | None,
+                case: str) -> None:  # fmt: skip
+    """Show a case: state, hashes stored, matches reported so far.
+
+    \b
+    Example:
+      matcher case status MT-7K3P-9QXR-2D
+    """
+    from matcher.client import as_dict
+
+    with _client(server, api_key, timeout, tls_ca) as client:
+        try:
+            info = client.get_case(case)
+        except MatcherError as exc:
+            _fail(exc)
+    _echo_json(as_dict(info))
+
+
+@case_group.command("withdraw")
+@_remote_options
+@click.argument("case")
+def case_withdraw(server: str, api_key: str | None, timeout: float, tls_ca: str | None,
+                  case: str) -> None:  # fmt: skip
+    """Withdraw a case for its owner organisation: its hashes are deleted, matching stops now.
+
+    \b
+    Example:
+      matcher case withdraw MT-7K3P-9QXR-2D
+    """
+    from matcher.client import as_dict
+
+    with _client(server, api_key, timeout, tls_ca) as client:
+        try:
+            info = client.withdraw(case)
+        except MatcherError as exc:
+            _fail(exc)
+    _echo_json(as_dict(info))
+
+
+@main.command("withdraw")
+@click.option(
+    "--server",
+    default="127.0.0.1:50051",
+    show_default=True,
+    envvar="MATCHER_SERVER",
+    help="The service's host:port (or MATCHER_SERVER).",
+)
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Deadline (s).")
+@click.option(
+    "--tls-ca",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Connect with TLS, trusting this CA certificate (PEM).",
+)
+@click.argument("case_number")
+@click.option(
+    "--secret",
+    prompt="Withdrawal secret",
+    hide_input=True,
+    envvar="MATCHER_CASE_SECRET",
+    help="The secret you were given (asked for when not set; or MATCHER_CASE_SECRET).",
+)
+def withdraw_command(server: str, timeout: float, tls_ca: str | None, case_number: str,
+                     secret: str) -> None:  # fmt: skip
+    """Withdraw your case with its number and secret (no API key needed).
+
+    Once this says "withdrawn", no partner gets a match for your images any more, and their
+    hashes are deleted. Wrong attempts are limited.
+
+    \b
+    Example:
+      matcher withdraw MT-7K3P-9QXR-2D
+    """
+    with _client(server, None, timeout, tls_ca) as client:
+        try:
+            state = client.withdraw_with_secret(case_number, secret)
+        except MatcherError as exc:
+            _fail(exc)
+    click.echo(f"case {case_number}: {state}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,8 +17,9 @@ text ends up in logs.
      |    +-- CorruptImage         truncated or damaged
      |    +-- ImageTooLarge        over the decompression-bomb pixel limit
      +-- NotFound                 a case or key that does not exist
- +-- Unauthenticated          no credential, or one we do not know (or revoked)
+     +-- Unauthenticated          no credential, or one we do not know (or revoked)
      +-- PermissionDenied         the caller may not do this
+     +-- RateLimited              over a rate limit; retry after ``retry_after`` seconds
      +-- Conflict                 the state does not allow this (e.g. case withdrawn)
      +-- Unavailable              not ready yet (index loading), or shutting down
 """
@@ -37,6 +38,7 @@ __all__ = [
     "MatcherError",
     "NotFound",
     "PermissionDenied",
+    "RateLimited",
     "Unauthenticated",
     "Unavailable",
     "UnsupportedImage",
@@ -111,6 +113,14 @@ class Unauthenticated(MatcherError):
 
 class PermissionDenied(MatcherError):
     """The caller is known but may not do this."""
+
+
+class RateLimited(MatcherError):
+    """The caller is over a rate limit; ``retry_after`` says when to try again (seconds)."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Conflict(MatcherError):

@@ -44,3 +44,6 @@ def coffee() -> Image.Image:
     from skimage import data
 
     return Image.fromarray(np.asarray(data.coffee()))
+
+
+pytest_plugins = ["tests.service_fixtures"]

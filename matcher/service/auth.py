@@ -1,0 +1,194 @@
+"""Who is calling, may they, and how often: the guard around every RPC.
+
+Every RPC method of our servicers is wrapped by ``rpc`` or ``stream`` (an interceptor applied
+per method: each method declares its roles next to its code, and it costs less per call than a
+server-wide ``grpc.aio.ServerInterceptor``). The wrapper uses the ``Guard`` of the servicer it
+runs on (``servicer.guard``: one per server). In order, it:
+
+1. authenticates the API key from ``authorization: Bearer <key>`` metadata (not for the victim's
+   withdrawal, which proves a case number and secret instead);
+2. checks the caller's role against the method's roles;
+3. takes tokens from the caller's rate-limit bucket;
+4. runs the handler, and turns any exception into a status (``status.to_status``);
+5. counts the call and its latency in the metrics.
+
+API keys are looked up in the store (as SHA-256 digests) and the answer is cached for
+``key_cache_seconds``: a revoked key stops working within that time.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from matcher.bank import Bank
+from matcher.errors import PermissionDenied, Unauthenticated
+from matcher.principal import Principal, Role
+from matcher.service.limits import Limiter
+from matcher.service.metrics import Metrics
+from matcher.service.status import code_of, to_status
+
+__all__ = ["PUBLIC", "Guard", "peer_host", "rpc", "stream"]
+
+log = logging.getLogger("matcher.service")
+
+PUBLIC = "public"
+"""Marker for methods that need no API key (the victim's withdrawal)."""
+
+
+def peer_host(context: grpc.aio.ServicerContext) -> str:
+    """The caller's address without its port (``ipv4:127.0.0.1:5123`` -> ``ipv4:127.0.0.1``)."""
+    peer = context.peer() or "unknown"
+    host, sep, port = peer.rpartition(":")
+    return host if sep and port.isdigit() else peer
+
+
+@dataclass(slots=True)
+class _Cached:
+    principal: Principal | None
+    until: float
+
+
+class Guard:
+    """Authentication, authorisation, rate limits, error mapping and metrics for RPC methods."""
+
+    def __init__(
+        self,
+        bank: Bank,
+        metrics: Metrics,
+        *,
+        limiter: Limiter,
+        key_cache_seconds: float = 2.0,
+    ) -> None:
+        self._bank = bank
+        self.metrics = metrics
+        self._limiter = limiter
+        self._key_cache_seconds = key_cache_seconds
+        self._keys: dict[str, _Cached] = {}
+
+    def authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
+        """The principal behind the call's API key, or ``Unauthenticated``."""
+        key = None
+        for item in context.invocation_metadata() or ():
+            if item.key == "authorization":
+                scheme, _, value = str(item.value).partition(" ")
+                if scheme.lower() == "bearer" and value.strip():
+                    key = value.strip()
+                break
+        if key is None:
+            raise Unauthenticated("missing API key: send 'authorization: Bearer <key>'")
+        now = time.monotonic()
+        cached = self._keys.get(key)
+        if cached is None or cached.until < now:
+            try:
+                principal: Principal | None = self._bank.authenticate(key)
+            except Unauthenticated:
+                principal = None
+            if len(self._keys) > 10_000:  # many wrong keys: don't let the cache grow unbounded
+                self._keys.clear()
+            cached = self._keys[key] = _Cached(principal, now + self._key_cache_seconds)
+        if cached.principal is None:
+            raise Unauthenticated("unknown or revoked API key")
+        return cached.principal
+
+    def admit_more(self, principal: Principal, cost: int) -> None:
+        """Take ``cost`` more tokens from the principal's bucket (streams, per message)."""
+        self._limiter.take(principal.key_id, cost)
+
+    def admit(
+        self,
+        context: grpc.aio.ServicerContext,
+        roles: tuple[Role | str, ...],
+        cost: Callable[[Any], int] | None,
+        request: Any,
+    ) -> Principal:
+        principal = self.authenticate(context)
+        if not principal.has(*(r for r in roles if isinstance(r, Role))):
+            raise PermissionDenied(
+                f"this call needs role {' or '.join(str(r) for r in roles)}, "
+                f"the key has role {principal.role}"
+            )
+        self._limiter.take(principal.key_id, cost(request) if cost else 1)
+        return principal
+
+    @staticmethod
+    def log_failure(method: str, code: grpc.StatusCode, exc: BaseException) -> None:
+        if code is grpc.StatusCode.INTERNAL:
+            # The traceback names code lines, not values; the message stays in the log only.
+            log.error("unexpected error in %s", method, exc_info=exc)
+        elif code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED):
+            log.info("%s refused: %s", method, code.name)
+        else:
+            log.debug("%s failed: %s", method, code.name)
+
+
+def rpc(
+    *roles: Role | str, cost: Callable[[Any], int] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a unary servicer method written as ``handler(self, request, context, who)``.
+
+    ``roles`` lists who may call it (``PUBLIC``: no key, ``who`` is None); ``cost(request)`` is
+    how many rate-limit tokens a request takes (default 1).
+    """
+    public = PUBLIC in roles
+
+    def decorate(handler: Callable[..., Any]) -> Callable[..., Any]:
+        method = handler.__name__
+
+        @functools.wraps(handler)
+        async def wrapper(servicer: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            guard: Guard = servicer.guard
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                who = None if public else guard.admit(context, roles, cost, request)
+                return await handler(servicer, request, context, who)
+            except Exception as exc:
+                code = code_of(exc)
+                guard.log_failure(method, code, exc)
+                await context.abort_with_status(to_status(exc))
+            finally:
+                guard.metrics.requests.labels(method, code.name).inc()
+                guard.metrics.latency.labels(method).observe(time.perf_counter() - started)
+
+        return wrapper
+
+    return decorate
+
+
+def stream(*roles: Role) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a bidirectional streaming method ``handler(self, requests, context, who)``.
+
+    The key and role are checked once, at the start; the handler takes rate-limit tokens per
+    message with ``Guard.admit_more``.
+    """
+
+    def decorate(handler: Callable[..., Any]) -> Callable[..., Any]:
+        method = handler.__name__
+
+        @functools.wraps(handler)
+        async def wrapper(servicer: Any, requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            guard: Guard = servicer.guard
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                who = guard.admit(context, roles, None, None)
+                async for response in handler(servicer, requests, context, who):
+                    yield response
+            except Exception as exc:
+                code = code_of(exc)
+                guard.log_failure(method, code, exc)
+                await context.abort_with_status(to_status(exc))
+            finally:
+                guard.metrics.requests.labels(method, code.name).inc()
+                guard.metrics.latency.labels(method).observe(time.perf_counter() - started)
+
+        return wrapper
+
+    return decorate
