@@ -21,6 +21,7 @@ minute to fill). Writes ``bench/results/startup.md`` and prints it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -194,9 +195,7 @@ def _write_table(request: pytest.FixtureRequest) -> Iterator[None]:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     text = _table()
     RESULTS.write_text(text)
-    # Straight to the terminal: pytest captures a plain print() from a fixture's teardown.
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write("\n\n" + text + f"(written to {RESULTS})\n")
-    else:
-        print(text)
+    # Past pytest's output capture, which would swallow a print from a fixture's teardown.
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print(f"\n\n{text}(written to {RESULTS})", flush=True)
