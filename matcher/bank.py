@@ -408,9 +408,7 @@ class Bank:
             if self._ready.is_set() and added.ids:
                 self._index.add(added.ids, added.hashes)
             # Before the bank is ready, the loader's catch-up adds these from the change log.
-        return EnrollResult(
-            record.number, len(added.ids), added.duplicates, record.hash_count + len(added.ids)
-        )
+        return EnrollResult(record.number, len(added.ids), added.duplicates, added.hash_count)
 
     def case_status(self, case: str, *, by: Principal) -> CaseStatus:
         """The case's state and counts (its organisation's practitioners, admins)."""

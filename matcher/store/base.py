@@ -81,7 +81,8 @@ class CaseRecord:
 
 @dataclass(frozen=True, slots=True)
 class AddedHashes:
-    """What ``add_hashes`` committed: the new row ids, parallel to ``hashes``, and duplicates.
+    """What ``add_hashes`` committed: the new row ids, parallel to ``hashes``, the number of
+    duplicates skipped and the case's hash count after the commit.
 
     ``hashes`` are the ones actually inserted (duplicates of hashes already in the case, or
     repeated within the call, are skipped so that a retried enrollment is idempotent).
@@ -90,6 +91,7 @@ class AddedHashes:
     ids: list[int]
     hashes: list[Hash]
     duplicates: int
+    hash_count: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,6 +152,8 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 # that looks like a hash (a long run of hex digits) is refused before it reaches the table.
 _HEXISH = re.compile(r"[0-9a-fA-F]{16,}")
 _CHUNK_ROWS = 1 << 16
+# How long a write waits for another process's write lock before giving up (Unavailable).
+_BUSY_TIMEOUT_MS = 30_000
 
 
 def _now_ms() -> int:
@@ -272,6 +274,7 @@ class SQLiteStore:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = False
+        self._purge_timer: threading.Timer | None = None
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._migrate()
@@ -284,7 +287,10 @@ class SQLiteStore:
         # is visible in this file. check_same_thread=False: the writer is shared under a lock
         # and close() may run on another thread.
         conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=_BUSY_TIMEOUT_MS / 1000,
         )
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -305,20 +311,34 @@ class SQLiteStore:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: commits on success, rolls back on any exception."""
+        """One write transaction: commits on success, rolls back on any exception.
+
+        Nothing is acknowledged unless COMMIT returned. A database that is locked by another
+        process for longer than the busy timeout, or that fails to write (disk full, I/O
+        error), raises ``Unavailable``: the caller may retry.
+        """
         with self._write_lock:
             if self._closed:
                 raise Unavailable("the store is closed")
             conn = self._writer
-            # IMMEDIATE takes the write lock now, so another process writing to the same file
-            # makes us wait (busy timeout) here rather than fail halfway through.
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # IMMEDIATE takes the write lock now, so another process writing to the same
+                # file makes us wait (busy timeout) here rather than fail halfway through.
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise Unavailable("the store is busy; retry later") from exc
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                # A failed COMMIT can leave the transaction open: roll it back, so that it is
+                # not committed later by accident with the next transaction's COMMIT.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise Unavailable("the store failed to write; retry later") from exc
                 raise
-            conn.execute("COMMIT")
 
     def close(self) -> None:
         """Checkpoint the WAL into the database file and close every connection."""
@@ -326,6 +346,8 @@ class SQLiteStore:
             if self._closed:
                 return
             self._closed = True
+            if self._purge_timer is not None:
+                self._purge_timer.cancel()
             # A reader still open elsewhere may refuse the checkpoint; the WAL is then
             # replayed on the next open, so nothing is lost.
             with contextlib.suppress(sqlite3.Error):
@@ -564,10 +586,12 @@ class SQLiteStore:
                     "UPDATE cases SET hash_count = hash_count + ? WHERE id = ?",
                     (len(fresh), case_id),
                 )
+            hash_count = w.execute("SELECT hash_count FROM cases WHERE id = ?", (case_id,))
+            total = int(hash_count.fetchone()[0])
             detail: dict[str, object] = dict(Counter(h.signal.name for h in fresh))
             detail.update(added=len(fresh), duplicates=len(hashes) - len(fresh))
             self._audit(w, actor, "case.enroll", case_id=case_id, detail=detail, at=now)
-        return AddedHashes(ids, fresh, len(hashes) - len(fresh))
+        return AddedHashes(ids, fresh, len(hashes) - len(fresh), total)
 
     def withdraw_case(self, case_id: int, *, actor: Principal) -> list[tuple[int, str]]:
         """Delete every hash of the case and mark it withdrawn, atomically; return the removed
@@ -612,14 +636,32 @@ class SQLiteStore:
 
         Deleted rows are zeroed in the database pages (secure_delete), but older WAL frames
         still hold the pages as they were until the WAL is reset. A reader in the middle of a
-        long read (e.g. start-up loading) can hold the checkpoint back; then this returns False
-        and the next withdrawal or ``close`` finishes the job.
+        long read (e.g. start-up loading) holds the checkpoint back: rather than make the
+        withdrawal wait for it, this gives up after a short wait, returns False, and retries
+        every second in the background until it succeeds (and once more on ``close``).
         """
         with self._write_lock:
             if self._closed:
                 return False
-            busy, _, _ = self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        return busy == 0
+            conn = self._writer
+            conn.execute("PRAGMA busy_timeout = 250")
+            try:
+                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.OperationalError:
+                busy = 1
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            done = busy == 0
+            if not done and self._purge_timer is None:
+                self._purge_timer = threading.Timer(1.0, self._retry_purge)
+                self._purge_timer.daemon = True
+                self._purge_timer.start()
+        return done
+
+    def _retry_purge(self) -> None:
+        with self._write_lock:
+            self._purge_timer = None
+        self.purge_wal()
 
     def active_ids(self, ids: Sequence[int]) -> set[int]:
         """The subset of ``ids`` whose hash rows exist now (one query for any number of ids)."""
