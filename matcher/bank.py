@@ -265,8 +265,15 @@ class Bank:
         """
         show = self._progress if progress is None else progress
         started = time.perf_counter()
-        parts: dict[str, list[CodeChunk]] = {}
         with self._store.snapshot() as snap:
+            # Exact per-signal counts let each signal's ids and codes land in one preallocated
+            # array: no per-hash objects, no concatenation copy.
+            arrays = {
+                name: (np.empty(n, np.int64), np.empty((n, SIGNALS[name].byte_length), np.uint8))
+                for name, n in snap.counts.items()
+            }
+            filled = dict.fromkeys(arrays, 0)
+            spill: dict[str, list[CodeChunk]] = {}  # only if the counts were ever wrong
             bar = tqdm(
                 total=snap.total,
                 unit="hash",
@@ -277,16 +284,25 @@ class Bank:
             )
             with bar:
                 for chunk in snap.chunks():
-                    parts.setdefault(chunk.signal, []).append(chunk)
-                    bar.update(len(chunk.ids))
+                    ids, codes = arrays[chunk.signal]
+                    at, n = filled[chunk.signal], len(chunk.ids)
+                    if at + n <= len(ids):
+                        ids[at : at + n] = chunk.ids
+                        codes[at : at + n] = chunk.codes
+                        filled[chunk.signal] = at + n
+                    else:
+                        spill.setdefault(chunk.signal, []).append(chunk)
+                    bar.update(n)
             mark = snap.mark
         index = Index()
-        for name, chunks in parts.items():
-            ids = np.concatenate([c.ids for c in chunks])
-            codes = np.concatenate([c.codes for c in chunks])
-            chunks.clear()  # free the blocks before the index makes its own copy
+        for name in list(arrays):
+            ids, codes = arrays.pop(name)
+            ids, codes = ids[: filled[name]], codes[: filled[name]]
+            if name in spill:
+                ids = np.concatenate([ids, *(c.ids for c in spill[name])])
+                codes = np.concatenate([codes, *(c.codes for c in spill[name])])
             index.add_codes(SIGNALS[name], ids, codes)
-            del ids, codes
+            del ids, codes  # free this signal's arrays before the next one is added
         with self._lock:
             self._catch_up(index, mark)
             self._index = index

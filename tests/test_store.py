@@ -116,6 +116,7 @@ def test_add_hashes_commits_rows_change_log_and_audit_together(
     assert [(c.op, c.hash_id) for c in store.changes_since(0)] == [("add", i) for i in added.ids]
     case = store.get_case_by_id(case_id)
     assert case is not None and case.hash_count == 4
+    assert store.hash_counts() == {"pdq": 2, "phash": 1, "md5": 1}
     enroll = store.audit_log(case_id=case_id)[0]
     assert enroll.action == "case.enroll"
     assert enroll.detail == {"added": 4, "duplicates": 0, "pdq": 2, "phash": 1, "md5": 1}
@@ -143,6 +144,7 @@ def test_withdraw_deletes_rows_logs_the_removal_and_is_idempotent(
     case = store.get_case_by_id(case_id)
     assert case is not None
     assert (case.state, case.hash_count) == (CaseState.WITHDRAWN, 0)
+    assert store.hash_counts() == {}
     assert case.withdrawn_at is not None
     assert store.withdraw_case(case_id, actor=OPERATOR) == []
     with pytest.raises(Conflict):
@@ -247,19 +249,38 @@ def test_snapshot_yields_every_hash_in_id_order_grouped_by_signal(
     hashes = [pdq() if i % 3 else Hash(PHASH, os.urandom(8)) for i in range(25)]
     ids = store.add_hashes(case_id, hashes, actor=OPERATOR).ids
     with store.snapshot() as snap:
-        assert snap.total == 25
+        assert snap.counts == {"pdq": 16, "phash": 9} and snap.total == 25
         assert snap.mark == store.changes_since(0)[-1].seq
         chunks = list(snap.chunks(rows=7))
         # A write after the snapshot began is not in it.
         store.add_hashes(case_id, [pdq()], actor=OPERATOR)
         assert sum(len(c.ids) for c in snap.chunks()) == 25
+    # One signal type after another, each in id order, in blocks of at most 7.
+    assert [(c.signal, len(c.ids)) for c in chunks] == [
+        ("pdq", 7),
+        ("pdq", 7),
+        ("pdq", 2),
+        ("phash", 7),
+        ("phash", 2),
+    ]
     got = {}
     for c in chunks:
+        assert list(c.ids) == sorted(c.ids)
         assert c.ids.dtype == np.int64 and c.codes.dtype == np.uint8
         assert c.codes.shape == (len(c.ids), {"pdq": 32, "phash": 8}[c.signal])
         for i, code in zip(c.ids.tolist(), c.codes, strict=True):
             got[i] = (c.signal, code.tobytes())
     assert got == {i: (h.signal.name, h.value) for i, h in zip(ids, hashes, strict=True)}
+
+
+def test_snapshot_keeps_awkward_bytes_intact(store: SQLiteStore, case_id: int) -> None:
+    # Zero bytes, separators and invalid UTF-8 must survive the block query's concatenation.
+    values = [b"\x00" * 32, b"\xff" * 32, b"," * 32, b"\x00\xc3" * 16, os.urandom(32)]
+    ids = store.add_hashes(case_id, [Hash(PDQ, v, 90) for v in values], actor=OPERATOR).ids
+    with store.snapshot() as snap:
+        (chunk,) = list(snap.chunks())
+    assert chunk.ids.tolist() == ids
+    assert [row.tobytes() for row in chunk.codes] == values
 
 
 def test_changes_can_be_followed_and_pruned(store: SQLiteStore, case_id: int) -> None:

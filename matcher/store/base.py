@@ -151,14 +151,21 @@ class Snapshot(Protocol):
     """A consistent read of every stored hash, used to build the index at start-up.
 
     ``mark`` is the last change-log sequence number the snapshot includes: after loading, apply
-    ``changes_since(mark)`` to catch up with writes made during the load.
+    ``changes_since(mark)`` to catch up with writes made during the load. ``counts`` is the
+    number of hashes per signal type in the snapshot (exact: it sizes the index's arrays).
     """
 
     mark: int
-    total: int
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        """Number of hashes in the snapshot."""
+        ...
 
     def chunks(self, rows: int = ...) -> Iterator[CodeChunk]:
-        """Yield every stored hash, in id order, in blocks of at most ``rows``."""
+        """Yield every stored hash in blocks of at most ``rows``: one signal type after
+        another, each in id order."""
         ...
 
 
