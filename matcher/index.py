@@ -33,9 +33,24 @@ __all__ = ["ExactIndex", "HammingIndex", "Index"]
 Result = tuple[np.ndarray, np.ndarray]
 
 
+def _sorted_unique(ids: np.ndarray) -> np.ndarray:
+    # np.unique hashes int64 (numpy 2.3+), 20 s for 10M: sorting is faster, and near linear
+    # for ids that arrive in order, as store row ids do.
+    out = np.sort(ids, kind="stable")
+    if len(out) > 1:
+        out = out[np.concatenate([[True], out[1:] != out[:-1]])]
+    return out
+
+
+def _id_array(ids: Iterable[int]) -> np.ndarray:
+    if isinstance(ids, np.ndarray):
+        return ids.astype(np.int64, copy=False).reshape(-1)
+    return np.fromiter((int(i) for i in ids), dtype=np.int64)
+
+
 def _check_ids(ids: np.ndarray | Sequence[int]) -> np.ndarray:
     arr = np.asarray(ids, dtype=np.int64).reshape(-1)
-    if len(np.unique(arr)) != len(arr):
+    if len(_sorted_unique(arr)) != len(arr):
         raise ValueError("ids in one add must be distinct")
     return arr
 
@@ -287,7 +302,7 @@ class HammingIndex:
         Effective for the next search. A segment left a quarter dead is rebuilt without its
         dead entries, so the cost is amortised over the removals that killed them.
         """
-        ids_arr = np.unique(np.fromiter((int(i) for i in ids), dtype=np.int64))
+        ids_arr = _sorted_unique(_id_array(ids))
         removed = 0
         with self._lock:
             for segment in self._segments:
