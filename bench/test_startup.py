@@ -16,12 +16,11 @@ file:
 Sizes: ``MATCHER_BENCH_SIZES`` (comma-separated, default ``1000000``; e.g.
 ``MATCHER_BENCH_SIZES=1000000,10000000 make bench``). A filled store can be reused between runs
 with ``MATCHER_BENCH_DATA=/some/folder`` (one sub-folder per size; 10M take ~1 GB and about a
-minute to fill). Writes ``bench/results/startup.md`` and prints it.
+minute to fill). Writes ``bench/results/startup.md`` (printed by ``bench/conftest.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -188,14 +187,8 @@ def _remember_folder(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _write_table(request: pytest.FixtureRequest) -> Iterator[None]:
+def _write_table() -> Iterator[None]:
     yield
-    if not _results:
-        return
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    text = _table()
-    RESULTS.write_text(text)
-    # Past pytest's output capture, which would swallow a print from a fixture's teardown.
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        print(f"\n\n{text}(written to {RESULTS})", flush=True)
+    if _results:  # bench/conftest.py prints every table under bench/results/ at the end
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(_table())
