@@ -323,7 +323,10 @@ class Bank:
         removed: set[int] = set()
         while changes := self._store.changes_since(mark):
             for change in changes:
-                (added.append if change.op == "add" else removed.add)(change.hash_id)
+                if change.op == "add":
+                    added.extend(change.ids)
+                else:
+                    removed.update(change.ids)
             mark = changes[-1].seq
         if removed:
             index.remove(removed)

@@ -113,7 +113,8 @@ def test_add_hashes_commits_rows_change_log_and_audit_together(
     assert [(r[0], r[1], bytes(r[2])) for r in rows] == [
         (i, h.signal.name, h.value) for i, h in zip(added.ids, hashes, strict=True)
     ]
-    assert [(c.op, c.hash_id) for c in store.changes_since(0)] == [("add", i) for i in added.ids]
+    (change,) = store.changes_since(0)
+    assert (change.op, change.ids) == ("add", range(added.ids[0], added.ids[-1] + 1))
     case = store.get_case_by_id(case_id)
     assert case is not None and case.hash_count == 4
     assert store.hash_counts() == {"pdq": 2, "phash": 1, "md5": 1}
@@ -138,8 +139,9 @@ def test_withdraw_deletes_rows_logs_the_removal_and_is_idempotent(
     removed = store.withdraw_case(case_id, actor=OPERATOR)
     assert removed == [(i, "pdq") for i in added.ids]
     assert raw(store, "SELECT count(*) FROM hashes") == [(0,)]
-    assert [(c.op, c.hash_id) for c in store.changes_since(0)][-2:] == [
-        ("remove", i) for i in added.ids
+    assert [(c.op, list(c.ids)) for c in store.changes_since(0)] == [
+        ("add", added.ids),
+        ("remove", added.ids),
     ]
     case = store.get_case_by_id(case_id)
     assert case is not None
@@ -284,13 +286,18 @@ def test_snapshot_keeps_awkward_bytes_intact(store: SQLiteStore, case_id: int) -
 
 
 def test_changes_can_be_followed_and_pruned(store: SQLiteStore, case_id: int) -> None:
-    ids = store.add_hashes(case_id, [pdq(), pdq()], actor=OPERATOR).ids
+    org_id = store.get_case_by_id(case_id).org_id  # type: ignore[union-attr]
+    other = store.create_case(org_id, "DDDD-EEEE-FFFF", "scrypt$x", actor=OPERATOR).id
+    # Interleave two cases' enrollments: the withdrawn case's ids are two runs.
+    first = store.add_hashes(case_id, [pdq(), pdq()], actor=OPERATOR).ids
+    store.add_hashes(other, [pdq()], actor=OPERATOR)
+    second = store.add_hashes(case_id, [pdq(), pdq()], actor=OPERATOR).ids
     mark = store.changes_since(0)[-1].seq
     store.withdraw_case(case_id, actor=OPERATOR)
     later = store.changes_since(mark)
-    assert [(c.op, c.hash_id, c.signal) for c in later] == [("remove", i, "pdq") for i in ids]
-    assert store.changes_since(0, limit=1)[0].op == "add"
-    assert store.prune_changes(mark) == 2
+    assert [(c.op, list(c.ids)) for c in later] == [("remove", first), ("remove", second)]
+    assert [c.op for c in store.changes_since(0, limit=2)] == ["add", "add"]
+    assert store.prune_changes(mark) == 3
     assert [c.seq for c in store.changes_since(0)] == [c.seq for c in later]
 
 

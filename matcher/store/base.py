@@ -11,7 +11,7 @@ Three promises every backend keeps (DESIGN.md rules 2-4):
 - **Withdrawal is real.** ``withdraw_case`` deletes the hash rows (no soft delete) in the same
   transaction as its change-log and audit rows.
 - **Hash values stay in one table.** Only the ``hashes`` table holds hash values. The change log
-  records (op, hash row id, signal type); a replica that follows it reads the value of an
+  records (op, range of hash row ids); a replica that follows it reads the value of an
   added hash from ``hashes`` by id, so after a withdrawal no copy of the value remains
   anywhere. Audit rows carry counts, never values.
 
@@ -96,12 +96,22 @@ class AddedHashes:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One change-log row: ``op`` is ``"add"`` or ``"remove"`` of hash row ``hash_id``."""
+    """One change-log row: ``op`` (``"add"`` or ``"remove"``) of the hash rows with ids
+    ``first_id`` to ``last_id`` inclusive, every one of which that op touched.
+
+    No value and no signal type: a follower reads added rows from ``hashes`` by id (rows
+    withdrawn since are simply absent) and removes by id alone.
+    """
 
     seq: int
     op: str
-    hash_id: int
-    signal: str
+    first_id: int
+    last_id: int
+
+    @property
+    def ids(self) -> range:
+        """The hash row ids of this change."""
+        return range(self.first_id, self.last_id + 1)
 
 
 @dataclass(frozen=True, slots=True)

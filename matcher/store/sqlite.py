@@ -25,7 +25,7 @@ Schema (version 1; ``_MIGRATIONS`` holds every version from the first release on
           hash_count, reported_correct, reported_wrong, created_at, withdrawn_at)
     hashes(id PK AUTOINCREMENT, case_id -> cases, signal, value, quality, created_at)
     signal_counts(signal PK, hashes)            kept in the same transactions as hashes
-    changes(seq PK AUTOINCREMENT, op 'add'|'remove', hash_id, signal, at)   no values
+    changes(seq PK AUTOINCREMENT, op 'add'|'remove', first_id, last_id, at)  no values
     feedback(id PK, case_id -> cases, correct, actor, org_id, at)
     audit(id PK, at, actor, org_id, action, case_id, detail JSON)         no values
     api_keys(id PK, name, role, org_id -> organisations, key_hash UNIQUE, prefix,
@@ -114,11 +114,14 @@ _MIGRATIONS: list[tuple[str, ...]] = [
             signal TEXT PRIMARY KEY,
             hashes INTEGER NOT NULL
         ) WITHOUT ROWID""",
+        # One row per run of consecutive hash ids, not per hash: an enrollment's ids are one
+        # block, so 10M hashes enrolled 10k at a time take 1k rows here instead of 10M
+        # (~270 MB). Ids never get reused, so a range never covers another case's hashes.
         """CREATE TABLE changes (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             op TEXT NOT NULL CHECK (op IN ('add', 'remove')),
-            hash_id INTEGER NOT NULL,
-            signal TEXT NOT NULL,
+            first_id INTEGER NOT NULL,
+            last_id INTEGER NOT NULL CHECK (last_id >= first_id),
             at INTEGER NOT NULL
         )""",
         """CREATE TABLE feedback (
@@ -216,6 +219,17 @@ def _key(row: tuple) -> ApiKeyRecord:
         created_at=_dt_required(row[5]),
         revoked_at=_dt(row[6]),
     )
+
+
+def _runs(ids: Sequence[int]) -> list[tuple[int, int]]:
+    """Runs of consecutive values in sorted ``ids``: [1, 2, 3, 7, 8] -> [(1, 3), (7, 8)]."""
+    runs: list[tuple[int, int]] = []
+    for i in ids:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
 
 
 def _json_ids(ids: Sequence[int]) -> str:
@@ -599,9 +613,8 @@ class SQLiteStore:
                     raise RuntimeError("hash row ids were not allocated as one block")
                 ids = list(range(first, first + len(fresh)))
                 w.execute(
-                    "INSERT INTO changes(op, hash_id, signal, at) "
-                    "SELECT 'add', id, signal, ? FROM hashes WHERE id >= ?",
-                    (now, first),
+                    "INSERT INTO changes(op, first_id, last_id, at) VALUES ('add', ?, ?, ?)",
+                    (first, ids[-1], now),
                 )
                 w.execute(
                     "UPDATE cases SET hash_count = hash_count + ? WHERE id = ?",
@@ -638,10 +651,9 @@ class SQLiteStore:
                 )
             ]
             if removed:
-                w.execute(
-                    "INSERT INTO changes(op, hash_id, signal, at) "
-                    "SELECT 'remove', id, signal, ? FROM hashes WHERE case_id = ? ORDER BY id",
-                    (now, case_id),
+                w.executemany(
+                    "INSERT INTO changes(op, first_id, last_id, at) VALUES ('remove', ?, ?, ?)",
+                    [(a, b, now) for a, b in _runs([i for i, _ in removed])],
                 )
                 w.execute("DELETE FROM hashes WHERE case_id = ?", (case_id,))
                 w.executemany(
@@ -836,10 +848,10 @@ class SQLiteStore:
     def changes_since(self, seq: int, *, limit: int = 100_000) -> list[Change]:
         """Change-log rows after ``seq``, oldest first, at most ``limit``."""
         rows = self._reader().execute(
-            "SELECT seq, op, hash_id, signal FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, op, first_id, last_id FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
             (seq, limit),
         )
-        return [Change(int(s), op, int(h), sig) for s, op, h, sig in rows.fetchall()]
+        return [Change(int(s), op, int(a), int(b)) for s, op, a, b in rows.fetchall()]
 
     def prune_changes(self, upto_seq: int) -> int:
         """Delete change-log rows up to ``upto_seq`` (once every follower is past it)."""
