@@ -85,6 +85,8 @@ def test_enroll_match_withdraw(bank: Bank, me: Principal, data: Path) -> None:
     assert distances(bank, flip(a, 31)) == [31]
     assert distances(bank, flip(a, 32)) == []
     assert distances(bank, flip(a, 20), max_distance=19) == []
+    assert distances(bank, flip(a, 20), flip(ph, 9), max_distance={"pdq": 20}) == [20]
+    assert distances(bank, flip(a, 20), flip(ph, 9), max_distance={"phash": 9}) == [20, 9]
     assert distances(bank, flip(ph, 8)) == [8]
     assert distances(bank, md5) == [0]
     assert distances(bank, flip(md5, 1)) == []
@@ -140,6 +142,8 @@ def test_bad_queries_are_refused_with_their_field(bank: Bank) -> None:
     assert err.value.field == "queries[1].max_distance"
     with pytest.raises(InvalidDistance):
         bank.match([Query([pdq(), Hash(PHASH, os.urandom(8))], max_distance=20)])
+    with pytest.raises(InvalidDistance, match="unknown signal types: dhash"):
+        bank.match([Query([pdq()], max_distance={"dhash": 3})])
     with pytest.raises(InvalidInput) as err:
         bank.match([Query([])])
     assert err.value.field == "queries[0]"
@@ -323,6 +327,7 @@ def test_stats_for_operators(bank: Bank, me: Principal) -> None:
     stats = bank.stats(by=OPERATOR)
     assert stats.ready and stats.load_seconds is not None
     assert (stats.indexed["pdq"], stats.indexed["phash"], stats.indexed["md5"]) == (2, 1, 0)
+    assert stats.stored == {"pdq": 2, "phash": 1}
     assert stats.cases == {"active": 1}
 
 
