@@ -206,6 +206,22 @@ def test_ids_are_never_reused_after_the_highest_rows_are_withdrawn(
     assert second.ids[0] > max(first.ids)
 
 
+def test_a_write_blocked_by_another_process_is_unavailable_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    with SQLiteStore(tmp_path / "data", busy_timeout=0.2) as store:
+        org = store.create_organisation("Helpline", actor=OPERATOR)
+        case = store.create_case(org.id, "AAAA-BBBB-CCCC", "scrypt$x", actor=OPERATOR)
+        other = sqlite3.connect(store.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(Unavailable, match="busy"):
+            store.add_hashes(case.id, [pdq()], actor=OPERATOR)
+        other.execute("ROLLBACK")
+        other.close()
+        assert store.case_signal_counts(case.id) == {}
+        assert len(store.add_hashes(case.id, [pdq()], actor=OPERATOR).ids) == 1
+
+
 def test_unknown_case_and_organisation(store: SQLiteStore) -> None:
     with pytest.raises(NotFound):
         store.add_hashes(12345, [pdq()], actor=OPERATOR)

@@ -162,8 +162,6 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 # that looks like a hash (a long run of hex digits) is refused before it reaches the table.
 _HEXISH = re.compile(r"[0-9a-fA-F]{16,}")
 _CHUNK_ROWS = 1 << 16
-# How long a write waits for another process's write lock before giving up (Unavailable).
-_BUSY_TIMEOUT_MS = 30_000
 
 
 def _now_ms() -> int:
@@ -292,13 +290,20 @@ class SQLiteStore:
         self,
         data_dir: str | os.PathLike[str],
         *,
+        busy_timeout: float = 30.0,
         _migrations: list[tuple[str, ...]] | None = None,
     ) -> None:
+        """Open (creating and migrating if needed) the store in ``data_dir``.
+
+        ``busy_timeout`` is how many seconds a write waits for another process's write lock
+        before giving up with ``Unavailable``.
+        """
         self.data_dir = Path(data_dir)
         # The folder holds sensitive hashes: readable by the owner only.
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = self.data_dir / DB_FILENAME
         self._migrations = _MIGRATIONS if _migrations is None else _migrations
+        self._busy_timeout = busy_timeout
         self._write_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -320,7 +325,7 @@ class SQLiteStore:
             self.path,
             isolation_level=None,
             check_same_thread=False,
-            timeout=_BUSY_TIMEOUT_MS / 1000,
+            timeout=self._busy_timeout,
         )
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -692,7 +697,7 @@ class SQLiteStore:
             except sqlite3.OperationalError:
                 busy = 1
             finally:
-                conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             done = busy == 0
             if not done and self._purge_timer is None:
                 self._purge_timer = threading.Timer(1.0, self._retry_purge)
