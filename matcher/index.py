@@ -77,24 +77,31 @@ class _Tables:
         n = codes.shape[0]
         self.m = _k.choose_split(bits, max_distance, n)
         self.starts, self.lengths = _k.split(bits, self.m)
-        sizes = (1 << self.lengths) + 1
-        self.table_base = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        self.offsets = np.empty(int(sizes.sum()), dtype=np.int32)
         self.perm = np.empty((self.m, n + _k.PAD), dtype=np.int32)
         self._n = n
         self._radii: dict[int, np.ndarray] = {}
 
-        def build(t: int) -> None:
-            lo = int(self.table_base[t])
-            _k.build_table(
-                codes,
-                int(self.starts[t]),
-                int(self.lengths[t]),
-                self.offsets[lo : lo + int(sizes[t])],
-                self.perm[t],
-            )
+        def build(t: int) -> tuple[np.ndarray, int]:
+            start, length = int(self.starts[t]), int(self.lengths[t])
+            hist = np.empty(1 << length, dtype=np.int32)
+            width = _k.lane_width(int(_k.histogram(codes, start, length, hist)))
+            directory = np.empty(_k.directory_blocks(length, width) * _k.BLOCK, dtype=np.uint8)
+            _k.fill_table(codes, start, length, hist, width, directory, self.perm[t])
+            return directory, width
 
-        pool.map(build, range(self.m))
+        built = pool.map(build, range(self.m))
+        self.widths = np.array([w for _, w in built], dtype=np.int64)
+        blocks = np.array([len(d) // _k.BLOCK for d, _ in built], dtype=np.int64)
+        self.dir_base = np.concatenate([[0], np.cumsum(blocks)[:-1]]).astype(np.int64)
+        # One array for all tables, aligned so that each block is one cache line.
+        raw = np.empty(int(blocks.sum()) * _k.BLOCK + _k.BLOCK, dtype=np.uint8)
+        skip = -raw.ctypes.data % _k.BLOCK
+        self.directory = raw[skip : skip + int(blocks.sum()) * _k.BLOCK]
+        for t, (d, _) in enumerate(built):
+            at = int(self.dir_base[t]) * _k.BLOCK
+            self.directory[at : at + len(d)] = d
+        self.dir32 = self.directory.view(np.uint32)
+        self.dir64 = self.directory.view(np.uint64)
 
     def radii(self, r: int) -> np.ndarray:
         """Probe radii for a search at distance ``r`` (cached: a handful of values ever)."""
@@ -106,7 +113,7 @@ class _Tables:
 
     @property
     def nbytes(self) -> int:
-        return int(self.offsets.nbytes + self.perm.nbytes)
+        return int(self.directory.nbytes + self.perm.nbytes)
 
 
 class _Segment:
@@ -151,7 +158,8 @@ class _Segment:
             _k.flat_search(self.words, self.alive, queries, r, out_pos, out_dist, counts)
         else:
             _k.mih_search(
-                self.words, self.alive, t.starts, t.lengths, t.table_base, t.offsets, t.perm,
+                self.words, self.alive, t.starts, t.lengths, t.dir_base, t.widths,
+                t.directory, t.dir32, t.dir64, t.perm,
                 t.radii(r), queries, r, out_pos, out_dist, counts,
             )  # fmt: skip
         return out_pos, out_dist, counts
