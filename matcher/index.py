@@ -1,17 +1,33 @@
 """Exact Hamming range search over stored hashes, per signal type. No I/O.
 
-Contract (what the bank codes against):
+The contract (what the bank codes against)::
 
-- Entries are identified by ``int64`` ids chosen by the caller (the store's row ids). Codes are
-  ``uint8`` arrays of shape ``(n, signal.byte_length)``: the hash bytes, big-endian as in
-  ``Hash.value``. Several entries may share a code; an id is present at most once (adding an id
-  that is present replaces its code).
-- ``search(codes, max_distance)`` returns, for each query code, EVERY live entry within
-  ``max_distance`` bits, as ``(ids int64, distances int32)`` sorted by distance then id. The
-  distance may be anything up to the signal's maximum, never more (``InvalidDistance``).
-- ``remove`` takes effect for the very next search.
+    index = Index()                                   # one sub-index per signal type
+    index.add_codes(PDQ, ids, codes)                  # ids int64 (n,), codes uint8 (n, 32)
+    index.add(ids, hashes)                            # or Hash objects, any mix of types
+    [(found_ids, distances)] = index.search(PDQ, query_codes, max_distance=31)
+    index.remove(ids)                                 # effective for the very next search
+    index.compact()                                   # drop removed entries for good (slow)
+    len(index), index.size(PDQ)
 
-This first version is a flat scan; the multi-index version keeps the same interface.
+- Entries are identified by ``int64`` ids chosen by the caller (the store's row ids), unique
+  across signal types. Codes are ``uint8`` arrays of shape ``(n, signal.byte_length)``: the
+  hash bytes as in ``Hash.value``. Several entries may share a code; an id is present at most
+  once (adding an id that is present replaces its code).
+- ``search`` returns, for each query code, EVERY live entry within ``max_distance`` bits, as
+  ``(ids int64, distances int32)`` sorted by distance then id (rule 5 of DESIGN.md: nothing
+  within the distance is ever missed). ``max_distance`` may be anything from 0 to the signal's
+  maximum (PDQ 31, pHash 10), never more (``InvalidDistance``); None means the default.
+- Perceptual signals (PDQ, pHash) use ``HammingIndex``: multi-index hashing, exact by the
+  pigeonhole principle (see ``matcher._index_kernels``), with a flat scan for small segments.
+  File digests (MD5, SHA-256) use ``ExactIndex``, a plain mapping.
+- Start-up: pass the whole bank to one ``add`` (or ``add_batches``): one build, about 6 s for
+  10M PDQ codes here, instead of many merges.
+- Memory at 10M PDQ codes: about 1.0 GB (codes 320 MB, ids 80 MB, tables 580 MB). A merge or
+  ``compact()`` holds the old and the new segment for a moment.
+
+Thread safety: mutations hold a lock; searches hold none and can run in parallel with each
+other and with mutations (see ``HammingIndex``).
 """
 
 from __future__ import annotations
@@ -247,7 +263,9 @@ class HammingIndex:
         return sum(s.nbytes for s in self._segments)
 
     def _to_words(self, codes: np.ndarray) -> np.ndarray:
-        return codes.view(np.uint64).reshape(len(codes), self._words)
+        words = codes.view(np.uint64).reshape(len(codes), self._words)
+        # Bytes from np.frombuffer need not sit on 8-byte boundaries; the kernels want words.
+        return words if words.flags.aligned else words.copy()
 
     def _segment(self, ids: np.ndarray, words: np.ndarray) -> _Segment:
         order = np.argsort(ids, kind="stable")  # near linear when ids arrive in order
@@ -295,6 +313,19 @@ class HammingIndex:
             else:
                 built.append(new)
             self._publish(self._settle(built), tail)
+
+    def add_batches(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Add ``(ids, codes)`` batches (e.g. pages read from the store) with one build.
+
+        Many separate ``add`` calls of large batches would merge segments again and again
+        (O(n log n) rows rebuilt); this gathers them first (O(n)).
+        """
+        ids, codes = [], []
+        for batch_ids, batch_codes in batches:
+            ids.append(_id_array(batch_ids))
+            codes.append(_check_codes(self.signal, batch_codes, len(ids[-1])))
+        if ids:
+            self.add(np.concatenate(ids), np.concatenate(codes))
 
     def _settle(self, built: list[_Segment]) -> list[_Segment]:
         """Merge the newest segments while the newer is at least half the older (so there
@@ -421,6 +452,11 @@ class ExactIndex:
                 key = code.tobytes()
                 self._by_id[i] = key
                 self._by_code.setdefault(key, set()).add(i)
+
+    def add_batches(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Add ``(ids, codes)`` batches, as ``HammingIndex.add_batches``."""
+        for batch_ids, batch_codes in batches:
+            self.add(batch_ids, batch_codes)
 
     def remove(self, ids: Iterable[int]) -> int:
         """Remove entries by id (unknown ids are ignored); return how many were removed."""
