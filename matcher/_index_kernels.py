@@ -35,7 +35,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-# Widest substring we build a table for: its bucket offsets take 4 * 2**bits bytes.
+# Widest substring we build a table for: its directory takes about 2**bits bytes.
 MAX_SUBSTRING_BITS = 26
 
 
@@ -84,7 +84,7 @@ def _prefetch2(typingctx, arr, i, j):  # type: ignore[no-untyped-def]
 
 
 # How many iterations ahead the kernels prefetch.
-_AHEAD = 32
+_AHEAD = 16
 
 
 @numba.njit(inline="always")
@@ -98,25 +98,65 @@ def _extract(row, start, length):  # type: ignore[no-untyped-def]
     return v & ((np.uint64(1) << np.uint64(length)) - np.uint64(1))
 
 
-@numba.njit(nogil=True, cache=True)
-def build_table(codes, start, length, offsets, perm):  # type: ignore[no-untyped-def]
-    """Counting-sort the rows of ``codes`` by one substring.
+# Bucket directory: per table, blocks of 64 bytes (one cache line), each holding the sizes of
+# ``60 // width`` consecutive keys (``width``-byte lanes, little-endian, bytes 0-59) and, in
+# bytes 60-63, where the first of those buckets starts in the table's row list. A bucket starts
+# at its block's start plus the sizes of the keys before it in the block. One line read per
+# probe, at about 1.07 bytes per key with 1-byte sizes (4 bytes for plain offsets); that pays
+# for longer substrings, which means fewer candidates. A table whose largest bucket exceeds 255
+# rows (skewed codes) uses 2- or 4-byte lanes: slower, never wrong.
+BLOCK = 64
+_BLOCK_DATA = 60
 
-    ``offsets`` (size ``2**length + 1``) receives each key's bucket bounds; ``perm`` (size
-    ``n + PAD``) receives row numbers grouped by key, ascending within a bucket.
+
+def lane_width(largest: int) -> int:
+    """Bytes per bucket size in a table whose largest bucket holds ``largest`` rows."""
+    return 1 if largest <= 0xFF else 2 if largest <= 0xFFFF else 4
+
+
+def directory_blocks(length: int, width: int) -> int:
+    """Number of 64-byte blocks in the directory of a ``length``-bit table."""
+    per_block = _BLOCK_DATA // width
+    return -(-(1 << length) // per_block)
+
+
+@numba.njit(nogil=True, cache=True)
+def histogram(codes, start, length, hist):  # type: ignore[no-untyped-def]
+    """Count the rows per key of one substring; return the largest count."""
+    hist[:] = 0
+    for i in range(codes.shape[0]):
+        hist[_extract(codes[i], start, length)] += 1
+    return hist.max()
+
+
+@numba.njit(nogil=True, cache=True)
+def fill_table(codes, start, length, hist, width, directory, perm):  # type: ignore[no-untyped-def]
+    """Write one table's directory (see ``BLOCK``) and row list from its ``histogram``.
+
+    ``perm`` (size ``n + PAD``) receives row numbers grouped by key, ascending within a bucket.
+    ``hist`` is used up (it becomes the fill positions).
     """
-    n = codes.shape[0]
-    offsets[:] = 0
-    for i in range(n):
-        offsets[_extract(codes[i], start, length) + 1] += 1
-    for k in range(1, offsets.shape[0]):
-        offsets[k] += offsets[k - 1]
-    fill = offsets[:-1].copy()
-    for i in range(n):
+    nkeys = 1 << length
+    per_block = _BLOCK_DATA // width
+    pos = 0
+    for blk in range(directory.shape[0] // BLOCK):
+        at = blk * BLOCK
+        for b in range(4):
+            directory[at + _BLOCK_DATA + b] = (pos >> (8 * b)) & 0xFF
+        for lane in range(per_block):
+            k = blk * per_block + lane
+            c = 0
+            if k < nkeys:
+                c = hist[k]
+                hist[k] = pos
+                pos += c
+            for b in range(width):
+                directory[at + lane * width + b] = (c >> (8 * b)) & 0xFF
+    for i in range(codes.shape[0]):
         k = _extract(codes[i], start, length)
-        perm[fill[k]] = i
-        fill[k] += 1
-    perm[n:] = 0
+        perm[hist[k]] = i
+        hist[k] += 1
+    perm[codes.shape[0] :] = 0
 
 
 @numba.njit(inline="always")
@@ -163,19 +203,20 @@ PAD = 8
 
 @numba.njit(nogil=True, cache=True)
 def mih_search(  # type: ignore[no-untyped-def]
-    codes, alive, starts, lengths, table_base, offsets, perm, radii, queries, r,
-    out_pos, out_dist, counts,
+    codes, alive, starts, lengths, dir_base, widths, dir8, dir32, dir64, perm, radii, queries,
+    r, out_pos, out_dist, counts,
 ):  # fmt: skip
     """Multi-index range search (see the module docstring for why it is exact).
 
-    ``offsets`` holds every table's bucket bounds back to back, table ``t`` from
-    ``table_base[t]``; ``perm[t, :n]`` lists row numbers grouped by their key in table ``t``
-    (``PAD`` spare entries follow).
+    Table ``t``'s directory (see ``BLOCK``) starts at block ``dir_base[t]`` of ``dir8`` (the
+    same bytes seen as uint32 in ``dir32`` and uint64 in ``dir64``), with ``widths[t]``-byte
+    sizes; ``perm[t, :n]`` lists row numbers grouped by their key in table ``t`` (``PAD`` spare
+    entries follow).
 
-    The time goes into random reads (bucket bounds, bucket contents, candidate codes), so each
-    query runs in phases whose loops issue independent loads, with prefetches some iterations
-    ahead: the CPU then overlaps many cache misses instead of waiting for each in turn, as a
-    probe-by-probe loop would.
+    The time goes into random reads (directory lines, bucket rows, candidate codes), so each
+    query runs in phases whose loops issue independent loads, with prefetches ahead: the CPU
+    then overlaps many cache misses instead of waiting for each in turn, as a probe-by-probe
+    loop would.
     """
     m = starts.shape[0]
     cap = out_pos.shape[1]
@@ -186,24 +227,29 @@ def mih_search(  # type: ignore[no-untyped-def]
     for t in range(m):
         for k in range(radii[t] + 1):
             n_probes += _comb(lengths[t], k)
-    probe_at = np.empty(n_probes + 1, dtype=np.int64)
+    probe_blk = np.empty(n_probes + _AHEAD, dtype=np.int64)
+    probe_lane = np.empty(n_probes + 1, dtype=np.int64)
     probe_start = np.empty(m + 1, dtype=np.int64)
     lo = np.empty(n_probes + _AHEAD, dtype=np.int64)
     size = np.empty(n_probes, dtype=np.int64)
     cand_start = np.empty(m + 1, dtype=np.int64)
+    table_start = np.empty(m + 1, dtype=np.int64)
     cand = np.empty(8192, dtype=np.int64)
     cand_dist = np.empty(8192, dtype=np.int64)
     xor = np.empty(nw, dtype=np.uint64)
     flips = np.empty(64, dtype=np.int64)
     for qi in range(queries.shape[0]):
         q = queries[qi]
-        # Phase 1: every key within each table's radius of the query's key.
+        # Phase 1: every key within each table's radius of the query's key, as (directory
+        # block, lane).
         np_ = 0
         for t in range(m):
             probe_start[t] = np_
             length = lengths[t]
             key = _extract(q, starts[t], length)
-            base = table_base[t]
+            width = widths[t]
+            per_block = _BLOCK_DATA // width
+            first = dir_base[t]
             for k in range(radii[t] + 1):
                 # every set of k bit positions to flip, in lexicographic order
                 for i in range(k):
@@ -212,8 +258,15 @@ def mih_search(  # type: ignore[no-untyped-def]
                     probe = key
                     for i in range(k):
                         probe ^= np.uint64(1) << np.uint64(flips[i])
-                    probe_at[np_] = base + np.int64(probe)
-                    _prefetch1(offsets, probe_at[np_])
+                    p = np.int64(probe)
+                    if width == 1:  # a constant divisor compiles to a multiply
+                        blk = p // _BLOCK_DATA
+                        lane = p - blk * _BLOCK_DATA
+                    else:
+                        blk = p // per_block
+                        lane = p - blk * per_block
+                    probe_blk[np_] = first + blk
+                    probe_lane[np_] = lane
                     np_ += 1
                     i = k - 1
                     while i >= 0 and flips[i] == length - k + i:
@@ -224,19 +277,41 @@ def mih_search(  # type: ignore[no-untyped-def]
                     for j in range(i + 1, k):
                         flips[j] = flips[j - 1] + 1
         probe_start[m] = np_
-        # Phase 2: bucket bounds, as positions in the flattened row lists.
-        for t in range(m):
-            for i in range(probe_start[t], probe_start[t + 1]):
-                start = offsets[probe_at[i]]
-                lo[i] = t * stride + start
-                size[i] = offsets[probe_at[i] + 1] - start
         for i in range(np_, np_ + _AHEAD):
+            probe_blk[i] = 0
+        # Phase 2: where each non-empty bucket's rows start in the flattened row lists. With
+        # 1-byte sizes, the sizes before the lane are summed branch-free, 8 bytes at a time: a
+        # loop of varying length would cost a mispredicted branch per probe.
+        nb = 0
+        for t in range(m):
+            table_start[t] = nb
+            width = widths[t]
+            for i in range(probe_start[t], probe_start[t + 1]):
+                _prefetch1(dir8, probe_blk[i + _AHEAD] * BLOCK)
+                blk = probe_blk[i]
+                lane = probe_lane[i]
+                start = np.int64(dir32[blk * (BLOCK // 4) + _BLOCK_DATA // 4])
+                if width == 1:
+                    w = blk * (BLOCK // 8)
+                    for j in range(BLOCK // 8):
+                        below = min(max(lane - 8 * j, 0), 8)
+                        start += _byte_sum(dir64[w + j] & _BYTES_BELOW[below])
+                    c = np.int64(dir8[blk * BLOCK + lane])
+                else:
+                    for j in range(lane):
+                        start += _lane(dir8, blk * BLOCK + j * width, width)
+                    c = _lane(dir8, blk * BLOCK + lane * width, width)
+                lo[nb] = t * stride + start
+                size[nb] = c
+                nb += c > 0
+        table_start[m] = nb
+        for i in range(nb, nb + _AHEAD):
             lo[i] = 0
         # Phase 3: bucket contents, PAD entries at a time.
         nc = 0
         for t in range(m):
             cand_start[t] = nc
-            for i in range(probe_start[t], probe_start[t + 1]):
+            for i in range(table_start[t], table_start[t + 1]):
                 _prefetch1(flat, lo[i + _AHEAD])
                 if nc + size[i] + PAD > cand.shape[0]:
                     cand = _grow(cand, nc + size[i] + PAD)
@@ -284,6 +359,27 @@ def mih_search(  # type: ignore[no-untyped-def]
         counts[qi] = c
 
 
+# _BYTES_BELOW[k] keeps the k low bytes of a word.
+_BYTES_BELOW = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
+
+
+@numba.njit(inline="always")
+def _byte_sum(x):  # type: ignore[no-untyped-def]
+    """Sum of the 8 bytes of a uint64 (pairs first, so that no lane overflows)."""
+    pairs = (x & np.uint64(0x00FF00FF00FF00FF)) + (
+        (x >> np.uint64(8)) & np.uint64(0x00FF00FF00FF00FF)
+    )
+    return np.int64((pairs * np.uint64(0x0001000100010001)) >> np.uint64(48))
+
+
+@numba.njit(inline="always")
+def _lane(dir8, at, width):  # type: ignore[no-untyped-def]
+    v = np.int64(0)
+    for b in range(width):
+        v |= np.int64(dir8[at + b]) << (8 * b)
+    return v
+
+
 @numba.njit(inline="always")
 def _comb(n, k):  # type: ignore[no-untyped-def]
     c = 1
@@ -299,25 +395,31 @@ def split(bits: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     return starts, lengths
 
 
-# Relative costs of the two kinds of random memory read: a probe reads a bucket's bounds and
-# then the start of the bucket; a candidate reads one stored code.
-_PROBE_COST = 2.0
+# Relative costs of random reads (each is one cache line, and they cost about the same when
+# many are in flight): a probe reads its directory line, then, if the bucket is not empty, the
+# start of its rows; each candidate row then costs one read of its code.
+_PROBE_COST = 1.0
+_BUCKET_COST = 1.0
 _CANDIDATE_COST = 1.0
+
+
+def _probe_cost(length: int, n: int) -> float:
+    per_bucket = n / 2.0**length
+    return _PROBE_COST + _BUCKET_COST * -np.expm1(-per_bucket) + _CANDIDATE_COST * per_bucket
 
 
 def radii_for(lengths: np.ndarray, r: int, n: int) -> np.ndarray:
     """Probe radii with ``sum(t_i + 1) == r + 1`` (exact, see above) at the lowest cost.
 
-    Raising a table's radius from ``t`` to ``t + 1`` adds ``C(L, t+1)`` probes, each reading
-    about ``n / 2**L`` candidates on uniform codes; those increments grow with ``t``, so taking
-    the cheapest one ``r + 1`` times gives the cheapest plan.
+    Raising a table's radius from ``t`` to ``t + 1`` adds ``C(L, t+1)`` probes, each costing
+    about the same on uniform codes; those increments grow with ``t``, so taking the cheapest
+    one ``r + 1`` times gives the cheapest plan.
     """
     radii = np.full(len(lengths), -1, dtype=np.int64)
     for _ in range(r + 1):
         # A radius of L already probes every key of an L-bit table: never go past it.
         costs = [
-            comb(int(length), int(radii[i]) + 1)
-            * (_PROBE_COST + _CANDIDATE_COST * n / 2.0 ** int(length))
+            comb(int(length), int(radii[i]) + 1) * _probe_cost(int(length), n)
             if radii[i] < length
             else float("inf")
             for i, length in enumerate(lengths)
@@ -327,27 +429,33 @@ def radii_for(lengths: np.ndarray, r: int, n: int) -> np.ndarray:
 
 
 def plan_cost(lengths: np.ndarray, r: int, n: int) -> float:
-    """Expected random reads per query on uniform codes for a split and radius."""
+    """Expected cost per query on uniform codes for a split and radius (arbitrary units)."""
     radii = radii_for(lengths, r, n)
     total = 0.0
     for length, t in zip(lengths.tolist(), radii.tolist(), strict=True):
         probes = sum(comb(length, k) for k in range(t + 1))
-        total += probes * (_PROBE_COST + _CANDIDATE_COST * n / 2.0**length)
+        total += probes * _probe_cost(length, n)
     return total
+
+
+def table_bytes(lengths: np.ndarray, n: int) -> int:
+    """Memory of a segment's tables on uniform codes: row lists plus directories."""
+    blocks = sum(directory_blocks(int(length), 1) for length in lengths)
+    return 4 * len(lengths) * (n + PAD) + BLOCK * blocks
 
 
 def choose_split(bits: int, max_distance: int, n: int) -> int:
     """Number of substrings for a segment of ``n`` codes searched up to ``max_distance``.
 
-    The cheapest split whose bucket offsets take at most half the memory of its row lists
-    (``sum(2**L) <= m * n / 2``), so tables stay within about ``4 * m`` bytes per code.
+    The cheapest split whose tables fit in 64 bytes per code (plus 32 MB, so small segments
+    may use longer substrings): at 10M PDQ codes that is 11 tables of 23-24 bits, about 600 MB
+    beside the 400 MB of codes and ids.
     """
+    budget = 64 * n + (32 << 20)
     best_m, best_cost = bits // 8, float("inf")
     for m in range(max(1, -(-bits // MAX_SUBSTRING_BITS)), bits // 4 + 1):
         _, lengths = split(bits, m)
-        if int(lengths.max()) > MAX_SUBSTRING_BITS:
-            continue
-        if sum(2 ** int(length) for length in lengths) > m * max(n, 1024) / 2:
+        if int(lengths.max()) > MAX_SUBSTRING_BITS or table_bytes(lengths, n) > budget:
             continue
         cost = plan_cost(lengths, max_distance, n)
         if cost < best_cost:
