@@ -69,6 +69,13 @@ def test_an_empty_folder_is_migrated_to_the_current_schema(tmp_path: Path) -> No
     assert (tmp_path / "new").stat().st_mode & 0o077 == 0  # owner-only folder
 
 
+def test_a_folder_that_cannot_be_used_is_unavailable(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(Unavailable, match="cannot open the store"):
+        open_store(blocker / "data")
+
+
 def test_wal_and_full_sync_are_on(store: SQLiteStore) -> None:
     assert raw(store, "PRAGMA journal_mode") == [("wal",)]
     assert store._writer.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL

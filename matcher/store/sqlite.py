@@ -299,8 +299,6 @@ class SQLiteStore:
         before giving up with ``Unavailable``.
         """
         self.data_dir = Path(data_dir)
-        # The folder holds sensitive hashes: readable by the owner only.
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = self.data_dir / DB_FILENAME
         self._migrations = _MIGRATIONS if _migrations is None else _migrations
         self._busy_timeout = busy_timeout
@@ -310,10 +308,19 @@ class SQLiteStore:
         self._readers_lock = threading.Lock()
         self._closed = False
         self._purge_timer: threading.Timer | None = None
-        self._writer = self._connect()
-        self._writer.execute("PRAGMA journal_mode=WAL")
-        self._migrate()
-        self._match_key = self._ensure_match_key()
+        try:
+            # The folder holds sensitive hashes: readable by the owner only.
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._writer = self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            raise Unavailable(f"cannot open the store in {self.data_dir}: {exc}") from exc
+        try:
+            self._writer.execute("PRAGMA journal_mode=WAL")
+            self._migrate()
+            self._match_key = self._ensure_match_key()
+        except BaseException:
+            self._writer.close()
+            raise
 
     # -- connections and transactions
 
