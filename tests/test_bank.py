@@ -21,6 +21,7 @@ from matcher.errors import (
     Unauthenticated,
     Unavailable,
 )
+from matcher.index import Index
 from matcher.principal import Principal, Role
 from matcher.signals import MD5, PDQ, PHASH, Hash
 from matcher.store import CaseState
@@ -371,6 +372,31 @@ def test_not_ready_until_loaded_and_writes_made_meanwhile_are_caught_up(
         assert distances(cold, late) == [0]
         assert distances(cold, gone) == []
         assert len(cold._index) == 2
+
+
+def test_catching_up_applies_exactly_the_changes_after_the_snapshot(
+    data: Path, bank: Bank, me: Principal
+) -> None:
+    kept, doomed = bank.create_case(by=me), bank.create_case(by=me)
+    early, gone = pdq(), pdq()
+    bank.enroll(kept.number, [early], by=me)
+    assert bank.enroll(doomed.number, [gone], by=me).added == 1
+    with bank.store.snapshot() as snap:
+        mark = snap.mark
+        loaded = list(snap.chunks())
+    # Changes after the snapshot: one enrollment, one withdrawal of a loaded hash.
+    late = pdq()
+    bank.enroll(kept.number, [late], by=me)
+    bank.withdraw(doomed.number, by=me)
+    index = Index()
+    for chunk in loaded:
+        index.add_codes(PDQ, chunk.ids, chunk.codes)
+    assert len(index) == 2
+    new_mark = bank._catch_up(index, mark)
+    assert new_mark == bank.store.changes_since(0)[-1].seq
+    codes = np.frombuffer(b"".join(h.value for h in (early, gone, late)), np.uint8)
+    found = [len(ids) for ids, _ in index.search(PDQ, codes.reshape(3, 32), 0)]
+    assert found == [1, 0, 1]
 
 
 def test_writes_racing_a_background_load_are_all_applied(
