@@ -588,13 +588,22 @@ class Bank:
         )
 
     def audit_log(
-        self, *, by: Principal, case: str | None = None, limit: int = 100
+        self,
+        *,
+        by: Principal,
+        case: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
     ) -> list[AuditEntry]:
-        """Recent audit rows, newest first: all (admin) or one case (its practitioners)."""
+        """Recent audit rows, newest first: all (admin) or one case (its practitioners).
+
+        Page backwards with ``before`` = the last entry id of the previous page.
+        """
         if case is None:
             self._require(by, Role.ADMIN)
-            return self._store.audit_log(limit=limit)
-        return self._store.audit_log(case_id=self._own_case(case, by).id, limit=limit)
+            return self._store.audit_log(before=before, limit=limit)
+        case_id = self._own_case(case, by).id
+        return self._store.audit_log(case_id=case_id, before=before, limit=limit)
 
     @staticmethod
     def _require(by: Principal, *roles: Role) -> None:

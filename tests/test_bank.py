@@ -291,6 +291,8 @@ def test_the_audit_log_tells_who_did_what_without_values(bank: Bank, me: Princip
         ("case.create", "key:1"),
     ]
     assert entries[0].detail == {"removed": 3}
+    page = bank.audit_log(by=me, case=case.number, before=entries[0].id, limit=1)
+    assert [e.action for e in page] == ["case.enroll"]
     text = repr(bank.audit_log(by=OPERATOR, limit=1000))
     for h in hashes:
         assert h.hex not in text

@@ -474,13 +474,21 @@ class SQLiteStore:
             ),
         )
 
-    def audit_log(self, *, case_id: int | None = None, limit: int = 100) -> list[AuditEntry]:
-        """The most recent audit rows, newest first, optionally for one case."""
-        sql = "SELECT id, at, actor, org_id, action, case_id, detail FROM audit"
-        args: tuple = ()
+    def audit_log(
+        self, *, case_id: int | None = None, before: int | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
+        """The most recent audit rows, newest first, optionally for one case.
+
+        ``before`` (an entry id) pages backwards: pass the last id of the previous page.
+        """
+        sql = "SELECT id, at, actor, org_id, action, case_id, detail FROM audit WHERE 1"
+        args: list[object] = []
         if case_id is not None:
-            sql += " WHERE case_id = ?"
-            args = (case_id,)
+            sql += " AND case_id = ?"
+            args.append(case_id)
+        if before is not None:
+            sql += " AND id < ?"
+            args.append(before)
         rows = self._reader().execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit))
         return [
             AuditEntry(r[0], _dt_required(r[1]), r[2], r[3], r[4], r[5], json.loads(r[6]))
