@@ -28,6 +28,7 @@ test: $(STAMP) ## Run the test suite
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) ## Run the benchmarks (pytest-benchmark; writes bench/results/)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m pytest bench -q -p no:cacheprovider --benchmark-columns=min,median,mean,ops,rounds
 
 lint: $(STAMP) ## Lint with ruff and the contract with buf

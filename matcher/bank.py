@@ -29,6 +29,10 @@ committed during the load (writes keep working while the bank loads: enrollments
 withdrawals commit to the store and are picked up by this catch-up). Until then ``ready`` is
 False and ``match`` raises ``Unavailable``; the service's health check reports NOT_SERVING.
 
+Calling from asyncio: every method blocks (a commit waits for fsync, a secret check runs
+scrypt for tens of milliseconds, a large batch match takes a while), so a grpc.aio servicer
+should call them through ``asyncio.to_thread`` or its own executor, never on the event loop.
+
 Permissions are checked here as well as in the service's auth layer: a practitioner acts only
 for its own organisation's cases (others look like they do not exist: ``NotFound``); admins and
 local operators act for any organisation (an admin can create a practitioner key for any
@@ -40,7 +44,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -50,6 +54,7 @@ from tqdm import tqdm
 from matcher import credentials
 from matcher.errors import (
     Conflict,
+    InvalidDistance,
     InvalidInput,
     LowQuality,
     NotFound,
@@ -88,13 +93,27 @@ __all__ = [
 class Query:
     """One image to look up: its hashes (e.g. PDQ, its 8 dihedral variants, pHash).
 
-    ``max_distance``, when given, applies to every hash of the query and may only be stricter
-    than what each of their signal types allows (``InvalidDistance`` otherwise); None means
-    each signal type's default.
+    ``max_distance`` narrows the match distance: None means each signal type's default; an int
+    applies to every hash of the query; a mapping gives it per signal type name (e.g.
+    ``{"pdq": 20}``; types it leaves out keep their default). A distance above what a signal
+    type allows is refused (``InvalidDistance``), never silently capped.
     """
 
     hashes: Sequence[Hash]
-    max_distance: int | None = None
+    max_distance: int | Mapping[str, int] | None = None
+
+    def distance_for(self, signal: SignalType, *, field: str = "") -> int:
+        """The distance to search ``signal`` at for this query (validated)."""
+        asked = self.max_distance
+        if isinstance(asked, Mapping):
+            unknown = set(asked) - set(SIGNALS)
+            if unknown:
+                raise InvalidDistance(
+                    f"max_distance names unknown signal types: {', '.join(sorted(unknown))}",
+                    field=field,
+                )
+            asked = asked.get(signal.name)
+        return signal.check_distance(asked, field=field)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +173,15 @@ class CaseStatus:
 
 @dataclass(frozen=True, slots=True)
 class BankStats:
-    """Sizes for operators and metrics; no hash values."""
+    """Sizes for operators and metrics; no hash values.
+
+    ``indexed`` counts live index entries per signal type, ``stored`` the store's rows (the two
+    agree once ready), ``cases`` the cases per state, ``load_seconds`` the last start-up.
+    """
 
     ready: bool
     indexed: dict[str, int]
+    stored: dict[str, int]
     cases: dict[str, int]
     load_seconds: float | None
 
@@ -265,8 +289,15 @@ class Bank:
         """
         show = self._progress if progress is None else progress
         started = time.perf_counter()
-        parts: dict[str, list[CodeChunk]] = {}
         with self._store.snapshot() as snap:
+            # Exact per-signal counts let each signal's ids and codes land in one preallocated
+            # array: no per-hash objects, no concatenation copy.
+            arrays = {
+                name: (np.empty(n, np.int64), np.empty((n, SIGNALS[name].byte_length), np.uint8))
+                for name, n in snap.counts.items()
+            }
+            filled = dict.fromkeys(arrays, 0)
+            spill: dict[str, list[CodeChunk]] = {}  # only if the counts were ever wrong
             bar = tqdm(
                 total=snap.total,
                 unit="hash",
@@ -277,16 +308,25 @@ class Bank:
             )
             with bar:
                 for chunk in snap.chunks():
-                    parts.setdefault(chunk.signal, []).append(chunk)
-                    bar.update(len(chunk.ids))
+                    ids, codes = arrays[chunk.signal]
+                    at, n = filled[chunk.signal], len(chunk.ids)
+                    if at + n <= len(ids):
+                        ids[at : at + n] = chunk.ids
+                        codes[at : at + n] = chunk.codes
+                        filled[chunk.signal] = at + n
+                    else:
+                        spill.setdefault(chunk.signal, []).append(chunk)
+                    bar.update(n)
             mark = snap.mark
         index = Index()
-        for name, chunks in parts.items():
-            ids = np.concatenate([c.ids for c in chunks])
-            codes = np.concatenate([c.codes for c in chunks])
-            chunks.clear()  # free the blocks before the index makes its own copy
+        for name in list(arrays):
+            ids, codes = arrays.pop(name)
+            ids, codes = ids[: filled[name]], codes[: filled[name]]
+            if name in spill:
+                ids = np.concatenate([ids, *(c.ids for c in spill[name])])
+                codes = np.concatenate([codes, *(c.codes for c in spill[name])])
             index.add_codes(SIGNALS[name], ids, codes)
-            del ids, codes
+            del ids, codes  # free this signal's arrays before the next one is added
         with self._lock:
             self._catch_up(index, mark)
             self._index = index
@@ -307,7 +347,10 @@ class Bank:
         removed: set[int] = set()
         while changes := self._store.changes_since(mark):
             for change in changes:
-                (added.append if change.op == "add" else removed.add)(change.hash_id)
+                if change.op == "add":
+                    added.extend(change.ids)
+                else:
+                    removed.update(change.ids)
             mark = changes[-1].seq
         if removed:
             index.remove(removed)
@@ -408,9 +451,7 @@ class Bank:
             if self._ready.is_set() and added.ids:
                 self._index.add(added.ids, added.hashes)
             # Before the bank is ready, the loader's catch-up adds these from the change log.
-        return EnrollResult(
-            record.number, len(added.ids), added.duplicates, record.hash_count + len(added.ids)
-        )
+        return EnrollResult(record.number, len(added.ids), added.duplicates, added.hash_count)
 
     def case_status(self, case: str, *, by: Principal) -> CaseStatus:
         """The case's state and counts (its organisation's practitioners, admins)."""
@@ -492,9 +533,7 @@ class Bank:
             if not query.hashes:
                 raise InvalidInput("a query needs at least one hash", field=f"queries[{qi}]")
             for h in query.hashes:
-                distance = h.signal.check_distance(
-                    query.max_distance, field=f"queries[{qi}].max_distance"
-                )
+                distance = query.distance_for(h.signal, field=f"queries[{qi}].max_distance")
                 groups.setdefault((h.signal, distance), []).append((qi, h.value))
         best: list[dict[int, tuple[int, SignalType]]] = [{} for _ in queries]
         for (signal, distance), items in groups.items():
@@ -543,18 +582,28 @@ class Bank:
         return BankStats(
             ready=self.ready,
             indexed={name: index.size(s) for name, s in SIGNALS.items()},
+            stored=self._store.hash_counts(),
             cases=self._store.case_counts(),
             load_seconds=self._load_seconds,
         )
 
     def audit_log(
-        self, *, by: Principal, case: str | None = None, limit: int = 100
+        self,
+        *,
+        by: Principal,
+        case: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
     ) -> list[AuditEntry]:
-        """Recent audit rows, newest first: all (admin) or one case (its practitioners)."""
+        """Recent audit rows, newest first: all (admin) or one case (its practitioners).
+
+        Page backwards with ``before`` = the last entry id of the previous page.
+        """
         if case is None:
             self._require(by, Role.ADMIN)
-            return self._store.audit_log(limit=limit)
-        return self._store.audit_log(case_id=self._own_case(case, by).id, limit=limit)
+            return self._store.audit_log(before=before, limit=limit)
+        case_id = self._own_case(case, by).id
+        return self._store.audit_log(case_id=case_id, before=before, limit=limit)
 
     @staticmethod
     def _require(by: Principal, *roles: Role) -> None:

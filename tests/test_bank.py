@@ -21,6 +21,7 @@ from matcher.errors import (
     Unauthenticated,
     Unavailable,
 )
+from matcher.index import Index
 from matcher.principal import Principal, Role
 from matcher.signals import MD5, PDQ, PHASH, Hash
 from matcher.store import CaseState
@@ -85,6 +86,8 @@ def test_enroll_match_withdraw(bank: Bank, me: Principal, data: Path) -> None:
     assert distances(bank, flip(a, 31)) == [31]
     assert distances(bank, flip(a, 32)) == []
     assert distances(bank, flip(a, 20), max_distance=19) == []
+    assert distances(bank, flip(a, 20), flip(ph, 9), max_distance={"pdq": 20}) == [20]
+    assert distances(bank, flip(a, 20), flip(ph, 9), max_distance={"phash": 9}) == [20, 9]
     assert distances(bank, flip(ph, 8)) == [8]
     assert distances(bank, md5) == [0]
     assert distances(bank, flip(md5, 1)) == []
@@ -140,6 +143,8 @@ def test_bad_queries_are_refused_with_their_field(bank: Bank) -> None:
     assert err.value.field == "queries[1].max_distance"
     with pytest.raises(InvalidDistance):
         bank.match([Query([pdq(), Hash(PHASH, os.urandom(8))], max_distance=20)])
+    with pytest.raises(InvalidDistance, match="unknown signal types: dhash"):
+        bank.match([Query([pdq()], max_distance={"dhash": 3})])
     with pytest.raises(InvalidInput) as err:
         bank.match([Query([])])
     assert err.value.field == "queries[0]"
@@ -286,6 +291,8 @@ def test_the_audit_log_tells_who_did_what_without_values(bank: Bank, me: Princip
         ("case.create", "key:1"),
     ]
     assert entries[0].detail == {"removed": 3}
+    page = bank.audit_log(by=me, case=case.number, before=entries[0].id, limit=1)
+    assert [e.action for e in page] == ["case.enroll"]
     text = repr(bank.audit_log(by=OPERATOR, limit=1000))
     for h in hashes:
         assert h.hex not in text
@@ -323,6 +330,7 @@ def test_stats_for_operators(bank: Bank, me: Principal) -> None:
     stats = bank.stats(by=OPERATOR)
     assert stats.ready and stats.load_seconds is not None
     assert (stats.indexed["pdq"], stats.indexed["phash"], stats.indexed["md5"]) == (2, 1, 0)
+    assert stats.stored == {"pdq": 2, "phash": 1}
     assert stats.cases == {"active": 1}
 
 
@@ -366,6 +374,31 @@ def test_not_ready_until_loaded_and_writes_made_meanwhile_are_caught_up(
         assert distances(cold, late) == [0]
         assert distances(cold, gone) == []
         assert len(cold._index) == 2
+
+
+def test_catching_up_applies_exactly_the_changes_after_the_snapshot(
+    data: Path, bank: Bank, me: Principal
+) -> None:
+    kept, doomed = bank.create_case(by=me), bank.create_case(by=me)
+    early, gone = pdq(), pdq()
+    bank.enroll(kept.number, [early], by=me)
+    assert bank.enroll(doomed.number, [gone], by=me).added == 1
+    with bank.store.snapshot() as snap:
+        mark = snap.mark
+        loaded = list(snap.chunks())
+    # Changes after the snapshot: one enrollment, one withdrawal of a loaded hash.
+    late = pdq()
+    bank.enroll(kept.number, [late], by=me)
+    bank.withdraw(doomed.number, by=me)
+    index = Index()
+    for chunk in loaded:
+        index.add_codes(PDQ, chunk.ids, chunk.codes)
+    assert len(index) == 2
+    new_mark = bank._catch_up(index, mark)
+    assert new_mark == bank.store.changes_since(0)[-1].seq
+    codes = np.frombuffer(b"".join(h.value for h in (early, gone, late)), np.uint8)
+    found = [len(ids) for ids, _ in index.search(PDQ, codes.reshape(3, 32), 0)]
+    assert found == [1, 0, 1]
 
 
 def test_writes_racing_a_background_load_are_all_applied(

@@ -219,18 +219,20 @@ operations = st.lists(
 @given(
     ops=operations,
     signal=st.sampled_from([PDQ, PHASH]),
-    multi_index=st.booleans(),
+    # 0: every segment has tables; 40: small adds gather in a flat tail that turns into table
+    # segments, which merge; a billion: everything flat.
+    flat_below=st.sampled_from([0, 40, 10**9]),
 )
 def test_operations_match_reference(
-    ops: list[tuple[str, int]], signal: SignalType, multi_index: bool
+    ops: list[tuple[str, int]], signal: SignalType, flat_below: int
 ) -> None:
-    index = make_index(signal, {"flat_below": 0} if multi_index else {})
+    index = make_index(signal, {"flat_below": flat_below})
     entries: dict[int, bytes] = {}
     spread = signal.max_distance * 2 + 4
     for op, seed in ops:
         rng = np.random.default_rng(seed)
         if op == "add":
-            n = int(rng.integers(1, 60))
+            n = int(rng.integers(1, 60 if rng.random() < 0.8 else 120))
             ids = rng.choice(120, size=n, replace=False).astype(np.int64)
             codes = clustered_codes(rng, n, signal.byte_length, spread)
             index.add(ids, codes)
@@ -317,3 +319,55 @@ def test_index_facade_routes_by_signal() -> None:
         index.search(PDQ, q, 32)
     index.compact()
     assert len(index) == 2
+
+
+def test_add_batches_and_unaligned_codes() -> None:
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 256, (30_000, 32), dtype=np.uint8)
+    index = HammingIndex(PDQ)
+    index.add_batches(
+        (np.arange(i, i + 10_000), codes[i : i + 10_000]) for i in (0, 10_000, 20_000)
+    )
+    assert len(index) == 30_000
+    assert len(index._segments) == 1  # one build, no merges
+    # A query parsed from bytes may sit at an odd address: still found.
+    raw = b"\0" + codes[123].tobytes()
+    query = np.frombuffer(raw, dtype=np.uint8)[1:].reshape(1, 32)
+    (found,) = index.search(query, 0)
+    assert as_pairs(found) == [(0, 123)]
+
+
+def test_searches_run_alongside_mutations() -> None:
+    """Entries that are never removed are found by every search while others come and go."""
+    import threading
+
+    rng = np.random.default_rng(8)
+    stable = rng.integers(0, 256, (200, 32), dtype=np.uint8)
+    index = HammingIndex(PDQ, flat_below=500, threads=2)
+    index.add(np.arange(200), stable)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        try:
+            next_id = 1_000
+            while not stop.is_set():
+                n = int(rng.integers(1, 400))
+                index.add(np.arange(next_id, next_id + n), rng.integers(0, 256, (n, 32), np.uint8))
+                index.remove(range(next_id, next_id + n // 2))
+                next_id += n
+                if next_id % 7 == 0:
+                    index.compact()
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        for _ in range(200):
+            results = index.search(stable, 0)
+            assert [r[0][:1].tolist() for r in results] == [[i] for i in range(200)]
+    finally:
+        stop.set()
+        worker.join()
+    assert not errors

@@ -11,7 +11,7 @@ Three promises every backend keeps (DESIGN.md rules 2-4):
 - **Withdrawal is real.** ``withdraw_case`` deletes the hash rows (no soft delete) in the same
   transaction as its change-log and audit rows.
 - **Hash values stay in one table.** Only the ``hashes`` table holds hash values. The change log
-  records (op, hash row id, signal type); a replica that follows it reads the value of an
+  records (op, range of hash row ids); a replica that follows it reads the value of an
   added hash from ``hashes`` by id, so after a withdrawal no copy of the value remains
   anywhere. Audit rows carry counts, never values.
 
@@ -81,7 +81,8 @@ class CaseRecord:
 
 @dataclass(frozen=True, slots=True)
 class AddedHashes:
-    """What ``add_hashes`` committed: the new row ids, parallel to ``hashes``, and duplicates.
+    """What ``add_hashes`` committed: the new row ids, parallel to ``hashes``, the number of
+    duplicates skipped and the case's hash count after the commit.
 
     ``hashes`` are the ones actually inserted (duplicates of hashes already in the case, or
     repeated within the call, are skipped so that a retried enrollment is idempotent).
@@ -90,16 +91,27 @@ class AddedHashes:
     ids: list[int]
     hashes: list[Hash]
     duplicates: int
+    hash_count: int
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One change-log row: ``op`` is ``"add"`` or ``"remove"`` of hash row ``hash_id``."""
+    """One change-log row: ``op`` (``"add"`` or ``"remove"``) of the hash rows with ids
+    ``first_id`` to ``last_id`` inclusive, every one of which that op touched.
+
+    No value and no signal type: a follower reads added rows from ``hashes`` by id (rows
+    withdrawn since are simply absent) and removes by id alone.
+    """
 
     seq: int
     op: str
-    hash_id: int
-    signal: str
+    first_id: int
+    last_id: int
+
+    @property
+    def ids(self) -> range:
+        """The hash row ids of this change."""
+        return range(self.first_id, self.last_id + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,14 +161,21 @@ class Snapshot(Protocol):
     """A consistent read of every stored hash, used to build the index at start-up.
 
     ``mark`` is the last change-log sequence number the snapshot includes: after loading, apply
-    ``changes_since(mark)`` to catch up with writes made during the load.
+    ``changes_since(mark)`` to catch up with writes made during the load. ``counts`` is the
+    number of hashes per signal type in the snapshot (exact: it sizes the index's arrays).
     """
 
     mark: int
-    total: int
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        """Number of hashes in the snapshot."""
+        ...
 
     def chunks(self, rows: int = ...) -> Iterator[CodeChunk]:
-        """Yield every stored hash, in id order, in blocks of at most ``rows``."""
+        """Yield every stored hash in blocks of at most ``rows``: one signal type after
+        another, each in id order."""
         ...
 
 
@@ -187,7 +206,9 @@ class Store(Protocol):
 
     # -- feedback and audit
     def record_feedback(self, case_id: int, correct: bool, *, actor: Principal) -> None: ...
-    def audit_log(self, *, case_id: int | None = None, limit: int = 100) -> list[AuditEntry]: ...
+    def audit_log(
+        self, *, case_id: int | None = None, before: int | None = None, limit: int = 100
+    ) -> list[AuditEntry]: ...
 
     # -- API keys
     def create_api_key(
@@ -208,6 +229,7 @@ class Store(Protocol):
     def snapshot(self) -> AbstractContextManager[Snapshot]: ...
     def changes_since(self, seq: int, *, limit: int = 100_000) -> list[Change]: ...
     def hashes_by_id(self, ids: Sequence[int]) -> list[tuple[int, str, bytes]]: ...
+    def prune_changes(self, upto_seq: int) -> int: ...
     def match_id_key(self) -> bytes: ...
     def purge_wal(self) -> bool: ...
 

@@ -24,7 +24,8 @@ Schema (version 1; ``_MIGRATIONS`` holds every version from the first release on
     cases(id PK, number UNIQUE, org_id -> organisations, state, secret_hash,
           hash_count, reported_correct, reported_wrong, created_at, withdrawn_at)
     hashes(id PK AUTOINCREMENT, case_id -> cases, signal, value, quality, created_at)
-    changes(seq PK AUTOINCREMENT, op 'add'|'remove', hash_id, signal, at)   no values
+    signal_counts(signal PK, hashes)            kept in the same transactions as hashes
+    changes(seq PK AUTOINCREMENT, op 'add'|'remove', first_id, last_id, at)  no values
     feedback(id PK, case_id -> cases, correct, actor, org_id, at)
     audit(id PK, at, actor, org_id, action, case_id, detail JSON)         no values
     api_keys(id PK, name, role, org_id -> organisations, key_hash UNIQUE, prefix,
@@ -107,11 +108,20 @@ _MIGRATIONS: list[tuple[str, ...]] = [
             created_at INTEGER NOT NULL
         )""",
         "CREATE INDEX hashes_by_case ON hashes(case_id)",
+        # Per-signal totals, updated in the same transactions as the hashes: statistics and
+        # start-up (progress total, exact preallocation) without a scan of 10M rows.
+        """CREATE TABLE signal_counts (
+            signal TEXT PRIMARY KEY,
+            hashes INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        # One row per run of consecutive hash ids, not per hash: an enrollment's ids are one
+        # block, so 10M hashes enrolled 10k at a time take 1k rows here instead of 10M
+        # (~270 MB). Ids never get reused, so a range never covers another case's hashes.
         """CREATE TABLE changes (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             op TEXT NOT NULL CHECK (op IN ('add', 'remove')),
-            hash_id INTEGER NOT NULL,
-            signal TEXT NOT NULL,
+            first_id INTEGER NOT NULL,
+            last_id INTEGER NOT NULL CHECK (last_id >= first_id),
             at INTEGER NOT NULL
         )""",
         """CREATE TABLE feedback (
@@ -209,10 +219,32 @@ def _key(row: tuple) -> ApiKeyRecord:
     )
 
 
+def _runs(ids: Sequence[int]) -> list[tuple[int, int]]:
+    """Runs of consecutive values in sorted ``ids``: [1, 2, 3, 7, 8] -> [(1, 3), (7, 8)]."""
+    runs: list[tuple[int, int]] = []
+    for i in ids:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
+
+
 def _json_ids(ids: Sequence[int]) -> str:
     # One JSON array parameter instead of thousands of "?" placeholders: SQLite's json_each
     # turns it back into rows, and the statement text stays the same (cached) for any size.
     return json.dumps([int(i) for i in ids])
+
+
+# One block of the start-up scan, as three aggregates over the same rows: every row feeds all
+# three in the same step, so the i-th id and the i-th code always belong together whatever
+# order SQLite feeds them in. group_concat joins the blob values in C (text_factory=bytes
+# keeps them raw, and their lengths keep embedded zero bytes), which is about four times
+# faster than fetching a Python tuple per row. Lengths are checked below, not trusted.
+_BLOCK_SQL = (
+    "SELECT count(*), max(id), group_concat(id), group_concat(value, '') FROM ("
+    "SELECT id, value FROM hashes WHERE signal = ? AND id > ? ORDER BY id LIMIT ?)"
+)
 
 
 @dataclass
@@ -220,31 +252,29 @@ class SQLiteSnapshot:
     """A consistent read of every hash row (see ``Snapshot`` in ``matcher.store.base``)."""
 
     mark: int
-    total: int
+    counts: dict[str, int]
     _conn: sqlite3.Connection
 
+    @property
+    def total(self) -> int:
+        """Number of hashes in the snapshot."""
+        return sum(self.counts.values())
+
     def chunks(self, rows: int = _CHUNK_ROWS) -> Iterator[CodeChunk]:
-        """Yield every stored hash in id order, grouped by signal within blocks of ``rows``."""
-        # A full scan in rowid order reads the table sequentially; the per-row Python cost is
-        # one tuple, and the codes are joined into numpy arrays a block at a time.
-        cur = self._conn.execute("SELECT id, signal, value FROM hashes ORDER BY id")
-        while batch := cur.fetchmany(rows):
-            ids, signals, values = zip(*batch, strict=True)
-            kinds = set(signals)
-            if len(kinds) == 1:
-                groups = {signals[0]: range(len(batch))}
-            else:
-                groups = {k: [i for i, s in enumerate(signals) if s == k] for k in kinds}
-            for name, positions in groups.items():
-                width = SIGNALS[name].byte_length
-                if isinstance(positions, range):
-                    id_arr = np.fromiter(ids, dtype=np.int64, count=len(ids))
-                    blob = b"".join(values)
-                else:
-                    id_arr = np.fromiter((ids[i] for i in positions), dtype=np.int64)
-                    blob = b"".join(values[i] for i in positions)
-                codes = np.frombuffer(blob, dtype=np.uint8).reshape(-1, width)
+        """Yield every stored hash, one signal type after another, each in id order."""
+        for name in self.counts:
+            width = SIGNALS[name].byte_length
+            last = 0
+            while True:
+                n, top, ids, values = self._conn.execute(_BLOCK_SQL, (name, last, rows)).fetchone()
+                if not n:
+                    break
+                id_arr = np.fromstring(ids, dtype=np.int64, sep=",")
+                if len(id_arr) != n or len(values) != n * width:
+                    raise RuntimeError("the store returned a malformed block of hashes")
+                codes = np.frombuffer(values, dtype=np.uint8).reshape(n, width)
                 yield CodeChunk(name, id_arr, codes)
+                last = top
 
 
 class SQLiteStore:
@@ -260,22 +290,37 @@ class SQLiteStore:
         self,
         data_dir: str | os.PathLike[str],
         *,
+        busy_timeout: float = 30.0,
         _migrations: list[tuple[str, ...]] | None = None,
     ) -> None:
+        """Open (creating and migrating if needed) the store in ``data_dir``.
+
+        ``busy_timeout`` is how many seconds a write waits for another process's write lock
+        before giving up with ``Unavailable``.
+        """
         self.data_dir = Path(data_dir)
-        # The folder holds sensitive hashes: readable by the owner only.
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = self.data_dir / DB_FILENAME
         self._migrations = _MIGRATIONS if _migrations is None else _migrations
+        self._busy_timeout = busy_timeout
         self._write_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = False
-        self._writer = self._connect()
-        self._writer.execute("PRAGMA journal_mode=WAL")
-        self._migrate()
-        self._match_key = self._ensure_match_key()
+        self._purge_timer: threading.Timer | None = None
+        try:
+            # The folder holds sensitive hashes: readable by the owner only.
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._writer = self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            raise Unavailable(f"cannot open the store in {self.data_dir}: {exc}") from exc
+        try:
+            self._writer.execute("PRAGMA journal_mode=WAL")
+            self._migrate()
+            self._match_key = self._ensure_match_key()
+        except BaseException:
+            self._writer.close()
+            raise
 
     # -- connections and transactions
 
@@ -284,7 +329,10 @@ class SQLiteStore:
         # is visible in this file. check_same_thread=False: the writer is shared under a lock
         # and close() may run on another thread.
         conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=self._busy_timeout,
         )
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -305,20 +353,34 @@ class SQLiteStore:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: commits on success, rolls back on any exception."""
+        """One write transaction: commits on success, rolls back on any exception.
+
+        Nothing is acknowledged unless COMMIT returned. A database that is locked by another
+        process for longer than the busy timeout, or that fails to write (disk full, I/O
+        error), raises ``Unavailable``: the caller may retry.
+        """
         with self._write_lock:
             if self._closed:
                 raise Unavailable("the store is closed")
             conn = self._writer
-            # IMMEDIATE takes the write lock now, so another process writing to the same file
-            # makes us wait (busy timeout) here rather than fail halfway through.
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # IMMEDIATE takes the write lock now, so another process writing to the same
+                # file makes us wait (busy timeout) here rather than fail halfway through.
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise Unavailable("the store is busy; retry later") from exc
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                # A failed COMMIT can leave the transaction open: roll it back, so that it is
+                # not committed later by accident with the next transaction's COMMIT.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise Unavailable("the store failed to write; retry later") from exc
                 raise
-            conn.execute("COMMIT")
 
     def close(self) -> None:
         """Checkpoint the WAL into the database file and close every connection."""
@@ -326,6 +388,8 @@ class SQLiteStore:
             if self._closed:
                 return
             self._closed = True
+            if self._purge_timer is not None:
+                self._purge_timer.cancel()
             # A reader still open elsewhere may refuse the checkpoint; the WAL is then
             # replayed on the next open, so nothing is lost.
             with contextlib.suppress(sqlite3.Error):
@@ -410,13 +474,21 @@ class SQLiteStore:
             ),
         )
 
-    def audit_log(self, *, case_id: int | None = None, limit: int = 100) -> list[AuditEntry]:
-        """The most recent audit rows, newest first, optionally for one case."""
-        sql = "SELECT id, at, actor, org_id, action, case_id, detail FROM audit"
-        args: tuple = ()
+    def audit_log(
+        self, *, case_id: int | None = None, before: int | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
+        """The most recent audit rows, newest first, optionally for one case.
+
+        ``before`` (an entry id) pages backwards: pass the last id of the previous page.
+        """
+        sql = "SELECT id, at, actor, org_id, action, case_id, detail FROM audit WHERE 1"
+        args: list[object] = []
         if case_id is not None:
-            sql += " WHERE case_id = ?"
-            args = (case_id,)
+            sql += " AND case_id = ?"
+            args.append(case_id)
+        if before is not None:
+            sql += " AND id < ?"
+            args.append(before)
         rows = self._reader().execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit))
         return [
             AuditEntry(r[0], _dt_required(r[1]), r[2], r[3], r[4], r[5], json.loads(r[6]))
@@ -508,9 +580,14 @@ class SQLiteStore:
         return {state: int(n) for state, n in rows.fetchall()}
 
     def hash_counts(self) -> dict[str, int]:
-        """Number of stored hashes per signal type (a full scan: for statistics, not hot paths)."""
-        rows = self._reader().execute("SELECT signal, count(*) FROM hashes GROUP BY signal")
-        return {name: int(n) for name, n in rows.fetchall()}
+        """Number of stored hashes per signal type (kept as counters: no scan)."""
+        return self._signal_counts(self._reader())
+
+    @staticmethod
+    def _signal_counts(conn: sqlite3.Connection) -> dict[str, int]:
+        rows = dict(conn.execute("SELECT signal, hashes FROM signal_counts WHERE hashes > 0"))
+        # In registry order, so that loading and statistics list signal types alike.
+        return {name: int(rows[name]) for name in SIGNALS if name in rows}
 
     # -- hashes
 
@@ -556,18 +633,24 @@ class SQLiteStore:
                     raise RuntimeError("hash row ids were not allocated as one block")
                 ids = list(range(first, first + len(fresh)))
                 w.execute(
-                    "INSERT INTO changes(op, hash_id, signal, at) "
-                    "SELECT 'add', id, signal, ? FROM hashes WHERE id >= ?",
-                    (now, first),
+                    "INSERT INTO changes(op, first_id, last_id, at) VALUES ('add', ?, ?, ?)",
+                    (first, ids[-1], now),
                 )
                 w.execute(
                     "UPDATE cases SET hash_count = hash_count + ? WHERE id = ?",
                     (len(fresh), case_id),
                 )
+                w.executemany(
+                    "INSERT INTO signal_counts(signal, hashes) VALUES (?, ?) "
+                    "ON CONFLICT(signal) DO UPDATE SET hashes = hashes + excluded.hashes",
+                    Counter(h.signal.name for h in fresh).items(),
+                )
+            hash_count = w.execute("SELECT hash_count FROM cases WHERE id = ?", (case_id,))
+            total = int(hash_count.fetchone()[0])
             detail: dict[str, object] = dict(Counter(h.signal.name for h in fresh))
             detail.update(added=len(fresh), duplicates=len(hashes) - len(fresh))
             self._audit(w, actor, "case.enroll", case_id=case_id, detail=detail, at=now)
-        return AddedHashes(ids, fresh, len(hashes) - len(fresh))
+        return AddedHashes(ids, fresh, len(hashes) - len(fresh), total)
 
     def withdraw_case(self, case_id: int, *, actor: Principal) -> list[tuple[int, str]]:
         """Delete every hash of the case and mark it withdrawn, atomically; return the removed
@@ -588,12 +671,15 @@ class SQLiteStore:
                 )
             ]
             if removed:
-                w.execute(
-                    "INSERT INTO changes(op, hash_id, signal, at) "
-                    "SELECT 'remove', id, signal, ? FROM hashes WHERE case_id = ? ORDER BY id",
-                    (now, case_id),
+                w.executemany(
+                    "INSERT INTO changes(op, first_id, last_id, at) VALUES ('remove', ?, ?, ?)",
+                    [(a, b, now) for a, b in _runs([i for i, _ in removed])],
                 )
                 w.execute("DELETE FROM hashes WHERE case_id = ?", (case_id,))
+                w.executemany(
+                    "UPDATE signal_counts SET hashes = hashes - ? WHERE signal = ?",
+                    [(n, name) for name, n in Counter(s for _, s in removed).items()],
+                )
             if row[0] == CaseState.ACTIVE:
                 w.execute(
                     "UPDATE cases SET state = 'withdrawn', withdrawn_at = ?, hash_count = 0 "
@@ -612,14 +698,32 @@ class SQLiteStore:
 
         Deleted rows are zeroed in the database pages (secure_delete), but older WAL frames
         still hold the pages as they were until the WAL is reset. A reader in the middle of a
-        long read (e.g. start-up loading) can hold the checkpoint back; then this returns False
-        and the next withdrawal or ``close`` finishes the job.
+        long read (e.g. start-up loading) holds the checkpoint back: rather than make the
+        withdrawal wait for it, this gives up after a short wait, returns False, and retries
+        every second in the background until it succeeds (and once more on ``close``).
         """
         with self._write_lock:
             if self._closed:
                 return False
-            busy, _, _ = self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        return busy == 0
+            conn = self._writer
+            conn.execute("PRAGMA busy_timeout = 250")
+            try:
+                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.OperationalError:
+                busy = 1
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            done = busy == 0
+            if not done and self._purge_timer is None:
+                self._purge_timer = threading.Timer(1.0, self._retry_purge)
+                self._purge_timer.daemon = True
+                self._purge_timer.start()
+        return done
+
+    def _retry_purge(self) -> None:
+        with self._write_lock:
+            self._purge_timer = None
+        self.purge_wal()
 
     def active_ids(self, ids: Sequence[int]) -> set[int]:
         """The subset of ``ids`` whose hash rows exist now (one query for any number of ids)."""
@@ -754,8 +858,9 @@ class SQLiteStore:
             conn.execute("BEGIN")
             # The first SELECT fixes the snapshot; both reads below see the same state.
             mark = conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
-            total = conn.execute("SELECT count(*) FROM hashes").fetchone()[0]
-            yield SQLiteSnapshot(int(mark), int(total), conn)
+            counts = self._signal_counts(conn)
+            conn.text_factory = bytes  # the block query returns raw bytes (see _BLOCK_SQL)
+            yield SQLiteSnapshot(int(mark), counts, conn)
             conn.execute("COMMIT")
         finally:
             conn.close()
@@ -763,10 +868,10 @@ class SQLiteStore:
     def changes_since(self, seq: int, *, limit: int = 100_000) -> list[Change]:
         """Change-log rows after ``seq``, oldest first, at most ``limit``."""
         rows = self._reader().execute(
-            "SELECT seq, op, hash_id, signal FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, op, first_id, last_id FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
             (seq, limit),
         )
-        return [Change(int(s), op, int(h), sig) for s, op, h, sig in rows.fetchall()]
+        return [Change(int(s), op, int(a), int(b)) for s, op, a, b in rows.fetchall()]
 
     def prune_changes(self, upto_seq: int) -> int:
         """Delete change-log rows up to ``upto_seq`` (once every follower is past it)."""

@@ -1,0 +1,463 @@
+"""Compiled kernels behind ``matcher.index``: multi-index hashing and the flat scan.
+
+Codes are held as rows of little-endian ``uint64`` words (a PDQ hash is 4 words). A code's bits
+are numbered 0..bits-1 across its words, word 0 first, bit 0 the least significant; a substring
+is a run of consecutive bit numbers. Which bit is which does not matter for correctness: the
+Hamming distance counts differing bits whatever their order, and queries and stored codes are cut
+the same way.
+
+Why multi-index hashing is exact (the pigeonhole principle, generalised): split the bits into
+``m`` disjoint substrings and give substring ``i`` a probe radius ``t_i >= -1`` (``-1``: the
+table is not probed) such that ``sum(t_i + 1) >= r + 1``. If a stored code is within ``r`` of the
+query but differs in more than ``t_i`` bits on every substring, then its distance is at least
+``sum(t_i + 1) >= r + 1 > r``: a contradiction. So every code within ``r`` agrees with the query
+within ``t_i`` bits on at least one substring, and is found by enumerating, for each table, every
+key within ``t_i`` bits of the query's key and reading those buckets. Every candidate is then
+verified against the full code, so nothing beyond ``r`` is returned either.
+
+Duplicates are dropped without shared state (no stamp array, so searches can run concurrently):
+a match found through table ``j`` is reported only if no earlier probed table ``u < j`` would
+also have found it, i.e. its substring distance on ``u`` exceeds ``t_u``. That test runs only on
+true matches, which are few.
+
+Every kernel releases the GIL (``nogil``) and is single-threaded: parallelism comes from Python
+threads, which is safe under any numba threading layer and with concurrent callers.
+"""
+
+from __future__ import annotations
+
+from math import comb
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+# Widest substring we build a table for: its directory takes about 2**bits bytes.
+MAX_SUBSTRING_BITS = 26
+
+
+@intrinsic
+def _popcount(typingctx, x):  # type: ignore[no-untyped-def]
+    """The CPU's population count on a uint64 (numba has no builtin for it)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.ctpop(args[0])
+
+    return sig, codegen
+
+
+def _prefetch_codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    aryty = signature.args[0]
+    ary = context.make_array(aryty)(context, builder, args[0])
+    indices = [
+        context.cast(builder, v, t, types.intp)
+        for v, t in zip(args[1:], signature.args[1:], strict=True)
+    ]
+    ptr = cgutils.get_item_pointer(context, builder, aryty, ary, indices, wraparound=False)
+    i8p = ir.IntType(8).as_pointer()
+    i32 = ir.IntType(32)
+    fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+    # read, keep in all cache levels, data cache
+    builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _prefetch1(typingctx, arr, i):  # type: ignore[no-untyped-def]
+    """Ask the CPU to start loading ``arr[i]`` into cache (no effect on results).
+
+    Random reads dominate a search; issuing them well ahead of use keeps many cache misses in
+    flight at once instead of waiting for each in turn.
+    """
+    return types.void(arr, i), _prefetch_codegen
+
+
+@intrinsic
+def _prefetch2(typingctx, arr, i, j):  # type: ignore[no-untyped-def]
+    """``_prefetch1`` for ``arr[i, j]``."""
+    return types.void(arr, i, j), _prefetch_codegen
+
+
+# How many iterations ahead the kernels prefetch.
+_AHEAD = 16
+
+
+@numba.njit(inline="always")
+def _extract(row, start, length):  # type: ignore[no-untyped-def]
+    """Bits ``start .. start+length-1`` (length <= 32) of a code held as uint64 words."""
+    w = start >> 6
+    off = start & 63
+    v = row[w] >> np.uint64(off)
+    if off + length > 64:
+        v |= row[w + 1] << np.uint64(64 - off)
+    return v & ((np.uint64(1) << np.uint64(length)) - np.uint64(1))
+
+
+# Bucket directory: per table, blocks of 64 bytes (one cache line), each holding the sizes of
+# ``60 // width`` consecutive keys (``width``-byte lanes, little-endian, bytes 0-59) and, in
+# bytes 60-63, where the first of those buckets starts in the table's row list. A bucket starts
+# at its block's start plus the sizes of the keys before it in the block. One line read per
+# probe, at about 1.07 bytes per key with 1-byte sizes (4 bytes for plain offsets); that pays
+# for longer substrings, which means fewer candidates. A table whose largest bucket exceeds 255
+# rows (skewed codes) uses 2- or 4-byte lanes: slower, never wrong.
+BLOCK = 64
+_BLOCK_DATA = 60
+
+
+def lane_width(largest: int) -> int:
+    """Bytes per bucket size in a table whose largest bucket holds ``largest`` rows."""
+    return 1 if largest <= 0xFF else 2 if largest <= 0xFFFF else 4
+
+
+def directory_blocks(length: int, width: int) -> int:
+    """Number of 64-byte blocks in the directory of a ``length``-bit table."""
+    per_block = _BLOCK_DATA // width
+    return -(-(1 << length) // per_block)
+
+
+@numba.njit(nogil=True, cache=True)
+def histogram(codes, start, length, hist):  # type: ignore[no-untyped-def]
+    """Count the rows per key of one substring; return the largest count."""
+    hist[:] = 0
+    for i in range(codes.shape[0]):
+        hist[_extract(codes[i], start, length)] += 1
+    return hist.max()
+
+
+@numba.njit(nogil=True, cache=True)
+def fill_table(codes, start, length, hist, width, directory, perm):  # type: ignore[no-untyped-def]
+    """Write one table's directory (see ``BLOCK``) and row list from its ``histogram``.
+
+    ``perm`` (size ``n + PAD``) receives row numbers grouped by key, ascending within a bucket.
+    ``hist`` is used up (it becomes the fill positions).
+    """
+    nkeys = 1 << length
+    per_block = _BLOCK_DATA // width
+    pos = 0
+    for blk in range(directory.shape[0] // BLOCK):
+        at = blk * BLOCK
+        for b in range(4):
+            directory[at + _BLOCK_DATA + b] = (pos >> (8 * b)) & 0xFF
+        for lane in range(per_block):
+            k = blk * per_block + lane
+            c = 0
+            if k < nkeys:
+                c = hist[k]
+                hist[k] = pos
+                pos += c
+            for b in range(width):
+                directory[at + lane * width + b] = (c >> (8 * b)) & 0xFF
+    for i in range(codes.shape[0]):
+        k = _extract(codes[i], start, length)
+        perm[hist[k]] = i
+        hist[k] += 1
+    perm[codes.shape[0] :] = 0
+
+
+@numba.njit(inline="always")
+def _distance(codes, p, q):  # type: ignore[no-untyped-def]
+    d = 0
+    for w in range(q.shape[0]):
+        d += _popcount(codes[p, w] ^ q[w])
+    return d
+
+
+@numba.njit(nogil=True, cache=True)
+def flat_search(codes, alive, queries, r, out_pos, out_dist, counts):  # type: ignore[no-untyped-def]
+    """Compare every query with every live row: the reference path for small segments.
+
+    Writes up to ``out_pos.shape[1]`` matches per query and the true number in ``counts``.
+    """
+    cap = out_pos.shape[1]
+    for qi in range(queries.shape[0]):
+        q = queries[qi]
+        c = 0
+        for p in range(codes.shape[0]):
+            d = _distance(codes, p, q)
+            if d <= r and alive[p]:
+                if c < cap:
+                    out_pos[qi, c] = p
+                    out_dist[qi, c] = d
+                c += 1
+        counts[qi] = c
+
+
+@numba.njit(inline="always")
+def _grow(buf, need):  # type: ignore[no-untyped-def]
+    if need <= buf.shape[0]:
+        return buf
+    bigger = np.empty(max(need, 2 * buf.shape[0]), dtype=buf.dtype)
+    bigger[: buf.shape[0]] = buf
+    return bigger
+
+
+# Row lists are padded with this many spare entries so that every bucket read can copy a
+# fixed-size block without a bounds check; the count says how many of them are real.
+PAD = 8
+
+
+@numba.njit(nogil=True, cache=True)
+def mih_search(  # type: ignore[no-untyped-def]
+    codes, alive, starts, lengths, dir_base, widths, dir8, dir32, dir64, perm, radii, queries,
+    r, out_pos, out_dist, counts,
+):  # fmt: skip
+    """Multi-index range search (see the module docstring for why it is exact).
+
+    Table ``t``'s directory (see ``BLOCK``) starts at block ``dir_base[t]`` of ``dir8`` (the
+    same bytes seen as uint32 in ``dir32`` and uint64 in ``dir64``), with ``widths[t]``-byte
+    sizes; ``perm[t, :n]`` lists row numbers grouped by their key in table ``t`` (``PAD`` spare
+    entries follow).
+
+    The time goes into random reads (directory lines, bucket rows, candidate codes), so each
+    query runs in phases whose loops issue independent loads, with prefetches ahead: the CPU
+    then overlaps many cache misses instead of waiting for each in turn, as a probe-by-probe
+    loop would.
+    """
+    m = starts.shape[0]
+    cap = out_pos.shape[1]
+    nw = queries.shape[1]
+    stride = perm.shape[1]
+    flat = perm.reshape(-1)
+    n_probes = 0
+    for t in range(m):
+        for k in range(radii[t] + 1):
+            n_probes += _comb(lengths[t], k)
+    probe_blk = np.empty(n_probes + _AHEAD, dtype=np.int64)
+    probe_lane = np.empty(n_probes + 1, dtype=np.int64)
+    probe_start = np.empty(m + 1, dtype=np.int64)
+    lo = np.empty(n_probes + _AHEAD, dtype=np.int64)
+    size = np.empty(n_probes, dtype=np.int64)
+    cand_start = np.empty(m + 1, dtype=np.int64)
+    table_start = np.empty(m + 1, dtype=np.int64)
+    cand = np.empty(8192, dtype=np.int64)
+    cand_dist = np.empty(8192, dtype=np.int64)
+    xor = np.empty(nw, dtype=np.uint64)
+    flips = np.empty(64, dtype=np.int64)
+    for qi in range(queries.shape[0]):
+        q = queries[qi]
+        # Phase 1: every key within each table's radius of the query's key, as (directory
+        # block, lane).
+        np_ = 0
+        for t in range(m):
+            probe_start[t] = np_
+            length = lengths[t]
+            key = _extract(q, starts[t], length)
+            width = widths[t]
+            per_block = _BLOCK_DATA // width
+            first = dir_base[t]
+            for k in range(radii[t] + 1):
+                # every set of k bit positions to flip, in lexicographic order
+                for i in range(k):
+                    flips[i] = i
+                while True:
+                    probe = key
+                    for i in range(k):
+                        probe ^= np.uint64(1) << np.uint64(flips[i])
+                    p = np.int64(probe)
+                    if width == 1:  # a constant divisor compiles to a multiply
+                        blk = p // _BLOCK_DATA
+                        lane = p - blk * _BLOCK_DATA
+                    else:
+                        blk = p // per_block
+                        lane = p - blk * per_block
+                    probe_blk[np_] = first + blk
+                    probe_lane[np_] = lane
+                    np_ += 1
+                    i = k - 1
+                    while i >= 0 and flips[i] == length - k + i:
+                        i -= 1
+                    if i < 0:
+                        break
+                    flips[i] += 1
+                    for j in range(i + 1, k):
+                        flips[j] = flips[j - 1] + 1
+        probe_start[m] = np_
+        for i in range(np_, np_ + _AHEAD):
+            probe_blk[i] = 0
+        # Phase 2: where each non-empty bucket's rows start in the flattened row lists. With
+        # 1-byte sizes, the sizes before the lane are summed branch-free, 8 bytes at a time: a
+        # loop of varying length would cost a mispredicted branch per probe.
+        nb = 0
+        for t in range(m):
+            table_start[t] = nb
+            width = widths[t]
+            for i in range(probe_start[t], probe_start[t + 1]):
+                _prefetch1(dir8, probe_blk[i + _AHEAD] * BLOCK)
+                blk = probe_blk[i]
+                lane = probe_lane[i]
+                start = np.int64(dir32[blk * (BLOCK // 4) + _BLOCK_DATA // 4])
+                if width == 1:
+                    w = blk * (BLOCK // 8)
+                    for j in range(BLOCK // 8):
+                        below = min(max(lane - 8 * j, 0), 8)
+                        start += _byte_sum(dir64[w + j] & _BYTES_BELOW[below])
+                    c = np.int64(dir8[blk * BLOCK + lane])
+                else:
+                    for j in range(lane):
+                        start += _lane(dir8, blk * BLOCK + j * width, width)
+                    c = _lane(dir8, blk * BLOCK + lane * width, width)
+                lo[nb] = t * stride + start
+                size[nb] = c
+                nb += c > 0
+        table_start[m] = nb
+        for i in range(nb, nb + _AHEAD):
+            lo[i] = 0
+        # Phase 3: bucket contents, PAD entries at a time.
+        nc = 0
+        for t in range(m):
+            cand_start[t] = nc
+            for i in range(table_start[t], table_start[t + 1]):
+                _prefetch1(flat, lo[i + _AHEAD])
+                if nc + size[i] + PAD > cand.shape[0]:
+                    cand = _grow(cand, nc + size[i] + PAD)
+                    cand_dist = _grow(cand_dist, nc + size[i] + PAD)
+                at = lo[i]
+                for k in range(PAD):
+                    cand[nc + k] = flat[at + k]
+                for k in range(PAD, size[i]):
+                    cand[nc + k] = flat[at + k]
+                nc += size[i]
+        cand_start[m] = nc
+        # Phase 4: distances.
+        for i in range(nc):
+            if i + _AHEAD < nc:
+                _prefetch2(codes, cand[i + _AHEAD], 0)
+            p = cand[i]
+            d = 0
+            for w in range(nw):
+                d += _popcount(codes[p, w] ^ q[w])
+            cand_dist[i] = d
+        # Phase 5: the few matches; drop those an earlier table also finds.
+        c = 0
+        for t in range(m):
+            for i in range(cand_start[t], cand_start[t + 1]):
+                d = cand_dist[i]
+                p = cand[i]
+                if d > r or not alive[p]:
+                    continue
+                for w in range(nw):
+                    xor[w] = codes[p, w] ^ q[w]
+                dup = False
+                for u in range(t):
+                    if (
+                        radii[u] >= 0
+                        and _popcount(_extract(xor, starts[u], lengths[u])) <= radii[u]
+                    ):
+                        dup = True
+                        break
+                if dup:
+                    continue
+                if c < cap:
+                    out_pos[qi, c] = p
+                    out_dist[qi, c] = d
+                c += 1
+        counts[qi] = c
+
+
+# _BYTES_BELOW[k] keeps the k low bytes of a word.
+_BYTES_BELOW = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
+
+
+@numba.njit(inline="always")
+def _byte_sum(x):  # type: ignore[no-untyped-def]
+    """Sum of the 8 bytes of a uint64 (pairs first, so that no lane overflows)."""
+    pairs = (x & np.uint64(0x00FF00FF00FF00FF)) + (
+        (x >> np.uint64(8)) & np.uint64(0x00FF00FF00FF00FF)
+    )
+    return np.int64((pairs * np.uint64(0x0001000100010001)) >> np.uint64(48))
+
+
+@numba.njit(inline="always")
+def _lane(dir8, at, width):  # type: ignore[no-untyped-def]
+    v = np.int64(0)
+    for b in range(width):
+        v |= np.int64(dir8[at + b]) << (8 * b)
+    return v
+
+
+@numba.njit(inline="always")
+def _comb(n, k):  # type: ignore[no-untyped-def]
+    c = 1
+    for i in range(k):
+        c = c * (n - i) // (i + 1)
+    return c
+
+
+def split(bits: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut ``bits`` into ``m`` consecutive substrings, the longer ones first."""
+    lengths = np.array([bits // m + (1 if i < bits % m else 0) for i in range(m)], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    return starts, lengths
+
+
+# Relative costs of random reads (each is one cache line, and they cost about the same when
+# many are in flight): a probe reads its directory line, then, if the bucket is not empty, the
+# start of its rows; each candidate row then costs one read of its code.
+_PROBE_COST = 1.0
+_BUCKET_COST = 1.0
+_CANDIDATE_COST = 1.0
+
+
+def _probe_cost(length: int, n: int) -> float:
+    per_bucket = n / 2.0**length
+    return _PROBE_COST + _BUCKET_COST * -np.expm1(-per_bucket) + _CANDIDATE_COST * per_bucket
+
+
+def radii_for(lengths: np.ndarray, r: int, n: int) -> np.ndarray:
+    """Probe radii with ``sum(t_i + 1) == r + 1`` (exact, see above) at the lowest cost.
+
+    Raising a table's radius from ``t`` to ``t + 1`` adds ``C(L, t+1)`` probes, each costing
+    about the same on uniform codes; those increments grow with ``t``, so taking the cheapest
+    one ``r + 1`` times gives the cheapest plan.
+    """
+    radii = np.full(len(lengths), -1, dtype=np.int64)
+    for _ in range(r + 1):
+        # A radius of L already probes every key of an L-bit table: never go past it.
+        costs = [
+            comb(int(length), int(radii[i]) + 1) * _probe_cost(int(length), n)
+            if radii[i] < length
+            else float("inf")
+            for i, length in enumerate(lengths)
+        ]
+        radii[int(np.argmin(costs))] += 1
+    return radii
+
+
+def plan_cost(lengths: np.ndarray, r: int, n: int) -> float:
+    """Expected cost per query on uniform codes for a split and radius (arbitrary units)."""
+    radii = radii_for(lengths, r, n)
+    total = 0.0
+    for length, t in zip(lengths.tolist(), radii.tolist(), strict=True):
+        probes = sum(comb(length, k) for k in range(t + 1))
+        total += probes * _probe_cost(length, n)
+    return total
+
+
+def table_bytes(lengths: np.ndarray, n: int) -> int:
+    """Memory of a segment's tables on uniform codes: row lists plus directories."""
+    blocks = sum(directory_blocks(int(length), 1) for length in lengths)
+    return 4 * len(lengths) * (n + PAD) + BLOCK * blocks
+
+
+def choose_split(bits: int, max_distance: int, n: int) -> int:
+    """Number of substrings for a segment of ``n`` codes searched up to ``max_distance``.
+
+    The cheapest split whose tables fit in 64 bytes per code (plus 32 MB, so small segments
+    may use longer substrings): at 10M PDQ codes that is 11 tables of 23-24 bits, about 600 MB
+    beside the 400 MB of codes and ids.
+    """
+    budget = 64 * n + (32 << 20)
+    best_m, best_cost = bits // 8, float("inf")
+    for m in range(max(1, -(-bits // MAX_SUBSTRING_BITS)), bits // 4 + 1):
+        _, lengths = split(bits, m)
+        if int(lengths.max()) > MAX_SUBSTRING_BITS or table_bytes(lengths, n) > budget:
+            continue
+        cost = plan_cost(lengths, max_distance, n)
+        if cost < best_cost:
+            best_m, best_cost = m, cost
+    return best_m
