@@ -67,7 +67,7 @@ def _wait_serving(target: str, timeout: float = 300) -> None:
 
 
 def _build_bank(folder: Path, n: int) -> tuple[str, list[bytes]]:
-    """A data folder with ``n`` random PDQ hashes in cases of 1,000; returns a partner key and
+    """A data folder with ``n`` random PDQ hashes in cases of 10,000; returns a partner key and
     a sample of stored values (to query hits as well as misses)."""
     rng = np.random.default_rng(7)
     me = Principal.operator("bench")
@@ -75,8 +75,8 @@ def _build_bank(folder: Path, n: int) -> tuple[str, list[bytes]]:
         org = bank.create_organisation("bench", by=me)
         practitioner = Principal.key(0, Role.PRACTITIONER, org_id=org.id)
         sample = []
-        for start in range(0, n, 1000):
-            codes = rng.integers(0, 256, (min(1000, n - start), 32), dtype=np.uint8)
+        for start in range(0, n, 10_000):
+            codes = rng.integers(0, 256, (min(10_000, n - start), 32), dtype=np.uint8)
             case = bank.create_case(by=practitioner)
             bank.enroll(case.number, [Hash(PDQ, c.tobytes(), 90) for c in codes], by=practitioner)
             sample.append(codes[0].tobytes())
@@ -155,6 +155,33 @@ async def _load(target: str, key: str, requests: list, concurrency: int, seconds
     return len(latencies) / elapsed, np.array(latencies)
 
 
+async def _open_loop(target: str, key: str, requests: list, rate: float, seconds: float):
+    """Calls started at a fixed total ``rate`` by 64 callers, whatever the answers' speed.
+
+    A closed loop of 64 callers measures queueing (Little's law: 64 in flight at 1,400 calls/s
+    is 45 ms each); a moderation pipeline sends an upload's query when the upload arrives, so
+    latency at a given offered load is what it sees. Latency counts from the scheduled start,
+    so a slow server cannot hide its backlog.
+    """
+    metadata = (("authorization", f"Bearer {key}"),)
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = match_pb2_grpc.MatchServiceStub(channel)
+        await stub.Match(requests[0], metadata=metadata, timeout=10)
+        start = time.perf_counter()
+        total = int(rate * seconds)
+
+        async def caller(c: int) -> None:
+            for i in range(c, total, 64):
+                due = start + i / rate
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                await stub.Match(requests[i % len(requests)], metadata=metadata, timeout=10)
+                latencies.append(time.perf_counter() - due)
+
+        await asyncio.gather(*(caller(c) for c in range(64)))
+    return np.array(latencies)
+
+
 async def _stream(target: str, key: str, messages: list, seconds: float) -> float:
     """Hashes per second through StreamMatch with a few messages in flight."""
     metadata = (("authorization", f"Bearer {key}"),)
@@ -216,6 +243,32 @@ def test_single_query_requests(benchmark, servers, bank_folder, concurrency: int
             f"single query, {concurrency} callers: p{pct} latency",
             np.percentile(lat, pct) * 1000,
             np.percentile(echo_lat, pct) * 1000,
+            None,
+            "ms",
+        )
+
+
+@pytest.mark.parametrize("rate", [300, 600])
+def test_latency_at_a_given_load(benchmark, servers, bank_folder, rate: int) -> None:
+    _folder, _key, sample = bank_folder
+    requests = [
+        match_pb2.MatchRequest(queries=[q])
+        for q in _queries(sample, 2000, np.random.default_rng(3))
+    ]
+    results = {}
+
+    def run() -> None:
+        for name in ("echo", "matcher"):
+            results[name] = asyncio.run(
+                _open_loop(servers[name], servers["key"], requests, rate, SECONDS)
+            )
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    for pct in (50, 99):
+        _row(
+            f"64 callers, {rate} calls/s offered: p{pct} latency",
+            np.percentile(results["matcher"], pct) * 1000,
+            np.percentile(results["echo"], pct) * 1000,
             None,
             "ms",
         )
