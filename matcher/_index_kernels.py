@@ -159,6 +159,46 @@ def fill_table(codes, start, length, hist, width, directory, perm):  # type: ign
     perm[codes.shape[0] :] = 0
 
 
+def shuffle_table(bits: int, seed: int = 20240531) -> np.ndarray:
+    """Lookup table for a fixed pseudo-random permutation of a code's bits.
+
+    Real perceptual hashes have correlated bits (neighbouring DCT coefficients), so runs of
+    consecutive bits are far from uniform: on PDQ hashes of photos, 16-bit substrings collide
+    about twice as often as random ones (up to 5x for some substrings), which means larger
+    buckets and more candidates. Shuffling the bits first brings that to about 1.2x. Hamming
+    distances do not change, because stored codes and queries are shuffled alike.
+
+    ``table[i, v]`` is the shuffled image (as uint64 words) of byte ``i`` holding value ``v``;
+    a code's image is the OR over its bytes. The seed is fixed: stored codes never leave the
+    process, but every segment and query must agree.
+    """
+    dest = np.random.default_rng(seed).permutation(bits)
+    nbytes, nwords = bits // 8, bits // 64
+    table = np.zeros((nbytes, 256, nwords), dtype=np.uint64)
+    for i in range(nbytes):
+        for v in range(256):
+            for k in range(8):
+                if v >> k & 1:
+                    d = int(dest[8 * i + k])
+                    table[i, v, d >> 6] |= np.uint64(1) << np.uint64(d & 63)
+    return table
+
+
+@numba.njit(nogil=True, cache=True)
+def shuffle_rows(codes, order, table, out):  # type: ignore[no-untyped-def]
+    """``out[j]`` = the shuffled words of ``codes[order[j]]`` (see ``shuffle_table``)."""
+    nbytes = codes.shape[1]
+    nwords = out.shape[1]
+    for j in range(order.shape[0]):
+        row = codes[order[j]]
+        for w in range(nwords):
+            out[j, w] = 0
+        for i in range(nbytes):
+            v = row[i]
+            for w in range(nwords):
+                out[j, w] |= table[i, v, w]
+
+
 @numba.njit(inline="always")
 def _distance(codes, p, q):  # type: ignore[no-untyped-def]
     d = 0

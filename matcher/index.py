@@ -32,6 +32,7 @@ other and with mutations (see ``HammingIndex``).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -208,6 +209,14 @@ class _Pool:
 
 _T = TypeVar("_T")
 
+
+@functools.cache
+def _shuffle_table(bits: int) -> np.ndarray:
+    table = _k.shuffle_table(bits)
+    table.flags.writeable = False  # shared by every index of that width
+    return table
+
+
 # Matches per query the kernels have room for on their first pass; a query with more is run
 # again with room for all of them (rare: a bank full of near-duplicates of one image).
 _FIRST_CAP = 32
@@ -246,6 +255,7 @@ class HammingIndex:
         self.signal = signal
         self.flat_below = flat_below
         self._words = signal.bits // 64
+        self._shuffle = _shuffle_table(signal.bits)
         self._pool = _Pool(threads if threads is not None else (os.cpu_count() or 1))
         self._lock = threading.Lock()
         # Segments with tables (oldest first), the flat tail of recent small adds, and the
@@ -262,15 +272,28 @@ class HammingIndex:
         """Bytes held by the index's arrays (codes, ids, tables)."""
         return sum(s.nbytes for s in self._segments)
 
-    def _to_words(self, codes: np.ndarray) -> np.ndarray:
-        words = codes.view(np.uint64).reshape(len(codes), self._words)
-        # Bytes from np.frombuffer need not sit on 8-byte boundaries; the kernels want words.
-        return words if words.flags.aligned else words.copy()
+    def _to_words(self, codes: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+        """Codes (rows ``order``) as uint64 words with their bits shuffled (see
+        ``_index_kernels.shuffle_table``): the form every segment and query uses."""
+        if order is None:
+            order = np.arange(len(codes), dtype=np.int64)
+        out = np.empty((len(order), self._words), dtype=np.uint64)
+        chunks = max(1, min(self._pool.threads, len(order) // 100_000))
+        bounds = np.linspace(0, len(order), chunks + 1).astype(int)
+
+        def run(c: int) -> None:
+            lo, hi = bounds[c], bounds[c + 1]
+            _k.shuffle_rows(codes, order[lo:hi], self._shuffle, out[lo:hi])
+
+        self._pool.map(run, range(chunks))
+        return out
 
     def _segment(self, ids: np.ndarray, words: np.ndarray) -> _Segment:
-        order = np.argsort(ids, kind="stable")  # near linear when ids arrive in order
-        ids = np.ascontiguousarray(ids[order])
-        words = np.ascontiguousarray(words[order])
+        """A segment of entries given with words already shuffled, in any id order."""
+        if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+            order = np.argsort(ids, kind="stable")  # near linear when ids arrive in order
+            ids = np.ascontiguousarray(ids[order])
+            words = np.ascontiguousarray(words[order])
         tables = None
         if len(ids) and len(ids) >= self.flat_below:
             tables = _Tables(words, self.signal.bits, self.signal.max_distance, self._pool)
@@ -289,10 +312,15 @@ class HammingIndex:
 
     def add(self, ids: np.ndarray | Sequence[int], codes: np.ndarray) -> None:
         """Add entries; an id already present has its code replaced."""
-        ids_arr = _check_ids(ids)
-        words = self._to_words(_check_codes(self.signal, codes, len(ids_arr)))
+        ids_arr = np.asarray(ids, dtype=np.int64).reshape(-1)
+        codes_arr = _check_codes(self.signal, codes, len(ids_arr))
         if not len(ids_arr):
             return
+        order = np.argsort(ids_arr, kind="stable")  # near linear when ids arrive in order
+        ids_arr = ids_arr[order]
+        if len(ids_arr) > 1 and (ids_arr[1:] == ids_arr[:-1]).any():
+            raise ValueError("ids in one add must be distinct")
+        words = self._to_words(codes_arr, order)
         with self._lock:
             old = [(s, s.positions(ids_arr)) for s in self._segments]
             new = self._segment(ids_arr, words)
