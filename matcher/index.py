@@ -45,7 +45,7 @@ from matcher import _index_kernels as _k
 from matcher.errors import InvalidHash
 from matcher.signals import SIGNALS, Hash, SignalType
 
-__all__ = ["ExactIndex", "HammingIndex", "Index"]
+__all__ = ["ExactIndex", "HammingIndex", "Index", "codes_of", "warm_up"]
 
 Result = tuple[np.ndarray, np.ndarray]
 
@@ -81,6 +81,42 @@ def _check_codes(signal: SignalType, codes: np.ndarray, n: int | None = None) ->
     if n is not None and arr.shape[0] != n:
         raise ValueError(f"got {n} ids but {arr.shape[0]} codes")
     return np.ascontiguousarray(arr)
+
+
+def codes_of(hashes: Sequence[Hash]) -> np.ndarray:
+    """Hashes of one signal type as the ``uint8`` array ``(n, byte_length)`` the index takes."""
+    if not hashes:
+        raise ValueError("no hashes")
+    signal = hashes[0].signal
+    if any(h.signal != signal for h in hashes):
+        raise ValueError("hashes of several signal types: group them by type first")
+    return np.frombuffer(b"".join(h.value for h in hashes), dtype=np.uint8).reshape(
+        len(hashes), signal.byte_length
+    )
+
+
+_warm_lock = threading.Lock()
+_warm = False
+
+
+def warm_up() -> None:
+    """Compile every kernel now (about 10 s the first time, well under 1 s once numba has
+    cached them on disk), so that no request pays for it. ``Index()`` calls this; it runs once
+    per process."""
+    global _warm
+    with _warm_lock:
+        if _warm:
+            return
+        rng = np.random.default_rng(0)
+        for signal in SIGNALS.values():
+            if signal.exact:
+                continue
+            for flat_below in (0, 10**9):
+                index = HammingIndex(signal, flat_below=flat_below, threads=1)
+                codes = rng.integers(0, 256, (64, signal.byte_length), dtype=np.uint8)
+                index.add(np.arange(64), codes)
+                index.search(codes[:2], signal.max_distance)
+        _warm = True
 
 
 def _empty_result() -> Result:
@@ -530,6 +566,7 @@ class Index:
     """
 
     def __init__(self, signals: Iterable[SignalType] | None = None) -> None:
+        warm_up()
         chosen = list(SIGNALS.values()) if signals is None else list(signals)
         self._indexes: dict[str, HammingIndex | ExactIndex] = {
             s.name: ExactIndex(s) if s.exact else HammingIndex(s) for s in chosen
@@ -550,17 +587,20 @@ class Index:
         for pos, h in enumerate(hashes):
             by_signal.setdefault(h.signal.name, []).append(pos)
         for name, positions in by_signal.items():
-            signal = SIGNALS[name]
-            codes = np.frombuffer(
-                b"".join(hashes[p].value for p in positions), dtype=np.uint8
-            ).reshape(len(positions), signal.byte_length)
-            self.add_codes(signal, ids_arr[positions], codes)
+            codes = codes_of([hashes[p] for p in positions])
+            self.add_codes(SIGNALS[name], ids_arr[positions], codes)
 
     def add_codes(
         self, signal: SignalType, ids: np.ndarray | Sequence[int], codes: np.ndarray
     ) -> None:
         """Add codes of one signal type (the fast path for bulk loading)."""
         self._get(signal).add(ids, codes)
+
+    def add_batches(
+        self, signal: SignalType, batches: Iterable[tuple[np.ndarray, np.ndarray]]
+    ) -> None:
+        """Add ``(ids, codes)`` batches of one signal type with one build (start-up)."""
+        self._get(signal).add_batches(batches)
 
     def remove(self, ids: Iterable[int]) -> int:
         """Remove entries by id from every signal type; return how many were removed."""

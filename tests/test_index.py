@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from matcher.errors import InvalidDistance, InvalidHash
-from matcher.index import ExactIndex, HammingIndex, Index
+from matcher.index import ExactIndex, HammingIndex, Index, codes_of
 from matcher.signals import MD5, PDQ, PHASH, SHA256, Hash, SignalType
 
 _POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
@@ -319,6 +319,11 @@ def test_index_facade_routes_by_signal() -> None:
         index.search(PDQ, q, 32)
     index.compact()
     assert len(index) == 2
+    index.add_batches(PHASH, [(np.array([20]), np.full((1, 8), 255, np.uint8))])
+    assert index.size(PHASH) == 2
+    assert codes_of([pdq, near]).shape == (2, 32)
+    with pytest.raises(ValueError):
+        codes_of([pdq, ph])
 
 
 def test_add_batches_and_unaligned_codes() -> None:
@@ -371,3 +376,21 @@ def test_searches_run_alongside_mutations() -> None:
         stop.set()
         worker.join()
     assert not errors
+
+
+@pytest.mark.parametrize("copies", [300, 70_000])
+def test_huge_buckets(copies: int) -> None:
+    """Many identical codes overflow one-byte (and two-byte) bucket sizes: still exact."""
+    rng = np.random.default_rng(9)
+    base = rng.integers(0, 256, 32, dtype=np.uint8)
+    others = rng.integers(0, 256, (500, 32), dtype=np.uint8)
+    codes = np.concatenate([np.repeat(base[None, :], copies, axis=0), others])
+    index = HammingIndex(PDQ, flat_below=0)
+    index.add(np.arange(len(codes)), codes)
+    (segment,) = index._segments
+    assert segment.tables is not None
+    assert segment.tables.widths.max() == (2 if copies < 65536 else 4)
+    entries = {i: c.tobytes() for i, c in enumerate(codes)}
+    queries = np.stack([base, flip(base, [1, 100, 200]), others[0]])
+    for q, result in zip(queries, index.search(queries, 31), strict=True):
+        assert as_pairs(result) == reference(entries, q, 31)
