@@ -493,14 +493,18 @@ def _search_chunk(segments: Sequence[_Segment], queries: np.ndarray, r: int) -> 
 
 
 class ExactIndex:
-    """Exact-match lookup for cryptographic digests (MD5, SHA-256): a plain mapping."""
+    """Exact-match lookup for cryptographic digests (MD5, SHA-256): a plain mapping.
+
+    Thread safety: mutations hold a lock; a search reads without one. The ids under a digest
+    are an immutable tuple, replaced whole, so a search never sees one half-changed.
+    """
 
     def __init__(self, signal: SignalType) -> None:
         if not signal.exact:
             raise ValueError(f"{signal.name} is not an exact signal: use HammingIndex")
         self.signal = signal
         self._lock = threading.Lock()
-        self._by_code: dict[bytes, set[int]] = {}
+        self._by_code: dict[bytes, tuple[int, ...]] = {}
         self._by_id: dict[int, bytes] = {}
 
     def __len__(self) -> int:
@@ -515,7 +519,7 @@ class ExactIndex:
             for i, code in zip(ids_arr.tolist(), codes_arr, strict=True):
                 key = code.tobytes()
                 self._by_id[i] = key
-                self._by_code.setdefault(key, set()).add(i)
+                self._by_code[key] = (*self._by_code.get(key, ()), i)
 
     def add_batches(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
         """Add ``(ids, codes)`` batches, as ``HammingIndex.add_batches``."""
@@ -534,9 +538,10 @@ class ExactIndex:
             if key is None:
                 continue
             removed += 1
-            holders = self._by_code[key]
-            holders.discard(i)
-            if not holders:
+            holders = tuple(h for h in self._by_code[key] if h != i)
+            if holders:
+                self._by_code[key] = holders
+            else:
                 del self._by_code[key]
         return removed
 
