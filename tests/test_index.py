@@ -7,6 +7,9 @@ popcount over every live code.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -394,3 +397,33 @@ def test_huge_buckets(copies: int) -> None:
     queries = np.stack([base, flip(base, [1, 100, 200]), others[0]])
     for q, result in zip(queries, index.search(queries, 31), strict=True):
         assert as_pairs(result) == reference(entries, q, 31)
+
+
+DATA = Path(
+    os.environ.get(
+        "MATCHER_TEST_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    )
+)
+REG_TEST = DATA / "pdq" / "threatexchange-pdq" / "reg-test-input"
+
+
+def read_pdq_list(path: Path) -> np.ndarray:
+    rows = [bytes.fromhex(line.strip()) for line in path.read_text().splitlines() if line.strip()]
+    return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), 32)
+
+
+@pytest.mark.parametrize("options", PATHS)
+def test_meta_haystack_and_needles(options: dict) -> None:
+    """Meta's PDQ index test lists: real hashes, correlated bits, near-duplicate families."""
+    if not (REG_TEST / "haystack.txt").exists():
+        pytest.skip(f"PDQ test lists not found under {REG_TEST} (set MATCHER_TEST_DATA)")
+    haystack = read_pdq_list(REG_TEST / "haystack.txt")
+    needles = read_pdq_list(REG_TEST / "needles.txt")
+    index = make_index(PDQ, options)
+    index.add(np.arange(len(haystack)), haystack)
+    entries = {i: c.tobytes() for i, c in enumerate(haystack)}
+    queries = np.concatenate([needles, haystack[::10]])
+    for max_distance in (31, 12):
+        results = index.search(queries, max_distance)
+        for q, result in zip(queries, results, strict=True):
+            assert as_pairs(result) == reference(entries, q, max_distance)
