@@ -328,19 +328,7 @@ def mih_search(  # type: ignore[no-untyped-def]
             width = widths[t]
             for i in range(probe_start[t], probe_start[t + 1]):
                 _prefetch1(dir8, probe_blk[i + _AHEAD] * BLOCK)
-                blk = probe_blk[i]
-                lane = probe_lane[i]
-                start = np.int64(dir32[blk * (BLOCK // 4) + _BLOCK_DATA // 4])
-                if width == 1:
-                    w = blk * (BLOCK // 8)
-                    for j in range(BLOCK // 8):
-                        below = min(max(lane - 8 * j, 0), 8)
-                        start += _byte_sum(dir64[w + j] & _BYTES_BELOW[below])
-                    c = np.int64(dir8[blk * BLOCK + lane])
-                else:
-                    for j in range(lane):
-                        start += _lane(dir8, blk * BLOCK + j * width, width)
-                    c = _lane(dir8, blk * BLOCK + lane * width, width)
+                start, c = _bucket(dir8, dir32, dir64, probe_blk[i], probe_lane[i], width)
                 lo[nb] = t * stride + start
                 size[nb] = c
                 nb += c > 0
@@ -410,6 +398,48 @@ def _byte_sum(x):  # type: ignore[no-untyped-def]
         (x >> np.uint64(8)) & np.uint64(0x00FF00FF00FF00FF)
     )
     return np.int64((pairs * np.uint64(0x0001000100010001)) >> np.uint64(48))
+
+
+@numba.njit(inline="always")
+def _bucket(dir8, dir32, dir64, blk, lane, width):  # type: ignore[no-untyped-def]
+    """(start in the row list, size) of the bucket at ``lane`` of directory block ``blk``."""
+    start = np.int64(dir32[blk * (BLOCK // 4) + _BLOCK_DATA // 4])
+    if width == 1:
+        w = blk * (BLOCK // 8)
+        for j in range(BLOCK // 8):
+            below = min(max(lane - 8 * j, 0), 8)
+            start += _byte_sum(dir64[w + j] & _BYTES_BELOW[below])
+        return start, np.int64(dir8[blk * BLOCK + lane])
+    for j in range(lane):
+        start += _lane(dir8, blk * BLOCK + j * width, width)
+    return start, _lane(dir8, blk * BLOCK + lane * width, width)
+
+
+@numba.njit(nogil=True, cache=True)
+def scrub(codes, rows, starts, lengths, dir_base, widths, dir8, dir32, dir64, perm, dummy):  # type: ignore[no-untyped-def]
+    """Erase removed ``rows``: their codes become zeros and their places in the row lists
+    point at ``dummy`` (a dead, zero row), so that neither the codes nor the tables (a row's
+    bucket in each table is a substring of its code) keep a withdrawn hash.
+
+    Call only after the rows are marked dead: a search running meanwhile reads either the old
+    or the new values, and drops the row either way.
+    """
+    m = starts.shape[0]
+    for row in rows:
+        for t in range(m):
+            width = widths[t]
+            per_block = _BLOCK_DATA // width
+            key = np.int64(_extract(codes[row], starts[t], lengths[t]))
+            blk = key // per_block
+            start, size = _bucket(
+                dir8, dir32, dir64, dir_base[t] + blk, key - blk * per_block, width
+            )
+            for j in range(start, start + size):
+                if perm[t, j] == row:
+                    perm[t, j] = dummy
+                    break
+    for row in rows:
+        codes[row, :] = 0
 
 
 @numba.njit(inline="always")

@@ -6,7 +6,8 @@ The contract (what the bank codes against)::
     index.add_codes(PDQ, ids, codes)                  # ids int64 (n,), codes uint8 (n, 32)
     index.add(ids, hashes)                            # or Hash objects, any mix of types
     [(found_ids, distances)] = index.search(PDQ, query_codes, max_distance=31)
-    index.remove(ids)                                 # effective for the very next search
+    index.remove(ids)                                 # effective for the very next search,
+                                                      # and the hash values wiped from memory
     index.compact()                                   # drop removed entries for good (slow)
     len(index), index.size(PDQ)
 
@@ -172,14 +173,18 @@ class _Tables:
 class _Segment:
     """An immutable batch of entries, sorted by id, with its tables (None: scanned flat).
 
-    Only ``alive`` changes after construction, and only from 1 to 0 (removal), so a search
-    that holds a segment never sees it half-built.
+    ``words`` has one more row than there are entries: a dead row of zeros, where a removed
+    entry's places in the tables are pointed (see ``_index_kernels.scrub``). After
+    construction only ``alive`` (1 -> 0) and the rows of removed entries (-> zeros) change, in
+    that order, so a search that holds a segment never sees it half-built and never returns a
+    removed entry.
     """
 
     def __init__(self, ids: np.ndarray, words: np.ndarray, tables: _Tables | None) -> None:
         self.ids = ids
         self.words = words
-        self.alive = np.ones(len(ids), dtype=np.uint8)
+        self.alive = np.ones(len(ids) + 1, dtype=np.uint8)
+        self.alive[len(ids)] = 0
         self.live = len(ids)
         self.tables = tables
 
@@ -196,8 +201,17 @@ class _Segment:
         return pos[hit]
 
     def kill(self, positions: np.ndarray) -> None:
+        """Remove entries: dead at once for searches, then their hash values erased."""
         self.alive[positions] = 0
         self.live -= len(positions)
+        t = self.tables
+        if t is None:
+            self.words[positions] = 0
+        elif len(positions):
+            _k.scrub(
+                self.words, positions, t.starts, t.lengths, t.dir_base, t.widths, t.directory,
+                t.dir32, t.dir64, t.perm, len(self.ids),
+            )  # fmt: skip
 
     def search(
         self, queries: np.ndarray, r: int, cap: int
@@ -267,8 +281,10 @@ class HammingIndex:
     multi-index tables. ``add`` appends to the tail (O(tail) work); a full tail becomes a
     table segment, and segments merge when the newer is at least half the size of the older, so
     each entry is rebuilt O(log n) times overall (amortised, never the whole index per request).
-    ``remove`` marks entries dead in place, effective for the next search; a segment that is a
-    quarter dead is rebuilt, and ``compact()`` rebuilds everything into one segment.
+    ``remove`` marks entries dead in place, effective for the next search, and erases their
+    codes from the segment's rows and tables at once (withdrawn hashes do not linger in
+    memory); a segment that is a quarter dead is rebuilt without them, and ``compact()``
+    rebuilds everything into one segment.
 
     Thread safety: ``add``, ``remove`` and ``compact`` hold a lock. ``search`` holds none: it
     reads the current tuple of segments once (segments are replaced, never edited, apart from
@@ -308,12 +324,16 @@ class HammingIndex:
         """Bytes held by the index's arrays (codes, ids, tables)."""
         return sum(s.nbytes for s in self._segments)
 
-    def _to_words(self, codes: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    def _to_words(
+        self, codes: np.ndarray, order: np.ndarray | None = None, *, spare: bool = False
+    ) -> np.ndarray:
         """Codes (rows ``order``) as uint64 words with their bits shuffled (see
-        ``_index_kernels.shuffle_table``): the form every segment and query uses."""
+        ``_index_kernels.shuffle_table``): the form every segment and query uses. ``spare``
+        adds the zero row a segment keeps at its end (see ``_Segment``)."""
         if order is None:
             order = np.arange(len(codes), dtype=np.int64)
-        out = np.empty((len(order), self._words), dtype=np.uint64)
+        out = np.empty((len(order) + spare, self._words), dtype=np.uint64)
+        out[len(order) :] = 0
         chunks = max(1, min(self._pool.threads, len(order) // 100_000))
         bounds = np.linspace(0, len(order), chunks + 1).astype(int)
 
@@ -325,20 +345,25 @@ class HammingIndex:
         return out
 
     def _segment(self, ids: np.ndarray, words: np.ndarray) -> _Segment:
-        """A segment of entries given with words already shuffled, in any id order."""
-        if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+        """A segment of entries given with words already shuffled, in any id order, and one
+        spare zero row after them."""
+        n = len(ids)
+        if n > 1 and not (ids[1:] > ids[:-1]).all():
             order = np.argsort(ids, kind="stable")  # near linear when ids arrive in order
             ids = np.ascontiguousarray(ids[order])
-            words = np.ascontiguousarray(words[order])
+            words = np.concatenate([words[:n][order], words[n:]])
         tables = None
-        if len(ids) and len(ids) >= self.flat_below:
-            tables = _Tables(words, self.signal.bits, self.signal.max_distance, self._pool)
+        if n and n >= self.flat_below:
+            tables = _Tables(words[:n], self.signal.bits, self.signal.max_distance, self._pool)
         return _Segment(ids, words, tables)
 
     def _merge(self, parts: Sequence[_Segment]) -> _Segment:
-        keep = [s.alive.astype(bool) for s in parts]
+        keep = [s.alive[: len(s)].astype(bool) for s in parts]
         ids = np.concatenate([s.ids[k] for s, k in zip(parts, keep, strict=True)])
-        words = np.concatenate([s.words[k] for s, k in zip(parts, keep, strict=True)])
+        spare = np.zeros((1, self._words), dtype=np.uint64)
+        words = np.concatenate(
+            [*(s.words[: len(s)][k] for s, k in zip(parts, keep, strict=True)), spare]
+        )
         return self._segment(ids, words)
 
     def _publish(self, built: list[_Segment], tail: _Segment | None) -> None:
@@ -356,7 +381,7 @@ class HammingIndex:
         ids_arr = ids_arr[order]
         if len(ids_arr) > 1 and (ids_arr[1:] == ids_arr[:-1]).any():
             raise ValueError("ids in one add must be distinct")
-        words = self._to_words(codes_arr, order)
+        words = self._to_words(codes_arr, order, spare=True)
         with self._lock:
             old = [(s, s.positions(ids_arr)) for s in self._segments]
             new = self._segment(ids_arr, words)
@@ -484,6 +509,14 @@ def _search_chunk(segments: Sequence[_Segment], queries: np.ndarray, r: int) -> 
     all_q = np.concatenate(qs)
     all_ids = np.concatenate(ids)
     all_d = np.concatenate(dists)
+    # An id appears once per query, except in one race: a search that reads a row while
+    # ``remove`` erases it may see it through two tables. Drop such repeats.
+    order = np.lexsort((all_d, all_ids, all_q))
+    all_q, all_ids, all_d = all_q[order], all_ids[order], all_d[order]
+    first = np.ones(len(all_q), dtype=bool)
+    first[1:] = (all_q[1:] != all_q[:-1]) | (all_ids[1:] != all_ids[:-1])
+    if not first.all():
+        all_q, all_ids, all_d = all_q[first], all_ids[first], all_d[first]
     order = np.lexsort((all_ids, all_d, all_q))
     all_ids, all_d = all_ids[order], all_d[order]
     bounds = np.searchsorted(all_q[order], np.arange(nq + 1)).tolist()

@@ -427,3 +427,23 @@ def test_meta_haystack_and_needles(options: dict) -> None:
         results = index.search(queries, max_distance)
         for q, result in zip(queries, results, strict=True):
             assert as_pairs(result) == reference(entries, q, max_distance)
+
+
+@pytest.mark.parametrize("options", PATHS)
+def test_removal_erases_the_hash_values(options: dict) -> None:
+    """Withdrawal is real (rule 3 of DESIGN.md): a removed code is wiped from the index's
+    memory at once, from the stored rows and from the tables, not only hidden."""
+    rng = np.random.default_rng(10)
+    codes = rng.integers(0, 256, (1000, 32), dtype=np.uint8)
+    index = make_index(PDQ, options)
+    index.add(np.arange(1000), codes)
+    removed = np.arange(0, 1000, 7)
+    index.remove(removed)
+    (segment,) = index._segments
+    rows = np.searchsorted(segment.ids, removed)
+    assert not segment.words[rows].any()
+    if segment.tables is not None:
+        assert not np.isin(segment.tables.perm[:, : len(segment)], rows).any()
+    results = index.search(codes, 31)
+    found = {int(i) for ids, _ in results for i in ids}
+    assert found == set(range(1000)) - set(removed.tolist())
