@@ -332,13 +332,17 @@ class HammingIndex:
         adds the zero row a segment keeps at its end (see ``_Segment``)."""
         if order is None:
             order = np.arange(len(codes), dtype=np.int64)
-        out = np.empty((len(order) + spare, self._words), dtype=np.uint64)
-        out[len(order) :] = 0
-        chunks = max(1, min(self._pool.threads, len(order) // 100_000))
-        bounds = np.linspace(0, len(order), chunks + 1).astype(int)
+        n = len(order)
+        out = np.empty((n + spare, self._words), dtype=np.uint64)
+        out[n:] = 0
+        chunks = min(self._pool.threads, n // 100_000)
+        if chunks <= 1:
+            _k.shuffle_rows(codes, order, self._shuffle, out)
+            return out
+        step = -(-n // chunks)
 
         def run(c: int) -> None:
-            lo, hi = bounds[c], bounds[c + 1]
+            lo, hi = c * step, min(n, (c + 1) * step)
             _k.shuffle_rows(codes, order[lo:hi], self._shuffle, out[lo:hi])
 
         self._pool.map(run, range(chunks))
@@ -469,11 +473,13 @@ class HammingIndex:
         n = len(queries)
         if n == 0:
             return []
-        chunks = max(1, min(self._pool.threads, n // _MIN_CHUNK))
-        bounds = np.linspace(0, n, chunks + 1).astype(int)
+        chunks = min(self._pool.threads, n // _MIN_CHUNK)
+        if chunks <= 1:
+            return _search_chunk(segments, queries, distance)
+        step = -(-n // chunks)
 
         def run(c: int) -> list[Result]:
-            return _search_chunk(segments, queries[bounds[c] : bounds[c + 1]], distance)
+            return _search_chunk(segments, queries[c * step : (c + 1) * step], distance)
 
         out: list[Result] = []
         for part in self._pool.map(run, range(chunks)):
@@ -481,10 +487,39 @@ class HammingIndex:
         return out
 
 
+def _one_query(segments: Sequence[_Segment], query: np.ndarray, r: int) -> Result:
+    """``_search_chunk`` for a single query, with less numpy overhead (the latency path)."""
+    ids, dists = [], []
+    for segment in segments:
+        pos, dist, counts = segment.search(query, r, _FIRST_CAP)
+        c = int(counts[0])
+        if c > _FIRST_CAP:
+            pos, dist, counts = segment.search(query, r, c)
+        if c:
+            ids.append(segment.ids[pos[0, :c]])
+            dists.append(dist[0, :c])
+    if not ids:
+        return _empty_result()
+    all_ids = np.concatenate(ids) if len(ids) > 1 else ids[0]
+    all_d = np.concatenate(dists) if len(dists) > 1 else dists[0]
+    if len(all_ids) > 1:
+        # See _search_chunk on repeated ids.
+        order = np.lexsort((all_d, all_ids))
+        all_ids, all_d = all_ids[order], all_d[order]
+        first = np.ones(len(all_ids), dtype=bool)
+        first[1:] = all_ids[1:] != all_ids[:-1]
+        all_ids, all_d = all_ids[first], all_d[first]
+        order = np.lexsort((all_ids, all_d))
+        all_ids, all_d = all_ids[order], all_d[order]
+    return all_ids, all_d
+
+
 def _search_chunk(segments: Sequence[_Segment], queries: np.ndarray, r: int) -> list[Result]:
     """Search every segment and merge the matches per query, best first (vectorised: the
     per-query Python work is one slice)."""
     nq = len(queries)
+    if nq == 1:
+        return [_one_query(segments, queries, r)]
     qs, ids, dists = [], [], []
     for segment in segments:
         pos, dist, counts = segment.search(queries, r, _FIRST_CAP)
