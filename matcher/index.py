@@ -317,6 +317,11 @@ class HammingIndex:
         self._built: list[_Segment] = []
         self._tail: _Segment | None = None
         self._segments: tuple[_Segment, ...] = ()
+        # While compact() rebuilds a snapshot of the segments outside the lock, mutations
+        # leave those segments in place (no merges into them) and journal the ids they kill.
+        self._compact_lock = threading.Lock()
+        self._frozen: tuple[_Segment, ...] = ()
+        self._journal: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return sum(s.live for s in self._segments)
@@ -372,6 +377,14 @@ class HammingIndex:
         )
         return self._segment(ids, words)
 
+    def _is_frozen(self, segment: _Segment) -> bool:
+        return any(segment is f for f in self._frozen)
+
+    def _kill(self, segment: _Segment, positions: np.ndarray) -> None:
+        if self._journal is not None and len(positions):
+            self._journal.append(segment.ids[positions])
+        segment.kill(positions)
+
     def _publish(self, built: list[_Segment], tail: _Segment | None) -> None:
         self._built = built
         self._tail = tail if tail is not None and len(tail) else None
@@ -396,8 +409,11 @@ class HammingIndex:
                 # concurrent search never misses the id (it may briefly see both).
                 self._segments = (*self._segments, new)
                 for segment, positions in old:
-                    segment.kill(positions)
+                    self._kill(segment, positions)
             built, tail = list(self._built), self._tail
+            if tail is not None and self._is_frozen(tail):
+                built.append(tail)  # compact() is rebuilding it: start a new tail
+                tail = None
             if new.tables is None:
                 # Recent small adds share one flat tail, so a search does not pay a kernel
                 # call per add; folding into it costs at most ``flat_below`` rows.
@@ -425,7 +441,11 @@ class HammingIndex:
     def _settle(self, built: list[_Segment]) -> list[_Segment]:
         """Merge the newest segments while the newer is at least half the older (so there
         are at most log2(n) segments and each entry is rebuilt O(log n) times overall)."""
-        while len(built) >= 2 and 2 * built[-1].live >= built[-2].live:
+        while (
+            len(built) >= 2
+            and 2 * built[-1].live >= built[-2].live
+            and not self._is_frozen(built[-2])
+        ):
             newer, older = built.pop(), built.pop()
             built.append(self._merge([older, newer]))
         return built
@@ -441,11 +461,13 @@ class HammingIndex:
         with self._lock:
             for segment in self._segments:
                 positions = segment.positions(ids_arr)
-                segment.kill(positions)
+                self._kill(segment, positions)
                 removed += len(positions)
 
             def fresh(s: _Segment) -> _Segment:
-                return self._merge([s]) if (len(s) - s.live) * 4 > len(s) else s
+                if self._is_frozen(s) or (len(s) - s.live) * 4 <= len(s):
+                    return s
+                return self._merge([s])
 
             if removed:
                 tail = fresh(self._tail) if self._tail is not None else None
@@ -455,17 +477,34 @@ class HammingIndex:
     def compact(self) -> None:
         """Rebuild everything into one segment without removed entries.
 
-        An explicit call for quiet moments (it holds the mutation lock while it builds);
-        searches keep running on the old segments meanwhile.
+        For quiet moments or a background thread: it builds outside the mutation lock, so
+        searches, adds and removes carry on meanwhile (removals made during the build are
+        applied to the new segment before it replaces the old ones). One compaction runs at
+        a time.
         """
-        with self._lock:
-            if not self._segments:
-                return
-            merged = self._merge(self._segments)
-            if merged.tables is None:
-                self._publish([], merged)
-            else:
-                self._publish([merged], None)
+        with self._compact_lock:
+            with self._lock:
+                snapshot = self._segments
+                if not snapshot:
+                    return
+                self._frozen, self._journal = snapshot, []
+            try:
+                merged = self._merge(snapshot)
+                with self._lock:
+                    killed = self._journal
+                    if killed:
+                        ids = _sorted_unique(np.concatenate(killed))
+                        merged.kill(merged.positions(ids))
+                    rest = [s for s in self._built if not self._is_frozen(s)]
+                    tail = self._tail
+                    if tail is not None and self._is_frozen(tail):
+                        tail = None
+                    built = ([merged] if len(merged) else []) + rest
+                    self._frozen, self._journal = (), None
+                    self._publish(self._settle(built), tail)
+            finally:
+                with self._lock:
+                    self._frozen, self._journal = (), None
 
     def search(self, codes: np.ndarray, max_distance: int | None = None) -> list[Result]:
         """Return every entry within ``max_distance`` of each query code (see module doc)."""

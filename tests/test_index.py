@@ -447,3 +447,53 @@ def test_removal_erases_the_hash_values(options: dict) -> None:
     results = index.search(codes, 31)
     found = {int(i) for ids, _ in results for i in ids}
     assert found == set(range(1000)) - set(removed.tolist())
+
+
+@pytest.mark.parametrize("flat_below", [0, 64])
+def test_compaction_alongside_adds_and_removes(flat_below: int) -> None:
+    """compact() builds outside the lock: what changes meanwhile is neither lost nor revived."""
+    import threading
+
+    rng = np.random.default_rng(11)
+    index = HammingIndex(PDQ, flat_below=flat_below, threads=1)
+    entries: dict[int, bytes] = {}
+    codes = clustered_codes(rng, 3000, 32, 40)
+    index.add(np.arange(3000), codes)
+    entries.update({i: c.tobytes() for i, c in enumerate(codes)})
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def compactor() -> None:
+        try:
+            while not done.is_set():
+                index.compact()
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+
+    worker = threading.Thread(target=compactor)
+    worker.start()
+    try:
+        for step in range(100):
+            if step % 3 == 0:  # new ids, some replacing existing ones
+                ids = rng.choice(6000, size=int(rng.integers(1, 200)), replace=False)
+                new = clustered_codes(rng, len(ids), 32, 40)
+                index.add(ids, new)
+                entries.update({int(i): c.tobytes() for i, c in zip(ids, new, strict=True)})
+            else:
+                ids = rng.choice(6000, size=int(rng.integers(1, 100)), replace=False).tolist()
+                assert index.remove(ids) == sum(1 for i in ids if i in entries)
+                for i in ids:
+                    entries.pop(i, None)
+            assert len(index) == len(entries)
+            if step % 10 == 0:
+                q = np.frombuffer(entries[next(iter(entries))], dtype=np.uint8)
+                assert as_pairs(index.search(q[None, :], 31)[0]) == reference(entries, q, 31)
+    finally:
+        done.set()
+        worker.join()
+    assert not errors
+    index.compact()
+    queries = clustered_codes(rng, 40, 32, 40)
+    for q, result in zip(queries, index.search(queries, 31), strict=True):
+        assert as_pairs(result) == reference(entries, q, 31)
+    assert len(index) == len(entries)
