@@ -308,6 +308,7 @@ class HammingIndex:
             raise ValueError(f"{signal.name} codes are not a whole number of 64-bit words")
         self.signal = signal
         self.flat_below = flat_below
+        self.rebuild_inline_below = 1 << 18
         self._words = signal.bits // 64
         self._shuffle = _shuffle_table(signal.bits)
         self._pool = _Pool(threads if threads is not None else (os.cpu_count() or 1))
@@ -454,7 +455,9 @@ class HammingIndex:
         """Remove entries by id (unknown ids are ignored); return how many were removed.
 
         Effective for the next search. A segment left a quarter dead is rebuilt without its
-        dead entries, so the cost is amortised over the removals that killed them.
+        dead entries, so the cost is amortised over the removals that killed them: inline for
+        segments under ``rebuild_inline_below`` rows (well under a second), by ``compact()``
+        on a background thread for larger ones, so that no removal waits for seconds.
         """
         ids_arr = _sorted_unique(_id_array(ids))
         removed = 0
@@ -464,14 +467,22 @@ class HammingIndex:
                 self._kill(segment, positions)
                 removed += len(positions)
 
+            background = False
+
             def fresh(s: _Segment) -> _Segment:
+                nonlocal background
                 if self._is_frozen(s) or (len(s) - s.live) * 4 <= len(s):
+                    return s
+                if len(s) >= self.rebuild_inline_below:
+                    background = True  # too slow for a request: compact() in a thread
                     return s
                 return self._merge([s])
 
             if removed:
                 tail = fresh(self._tail) if self._tail is not None else None
                 self._publish([fresh(s) for s in self._built], tail)
+        if background and not self._compact_lock.locked():
+            threading.Thread(target=self.compact, name="matcher-compact", daemon=True).start()
         return removed
 
     def compact(self) -> None:

@@ -8,6 +8,8 @@ popcount over every live code.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -347,8 +349,6 @@ def test_add_batches_and_unaligned_codes() -> None:
 
 def test_searches_run_alongside_mutations() -> None:
     """Entries that are never removed are found by every search while others come and go."""
-    import threading
-
     rng = np.random.default_rng(8)
     stable = rng.integers(0, 256, (200, 32), dtype=np.uint8)
     index = HammingIndex(PDQ, flat_below=500, threads=2)
@@ -452,8 +452,6 @@ def test_removal_erases_the_hash_values(options: dict) -> None:
 @pytest.mark.parametrize("flat_below", [0, 64])
 def test_compaction_alongside_adds_and_removes(flat_below: int) -> None:
     """compact() builds outside the lock: what changes meanwhile is neither lost nor revived."""
-    import threading
-
     rng = np.random.default_rng(11)
     index = HammingIndex(PDQ, flat_below=flat_below, threads=1)
     entries: dict[int, bytes] = {}
@@ -497,3 +495,21 @@ def test_compaction_alongside_adds_and_removes(flat_below: int) -> None:
     for q, result in zip(queries, index.search(queries, 31), strict=True):
         assert as_pairs(result) == reference(entries, q, 31)
     assert len(index) == len(entries)
+
+
+def test_large_rebuild_after_removals_runs_in_the_background() -> None:
+    rng = np.random.default_rng(12)
+    codes = rng.integers(0, 256, (4000, 32), dtype=np.uint8)
+    index = HammingIndex(PDQ, flat_below=0)
+    index.rebuild_inline_below = 1000  # this segment counts as large
+    index.add(np.arange(4000), codes)
+    (before,) = index._segments
+    assert index.remove(range(1500)) == 1500  # over a quarter dead
+    for _ in range(200):  # the background compaction swaps in a segment without them
+        if index._segments and index._segments[0] is not before:
+            break
+        time.sleep(0.05)
+    (after,) = index._segments
+    assert after is not before and len(after) == 2500 == len(index)
+    (found,) = index.search(codes[3999:], 0)
+    assert as_pairs(found) == [(0, 3999)]
