@@ -288,12 +288,14 @@ class HammingIndex:
     memory); a segment that is a quarter dead is rebuilt without them, and ``compact()``
     rebuilds everything into one segment.
 
-    Thread safety: ``add``, ``remove`` and ``compact`` hold a lock. ``search`` holds none: it
-    reads the current tuple of segments once (segments are replaced, never edited, apart from
-    the 1 -> 0 ``alive`` flags), so a search running alongside a mutation sees each entry
+    Thread safety: ``add`` and ``remove`` hold a lock; ``compact`` holds it only to take a
+    snapshot and to swap in its result. ``search`` holds none: it reads the current tuple of
+    segments once (segments are replaced, never edited, apart from removal: ``alive`` 1 -> 0,
+    then the removed rows erased), so a search running alongside a mutation sees each entry
     either before or after it. When ``add`` replaces an id's code, the new entry is published
-    before the old one is marked dead. Searches from several threads run in parallel (the
-    kernels release the GIL); a large batch is also split over ``threads`` threads.
+    before the old one dies (a search may briefly see both). Searches from several threads run
+    in parallel (the kernels release the GIL); a large batch is also split over ``threads``
+    threads.
 
     ``flat_below`` sets the size under which a segment is scanned flat (0: always build tables,
     used by tests to check the multi-index path on small banks).
