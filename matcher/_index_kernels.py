@@ -26,6 +26,7 @@ threads, which is safe under any numba threading layer and with concurrent calle
 
 from __future__ import annotations
 
+from itertools import combinations
 from math import comb
 
 import numba
@@ -243,15 +244,16 @@ PAD = 8
 
 @numba.njit(nogil=True, cache=True)
 def mih_search(  # type: ignore[no-untyped-def]
-    codes, alive, starts, lengths, dir_base, widths, dir8, dir32, dir64, perm, radii, queries,
-    r, out_pos, out_dist, counts,
+    codes, alive, starts, lengths, dir_base, widths, dir8, dir32, dir64, perm, radii, flips,
+    flip_start, queries, r, out_pos, out_dist, counts,
 ):  # fmt: skip
     """Multi-index range search (see the module docstring for why it is exact).
 
     Table ``t``'s directory (see ``BLOCK``) starts at block ``dir_base[t]`` of ``dir8`` (the
     same bytes seen as uint32 in ``dir32`` and uint64 in ``dir64``), with ``widths[t]``-byte
     sizes; ``perm[t, :n]`` lists row numbers grouped by their key in table ``t`` (``PAD`` spare
-    entries follow).
+    entries follow). Table ``t`` is probed at the query's key XOR each of
+    ``flips[flip_start[t] : flip_start[t + 1]]``: every mask of at most ``radii[t]`` bits.
 
     The time goes into random reads (directory lines, bucket rows, candidate codes), so each
     query runs in phases whose loops issue independent loads, with prefetches ahead: the CPU
@@ -263,13 +265,9 @@ def mih_search(  # type: ignore[no-untyped-def]
     nw = queries.shape[1]
     stride = perm.shape[1]
     flat = perm.reshape(-1)
-    n_probes = 0
-    for t in range(m):
-        for k in range(radii[t] + 1):
-            n_probes += _comb(lengths[t], k)
+    n_probes = flip_start[m]
     probe_blk = np.empty(n_probes + _AHEAD, dtype=np.int64)
     probe_lane = np.empty(n_probes + 1, dtype=np.int64)
-    probe_start = np.empty(m + 1, dtype=np.int64)
     lo = np.empty(n_probes + _AHEAD, dtype=np.int64)
     size = np.empty(n_probes, dtype=np.int64)
     cand_start = np.empty(m + 1, dtype=np.int64)
@@ -277,46 +275,27 @@ def mih_search(  # type: ignore[no-untyped-def]
     cand = np.empty(8192, dtype=np.int64)
     cand_dist = np.empty(8192, dtype=np.int64)
     xor = np.empty(nw, dtype=np.uint64)
-    flips = np.empty(64, dtype=np.int64)
     for qi in range(queries.shape[0]):
         q = queries[qi]
-        # Phase 1: every key within each table's radius of the query's key, as (directory
-        # block, lane).
+        # Phase 1: every key within each table's radius of the query's key (the query's key
+        # XOR each precomputed flip mask), as (directory block, lane).
         np_ = 0
         for t in range(m):
-            probe_start[t] = np_
-            length = lengths[t]
-            key = _extract(q, starts[t], length)
+            key = np.int64(_extract(q, starts[t], lengths[t]))
             width = widths[t]
             per_block = _BLOCK_DATA // width
             first = dir_base[t]
-            for k in range(radii[t] + 1):
-                # every set of k bit positions to flip, in lexicographic order
-                for i in range(k):
-                    flips[i] = i
-                while True:
-                    probe = key
-                    for i in range(k):
-                        probe ^= np.uint64(1) << np.uint64(flips[i])
-                    p = np.int64(probe)
-                    if width == 1:  # a constant divisor compiles to a multiply
-                        blk = p // _BLOCK_DATA
-                        lane = p - blk * _BLOCK_DATA
-                    else:
-                        blk = p // per_block
-                        lane = p - blk * per_block
-                    probe_blk[np_] = first + blk
-                    probe_lane[np_] = lane
-                    np_ += 1
-                    i = k - 1
-                    while i >= 0 and flips[i] == length - k + i:
-                        i -= 1
-                    if i < 0:
-                        break
-                    flips[i] += 1
-                    for j in range(i + 1, k):
-                        flips[j] = flips[j - 1] + 1
-        probe_start[m] = np_
+            for i in range(flip_start[t], flip_start[t + 1]):
+                p = key ^ flips[i]
+                if width == 1:  # a constant divisor compiles to a multiply
+                    blk = p // _BLOCK_DATA
+                    lane = p - blk * _BLOCK_DATA
+                else:
+                    blk = p // per_block
+                    lane = p - blk * per_block
+                probe_blk[np_] = first + blk
+                probe_lane[np_] = lane
+                np_ += 1
         for i in range(np_, np_ + _AHEAD):
             probe_blk[i] = 0
         # Phase 2: where each non-empty bucket's rows start in the flattened row lists. With
@@ -326,7 +305,7 @@ def mih_search(  # type: ignore[no-untyped-def]
         for t in range(m):
             table_start[t] = nb
             width = widths[t]
-            for i in range(probe_start[t], probe_start[t + 1]):
+            for i in range(flip_start[t], flip_start[t + 1]):
                 _prefetch1(dir8, probe_blk[i + _AHEAD] * BLOCK)
                 start, c = _bucket(dir8, dir32, dir64, probe_blk[i], probe_lane[i], width)
                 lo[nb] = t * stride + start
@@ -450,14 +429,6 @@ def _lane(dir8, at, width):  # type: ignore[no-untyped-def]
     return v
 
 
-@numba.njit(inline="always")
-def _comb(n, k):  # type: ignore[no-untyped-def]
-    c = 1
-    for i in range(k):
-        c = c * (n - i) // (i + 1)
-    return c
-
-
 def split(bits: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     """Cut ``bits`` into ``m`` consecutive substrings, the longer ones first."""
     lengths = np.array([bits // m + (1 if i < bits % m else 0) for i in range(m)], dtype=np.int64)
@@ -496,6 +467,18 @@ def radii_for(lengths: np.ndarray, r: int, n: int) -> np.ndarray:
         ]
         radii[int(np.argmin(costs))] += 1
     return radii
+
+
+def flip_masks(lengths: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every mask of at most ``radii[t]`` set bits among ``lengths[t]``, for each table,
+    back to back, and where each table's masks start (``m + 1`` bounds)."""
+    masks: list[int] = []
+    bounds = [0]
+    for length, radius in zip(lengths.tolist(), radii.tolist(), strict=True):
+        for k in range(radius + 1):
+            masks.extend(sum(1 << b for b in bits) for bits in combinations(range(length), k))
+        bounds.append(len(masks))
+    return np.array(masks, dtype=np.int64), np.array(bounds, dtype=np.int64)
 
 
 def plan_cost(lengths: np.ndarray, r: int, n: int) -> float:

@@ -135,7 +135,7 @@ class _Tables:
         self.starts, self.lengths = _k.split(bits, self.m)
         self.perm = np.empty((self.m, n + _k.PAD), dtype=np.int32)
         self._n = n
-        self._radii: dict[int, np.ndarray] = {}
+        self._plans: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
         def build(t: int) -> tuple[np.ndarray, int]:
             start, length = int(self.starts[t]), int(self.lengths[t])
@@ -159,13 +159,19 @@ class _Tables:
         self.dir32 = self.directory.view(np.uint32)
         self.dir64 = self.directory.view(np.uint64)
 
-    def radii(self, r: int) -> np.ndarray:
-        """Probe radii for a search at distance ``r`` (cached: a handful of values ever)."""
-        radii = self._radii.get(r)
-        if radii is None:
+    def plan(self, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Probe radii and flip masks for a search at distance ``r`` (cached: a handful of
+        distances are ever used)."""
+        plan = self._plans.get(r)
+        if plan is None:
             radii = _k.radii_for(self.lengths, r, self._n)
-            self._radii[r] = radii
-        return radii
+            plan = (radii, *_k.flip_masks(self.lengths, radii))
+            self._plans[r] = plan
+        return plan
+
+    def radii(self, r: int) -> np.ndarray:
+        """Probe radii for a search at distance ``r``."""
+        return self.plan(r)[0]
 
     @property
     def nbytes(self) -> int:
@@ -228,8 +234,8 @@ class _Segment:
         else:
             _k.mih_search(
                 self.words, self.alive, t.starts, t.lengths, t.dir_base, t.widths,
-                t.directory, t.dir32, t.dir64, t.perm,
-                t.radii(r), queries, r, out_pos, out_dist, counts,
+                t.directory, t.dir32, t.dir64, t.perm, *t.plan(r), queries, r,
+                out_pos, out_dist, counts,
             )  # fmt: skip
         return out_pos, out_dist, counts
 
