@@ -119,6 +119,8 @@ def warm_up() -> None:
                 codes = rng.integers(0, 256, (64, signal.byte_length), dtype=np.uint8)
                 index.add(np.arange(64), codes)
                 index.search(codes[:2], signal.max_distance)
+                index.search(codes[:1], signal.max_distance)
+                index.remove([0])
         _warm = True
 
 
@@ -131,6 +133,9 @@ class _Tables:
 
     def __init__(self, codes: np.ndarray, bits: int, max_distance: int, pool: _Pool) -> None:
         n = codes.shape[0]
+        if n + _k.PAD >= 2**31:
+            # Row numbers are int32 to halve the tables; shard banks this large.
+            raise ValueError("a segment holds at most 2**31 - 9 codes")
         self.m = _k.choose_split(bits, max_distance, n)
         self.starts, self.lengths = _k.split(bits, self.m)
         self.perm = np.empty((self.m, n + _k.PAD), dtype=np.int32)
