@@ -6,9 +6,11 @@ The contract (what the bank codes against)::
     index.add_codes(PDQ, ids, codes)                  # ids int64 (n,), codes uint8 (n, 32)
     index.add(ids, hashes)                            # or Hash objects, any mix of types
     [(found_ids, distances)] = index.search(PDQ, query_codes, max_distance=31)
-    index.remove(ids)                                 # effective for the very next search
+    index.remove(ids)                                 # effective for the very next search,
+                                                      # and the hash values wiped from memory
     index.compact()                                   # drop removed entries for good (slow)
     len(index), index.size(PDQ)
+    codes_of(hashes)                                  # Hash objects -> the uint8 array
 
 - Entries are identified by ``int64`` ids chosen by the caller (the store's row ids), unique
   across signal types. Codes are ``uint8`` arrays of shape ``(n, signal.byte_length)``: the
@@ -21,8 +23,9 @@ The contract (what the bank codes against)::
 - Perceptual signals (PDQ, pHash) use ``HammingIndex``: multi-index hashing, exact by the
   pigeonhole principle (see ``matcher._index_kernels``), with a flat scan for small segments.
   File digests (MD5, SHA-256) use ``ExactIndex``, a plain mapping.
-- Start-up: pass the whole bank to one ``add`` (or ``add_batches``): one build, about 6 s for
-  10M PDQ codes here, instead of many merges.
+- Start-up: pass the whole bank to one ``add`` (or ``add_batches``): one build, 7-12 s for
+  10M PDQ codes on this 2-core machine, instead of many merges. ``Index()`` compiles the
+  kernels first (``warm_up``), so that no request pays for it.
 - Memory at 10M PDQ codes: about 1.0 GB (codes 320 MB, ids 80 MB, tables 580 MB). A merge or
   ``compact()`` holds the old and the new segment for a moment.
 
@@ -32,6 +35,7 @@ other and with mutations (see ``HammingIndex``).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -44,7 +48,7 @@ from matcher import _index_kernels as _k
 from matcher.errors import InvalidHash
 from matcher.signals import SIGNALS, Hash, SignalType
 
-__all__ = ["ExactIndex", "HammingIndex", "Index"]
+__all__ = ["ExactIndex", "HammingIndex", "Index", "codes_of", "warm_up"]
 
 Result = tuple[np.ndarray, np.ndarray]
 
@@ -82,6 +86,44 @@ def _check_codes(signal: SignalType, codes: np.ndarray, n: int | None = None) ->
     return np.ascontiguousarray(arr)
 
 
+def codes_of(hashes: Sequence[Hash]) -> np.ndarray:
+    """Hashes of one signal type as the ``uint8`` array ``(n, byte_length)`` the index takes."""
+    if not hashes:
+        raise ValueError("no hashes")
+    signal = hashes[0].signal
+    if any(h.signal != signal for h in hashes):
+        raise ValueError("hashes of several signal types: group them by type first")
+    return np.frombuffer(b"".join(h.value for h in hashes), dtype=np.uint8).reshape(
+        len(hashes), signal.byte_length
+    )
+
+
+_warm_lock = threading.Lock()
+_warm = False
+
+
+def warm_up() -> None:
+    """Compile every kernel now (about 10 s the first time, well under 1 s once numba has
+    cached them on disk), so that no request pays for it. ``Index()`` calls this; it runs once
+    per process."""
+    global _warm
+    with _warm_lock:
+        if _warm:
+            return
+        rng = np.random.default_rng(0)
+        for signal in SIGNALS.values():
+            if signal.exact:
+                continue
+            for flat_below in (0, 10**9):
+                index = HammingIndex(signal, flat_below=flat_below, threads=1)
+                codes = rng.integers(0, 256, (64, signal.byte_length), dtype=np.uint8)
+                index.add(np.arange(64), codes)
+                index.search(codes[:2], signal.max_distance)
+                index.search(codes[:1], signal.max_distance)
+                index.remove([0])
+        _warm = True
+
+
 def _empty_result() -> Result:
     return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int32)
 
@@ -91,11 +133,14 @@ class _Tables:
 
     def __init__(self, codes: np.ndarray, bits: int, max_distance: int, pool: _Pool) -> None:
         n = codes.shape[0]
+        if n + _k.PAD >= 2**31:
+            # Row numbers are int32 to halve the tables; shard banks this large.
+            raise ValueError("a segment holds at most 2**31 - 9 codes")
         self.m = _k.choose_split(bits, max_distance, n)
         self.starts, self.lengths = _k.split(bits, self.m)
         self.perm = np.empty((self.m, n + _k.PAD), dtype=np.int32)
         self._n = n
-        self._radii: dict[int, np.ndarray] = {}
+        self._plans: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
         def build(t: int) -> tuple[np.ndarray, int]:
             start, length = int(self.starts[t]), int(self.lengths[t])
@@ -119,13 +164,19 @@ class _Tables:
         self.dir32 = self.directory.view(np.uint32)
         self.dir64 = self.directory.view(np.uint64)
 
-    def radii(self, r: int) -> np.ndarray:
-        """Probe radii for a search at distance ``r`` (cached: a handful of values ever)."""
-        radii = self._radii.get(r)
-        if radii is None:
+    def plan(self, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Probe radii and flip masks for a search at distance ``r`` (cached: a handful of
+        distances are ever used)."""
+        plan = self._plans.get(r)
+        if plan is None:
             radii = _k.radii_for(self.lengths, r, self._n)
-            self._radii[r] = radii
-        return radii
+            plan = (radii, *_k.flip_masks(self.lengths, radii))
+            self._plans[r] = plan
+        return plan
+
+    def radii(self, r: int) -> np.ndarray:
+        """Probe radii for a search at distance ``r``."""
+        return self.plan(r)[0]
 
     @property
     def nbytes(self) -> int:
@@ -135,14 +186,18 @@ class _Tables:
 class _Segment:
     """An immutable batch of entries, sorted by id, with its tables (None: scanned flat).
 
-    Only ``alive`` changes after construction, and only from 1 to 0 (removal), so a search
-    that holds a segment never sees it half-built.
+    ``words`` has one more row than there are entries: a dead row of zeros, where a removed
+    entry's places in the tables are pointed (see ``_index_kernels.scrub``). After
+    construction only ``alive`` (1 -> 0) and the rows of removed entries (-> zeros) change, in
+    that order, so a search that holds a segment never sees it half-built and never returns a
+    removed entry.
     """
 
     def __init__(self, ids: np.ndarray, words: np.ndarray, tables: _Tables | None) -> None:
         self.ids = ids
         self.words = words
-        self.alive = np.ones(len(ids), dtype=np.uint8)
+        self.alive = np.ones(len(ids) + 1, dtype=np.uint8)
+        self.alive[len(ids)] = 0
         self.live = len(ids)
         self.tables = tables
 
@@ -159,8 +214,17 @@ class _Segment:
         return pos[hit]
 
     def kill(self, positions: np.ndarray) -> None:
+        """Remove entries: dead at once for searches, then their hash values erased."""
         self.alive[positions] = 0
         self.live -= len(positions)
+        t = self.tables
+        if t is None:
+            self.words[positions] = 0
+        elif len(positions):
+            _k.scrub(
+                self.words, positions, t.starts, t.lengths, t.dir_base, t.widths, t.directory,
+                t.dir32, t.dir64, t.perm, len(self.ids),
+            )  # fmt: skip
 
     def search(
         self, queries: np.ndarray, r: int, cap: int
@@ -175,8 +239,8 @@ class _Segment:
         else:
             _k.mih_search(
                 self.words, self.alive, t.starts, t.lengths, t.dir_base, t.widths,
-                t.directory, t.dir32, t.dir64, t.perm,
-                t.radii(r), queries, r, out_pos, out_dist, counts,
+                t.directory, t.dir32, t.dir64, t.perm, *t.plan(r), queries, r,
+                out_pos, out_dist, counts,
             )  # fmt: skip
         return out_pos, out_dist, counts
 
@@ -208,6 +272,14 @@ class _Pool:
 
 _T = TypeVar("_T")
 
+
+@functools.cache
+def _shuffle_table(bits: int) -> np.ndarray:
+    table = _k.shuffle_table(bits)
+    table.flags.writeable = False  # shared by every index of that width
+    return table
+
+
 # Matches per query the kernels have room for on their first pass; a query with more is run
 # again with room for all of them (rare: a bank full of near-duplicates of one image).
 _FIRST_CAP = 32
@@ -222,15 +294,19 @@ class HammingIndex:
     multi-index tables. ``add`` appends to the tail (O(tail) work); a full tail becomes a
     table segment, and segments merge when the newer is at least half the size of the older, so
     each entry is rebuilt O(log n) times overall (amortised, never the whole index per request).
-    ``remove`` marks entries dead in place, effective for the next search; a segment that is a
-    quarter dead is rebuilt, and ``compact()`` rebuilds everything into one segment.
+    ``remove`` marks entries dead in place, effective for the next search, and erases their
+    codes from the segment's rows and tables at once (withdrawn hashes do not linger in
+    memory); a segment that is a quarter dead is rebuilt without them, and ``compact()``
+    rebuilds everything into one segment.
 
-    Thread safety: ``add``, ``remove`` and ``compact`` hold a lock. ``search`` holds none: it
-    reads the current tuple of segments once (segments are replaced, never edited, apart from
-    the 1 -> 0 ``alive`` flags), so a search running alongside a mutation sees each entry
+    Thread safety: ``add`` and ``remove`` hold a lock; ``compact`` holds it only to take a
+    snapshot and to swap in its result. ``search`` holds none: it reads the current tuple of
+    segments once (segments are replaced, never edited, apart from removal: ``alive`` 1 -> 0,
+    then the removed rows erased), so a search running alongside a mutation sees each entry
     either before or after it. When ``add`` replaces an id's code, the new entry is published
-    before the old one is marked dead. Searches from several threads run in parallel (the
-    kernels release the GIL); a large batch is also split over ``threads`` threads.
+    before the old one dies (a search may briefly see both). Searches from several threads run
+    in parallel (the kernels release the GIL); a large batch is also split over ``threads``
+    threads.
 
     ``flat_below`` sets the size under which a segment is scanned flat (0: always build tables,
     used by tests to check the multi-index path on small banks).
@@ -245,7 +321,9 @@ class HammingIndex:
             raise ValueError(f"{signal.name} codes are not a whole number of 64-bit words")
         self.signal = signal
         self.flat_below = flat_below
+        self.rebuild_inline_below = 1 << 18
         self._words = signal.bits // 64
+        self._shuffle = _shuffle_table(signal.bits)
         self._pool = _Pool(threads if threads is not None else (os.cpu_count() or 1))
         self._lock = threading.Lock()
         # Segments with tables (oldest first), the flat tail of recent small adds, and the
@@ -253,6 +331,11 @@ class HammingIndex:
         self._built: list[_Segment] = []
         self._tail: _Segment | None = None
         self._segments: tuple[_Segment, ...] = ()
+        # While compact() rebuilds a snapshot of the segments outside the lock, mutations
+        # leave those segments in place (no merges into them) and journal the ids they kill.
+        self._compact_lock = threading.Lock()
+        self._frozen: tuple[_Segment, ...] = ()
+        self._journal: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return sum(s.live for s in self._segments)
@@ -262,25 +345,59 @@ class HammingIndex:
         """Bytes held by the index's arrays (codes, ids, tables)."""
         return sum(s.nbytes for s in self._segments)
 
-    def _to_words(self, codes: np.ndarray) -> np.ndarray:
-        words = codes.view(np.uint64).reshape(len(codes), self._words)
-        # Bytes from np.frombuffer need not sit on 8-byte boundaries; the kernels want words.
-        return words if words.flags.aligned else words.copy()
+    def _to_words(
+        self, codes: np.ndarray, order: np.ndarray | None = None, *, spare: bool = False
+    ) -> np.ndarray:
+        """Codes (rows ``order``) as uint64 words with their bits shuffled (see
+        ``_index_kernels.shuffle_table``): the form every segment and query uses. ``spare``
+        adds the zero row a segment keeps at its end (see ``_Segment``)."""
+        if order is None:
+            order = np.arange(len(codes), dtype=np.int64)
+        n = len(order)
+        out = np.empty((n + spare, self._words), dtype=np.uint64)
+        out[n:] = 0
+        chunks = min(self._pool.threads, n // 100_000)
+        if chunks <= 1:
+            _k.shuffle_rows(codes, order, self._shuffle, out)
+            return out
+        step = -(-n // chunks)
+
+        def run(c: int) -> None:
+            lo, hi = c * step, min(n, (c + 1) * step)
+            _k.shuffle_rows(codes, order[lo:hi], self._shuffle, out[lo:hi])
+
+        self._pool.map(run, range(chunks))
+        return out
 
     def _segment(self, ids: np.ndarray, words: np.ndarray) -> _Segment:
-        order = np.argsort(ids, kind="stable")  # near linear when ids arrive in order
-        ids = np.ascontiguousarray(ids[order])
-        words = np.ascontiguousarray(words[order])
+        """A segment of entries given with words already shuffled, in any id order, and one
+        spare zero row after them."""
+        n = len(ids)
+        if n > 1 and not (ids[1:] > ids[:-1]).all():
+            order = np.argsort(ids, kind="stable")  # near linear when ids arrive in order
+            ids = np.ascontiguousarray(ids[order])
+            words = np.concatenate([words[:n][order], words[n:]])
         tables = None
-        if len(ids) and len(ids) >= self.flat_below:
-            tables = _Tables(words, self.signal.bits, self.signal.max_distance, self._pool)
+        if n and n >= self.flat_below:
+            tables = _Tables(words[:n], self.signal.bits, self.signal.max_distance, self._pool)
         return _Segment(ids, words, tables)
 
     def _merge(self, parts: Sequence[_Segment]) -> _Segment:
-        keep = [s.alive.astype(bool) for s in parts]
+        keep = [s.alive[: len(s)].astype(bool) for s in parts]
         ids = np.concatenate([s.ids[k] for s, k in zip(parts, keep, strict=True)])
-        words = np.concatenate([s.words[k] for s, k in zip(parts, keep, strict=True)])
+        spare = np.zeros((1, self._words), dtype=np.uint64)
+        words = np.concatenate(
+            [*(s.words[: len(s)][k] for s, k in zip(parts, keep, strict=True)), spare]
+        )
         return self._segment(ids, words)
+
+    def _is_frozen(self, segment: _Segment) -> bool:
+        return any(segment is f for f in self._frozen)
+
+    def _kill(self, segment: _Segment, positions: np.ndarray) -> None:
+        if self._journal is not None and len(positions):
+            self._journal.append(segment.ids[positions])
+        segment.kill(positions)
 
     def _publish(self, built: list[_Segment], tail: _Segment | None) -> None:
         self._built = built
@@ -289,10 +406,15 @@ class HammingIndex:
 
     def add(self, ids: np.ndarray | Sequence[int], codes: np.ndarray) -> None:
         """Add entries; an id already present has its code replaced."""
-        ids_arr = _check_ids(ids)
-        words = self._to_words(_check_codes(self.signal, codes, len(ids_arr)))
+        ids_arr = np.asarray(ids, dtype=np.int64).reshape(-1)
+        codes_arr = _check_codes(self.signal, codes, len(ids_arr))
         if not len(ids_arr):
             return
+        order = np.argsort(ids_arr, kind="stable")  # near linear when ids arrive in order
+        ids_arr = ids_arr[order]
+        if len(ids_arr) > 1 and (ids_arr[1:] == ids_arr[:-1]).any():
+            raise ValueError("ids in one add must be distinct")
+        words = self._to_words(codes_arr, order, spare=True)
         with self._lock:
             old = [(s, s.positions(ids_arr)) for s in self._segments]
             new = self._segment(ids_arr, words)
@@ -301,8 +423,11 @@ class HammingIndex:
                 # concurrent search never misses the id (it may briefly see both).
                 self._segments = (*self._segments, new)
                 for segment, positions in old:
-                    segment.kill(positions)
+                    self._kill(segment, positions)
             built, tail = list(self._built), self._tail
+            if tail is not None and self._is_frozen(tail):
+                built.append(tail)  # compact() is rebuilding it: start a new tail
+                tail = None
             if new.tables is None:
                 # Recent small adds share one flat tail, so a search does not pay a kernel
                 # call per add; folding into it costs at most ``flat_below`` rows.
@@ -330,7 +455,11 @@ class HammingIndex:
     def _settle(self, built: list[_Segment]) -> list[_Segment]:
         """Merge the newest segments while the newer is at least half the older (so there
         are at most log2(n) segments and each entry is rebuilt O(log n) times overall)."""
-        while len(built) >= 2 and 2 * built[-1].live >= built[-2].live:
+        while (
+            len(built) >= 2
+            and 2 * built[-1].live >= built[-2].live
+            and not self._is_frozen(built[-2])
+        ):
             newer, older = built.pop(), built.pop()
             built.append(self._merge([older, newer]))
         return built
@@ -339,38 +468,67 @@ class HammingIndex:
         """Remove entries by id (unknown ids are ignored); return how many were removed.
 
         Effective for the next search. A segment left a quarter dead is rebuilt without its
-        dead entries, so the cost is amortised over the removals that killed them.
+        dead entries, so the cost is amortised over the removals that killed them: inline for
+        segments under ``rebuild_inline_below`` rows (well under a second), by ``compact()``
+        on a background thread for larger ones, so that no removal waits for seconds.
         """
         ids_arr = _sorted_unique(_id_array(ids))
         removed = 0
         with self._lock:
             for segment in self._segments:
                 positions = segment.positions(ids_arr)
-                segment.kill(positions)
+                self._kill(segment, positions)
                 removed += len(positions)
 
+            background = False
+
             def fresh(s: _Segment) -> _Segment:
-                return self._merge([s]) if (len(s) - s.live) * 4 > len(s) else s
+                nonlocal background
+                if self._is_frozen(s) or (len(s) - s.live) * 4 <= len(s):
+                    return s
+                if len(s) >= self.rebuild_inline_below:
+                    background = True  # too slow for a request: compact() in a thread
+                    return s
+                return self._merge([s])
 
             if removed:
                 tail = fresh(self._tail) if self._tail is not None else None
                 self._publish([fresh(s) for s in self._built], tail)
+        if background and not self._compact_lock.locked():
+            threading.Thread(target=self.compact, name="matcher-compact", daemon=True).start()
         return removed
 
     def compact(self) -> None:
         """Rebuild everything into one segment without removed entries.
 
-        An explicit call for quiet moments (it holds the mutation lock while it builds);
-        searches keep running on the old segments meanwhile.
+        For quiet moments or a background thread: it builds outside the mutation lock, so
+        searches, adds and removes carry on meanwhile (removals made during the build are
+        applied to the new segment before it replaces the old ones). One compaction runs at
+        a time.
         """
-        with self._lock:
-            if not self._segments:
-                return
-            merged = self._merge(self._segments)
-            if merged.tables is None:
-                self._publish([], merged)
-            else:
-                self._publish([merged], None)
+        with self._compact_lock:
+            with self._lock:
+                snapshot = self._segments
+                if not snapshot:
+                    return
+                self._frozen, self._journal = snapshot, []
+            try:
+                merged = self._merge(snapshot)
+                with self._lock:
+                    killed = self._journal
+                    if killed:
+                        ids = _sorted_unique(np.concatenate(killed))
+                        merged.kill(merged.positions(ids))
+                    rest = [s for s in self._built if not self._is_frozen(s)]
+                    tail = self._tail
+                    if tail is not None and self._is_frozen(tail):
+                        tail = None
+                    built = ([merged] if len(merged) else []) + rest
+                    self._frozen, self._journal = (), None
+                    self._publish(self._settle(built), tail)
+            finally:
+                with self._lock:
+                    self._frozen, self._journal = (), None
 
     def search(self, codes: np.ndarray, max_distance: int | None = None) -> list[Result]:
         """Return every entry within ``max_distance`` of each query code (see module doc)."""
@@ -380,11 +538,13 @@ class HammingIndex:
         n = len(queries)
         if n == 0:
             return []
-        chunks = max(1, min(self._pool.threads, n // _MIN_CHUNK))
-        bounds = np.linspace(0, n, chunks + 1).astype(int)
+        chunks = min(self._pool.threads, n // _MIN_CHUNK)
+        if chunks <= 1:
+            return _search_chunk(segments, queries, distance)
+        step = -(-n // chunks)
 
         def run(c: int) -> list[Result]:
-            return _search_chunk(segments, queries[bounds[c] : bounds[c + 1]], distance)
+            return _search_chunk(segments, queries[c * step : (c + 1) * step], distance)
 
         out: list[Result] = []
         for part in self._pool.map(run, range(chunks)):
@@ -392,10 +552,39 @@ class HammingIndex:
         return out
 
 
+def _one_query(segments: Sequence[_Segment], query: np.ndarray, r: int) -> Result:
+    """``_search_chunk`` for a single query, with less numpy overhead (the latency path)."""
+    ids, dists = [], []
+    for segment in segments:
+        pos, dist, counts = segment.search(query, r, _FIRST_CAP)
+        c = int(counts[0])
+        if c > _FIRST_CAP:
+            pos, dist, counts = segment.search(query, r, c)
+        if c:
+            ids.append(segment.ids[pos[0, :c]])
+            dists.append(dist[0, :c])
+    if not ids:
+        return _empty_result()
+    all_ids = np.concatenate(ids) if len(ids) > 1 else ids[0]
+    all_d = np.concatenate(dists) if len(dists) > 1 else dists[0]
+    if len(all_ids) > 1:
+        # See _search_chunk on repeated ids.
+        order = np.lexsort((all_d, all_ids))
+        all_ids, all_d = all_ids[order], all_d[order]
+        first = np.ones(len(all_ids), dtype=bool)
+        first[1:] = all_ids[1:] != all_ids[:-1]
+        all_ids, all_d = all_ids[first], all_d[first]
+        order = np.lexsort((all_ids, all_d))
+        all_ids, all_d = all_ids[order], all_d[order]
+    return all_ids, all_d
+
+
 def _search_chunk(segments: Sequence[_Segment], queries: np.ndarray, r: int) -> list[Result]:
     """Search every segment and merge the matches per query, best first (vectorised: the
     per-query Python work is one slice)."""
     nq = len(queries)
+    if nq == 1:
+        return [_one_query(segments, queries, r)]
     qs, ids, dists = [], [], []
     for segment in segments:
         pos, dist, counts = segment.search(queries, r, _FIRST_CAP)
@@ -420,6 +609,14 @@ def _search_chunk(segments: Sequence[_Segment], queries: np.ndarray, r: int) -> 
     all_q = np.concatenate(qs)
     all_ids = np.concatenate(ids)
     all_d = np.concatenate(dists)
+    # An id appears once per query, except in one race: a search that reads a row while
+    # ``remove`` erases it may see it through two tables. Drop such repeats.
+    order = np.lexsort((all_d, all_ids, all_q))
+    all_q, all_ids, all_d = all_q[order], all_ids[order], all_d[order]
+    first = np.ones(len(all_q), dtype=bool)
+    first[1:] = (all_q[1:] != all_q[:-1]) | (all_ids[1:] != all_ids[:-1])
+    if not first.all():
+        all_q, all_ids, all_d = all_q[first], all_ids[first], all_d[first]
     order = np.lexsort((all_ids, all_d, all_q))
     all_ids, all_d = all_ids[order], all_d[order]
     bounds = np.searchsorted(all_q[order], np.arange(nq + 1)).tolist()
@@ -429,14 +626,18 @@ def _search_chunk(segments: Sequence[_Segment], queries: np.ndarray, r: int) -> 
 
 
 class ExactIndex:
-    """Exact-match lookup for cryptographic digests (MD5, SHA-256): a plain mapping."""
+    """Exact-match lookup for cryptographic digests (MD5, SHA-256): a plain mapping.
+
+    Thread safety: mutations hold a lock; a search reads without one. The ids under a digest
+    are an immutable tuple, replaced whole, so a search never sees one half-changed.
+    """
 
     def __init__(self, signal: SignalType) -> None:
         if not signal.exact:
             raise ValueError(f"{signal.name} is not an exact signal: use HammingIndex")
         self.signal = signal
         self._lock = threading.Lock()
-        self._by_code: dict[bytes, set[int]] = {}
+        self._by_code: dict[bytes, tuple[int, ...]] = {}
         self._by_id: dict[int, bytes] = {}
 
     def __len__(self) -> int:
@@ -451,7 +652,7 @@ class ExactIndex:
             for i, code in zip(ids_arr.tolist(), codes_arr, strict=True):
                 key = code.tobytes()
                 self._by_id[i] = key
-                self._by_code.setdefault(key, set()).add(i)
+                self._by_code[key] = (*self._by_code.get(key, ()), i)
 
     def add_batches(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
         """Add ``(ids, codes)`` batches, as ``HammingIndex.add_batches``."""
@@ -470,9 +671,10 @@ class ExactIndex:
             if key is None:
                 continue
             removed += 1
-            holders = self._by_code[key]
-            holders.discard(i)
-            if not holders:
+            holders = tuple(h for h in self._by_code[key] if h != i)
+            if holders:
+                self._by_code[key] = holders
+            else:
                 del self._by_code[key]
         return removed
 
@@ -502,6 +704,7 @@ class Index:
     """
 
     def __init__(self, signals: Iterable[SignalType] | None = None) -> None:
+        warm_up()
         chosen = list(SIGNALS.values()) if signals is None else list(signals)
         self._indexes: dict[str, HammingIndex | ExactIndex] = {
             s.name: ExactIndex(s) if s.exact else HammingIndex(s) for s in chosen
@@ -522,17 +725,20 @@ class Index:
         for pos, h in enumerate(hashes):
             by_signal.setdefault(h.signal.name, []).append(pos)
         for name, positions in by_signal.items():
-            signal = SIGNALS[name]
-            codes = np.frombuffer(
-                b"".join(hashes[p].value for p in positions), dtype=np.uint8
-            ).reshape(len(positions), signal.byte_length)
-            self.add_codes(signal, ids_arr[positions], codes)
+            codes = codes_of([hashes[p] for p in positions])
+            self.add_codes(SIGNALS[name], ids_arr[positions], codes)
 
     def add_codes(
         self, signal: SignalType, ids: np.ndarray | Sequence[int], codes: np.ndarray
     ) -> None:
         """Add codes of one signal type (the fast path for bulk loading)."""
         self._get(signal).add(ids, codes)
+
+    def add_batches(
+        self, signal: SignalType, batches: Iterable[tuple[np.ndarray, np.ndarray]]
+    ) -> None:
+        """Add ``(ids, codes)`` batches of one signal type with one build (start-up)."""
+        self._get(signal).add_batches(batches)
 
     def remove(self, ids: Iterable[int]) -> int:
         """Remove entries by id from every signal type; return how many were removed."""

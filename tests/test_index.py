@@ -7,13 +7,18 @@ popcount over every live code.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from matcher.errors import InvalidDistance, InvalidHash
-from matcher.index import ExactIndex, HammingIndex, Index
+from matcher.index import ExactIndex, HammingIndex, Index, codes_of
 from matcher.signals import MD5, PDQ, PHASH, SHA256, Hash, SignalType
 
 _POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
@@ -319,6 +324,11 @@ def test_index_facade_routes_by_signal() -> None:
         index.search(PDQ, q, 32)
     index.compact()
     assert len(index) == 2
+    index.add_batches(PHASH, [(np.array([20]), np.full((1, 8), 255, np.uint8))])
+    assert index.size(PHASH) == 2
+    assert codes_of([pdq, near]).shape == (2, 32)
+    with pytest.raises(ValueError):
+        codes_of([pdq, ph])
 
 
 def test_add_batches_and_unaligned_codes() -> None:
@@ -339,8 +349,6 @@ def test_add_batches_and_unaligned_codes() -> None:
 
 def test_searches_run_alongside_mutations() -> None:
     """Entries that are never removed are found by every search while others come and go."""
-    import threading
-
     rng = np.random.default_rng(8)
     stable = rng.integers(0, 256, (200, 32), dtype=np.uint8)
     index = HammingIndex(PDQ, flat_below=500, threads=2)
@@ -371,3 +379,137 @@ def test_searches_run_alongside_mutations() -> None:
         stop.set()
         worker.join()
     assert not errors
+
+
+@pytest.mark.parametrize("copies", [300, 70_000])
+def test_huge_buckets(copies: int) -> None:
+    """Many identical codes overflow one-byte (and two-byte) bucket sizes: still exact."""
+    rng = np.random.default_rng(9)
+    base = rng.integers(0, 256, 32, dtype=np.uint8)
+    others = rng.integers(0, 256, (500, 32), dtype=np.uint8)
+    codes = np.concatenate([np.repeat(base[None, :], copies, axis=0), others])
+    index = HammingIndex(PDQ, flat_below=0)
+    index.add(np.arange(len(codes)), codes)
+    (segment,) = index._segments
+    assert segment.tables is not None
+    assert segment.tables.widths.max() == (2 if copies < 65536 else 4)
+    entries = {i: c.tobytes() for i, c in enumerate(codes)}
+    queries = np.stack([base, flip(base, [1, 100, 200]), others[0]])
+    for q, result in zip(queries, index.search(queries, 31), strict=True):
+        assert as_pairs(result) == reference(entries, q, 31)
+
+
+DATA = Path(
+    os.environ.get(
+        "MATCHER_TEST_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    )
+)
+REG_TEST = DATA / "pdq" / "threatexchange-pdq" / "reg-test-input"
+
+
+def read_pdq_list(path: Path) -> np.ndarray:
+    rows = [bytes.fromhex(line.strip()) for line in path.read_text().splitlines() if line.strip()]
+    return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), 32)
+
+
+@pytest.mark.parametrize("options", PATHS)
+def test_meta_haystack_and_needles(options: dict) -> None:
+    """Meta's PDQ index test lists: real hashes, correlated bits, near-duplicate families."""
+    if not (REG_TEST / "haystack.txt").exists():
+        pytest.skip(f"PDQ test lists not found under {REG_TEST} (set MATCHER_TEST_DATA)")
+    haystack = read_pdq_list(REG_TEST / "haystack.txt")
+    needles = read_pdq_list(REG_TEST / "needles.txt")
+    index = make_index(PDQ, options)
+    index.add(np.arange(len(haystack)), haystack)
+    entries = {i: c.tobytes() for i, c in enumerate(haystack)}
+    queries = np.concatenate([needles, haystack[::10]])
+    for max_distance in (31, 12):
+        results = index.search(queries, max_distance)
+        for q, result in zip(queries, results, strict=True):
+            assert as_pairs(result) == reference(entries, q, max_distance)
+
+
+@pytest.mark.parametrize("options", PATHS)
+def test_removal_erases_the_hash_values(options: dict) -> None:
+    """Withdrawal is real (rule 3 of DESIGN.md): a removed code is wiped from the index's
+    memory at once, from the stored rows and from the tables, not only hidden."""
+    rng = np.random.default_rng(10)
+    codes = rng.integers(0, 256, (1000, 32), dtype=np.uint8)
+    index = make_index(PDQ, options)
+    index.add(np.arange(1000), codes)
+    removed = np.arange(0, 1000, 7)
+    index.remove(removed)
+    (segment,) = index._segments
+    rows = np.searchsorted(segment.ids, removed)
+    assert not segment.words[rows].any()
+    if segment.tables is not None:
+        assert not np.isin(segment.tables.perm[:, : len(segment)], rows).any()
+    results = index.search(codes, 31)
+    found = {int(i) for ids, _ in results for i in ids}
+    assert found == set(range(1000)) - set(removed.tolist())
+
+
+@pytest.mark.parametrize("flat_below", [0, 64])
+def test_compaction_alongside_adds_and_removes(flat_below: int) -> None:
+    """compact() builds outside the lock: what changes meanwhile is neither lost nor revived."""
+    rng = np.random.default_rng(11)
+    index = HammingIndex(PDQ, flat_below=flat_below, threads=1)
+    entries: dict[int, bytes] = {}
+    codes = clustered_codes(rng, 3000, 32, 40)
+    index.add(np.arange(3000), codes)
+    entries.update({i: c.tobytes() for i, c in enumerate(codes)})
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def compactor() -> None:
+        try:
+            while not done.is_set():
+                index.compact()
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+
+    worker = threading.Thread(target=compactor)
+    worker.start()
+    try:
+        for step in range(100):
+            if step % 3 == 0:  # new ids, some replacing existing ones
+                ids = rng.choice(6000, size=int(rng.integers(1, 200)), replace=False)
+                new = clustered_codes(rng, len(ids), 32, 40)
+                index.add(ids, new)
+                entries.update({int(i): c.tobytes() for i, c in zip(ids, new, strict=True)})
+            else:
+                ids = rng.choice(6000, size=int(rng.integers(1, 100)), replace=False).tolist()
+                assert index.remove(ids) == sum(1 for i in ids if i in entries)
+                for i in ids:
+                    entries.pop(i, None)
+            assert len(index) == len(entries)
+            if step % 10 == 0:
+                q = np.frombuffer(entries[next(iter(entries))], dtype=np.uint8)
+                assert as_pairs(index.search(q[None, :], 31)[0]) == reference(entries, q, 31)
+    finally:
+        done.set()
+        worker.join()
+    assert not errors
+    index.compact()
+    queries = clustered_codes(rng, 40, 32, 40)
+    for q, result in zip(queries, index.search(queries, 31), strict=True):
+        assert as_pairs(result) == reference(entries, q, 31)
+    assert len(index) == len(entries)
+
+
+def test_large_rebuild_after_removals_runs_in_the_background() -> None:
+    rng = np.random.default_rng(12)
+    codes = rng.integers(0, 256, (4000, 32), dtype=np.uint8)
+    index = HammingIndex(PDQ, flat_below=0)
+    index.rebuild_inline_below = 1000  # this segment counts as large
+    index.add(np.arange(4000), codes)
+    (before,) = index._segments
+    assert index.remove(range(1500)) == 1500  # over a quarter dead
+    for _ in range(200):  # the background compaction swaps in a segment without them
+        if index._segments and index._segments[0] is not before:
+            break
+        time.sleep(0.05)
+    (after,) = index._segments
+    assert after is not before and len(after) == 2500 == len(index)
+    (found,) = index.search(codes[3999:], 0)
+    assert as_pairs(found) == [(0, 3999)]
