@@ -99,8 +99,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
         except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
             # PIL reports truncation and damage with a mix of exception types.
             raise CorruptImage(f"cannot decode image: {exc}") from None
-        finally:
-            image.close()
+        # No close(): the picture may be the image returned, and its file is an in-memory buffer.
 
 
 def _load_for_hashing(image: Image.Image) -> Image.Image:
@@ -113,10 +112,11 @@ def _load_for_hashing(image: Image.Image) -> Image.Image:
         image.draft("RGB", (side, side))
     image.load()
     try:
-        upright = ImageOps.exif_transpose(image)
+        # In place: most photos need no turn, and a copy of every picture is measurable.
+        ImageOps.exif_transpose(image, in_place=True)
     except Exception:  # a damaged EXIF block must not cost us the picture
-        upright = image
-    rgb = upright.convert("RGB")
+        pass
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
     factor = min(rgb.size) // REDUCE_MIN_SIDE
     if factor >= 2:
         rgb = rgb.reduce(factor)
