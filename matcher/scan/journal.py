@@ -216,6 +216,9 @@ class Journal:
             self._stream.flush()
             return
         assert self._file is not None
+        # Cut anything past the committed length first: bytes of a commit that failed half-way
+        # (an interrupt between the write and the transaction) must not stay in front of ours.
+        self._file.truncate(self._offset)
         self._file.write(data)
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -235,13 +238,14 @@ class Journal:
             data = self._encode(row for _, e in fresh for row in e.rows)
             if data:
                 self._write(data)
-            totals = self.totals
-            for _, e in fresh:
-                totals.scanned += 1
-                totals.matched += e.matched
-                totals.failed += e.failed
-                totals.rows += len(e.rows)
-            self._offset += len(data)
+            t = self.totals
+            totals = Totals(
+                t.scanned + len(fresh),
+                t.matched + sum(e.matched for _, e in fresh),
+                t.failed + sum(e.failed for _, e in fresh),
+                t.rows + sum(len(e.rows) for _, e in fresh),
+            )
+            offset = self._offset + len(data)
             counts = [totals.scanned, totals.matched, totals.failed, totals.rows]
             db = self._db
             db.execute("BEGIN IMMEDIATE")
@@ -249,12 +253,14 @@ class Journal:
                 db.executemany("INSERT INTO done VALUES (?)", [(k,) for k, _ in fresh])
                 db.executemany(
                     "UPDATE meta SET value = ? WHERE key = ?",
-                    [(str(self._offset), "offset"), (json.dumps(counts), "totals")],
+                    [(str(offset), "offset"), (json.dumps(counts), "totals")],
                 )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            # Only now, with the transaction committed, does the journal move on.
+            self._offset, self.totals = offset, totals
             return [e for _, e in fresh]
 
     def close(self) -> None:
