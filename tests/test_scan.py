@@ -245,7 +245,46 @@ def test_sigkill_mid_job_then_the_same_command_finishes_with_every_file_once(
 
     third = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert third.returncode == 0 and "0 files scanned" in third.stderr
+    assert third.stderr.count("\n") == 1  # in a pipe: the summary, no progress bar
     assert _jsonl(report.read_text()) == rows
+
+
+def _peak_rss(command: list[str], env: dict[str, str]) -> int:
+    """Run ``command``; return its peak resident memory (bytes), sampled every 20 ms."""
+    import psutil
+
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    watch, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, watch.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.02)
+    assert proc.wait() == 0, proc.stderr.read() if proc.stderr else ""
+    return peak
+
+
+def test_memory_stays_flat_when_the_job_is_ten_times_longer(
+    service: Running, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(3)
+    env = {**os.environ, "MATCHER_API_KEY": service.keys["partner"]}
+    peaks = {}
+    for n in (3_000, 30_000):
+        hashes = tmp_path / f"h{n}.jsonl"
+        with hashes.open("w") as f:
+            for i in range(n):
+                value = rng.integers(0, 256, 8, dtype=np.uint8).tobytes().hex()
+                f.write(json.dumps({"path": f"/catalogue/{i:08d}.jpg", "phash": value}) + "\n")
+        command = [
+            sys.executable, "-m", "matcher.cli", "scan", "--server", service.target,
+            "--batch-size", "1000", "--clean-rows", "-o", str(tmp_path / f"r{n}.jsonl"),
+            "--hashes", str(hashes),
+        ]  # fmt: skip
+        peaks[n] = _peak_rss(command, env)
+        assert (tmp_path / f"r{n}.jsonl").read_text().count("\n") == n
+    assert peaks[30_000] < peaks[3_000] + 20 * 2**20, peaks
 
 
 def test_rate_limited_streams_wait_and_resend_exactly_the_unanswered_batches(
