@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
@@ -639,6 +640,50 @@ def match_command(
             _fail(exc)
 
 
+def _interruptible(
+    work: Callable[[], Any], on_interrupt: Callable[[], None], grace: float = 15.0
+) -> Any:
+    """Run ``work`` in a thread and wait for it, so that Ctrl-C (or SIGTERM) lands here, in the
+    main thread, never half-way through one of the work's steps (a commit to the report).
+
+    On a signal: call ``on_interrupt`` (which makes the work wind down), give the work
+    ``grace`` seconds to finish (a second Ctrl-C cuts that short), then raise
+    ``KeyboardInterrupt(signal number, whether the work finished)``.
+    """
+    import contextlib
+    import threading
+
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signum)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    thread = threading.Thread(target=target, name="matcher-work", daemon=True)
+    try:
+        thread.start()
+        try:
+            while thread.is_alive():
+                thread.join(0.2)
+        except KeyboardInterrupt as exc:
+            signum = exc.args[0] if exc.args else signal.SIGINT
+            on_interrupt()
+            with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: stop waiting
+                thread.join(grace)
+            raise KeyboardInterrupt(signum, not thread.is_alive()) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
 def _count_in_background(count: Callable[[], int], bar: Any) -> None:
     """Set the bar's total once ``count`` returns: the bar gets an ETA without the file list
     ever being held in memory (the count walks the inputs a second time, in a thread)."""
@@ -876,7 +921,8 @@ def scan_command(
         click.echo(f"matcher scan: {exc}; retrying in {wait:.1f} s", err=True)
 
     retry = RetryPolicy()
-    try:
+
+    def run() -> Any:
         if dask_address:
             try:
                 from distributed import Client as DaskClient
@@ -885,46 +931,61 @@ def scan_command(
             from pathlib import Path
 
             roots = Path(tls_ca).read_bytes() if tls_ca else None
-            with DaskClient(dask_address) as dask_client:
-                summary = scan_dask(
-                    dask_client,
-                    inputs(),
-                    Service(server, api_key, roots),
-                    journal,
-                    options=options,
-                    partition_size=partition_size,
-                    batch_size=batch_size,
-                    clean_rows=clean_rows,
-                    retry=retry,
-                    on_commit=bar.update,
-                )
-        else:
-            with _client(server, api_key, timeout, tls_ca) as client:
-                summary = scan(
-                    None if hashes_file is not None else inputs(),
-                    client,
-                    journal,
-                    options=options,
-                    hashed=read_hash_records(hashes_file, hashes_file.name)
-                    if hashes_file is not None
-                    else None,
-                    jobs=jobs or os.cpu_count() or 1,
-                    batch_size=batch_size,
-                    clean_rows=clean_rows,
-                    retry=retry,
-                    on_commit=bar.update,
-                    on_retry=retried,
-                )
-    except KeyboardInterrupt:
+            try:
+                with DaskClient(dask_address, timeout=timeout) as dask_client:
+                    return scan_dask(
+                        dask_client,
+                        inputs(),
+                        Service(server, api_key, roots),
+                        journal,
+                        options=options,
+                        partition_size=partition_size,
+                        batch_size=batch_size,
+                        clean_rows=clean_rows,
+                        retry=retry,
+                        on_commit=bar.update,
+                    )
+            except MatcherError:
+                raise
+            except Exception as exc:
+                # The cluster's own failures (scheduler unreachable, a task that killed its
+                # workers too often): one line, as for any other stop.
+                raise MatcherError(f"the Dask job failed: {type(exc).__name__}: {exc}") from exc
+        with _client(server, api_key, timeout, tls_ca) as client:
+            return scan(
+                None if hashes_file is not None else inputs(),
+                client,
+                journal,
+                options=options,
+                hashed=read_hash_records(hashes_file, hashes_file.name)
+                if hashes_file is not None
+                else None,
+                jobs=jobs or os.cpu_count() or 1,
+                batch_size=batch_size,
+                clean_rows=clean_rows,
+                retry=retry,
+                on_commit=bar.update,
+                on_retry=retried,
+            )
+
+    try:
+        # On Ctrl-C the journal is abandoned first: a commit in progress finishes, none starts
+        # after it, so the report ends on a whole commit and the state agrees with it.
+        summary = _interruptible(run, journal.abandon)
+    except KeyboardInterrupt as stop:
+        signum, finished = stop.args
         bar.close()
-        journal.close()
-        where = f" (-o {output})" if output else ""
+        where = f" (-o {output}): run the same command to continue" if output else ""
         click.echo(
-            f"matcher scan: interrupted; {journal.totals.scanned} files are in the report"
-            + (f"{where}: run the same command to continue" if output else ""),
+            f"matcher scan: interrupted; {journal.totals.scanned} files are in the report{where}",
             err=True,
         )
-        sys.exit(130)
+        if not finished:
+            # Work still stuck after the grace period (a hung read, say): nothing it holds is
+            # needed any more, the report and the state are closed.
+            sys.stderr.flush()
+            os._exit(128 + signum)
+        sys.exit(128 + signum)
     except MatcherError as exc:
         bar.close()
         journal.close()

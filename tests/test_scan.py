@@ -214,8 +214,9 @@ def test_rows_written_after_the_last_commit_are_dropped_on_resume(tmp_path: Path
     assert [(r["path"], r["match_id"]) for r in rows] == [("a.jpg", "m_1"), ("b.jpg", "m_2")]
 
 
-def test_sigkill_mid_job_then_the_same_command_finishes_with_every_file_once(
-    service: Running, tmp_path: Path
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+def test_stopped_mid_job_then_the_same_command_finishes_with_every_file_once(
+    service: Running, tmp_path: Path, stop: signal.Signals
 ) -> None:
     photos = make_photos(tmp_path / "many", 240)
     enroll_files(service, photos[::40])
@@ -231,9 +232,14 @@ def test_sigkill_mid_job_then_the_same_command_finishes_with_every_file_once(
         if report.exists() and report.read_bytes().count(b"\n") >= 40:
             break
         time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)  # the scan, its fork server and its hashing processes
-    proc.wait(10)
-    assert proc.returncode == -signal.SIGKILL, "the scan finished before it could be killed"
+    # To the whole group, as a terminal does: the scan, its fork server, its hashing processes.
+    os.killpg(proc.pid, stop)
+    _, stderr = proc.communicate(timeout=30)
+    if stop == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL, "the scan finished before it could be killed"
+    else:
+        assert proc.returncode == 130, stderr
+        assert b"interrupted" in stderr and b"Traceback" not in stderr
     before = report.read_bytes().count(b"\n")
     assert 0 < before < len(photos)
 

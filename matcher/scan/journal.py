@@ -35,7 +35,7 @@ from typing import IO, Any
 
 from matcher.errors import Conflict
 
-__all__ = ["COLUMNS", "Entry", "Journal", "Totals"]
+__all__ = ["COLUMNS", "Entry", "Journal", "JournalClosed", "Totals"]
 
 COLUMNS = ["path", "match_id", "signal", "distance", "error", "error_kind"]
 """The report's columns (CSV header; JSON Lines rows carry the ones that apply)."""
@@ -51,6 +51,10 @@ _LOOKUP_CHUNK = 500  # under SQLite's default limit of bound parameters
 def path_key(path: str) -> bytes:
     """The state's key for a path: 16 bytes, collision odds negligible at billions of files."""
     return hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=16).digest()
+
+
+class JournalClosed(RuntimeError):
+    """The journal was abandoned (the scan is stopping): nothing more is written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,7 @@ class Journal:
         self._stream: IO[str] | None = None
         self._file: IO[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._abandoned = False
         job_text = json.dumps(job or {}, sort_keys=True)
         if isinstance(report, (str, os.PathLike)):
             self.report_path: Path | None = Path(report)
@@ -193,6 +198,7 @@ class Journal:
         """The paths that are not in the report yet, in their order."""
         keys = [path_key(p) for p in paths]
         with self._lock:
+            self._check_open()
             done = self._select_done(keys)
         return [p for p, k in zip(paths, keys, strict=True) if k not in done]
 
@@ -229,6 +235,7 @@ class Journal:
         skipped, so the report never has a file twice. Returns the entries written."""
         keys = [path_key(e.path) for e in entries]
         with self._lock:
+            self._check_open()
             done = self._select_done(keys)
             fresh: list[tuple[bytes, Entry]] = []
             for key, entry in zip(keys, entries, strict=True):
@@ -263,16 +270,31 @@ class Journal:
             self._offset, self.totals = offset, totals
             return [e for _, e in fresh]
 
+    def _check_open(self) -> None:
+        if self._abandoned:
+            raise JournalClosed("the scan is stopping: the report takes no more rows")
+
+    def abandon(self) -> None:
+        """Stop writing, as the process stops (Ctrl-C): wait for a commit in progress, close,
+        and make every later call raise ``JournalClosed`` (so the threads still working wind
+        down). What is committed stays; nothing is half-written."""
+        with self._lock:
+            self._abandoned = True
+            self._close_locked()
+
     def close(self) -> None:
         """Close the report and the state (a temporary state is deleted)."""
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
-            self._db.close()
-            if self._tmp is not None:
-                self._tmp.cleanup()
-                self._tmp = None
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._db.close()  # a no-op when already closed
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def __enter__(self) -> Journal:
         return self
