@@ -903,7 +903,8 @@ def scan_command(
         dynamic_ncols=True,
         initial=journal.totals.scanned,
     )
-    countable = "-" not in paths and getattr(files_from, "name", "-") != "-"
+    # Standard input can be read once only: no total (and no ETA) for "-".
+    countable = "-" not in paths and (files_from is None or files_from.name != "-")
     if show and hashes_file is None and countable:
         count_files = files_from.name if files_from is not None else None
 

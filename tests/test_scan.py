@@ -132,6 +132,14 @@ def test_scan_reports_matches_mirrored_copies_and_failures(
     assert hash_file(catalogue["photos"][0]).hashes["pdq"].hex not in report.read_text()
 
 
+def test_forced_progress_bar_goes_to_stderr_with_a_total(service: Running, catalogue: dict) -> None:
+    args = _scan_args(service, "-j", "1", "--progress", "--clean-rows", str(catalogue["folder"]))
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "img" in result.stderr and "/8" in result.stderr  # the total was counted
+    assert len(_jsonl(result.stdout)) >= 8
+
+
 def test_without_dihedral_the_mirrored_copy_is_not_found_by_pdq(
     service: Running, catalogue: dict
 ) -> None:
