@@ -20,6 +20,7 @@ extra (``pip install matcher[dask]``); this module imports it only when called.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 import uuid
@@ -57,8 +58,6 @@ _clients_lock = threading.Lock()
 def _client(service: Service) -> Client:
     # One channel per worker process, reused by every task it runs (a channel per task would
     # pay a TCP and TLS handshake each time).
-    import os
-
     with _clients_lock:
         client = _clients.get(service)
         if client is None:
