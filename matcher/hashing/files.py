@@ -264,6 +264,7 @@ def ordered_map(
     jobs: int = 1,
     window: int | None = None,
     mp_context: BaseContext | None = None,
+    inline: bool | None = None,
 ) -> Iterator[R]:
     """Map ``fn`` over ``items`` in ``jobs`` processes, yielding results in input order.
 
@@ -271,9 +272,13 @@ def ordered_map(
     long the input is, and results stream out while later items are still being read.
     ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one).
     ``mp_context`` chooses how processes start (e.g. ``forkserver`` in a process that already
-    runs gRPC threads, which must not be forked).
+    runs gRPC threads, which must not be forked). ``inline`` runs ``fn`` in this process
+    (default: when ``jobs`` is 1); ``inline=False`` with one job keeps the work off this
+    process, whose own threads then keep its interpreter to themselves.
     """
-    if jobs <= 1:
+    if inline is None:
+        inline = jobs <= 1
+    if inline:
         yield from map(fn, items)
         return
     window = window or jobs * 8
