@@ -203,11 +203,10 @@ def scan(
             raise ValueError("give items (paths or URLs) or hashed records")
         todo = skip_done(items, journal, skipped)
         # Hashing runs in other processes even with one job: PDQ holds the GIL, and this
-        # process's threads (the stream, the report) would otherwise wait for it (measured: a
-        # scan at -j 1 went from ~80% to ~100% of `matcher hash -j 1`). The gRPC channel's
-        # threads are already running, and forking this process would copy them mid-flight
-        # (gRPC warns and skips its fork handlers): a fork server starts the hashing processes
-        # from a clean one instead.
+        # process's threads (the stream, the report) would otherwise wait for it. The gRPC
+        # channel's threads are already running, and forking this process would copy them
+        # mid-flight (gRPC warns and skips its fork handlers): a fork server starts the
+        # hashing processes from a clean one instead.
         results = ordered_map(
             functools.partial(hash_item, options=options),
             todo,
