@@ -23,6 +23,7 @@ from matcher.hashing.files import (
     hash_bytes,
     hash_file,
     hash_files,
+    hash_stream_digests,
     iter_files,
     ordered_map,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "hash_bytes",
     "hash_file",
     "hash_files",
+    "hash_stream_digests",
     "iter_files",
     "ordered_map",
     "pdq",

@@ -12,11 +12,13 @@ import functools
 import hashlib
 import mimetypes
 import os
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from PIL import Image
 
@@ -32,6 +34,7 @@ __all__ = [
     "hash_bytes",
     "hash_file",
     "hash_files",
+    "hash_stream_digests",
     "iter_files",
     "ordered_map",
 ]
@@ -75,6 +78,35 @@ class FileHashes:
                 name: h.hex for name, h in self.dihedral.items() if name != "original"
             }
         return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> FileHashes:
+        """The inverse of ``to_record``: parse a line of ``matcher hash`` output.
+
+        Raises ``InvalidInput`` (an ``InvalidHash``) for a malformed hash; the message names the
+        field, never the value.
+        """
+        path = str(record.get("path", ""))
+        if record.get("error"):
+            return cls(path, error=str(record["error"]), error_kind=record.get("error_kind"))
+        quality = record.get("pdq_quality")
+        hashes = {
+            name: Hash.from_hex(
+                name, record[name], quality=quality if name == "pdq" else None, field=name
+            )
+            for name in DEFAULT_SIGNALS
+            if record.get(name)
+        }
+        variants = record.get("pdq_dihedral")
+        dihedral = None
+        if variants:
+            dihedral = {
+                name: Hash.from_hex("pdq", value, quality=quality, field=f"pdq_dihedral.{name}")
+                for name, value in variants.items()
+            }
+            if "pdq" in hashes:
+                dihedral = {"original": hashes["pdq"], **dihedral}
+        return cls(path, hashes, dihedral)
 
 
 def _image_extensions() -> frozenset[str]:
@@ -138,13 +170,15 @@ def hash_bytes(
     return {name: result[name] for name in wanted if name in result}, variants
 
 
-def _stream_digests(path: str, wanted: list[str]) -> dict[str, Hash]:
+def hash_stream_digests(stream: IO[bytes], signals: Iterable[str]) -> dict[str, Hash]:
+    """The exact digests (MD5, SHA-256, as asked for in ``signals``) of a binary stream, read
+    in chunks so that a large video never sits in memory."""
+    wanted = check_signals(signals)
     md5 = hashlib.md5(usedforsecurity=False)
     sha256 = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            md5.update(chunk)
-            sha256.update(chunk)
+    while chunk := stream.read(_CHUNK):
+        md5.update(chunk)
+        sha256.update(chunk)
     out = {"md5": Hash(MD5, md5.digest()), "sha256": Hash(SHA256, sha256.digest())}
     return {name: out[name] for name in wanted if name in out}
 
@@ -155,17 +189,25 @@ def hash_file(
     signals: Iterable[str] = DEFAULT_SIGNALS,
     dihedral: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    fs: Any = None,
 ) -> FileHashes:
-    """Hash one file. Never raises for a problem with the file: the result carries the error."""
+    """Hash one file. Never raises for a problem with the file: the result carries the error.
+
+    ``fs`` reads the file from elsewhere than the local disk: any object with fsspec's
+    ``open(path, "rb")`` and ``size(path)`` (an ``fsspec`` filesystem; this module does not
+    import fsspec, the caller chooses where bytes come from).
+    """
     name = os.fspath(path)
     wanted = check_signals(signals)
+    opener = fs.open if fs is not None else open
     try:
         if _is_video(name):
-            return FileHashes(name, _stream_digests(name, wanted))
-        size = os.path.getsize(name)
+            with opener(name, "rb") as f:
+                return FileHashes(name, hash_stream_digests(f, wanted))
+        size = fs.size(name) if fs is not None else os.path.getsize(name)
         if size > MAX_IMAGE_FILE_BYTES and (_IMAGE_SIGNALS.intersection(wanted) or dihedral):
             raise ImageTooLarge(f"file is {size:,} bytes, above {MAX_IMAGE_FILE_BYTES:,}")
-        with open(name, "rb") as f:
+        with opener(name, "rb") as f:
             data = f.read()
         hashes, variants = hash_bytes(
             data, signals=wanted, dihedral=dihedral, max_pixels=max_pixels
@@ -209,20 +251,40 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches every process of the terminal's group: the parent handles it (and shuts
+    # the pool down); a worker would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def ordered_map(
-    fn: Callable[[T], R], items: Iterable[T], *, jobs: int = 1, window: int | None = None
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    jobs: int = 1,
+    window: int | None = None,
+    mp_context: BaseContext | None = None,
+    inline: bool | None = None,
 ) -> Iterator[R]:
     """Map ``fn`` over ``items`` in ``jobs`` processes, yielding results in input order.
 
     At most ``window`` items are in flight (default 8 per process), so memory stays flat however
     long the input is, and results stream out while later items are still being read.
     ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one).
+    ``mp_context`` chooses how processes start (e.g. ``forkserver`` in a process that already
+    runs gRPC threads, which must not be forked). ``inline`` runs ``fn`` in this process
+    (default: when ``jobs`` is 1); ``inline=False`` with one job keeps the work off this
+    process, whose own threads then keep its interpreter to themselves.
     """
-    if jobs <= 1:
+    if inline is None:
+        inline = jobs <= 1
+    if inline:
         yield from map(fn, items)
         return
     window = window or jobs * 8
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=mp_context, initializer=_ignore_interrupts
+    ) as pool:
         pending: collections.deque[Future[R]] = collections.deque()
         for item in items:
             pending.append(pool.submit(fn, item))
