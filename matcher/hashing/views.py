@@ -1,0 +1,297 @@
+"""Several PDQ hashes per picture ("views"), so that edits plain PDQ misses still match.
+
+Plain PDQ at distance 31 survives re-encoding, resizing and colour edits, but not a mirror, a
+quarter turn, a 10% crop, a border or a screenshot. Views close most of that gap with hashes only
+(the service still never sees a picture):
+
+- **Enrollment** (``enroll_views``): the victim's device stores, beside the full picture's hash,
+  hashes of crops of the picture at several scales and offsets and of small rotations, all linked
+  to the same image. Enrollment is rare, so extra work and extra stored hashes go here first.
+- **Query** (``query_views``): the platform's client hashes the upload as it is, its eight
+  rotations and flips (one pass: ``pdq_dihedral``), the content block left once uniform borders,
+  letterboxes and app chrome are trimmed (a photo inside a screenshot), and its four quadrants
+  (a photo inside a 2x2 collage).
+
+The decision stays the one the service already makes: an upload matches an enrolled image when
+**any** of its query hashes is within ``MATCH_DISTANCE`` of **any** hash enrolled for that image
+(``matches``). Views whose PDQ quality is below the enrollment floor (flat patches: sky, walls,
+borders) are dropped on both sides, because flat patches of unrelated photos hash alike.
+
+>>> from PIL import Image
+>>> image = Image.new("RGB", (64, 64))        # doctest: +SKIP
+>>> [name for name, _ in query_views(image)]  # doctest: +SKIP
+['full', 'full/rot90', ...]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from matcher.errors import InvalidInput
+from matcher.hashing.compute import pdq, pdq_dihedral
+from matcher.signals import PDQ, Hash
+
+__all__ = [
+    "ENROLL",
+    "MATCH_DISTANCE",
+    "PROFILES",
+    "QUERY",
+    "EnrollConfig",
+    "QueryConfig",
+    "check_profile",
+    "content_box",
+    "content_boxes",
+    "enroll_views",
+    "matches",
+    "query_views",
+]
+
+View = tuple[str, Hash]
+Box = tuple[int, int, int, int]
+
+MATCH_DISTANCE = PDQ.default_distance
+"""The one threshold of the view profiles: any query hash within this of any enrolled hash."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollConfig:
+    """Which extra hashes enrollment stores.
+
+    ``crops`` are (scale, x, y): a window of ``scale`` times each side, its left-top corner at
+    ``x`` and ``y`` times the room left (0 left/top, 0.5 centred, 1 right/bottom).
+    ``rotations`` are angles in degrees; the rotated picture is cut to its largest centred
+    rectangle with no empty corner.
+    """
+
+    crops: tuple[tuple[float, float, float], ...]
+    rotations: tuple[float, ...]
+    filled_rotations: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class QueryConfig:
+    """Which views a query hashes: the dihedral variants, the trimmed content block, quadrants."""
+
+    dihedral: bool = True
+    trim: bool = True
+    quadrants: bool = True
+    tile_dihedral: bool = True
+    halves: bool = False
+    crops: tuple[tuple[float, float, float], ...] = ()
+
+
+def _grid(scale: float, positions: Sequence[float]) -> list[tuple[float, float, float]]:
+    return [(scale, x, y) for y in positions for x in positions]
+
+
+ENROLL = EnrollConfig(
+    crops=(
+        *_grid(0.9, (0.0, 0.5, 1.0)),
+        *_grid(0.8, (0.0, 0.5, 1.0)),
+        *_grid(0.7, (0.0, 0.5, 1.0)),
+    ),
+    rotations=(-5.0, -2.5, 2.5, 5.0),
+)
+"""The shipped enrollment profile."""
+
+QUERY = QueryConfig()
+"""The shipped query profile."""
+
+
+def _quality_ok(h: Hash) -> bool:
+    return h.quality is None or PDQ.quality_floor is None or h.quality >= PDQ.quality_floor
+
+
+def _crop(image: Image.Image, scale: float, x: float, y: float) -> Image.Image:
+    w, h = image.size
+    cw, ch = max(1, round(w * scale)), max(1, round(h * scale))
+    left, top = round((w - cw) * x), round((h - ch) * y)
+    return image.crop((left, top, left + cw, top + ch))
+
+
+def _rotate(image: Image.Image, degrees: float) -> Image.Image:
+    w, h = image.size
+    out = image.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=False)
+    # Largest centred rectangle of the same aspect inside the rotated frame: no black corners,
+    # which would otherwise add edges that the re-uploaded picture does not have.
+    a = math.radians(abs(degrees))
+    s = 1 / (math.cos(a) + max(w / h, h / w) * math.sin(a))
+    cw, ch = round(w * s), round(h * s)
+    return out.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
+
+
+def enroll_views(image: Image.Image, config: EnrollConfig = ENROLL) -> list[View]:
+    """The hashes to enroll for one picture: ``full`` first, then crops and rotations.
+
+    Views below the PDQ quality floor are left out (the full view is always first, whatever its
+    quality: enrollment checks it). Deterministic: the same picture gives the same list.
+    """
+    views: list[View] = [("full", pdq(image))]
+    for scale, x, y in config.crops:
+        h = pdq(_crop(image, scale, x, y))
+        if _quality_ok(h):
+            views.append((f"crop{scale:g}@{x:g},{y:g}", h))
+    for degrees in config.rotations:
+        h = pdq(_rotate(image, degrees))
+        if _quality_ok(h):
+            views.append((f"rot{degrees:+g}", h))
+    for degrees in config.filled_rotations:
+        # Rotated in a frame of the same size with black corners, as a naive editor does.
+        h = pdq(image.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=False))
+        if _quality_ok(h):
+            views.append((f"rotfill{degrees:+g}", h))
+    return views
+
+
+# Trimming. A side is trimmed only if its outermost line is nearly one colour (80% of its pixels
+# within 10 levels: borders and bars are flat, the edge of a photo - even of a sky - is not).
+# The cut then goes to the deepest line that is itself clean (90% of that colour, within 28
+# levels to absorb JPEG ringing) such that the lines cut are, on average, 75% that colour: text
+# and icons in a caption bar or app chrome pass, a photo does not. Rounds repeat (up to 6) so that
+# a separator line, a status bar of another colour or a border inside a letterbox are peeled too.
+_TRIM_START_TOLERANCE = 10
+_TRIM_START_FRACTION = 0.8
+_TRIM_TOLERANCE = 28
+_TRIM_CLEAN = 0.9
+_TRIM_MEAN = 0.75
+_TRIM_ROUNDS = 6
+_TRIM_MIN_KEEP = 0.2  # never keep less than 20% of a side: that is not a content block
+_TRIM_MIN_CUT = 0.02  # a trim of under 2% of each side is no new view
+
+
+def _edge_run(lines: np.ndarray) -> int:
+    """How many leading lines of ``lines`` (lines x pixels x 3) to cut as border or chrome."""
+    first = lines[0]
+    colour = np.median(first, axis=0)
+    if (np.abs(first - colour).max(axis=1) <= _TRIM_START_TOLERANCE).mean() < _TRIM_START_FRACTION:
+        return 0
+    limit = int(len(lines) * (1 - _TRIM_MIN_KEEP))
+    near = (np.abs(lines[:limit] - colour).max(axis=2) <= _TRIM_TOLERANCE).mean(axis=1)
+    mean_so_far = np.cumsum(near) / np.arange(1, len(near) + 1)
+    ok = np.flatnonzero((near >= _TRIM_CLEAN) & (mean_so_far >= _TRIM_MEAN))
+    return int(ok[-1]) + 1 if ok.size else 0
+
+
+def content_boxes(image: Image.Image) -> list[Box]:
+    """Candidate content blocks once uniform borders, bars and app chrome are trimmed.
+
+    Each side is trimmed as ``_edge_run`` says, in rounds, until a round trims nothing. The box
+    after the first round (the outer frame: letterbox, border, padding) and the box after the last
+    (chrome inside chrome: a screenshot) are both returned where they differ, because a later round
+    can also eat into a photo whose own edge is flat (a sky against a white app background).
+    Empty when nothing worth a view is trimmed.
+    """
+    a = np.asarray(image, dtype=np.int16)
+    h, w = a.shape[:2]
+    box = (0, 0, w, h)
+    found: list[Box] = []
+    for _ in range(_TRIM_ROUNDS):
+        left, top, right, bottom = box
+        sub = a[top:bottom, left:right]
+        t = _edge_run(sub)
+        b = _edge_run(sub[::-1])
+        lft = _edge_run(sub.transpose(1, 0, 2))
+        r = _edge_run(sub.transpose(1, 0, 2)[::-1])
+        if not (t or b or lft or r):
+            break
+        new = (left + lft, top + t, right - r, bottom - b)
+        if new[3] - new[1] < h * _TRIM_MIN_KEEP or new[2] - new[0] < w * _TRIM_MIN_KEEP:
+            break
+        box = new
+        if not found:
+            found.append(box)
+    if found and box != found[0]:
+        found.append(box)
+    return [b for b in found if _big_cut(b, w, h)]
+
+
+def _big_cut(box: Box, w: int, h: int) -> bool:
+    left, top, right, bottom = box
+    m = _TRIM_MIN_CUT
+    return left > w * m or top > h * m or w - right > w * m or h - bottom > h * m
+
+
+def content_box(image: Image.Image) -> Box | None:
+    """The innermost content block of ``content_boxes``, or None where nothing is trimmed."""
+    boxes = content_boxes(image)
+    return boxes[-1] if boxes else None
+
+
+def _hash_view(name: str, image: Image.Image, dihedral: bool) -> list[View]:
+    if not dihedral:
+        h = pdq(image)
+        return [(name, h)]
+    variants = pdq_dihedral(image)
+    return [(name if v == "original" else f"{name}/{v}", h) for v, h in variants.items()]
+
+
+def query_views(image: Image.Image, config: QueryConfig = QUERY) -> list[View]:
+    """The hashes to look up for one uploaded picture: ``full`` first, then the other views.
+
+    ``full`` is the plain PDQ hash, so a service that only knows plain PDQ still gets it first.
+    """
+    views = _hash_view("full", image, config.dihedral)
+    base = image
+    if config.trim:
+        for k, box in enumerate(content_boxes(image)):
+            base = image.crop(box)
+            name = "trim" if k == 0 else f"trim{k + 1}"
+            views += [v for v in _hash_view(name, base, config.dihedral) if _quality_ok(v[1])]
+    w, h = base.size
+    tiles: list[tuple[str, Box]] = []
+    if config.quadrants:
+        tiles += [
+            ("q00", (0, 0, w // 2, h // 2)),
+            ("q10", (w // 2, 0, w, h // 2)),
+            ("q01", (0, h // 2, w // 2, h)),
+            ("q11", (w // 2, h // 2, w, h)),
+        ]
+    if config.halves:
+        tiles += [
+            ("left", (0, 0, w // 2, h)),
+            ("right", (w // 2, 0, w, h)),
+            ("top", (0, 0, w, h // 2)),
+            ("bottom", (0, h // 2, w, h)),
+        ]
+    for name, box in tiles:
+        tile = base.crop(box)
+        inner = content_box(tile)  # the gutters of a collage
+        if inner is not None:
+            tile = tile.crop(inner)
+        views += [v for v in _hash_view(name, tile, config.tile_dihedral) if _quality_ok(v[1])]
+    for scale, x, y in config.crops:
+        h_ = pdq(_crop(base, scale, x, y))
+        if _quality_ok(h_):
+            views.append((f"qcrop{scale:g}@{x:g},{y:g}", h_))
+    return views
+
+
+def matches(
+    query: Iterable[View], enrolled: Iterable[View], distance: int = MATCH_DISTANCE
+) -> bool:
+    """The views' decision rule: any query hash within ``distance`` of any enrolled hash."""
+    stored = [h for _, h in enrolled]
+    return any(q - e <= distance for _, q in query for e in stored)
+
+
+PROFILES: dict[str, Callable[[Image.Image], list[View]] | None] = {
+    "plain": None,
+    "enroll": enroll_views,
+    "query": query_views,
+}
+"""Hashing profiles by name: ``plain`` (no views), ``enroll`` and ``query``."""
+
+
+def check_profile(profile: str) -> Callable[[Image.Image], list[View]] | None:
+    """The view function of a profile name (None for ``plain``), or raise ``InvalidInput``."""
+    try:
+        return PROFILES[profile]
+    except KeyError:
+        raise InvalidInput(
+            f"profile must be one of {', '.join(PROFILES)}; got {profile!r}", field="profile"
+        ) from None
