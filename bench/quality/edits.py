@@ -237,6 +237,15 @@ def _crop(fraction: float, centred: bool) -> EditFn:
     return fn
 
 
+def _crop_random(lo: float, hi: float, centred: bool) -> EditFn:
+    """Remove a random fraction in [lo, hi] of each side: sizes that fall between enrolled ones."""
+
+    def fn(im: Image.Image, rng: np.random.Generator, others: Others) -> bytes:
+        return _crop(float(rng.uniform(lo, hi)), centred)(im, rng, others)
+
+    return fn
+
+
 def _rotate(degrees: float, crop: bool) -> EditFn:
     def fn(im: Image.Image, rng: np.random.Generator, others: Others) -> bytes:
         angle = degrees if rng.random() < 0.5 else -degrees
@@ -396,6 +405,8 @@ EDITS: tuple[Edit, ...] = (
     Edit("crop_5%_offset", "D", _crop(0.05, False)),
     Edit("crop_10%_offset", "D", _crop(0.10, False)),
     Edit("crop_20%_offset", "D", _crop(0.20, False)),
+    Edit("crop_5-20%_centred", "D", _crop_random(0.05, 0.20, True)),
+    Edit("crop_5-20%_offset", "D", _crop_random(0.05, 0.20, False)),
     Edit("rotate_2deg", "D", _rotate(2, False)),
     Edit("rotate_5deg", "D", _rotate(5, False)),
     Edit("rotate_3deg_crop", "D", _rotate(3, True)),

@@ -31,7 +31,7 @@ class Configuration:
 class Result:
     config: Configuration
     own: np.ndarray  # per edited query: smallest distance to its own original
-    wrong: np.ndarray  # per edited query: smallest distance to any other original
+    wrong: np.ndarray  # per edited query (every 5th): smallest distance to any other original
     distractors: PairStats  # distractor pictures x originals
     held_out: np.ndarray  # bool per distractor: True for the half the threshold was not chosen on
     enrolled_per_image: float
@@ -63,14 +63,24 @@ def evaluate(
     q = queries.select(config.query)
     d = distractors.select(config.query)
     own = own_min_distance(q, b, origin)
-    cross = min_distances(q, b).pair_min.astype(np.int32)
-    cross[np.arange(len(origin)), origin] = 257
+    # Wrong-original matches on every 5th edited query: all of them would cost ~20 minutes with
+    # the view profiles, for a check that the distractors already make on harder look-alikes.
+    sample = np.arange(0, queries.pictures, 5)
+    qs = queries.select(config.query)
+    keep = np.isin(qs.owner, sample)
+    remap = np.full(queries.pictures, -1)
+    remap[sample] = np.arange(len(sample))
+    sub = HashSet(qs.hashes[keep], remap[qs.owner[keep]], qs.name[keep], qs.names, len(sample))
+    cross = min_distances(sub, b).pair_min.astype(np.int32)
+    cross[np.arange(len(sample)), origin[sample]] = 257
+    wrong = np.full(queries.pictures, 257)
+    wrong[sample] = cross.min(axis=1)
     stats = min_distances(d, b)
     held_out = np.arange(distractors.pictures) % 2 == 1
     return Result(
         config,
         own,
-        cross.min(axis=1),
+        wrong,
         stats,
         held_out,
         b.views_per_picture(),
@@ -177,13 +187,14 @@ def write_report(
     lines += _edit_rows(results, edit_index)
     lines += ["", "## Wrong-original matches among the edited queries", ""]
     lines += [
-        "Each edited query is also compared with the 299 originals it was not made from "
+        "Every 5th edited query is also compared with the 299 originals it was not made from "
         "(collages hold three other originals on purpose, so those are left out here).",
         "",
         "| configuration | queries | matched a wrong original |",
         "|---|---:|---:|",
     ]
     not_collage = np.array([not EDITS[i].name.startswith("collage") for i in edit_index])
+    not_collage &= np.arange(len(edit_index)) % 5 == 0
     for r in results:
         wrong = int((r.wrong[not_collage] <= r.config.distance).sum())
         lines.append(f"| {r.config.name} | {int(not_collage.sum())} | {wrong} |")

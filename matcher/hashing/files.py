@@ -23,6 +23,7 @@ from PIL import Image
 from matcher.errors import ImageError, ImageTooLarge, InvalidInput
 from matcher.hashing.compute import digests, pdq, pdq_dihedral, phash
 from matcher.hashing.decode import DEFAULT_MAX_PIXELS, decode_image
+from matcher.hashing.views import check_profile
 from matcher.signals import MD5, SHA256, Hash
 
 __all__ = [
@@ -52,6 +53,7 @@ class FileHashes:
     path: str
     hashes: dict[str, Hash] = field(default_factory=dict)
     dihedral: dict[str, Hash] | None = None
+    views: list[tuple[str, Hash]] | None = None
     error: str | None = None
     error_kind: str | None = None
 
@@ -74,6 +76,8 @@ class FileHashes:
             record["pdq_dihedral"] = {
                 name: h.hex for name, h in self.dihedral.items() if name != "original"
             }
+        if self.views is not None:
+            record["pdq_views"] = {name: h.hex for name, h in self.views}
         return record
 
 
@@ -120,13 +124,32 @@ def hash_bytes(
     Returns the hashes by signal name (in the order asked for) and, with ``dihedral``, the eight
     PDQ variants by ``DIHEDRAL_NAMES``.
     """
+    hashes, variants, _ = _hash_bytes(
+        data, signals=signals, dihedral=dihedral, max_pixels=max_pixels, profile="plain"
+    )
+    return hashes, variants
+
+
+def _hash_bytes(
+    data: bytes,
+    *,
+    signals: Iterable[str],
+    dihedral: bool,
+    max_pixels: int,
+    profile: str,
+) -> tuple[dict[str, Hash], dict[str, Hash] | None, list[tuple[str, Hash]] | None]:
+    # hash_bytes plus the named PDQ views of a profile: one decode serves both.
     wanted = check_signals(signals)
+    view_fn = check_profile(profile)
     result: dict[str, Hash] = {}
     variants: dict[str, Hash] | None = None
-    if _IMAGE_SIGNALS.intersection(wanted) or dihedral:
+    views: list[tuple[str, Hash]] | None = None
+    if _IMAGE_SIGNALS.intersection(wanted) or dihedral or view_fn is not None:
         image = decode_image(data, max_pixels=max_pixels)
         if dihedral:
             variants = pdq_dihedral(image)
+        if view_fn is not None:
+            views = view_fn(image)
         for name in wanted:
             if name == "pdq":
                 result["pdq"] = variants["original"] if variants else pdq(image)
@@ -135,7 +158,7 @@ def hash_bytes(
     if "md5" in wanted or "sha256" in wanted:
         md5, sha256 = digests(data)
         result.update({k: v for k, v in (("md5", md5), ("sha256", sha256)) if k in wanted})
-    return {name: result[name] for name in wanted if name in result}, variants
+    return {name: result[name] for name in wanted if name in result}, variants, views
 
 
 def _stream_digests(path: str, wanted: list[str]) -> dict[str, Hash]:
@@ -155,22 +178,25 @@ def hash_file(
     signals: Iterable[str] = DEFAULT_SIGNALS,
     dihedral: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    profile: str = "plain",
 ) -> FileHashes:
     """Hash one file. Never raises for a problem with the file: the result carries the error."""
     name = os.fspath(path)
     wanted = check_signals(signals)
+    view_fn = check_profile(profile)
     try:
         if _is_video(name):
             return FileHashes(name, _stream_digests(name, wanted))
         size = os.path.getsize(name)
-        if size > MAX_IMAGE_FILE_BYTES and (_IMAGE_SIGNALS.intersection(wanted) or dihedral):
+        needs_image = _IMAGE_SIGNALS.intersection(wanted) or dihedral or view_fn is not None
+        if size > MAX_IMAGE_FILE_BYTES and needs_image:
             raise ImageTooLarge(f"file is {size:,} bytes, above {MAX_IMAGE_FILE_BYTES:,}")
         with open(name, "rb") as f:
             data = f.read()
-        hashes, variants = hash_bytes(
-            data, signals=wanted, dihedral=dihedral, max_pixels=max_pixels
+        hashes, variants, views = _hash_bytes(
+            data, signals=wanted, dihedral=dihedral, max_pixels=max_pixels, profile=profile
         )
-        return FileHashes(name, hashes, variants)
+        return FileHashes(name, hashes, variants, views)
     except ImageError as exc:
         return FileHashes(name, error=str(exc), error_kind=exc.kind)
     except OSError as exc:
@@ -240,9 +266,15 @@ def hash_files(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     jobs: int = 1,
     all_files: bool = False,
+    profile: str = "plain",
 ) -> Iterator[FileHashes]:
     """Hash every file under ``paths`` (see ``iter_files``) in ``jobs`` processes, in order."""
+    check_profile(profile)
     fn = functools.partial(
-        hash_file, signals=tuple(signals), dihedral=dihedral, max_pixels=max_pixels
+        hash_file,
+        signals=tuple(signals),
+        dihedral=dihedral,
+        max_pixels=max_pixels,
+        profile=profile,
     )
     yield from ordered_map(fn, iter_files(paths, all_files=all_files), jobs=jobs)

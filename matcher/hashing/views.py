@@ -89,18 +89,41 @@ def _grid(scale: float, positions: Sequence[float]) -> list[tuple[float, float, 
     return [(scale, x, y) for y in positions for x in positions]
 
 
+def _off_centre(scale: float, positions: Sequence[float]) -> list[tuple[float, float, float]]:
+    return [c for c in _grid(scale, positions) if c[1:] != (0.5, 0.5)]
+
+
+_P5 = (0.0, 0.25, 0.5, 0.75, 1.0)
+_P3 = (0.0, 0.5, 1.0)
+
+# Why so many crops: PDQ is very sensitive to where a crop falls. On the BSDS500 photos a centred
+# crop 2% smaller than an enrolled one moves PDQ by ~25 bits, and a window shifted by 1% of the
+# width by ~27 (median): a crop matches only an enrolled crop of nearly the same scale and offset.
+# Centred crops (the commonest: apps zoom from the centre) get a fine ladder of scales; off-centre
+# crops a 5x5 grid of offsets down to 20% and a 3x3 grid to 30%. Quadrants serve stickers and
+# other overlays (three quadrants stay intact) and heavy crops; rotations are enrolled both cut to
+# their inner rectangle and with the black corners a naive editor leaves.
 ENROLL = EnrollConfig(
     crops=(
-        *_grid(0.9, (0.0, 0.5, 1.0)),
-        *_grid(0.8, (0.0, 0.5, 1.0)),
-        *_grid(0.7, (0.0, 0.5, 1.0)),
+        *[(s, 0.5, 0.5) for s in (0.975, 0.95, 0.925, 0.9, 0.875, 0.85, 0.825, 0.8, 0.775)],
+        *[(s, 0.5, 0.5) for s in (0.75, 0.725, 0.7)],
+        *_off_centre(0.95, _P5),
+        *_off_centre(0.9, _P5),
+        *_off_centre(0.85, _P5),
+        *_off_centre(0.8, _P5),
+        *_off_centre(0.75, _P3),
+        *_off_centre(0.7, _P3),
+        *[(0.5, x, y) for y in (0.0, 1.0) for x in (0.0, 1.0)],
+        (0.5, 0.5, 0.5),
     ),
-    rotations=(-5.0, -2.5, 2.5, 5.0),
+    rotations=(-5.0, -3.5, -2.5, -1.5, 1.5, 2.5, 3.5, 5.0),
+    filled_rotations=(-5.0, -3.5, -2.0, 2.0, 3.5, 5.0),
 )
-"""The shipped enrollment profile."""
+"""The shipped enrollment profile: the full picture plus 129 crops and 14 rotations."""
 
-QUERY = QueryConfig()
-"""The shipped query profile."""
+QUERY = QueryConfig(dihedral=True, trim=True, quadrants=True, tile_dihedral=False)
+"""The shipped query profile: the picture and its trimmed content block(s) with their 8 rotations
+and flips, and its 4 quadrants."""
 
 
 def _quality_ok(h: Hash) -> bool:
@@ -177,6 +200,38 @@ def _edge_run(lines: np.ndarray) -> int:
     return int(ok[-1]) + 1 if ok.size else 0
 
 
+# A blurred, zoomed copy of the picture behind it ("fit to square" in many apps) is not flat, but
+# has almost no detail: lines whose mean gradient is under a fifth of the picture's median are cut.
+_BLUR_DETAIL = 0.2
+
+
+def _blur_run(detail: np.ndarray, floor: float) -> int:
+    """How many leading lines to cut as a blurred backdrop, given each line's mean gradient."""
+    limit = int(len(detail) * (1 - _TRIM_MIN_KEEP))
+    low = detail[:limit] < floor
+    if not low.size or not low[0]:
+        return 0
+    mean_so_far = np.cumsum(low) / np.arange(1, len(low) + 1)
+    ok = np.flatnonzero(low & (mean_so_far >= _TRIM_CLEAN))
+    return int(ok[-1]) + 1 if ok.size else 0
+
+
+def _blur_box(a: np.ndarray) -> Box | None:
+    grey = a.mean(axis=2, dtype=np.float32)
+    dx = np.abs(np.diff(grey, axis=1))
+    dy = np.abs(np.diff(grey, axis=0))
+    rows = dx.mean(axis=1)
+    cols = dy.mean(axis=0)
+    floor = _BLUR_DETAIL * float(np.median(np.concatenate([rows, cols])))
+    h, w = grey.shape
+    t, b = _blur_run(rows, floor), _blur_run(rows[::-1], floor)
+    lft, r = _blur_run(cols, floor), _blur_run(cols[::-1], floor)
+    box = (lft, t, w - r, h - b)
+    if box[3] - box[1] < h * _TRIM_MIN_KEEP or box[2] - box[0] < w * _TRIM_MIN_KEEP:
+        return None
+    return box if _big_cut(box, w, h) else None
+
+
 def content_boxes(image: Image.Image) -> list[Box]:
     """Candidate content blocks once uniform borders, bars and app chrome are trimmed.
 
@@ -207,7 +262,12 @@ def content_boxes(image: Image.Image) -> list[Box]:
             found.append(box)
     if found and box != found[0]:
         found.append(box)
-    return [b for b in found if _big_cut(b, w, h)]
+    found = [b for b in found if _big_cut(b, w, h)]
+    if not found:
+        blurred = _blur_box(a)
+        if blurred is not None:
+            found.append(blurred)
+    return found
 
 
 def _big_cut(box: Box, w: int, h: int) -> bool:
@@ -236,12 +296,15 @@ def query_views(image: Image.Image, config: QueryConfig = QUERY) -> list[View]:
     ``full`` is the plain PDQ hash, so a service that only knows plain PDQ still gets it first.
     """
     views = _hash_view("full", image, config.dihedral)
-    base = image
     if config.trim:
         for k, box in enumerate(content_boxes(image)):
-            base = image.crop(box)
             name = "trim" if k == 0 else f"trim{k + 1}"
-            views += [v for v in _hash_view(name, base, config.dihedral) if _quality_ok(v[1])]
+            trimmed = image.crop(box)
+            views += [v for v in _hash_view(name, trimmed, config.dihedral) if _quality_ok(v[1])]
+    # Tiles are cut from the whole picture, not from a trimmed block: a trim can eat into a flat
+    # edge of one cell of a collage and shift every tile. Each tile is trimmed on its own instead,
+    # which removes the gutters of a collage.
+    base = image
     w, h = base.size
     tiles: list[tuple[str, Box]] = []
     if config.quadrants:
