@@ -18,9 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.quality.collect import collect_distractors, collect_edits, collect_originals
+from bench.quality.collect import (
+    HashSet,
+    collect_distractors,
+    collect_edits,
+    collect_originals,
+)
 from bench.quality.edits import EDITS, apply_edit
-from bench.quality.report import Configuration, evaluate, write_report
+from bench.quality.report import Ablation, Configuration, ablate, evaluate, write_report
 from matcher.hashing import decode_image, pdq
 from matcher.hashing.views import (
     ENROLL,
@@ -75,6 +80,39 @@ def _timing(originals: list[Path], samples: int, seed: int) -> dict[str, float]:
         "enroll": clock(enroll_views, images),
         "query": clock(query_views, queries),
     }
+
+
+def _ablations(bank: HashSet, queries: HashSet, origin: np.ndarray) -> list[Ablation]:
+    """Recall as the parts of the shipped profiles are added one after another."""
+
+    def head(name: str) -> str:
+        return name.split("/")[0]
+
+    def centred(name: str) -> bool:
+        return name == "full" or name.endswith("@0.5,0.5") or name.startswith("rot")
+
+    steps = [
+        ("plain PDQ", lambda n: n == "full", lambda n: n == "full"),
+        ("+ query: 8 rotations/flips", lambda n: n == "full", lambda n: head(n) == "full"),
+        (
+            "+ query: trimmed borders/chrome",
+            lambda n: n == "full",
+            lambda n: head(n) in ("full", "trim", "trim2"),
+        ),
+        (
+            "+ query: quadrants",
+            lambda n: n == "full",
+            lambda n: not n.startswith("qcrop"),
+        ),
+        (
+            "+ enroll: centred crops, rotations",
+            centred,
+            lambda n: not n.startswith("qcrop"),
+        ),
+        ("+ enroll: off-centre crops", lambda n: True, lambda n: not n.startswith("qcrop")),
+        ("+ query: 90% crops (shipped)", lambda n: True, lambda n: True),
+    ]
+    return [ablate(name, e, q, bank, queries, origin) for name, e, q in steps]
 
 
 def _plain_timing(originals: list[Path]) -> dict[str, float]:
@@ -150,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(
             evaluate(SHIPPED, bank, queries, origin, dis, timing["enroll"], timing["query"])
         )
+    ablations = [] if args.baseline_only else _ablations(bank, queries, origin)
     meta = {
         "command": "`make bench-quality` (`python -m bench.quality -j 2`)"
         + (f" with `--originals {args.originals}`" if args.originals else "")
@@ -161,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "jobs (times are indicative; ratios hold better)",
         "run time": f"{time.time() - started:.0f} s",
     }
-    write_report(results, edit_index, args.out, meta)
+    write_report(results, edit_index, args.out, meta, ablations)
     print(f"wrote {args.out / 'quality.md'}", file=sys.stderr)
     print((args.out / "quality.md").read_text())
     return 0

@@ -13,7 +13,7 @@ from bench.quality.analysis import wilson as wilson_interval
 from bench.quality.collect import HashSet
 from bench.quality.edits import EDITS, TIERS
 
-__all__ = ["Configuration", "Result", "evaluate", "write_report"]
+__all__ = ["Ablation", "Configuration", "Result", "ablate", "evaluate", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -95,18 +95,24 @@ def _pct(k: int, n: int) -> str:
     return f"{100 * k / n:.1f}% ({100 * lo:.1f}-{100 * hi:.1f})" if n else "-"
 
 
+# The recall each tier should reach with zero false matches (issue 6).
+TARGETS = {"A": 99.5, "B": 99.5, "C": 95.0, "D": 90.0, "E": 85.0, "F": 60.0}
+
+
 def _tier_rows(results: Sequence[Result], edit_index: np.ndarray) -> list[str]:
-    header = "| tier | what | queries | " + " | ".join(r.config.name for r in results) + " |"
-    lines = [header, "|---|---|---:|" + "---:|" * len(results)]
+    names = " | ".join(r.config.name for r in results)
+    header = f"| tier | what | queries | target | {names} |"
+    lines = [header, "|---|---|---:|---:|" + "---:|" * len(results)]
     tier_of = np.array([EDITS[i].tier for i in edit_index])
     for tier, what in TIERS.items():
         mask = tier_of == tier
         n = int(mask.sum())
         cells = [_pct(int(r.found()[mask].sum()), n) for r in results]
-        lines.append(f"| {tier} | {what} | {n} | " + " | ".join(cells) + " |")
+        target = f">= {TARGETS[tier]:g}%"
+        lines.append(f"| {tier} | {what} | {n} | {target} | " + " | ".join(cells) + " |")
     n = len(edit_index)
     cells = [_pct(int(r.found().sum()), n) for r in results]
-    lines.append(f"| all | | {n} | " + " | ".join(cells) + " |")
+    lines.append(f"| all | | {n} | | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -151,11 +157,54 @@ def _false_rows(results: Sequence[Result], bank_size: int) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class Ablation:
+    """Recall of a subset of the shipped views (no false-match check: a subset of views can only
+    match less often than the whole)."""
+
+    name: str
+    enrolled: float
+    queried: float
+    found: np.ndarray
+
+
+def ablate(
+    name: str,
+    enroll: Callable[[str], bool],
+    query: Callable[[str], bool],
+    bank: HashSet,
+    queries: HashSet,
+    origin: np.ndarray,
+    distance: int = 31,
+) -> Ablation:
+    """Recall of the edited queries when only some views are stored and looked up."""
+    b, q = bank.select(enroll), queries.select(query)
+    own = own_min_distance(q, b, origin)
+    return Ablation(name, b.views_per_picture(), q.views_per_picture(), own <= distance)
+
+
+def _ablation_rows(ablations: Sequence[Ablation], edit_index: np.ndarray) -> list[str]:
+    tier_of = np.array([EDITS[i].tier for i in edit_index])
+    lines = [
+        "| views | stored per image | query hashes per image | " + " | ".join(TIERS) + " | all |",
+        "|---|---:|---:|" + "---:|" * (len(TIERS) + 1),
+    ]
+    for a in ablations:
+        cells = [f"{100 * a.found[tier_of == t].mean():.1f}%" for t in TIERS]
+        lines.append(
+            f"| {a.name} | {a.enrolled:.1f} | {a.queried:.1f} | "
+            + " | ".join(cells)
+            + f" | {100 * a.found.mean():.1f}% |"
+        )
+    return lines
+
+
 def write_report(
     results: Sequence[Result],
     edit_index: np.ndarray,
     out: Path,
     meta: dict[str, str],
+    ablations: Sequence[Ablation] = (),
 ) -> None:
     """Write ``quality.md`` and the plots into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -183,6 +232,11 @@ def write_report(
             f"| {r.config.name} | {r.enrolled_per_image:.1f} | {r.query_views_per_image:.1f} | "
             f"{1e3 * r.enroll_seconds:.1f} | {1e3 * r.query_seconds:.1f} |"
         )
+    if ablations:
+        lines += ["", "## What each part buys (recall per tier, views added cumulatively)", ""]
+        lines += _ablation_rows(ablations, edit_index)
+    lines += ["", "## Notes", ""]
+    lines += NOTES
     lines += ["", "## Recall per edit (Wilson 95% interval)", ""]
     lines += _edit_rows(results, edit_index)
     lines += ["", "## Wrong-original matches among the edited queries", ""]
@@ -199,6 +253,25 @@ def write_report(
         wrong = int((r.wrong[not_collage] <= r.config.distance).sum())
         lines.append(f"| {r.config.name} | {int(not_collage.sum())} | {wrong} |")
     (out / "quality.md").write_text("\n".join(lines) + "\n")
+
+
+NOTES = [
+    "- Tiers are the mean over their queries, so every edit of a tier weighs the same. Each edit's "
+    "file is decoded by `matcher.hashing.decode_image`, as the client would decode an upload.",
+    "- The enrollment ladder of centred crops (every 2.5% from 2.5% to 30%) contains the sizes of "
+    "the fixed centred-crop edits (5, 10, 20, 30%): those rows are a best case. "
+    "`crop_5-20%_centred` and `crop_5-20%_offset` draw a random size per photo, so they measure "
+    "crops that fall between enrolled ones; off-centre crops also draw a random position.",
+    "- PDQ is very shift-sensitive on these photos: a 1% shift of a crop window moves it by ~27 "
+    "bits (median), a 2% change of scale by ~25. Random off-centre crops of 10-30% would need "
+    "hundreds of enrolled windows; this profile covers them only partly (see per edit).",
+    "- No threshold was tuned: every view uses the registry's PDQ distance (31). The views were "
+    "designed on every 3rd original and the even-numbered half of the distractors; the held-out "
+    "table above shows the other half separately.",
+    "- Per-pair false-match rates from the tail are extrapolations of a normal fitted to the "
+    "lower tail; they are estimates, not bounds. The union-bound column multiplies the per hash "
+    "pair rate by every hash pair compared, which over-counts (views of one picture are alike).",
+]
 
 
 def _false_notes(results: Sequence[Result]) -> list[str]:
