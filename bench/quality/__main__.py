@@ -89,7 +89,7 @@ def _ablations(bank: HashSet, queries: HashSet, origin: np.ndarray) -> list[Abla
         return name.split("/")[0]
 
     def centred(name: str) -> bool:
-        return name == "full" or name.endswith("@0.5,0.5") or name.startswith("rot")
+        return head(name) in ("full", "dih") or name.endswith("@0.5,0.5") or name.startswith("rot")
 
     steps = [
         ("plain PDQ", lambda n: n == "full", lambda n: n == "full"),
@@ -105,7 +105,12 @@ def _ablations(bank: HashSet, queries: HashSet, origin: np.ndarray) -> list[Abla
             lambda n: not n.startswith("qcrop"),
         ),
         (
-            "+ enroll: centred crops, rotations",
+            "+ enroll: 8 rotations/flips",
+            lambda n: head(n) in ("full", "dih"),
+            lambda n: not n.startswith("qcrop"),
+        ),
+        (
+            "+ enroll: centred crops, small rotations",
             centred,
             lambda n: not n.startswith("qcrop"),
         ),

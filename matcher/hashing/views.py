@@ -73,12 +73,15 @@ class EnrollConfig:
     ``crops`` are (scale, x, y): a window of ``scale`` times each side, its left-top corner at
     ``x`` and ``y`` times the room left (0 left/top, 0.5 centred, 1 right/bottom).
     ``rotations`` are angles in degrees; the rotated picture is cut to its largest centred
-    rectangle with no empty corner.
+    rectangle with no empty corner; ``filled_rotations`` keep the frame, with black corners.
+    ``dihedral`` adds the 7 other quarter turns and flips of the picture, hashed from its
+    transformed pixels (``dih/<name>``).
     """
 
     crops: tuple[tuple[float, float, float], ...]
     rotations: tuple[float, ...]
     filled_rotations: tuple[float, ...] = ()
+    dihedral: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +129,10 @@ ENROLL = EnrollConfig(
     ),
     rotations=(-5.0, -3.5, -2.5, -1.5, 1.5, 2.5, 3.5, 5.0),
     filled_rotations=(-5.0, -3.5, -2.0, 2.0, 3.5, 5.0),
+    dihedral=True,
 )
-"""The shipped enrollment profile: the full picture plus 129 crops and 14 rotations."""
+"""The shipped enrollment profile: the full picture, its 7 quarter turns and flips, 129 crops and
+14 small rotations (at most 151 hashes; flat crops are left out)."""
 
 QUERY = QueryConfig(
     dihedral=True, trim=True, quadrants=True, tile_dihedral=False, crops=tuple(_grid(0.9, _P3))
@@ -135,6 +140,18 @@ QUERY = QueryConfig(
 """The shipped query profile: the picture and its trimmed content block(s) with their 8 rotations
 and flips, its 4 quadrants (and their trimmed blocks), and 9 crops of 90% of each side (with the
 enrolled crops, these cover more positions of an off-centre crop)."""
+
+
+# PIL's transposes for DIHEDRAL_NAMES (rotations counter-clockwise, as pdq_dihedral names them).
+_DIHEDRAL_OPS = {
+    "rot90": Image.Transpose.ROTATE_90,
+    "rot180": Image.Transpose.ROTATE_180,
+    "rot270": Image.Transpose.ROTATE_270,
+    "flip_v": Image.Transpose.FLIP_TOP_BOTTOM,
+    "flip_h": Image.Transpose.FLIP_LEFT_RIGHT,
+    "transpose": Image.Transpose.TRANSPOSE,
+    "transverse": Image.Transpose.TRANSVERSE,
+}
 
 
 def _quality_ok(h: Hash) -> bool:
@@ -174,6 +191,12 @@ def enroll_views(image: Image.Image, config: EnrollConfig = ENROLL) -> list[View
         h = pdq(_rotate(image, degrees))
         if _quality_ok(h):
             views.append((f"rot{degrees:+g}", h))
+    if config.dihedral:
+        # The query side has the eight variants of pdq_dihedral for free, but they sit ~14 bits
+        # from the hash of the transformed pixels; with a heavy re-encode on top that passes 31.
+        # Hashing the transformed pixels here removes that error for the full picture.
+        for name, op in _DIHEDRAL_OPS.items():
+            views.append((f"dih/{name}", pdq(image.transpose(op))))
     for degrees in config.filled_rotations:
         # Rotated in a frame of the same size with black corners, as a naive editor does.
         h = pdq(image.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=False))
