@@ -299,6 +299,16 @@ def _false_notes(results: Sequence[Result]) -> list[str]:
     return notes
 
 
+_SHORT = {
+    "A": "photometric",
+    "B": "flips, turns",
+    "C": "borders, screens",
+    "D": "crops, rotations",
+    "E": "overlays",
+    "F": "30% crops, collages",
+}
+
+
 def _plots(results: Sequence[Result], edit_index: np.ndarray, out: Path) -> tuple[str, str]:
     import matplotlib
 
@@ -307,7 +317,7 @@ def _plots(results: Sequence[Result], edit_index: np.ndarray, out: Path) -> tupl
 
     tier_of = np.array([EDITS[i].tier for i in edit_index])
     tiers = list(TIERS)
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(8, 4.6))
     width = 0.8 / len(results)
     for j, r in enumerate(results):
         found = r.found()
@@ -322,11 +332,20 @@ def _plots(results: Sequence[Result], edit_index: np.ndarray, out: Path) -> tupl
             errs[1].append(max(0.0, 100 * (hi - p)))
         xs = np.arange(len(tiers)) + j * width
         ax.bar(xs, vals, width, yerr=errs, capsize=3, label=r.config.name)
-    ax.set_xticks(np.arange(len(tiers)) + width * (len(results) - 1) / 2)
-    ax.set_xticklabels([f"{t}\n{TIERS[t].split(':')[0].split(',')[0]}" for t in tiers], fontsize=8)
+    centres = np.arange(len(tiers)) + width * (len(results) - 1) / 2
+    ax.hlines(
+        [TARGETS[t] for t in tiers],
+        centres - 0.45,
+        centres + 0.45,
+        colors="k",
+        linestyles=":",
+        label="target",
+    )
+    ax.set_xticks(centres)
+    ax.set_xticklabels([f"{t}\n{_SHORT[t]}" for t in tiers], fontsize=8)
     ax.set_ylabel("recall (%)")
     ax.set_ylim(0, 105)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, -0.35), ncol=3, fontsize=8)
     ax.set_title("Recall per tier (Wilson 95% intervals)")
     fig.tight_layout()
     recall_png = "quality_recall.png"
