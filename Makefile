@@ -4,11 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 DATA ?= ./matcher-data
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install run test bench lint format clean proto proto-check
+.PHONY: help install run test bench bench-quality lint format clean proto proto-check
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -27,9 +28,15 @@ run: $(STAMP) ## Start the service on the embedded default (SQLite in ./matcher-
 test: $(STAMP) ## Run the test suite
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP) ## Run the benchmarks (pytest-benchmark; writes bench/results/)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+bench: $(BENCH_STAMP) ## Run the benchmarks (pytest-benchmark; writes bench/results/)
 	$(BIN)/python -m pytest bench -q -p no:cacheprovider --benchmark-columns=min,median,mean,ops,rounds
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench-quality: $(BENCH_STAMP) ## Detection-quality benchmark, issue 6 (~30 min; writes bench/results/quality.md)
+	$(BIN)/python -m bench.quality -j 2
 
 lint: $(STAMP) ## Lint with ruff and the contract with buf
 	$(BIN)/ruff check .

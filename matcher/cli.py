@@ -56,6 +56,10 @@ class _Writer:
             flat = dict(record)
             for name, value in flat.pop("pdq_dihedral", {}).items():
                 flat[f"pdq_{name}"] = value
+            if "pdq_views" in flat:
+                # A profile's views vary in number (flat crops are dropped): one cell of
+                # space-separated name=hex pairs keeps the CSV rectangular.
+                flat["pdq_views"] = " ".join(f"{k}={v}" for k, v in flat["pdq_views"].items())
             self._csv.writerow(flat)
         else:
             self.out.write(json.dumps(record, separators=(",", ":")) + "\n")
@@ -95,6 +99,14 @@ def main() -> None:
     "--dihedral", is_flag=True, help="Also output the PDQ hashes of the 8 rotations/flips."
 )
 @click.option(
+    "--profile",
+    type=click.Choice(["plain", "enroll", "query"]),
+    default="plain",
+    show_default=True,
+    help="Also output named PDQ views (pdq_views) that survive crops, flips, borders and "
+    "screenshots: 'enroll' for images to protect, 'query' for uploads to check.",
+)
+@click.option(
     "-j",
     "--jobs",
     type=click.IntRange(min=1),
@@ -127,6 +139,7 @@ def hash_command(
     fmt: str,
     signals: str,
     dihedral: bool,
+    profile: str,
     jobs: int | None,
     max_pixels: int | None,
     all_files: bool,
@@ -136,7 +149,9 @@ def hash_command(
     """Hash image files (and folders, recursively) on this machine.
 
     Writes one line per file: its path, each signal's hex, the PDQ quality (0-100) and, with
-    --dihedral, the PDQ hashes of its rotations and flips. A file that cannot be hashed gets a
+    --dihedral, the PDQ hashes of its rotations and flips. With --profile enroll or query, it
+    also writes "pdq_views": named PDQ hashes of crops, rotations, trimmed borders and tiles
+    (see README, "Detection profiles"). A file that cannot be hashed gets a
     line with an "error" field; the others go on, and the exit status is 1 at the end. Use "-"
     to read paths from standard input, one per line. Videos get MD5 and SHA-256 only.
 
@@ -144,6 +159,7 @@ def hash_command(
     Examples:
       matcher hash photo.jpg
       matcher hash --dihedral -j 4 ~/Pictures > hashes.jsonl
+      matcher hash --profile enroll ~/Pictures/to-protect > enroll.jsonl
       find /data -name '*.jpg' | matcher hash --format csv - > hashes.csv
     """
     from tqdm import tqdm
@@ -161,6 +177,8 @@ def hash_command(
             columns.append("pdq_quality")
     if dihedral:
         columns += [f"pdq_{n}" for n in DIHEDRAL_NAMES if n != "original"]
+    if profile != "plain":
+        columns.append("pdq_views")
     columns += ["error", "error_kind"]
     writer = _Writer(output, fmt, columns)
 
@@ -177,6 +195,7 @@ def hash_command(
         todo,
         signals=wanted,
         dihedral=dihedral,
+        profile=profile,
         max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
         jobs=jobs or os.cpu_count() or 1,
         all_files=all_files,

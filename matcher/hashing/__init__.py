@@ -27,24 +27,36 @@ from matcher.hashing.files import (
     iter_files,
     ordered_map,
 )
+from matcher.hashing.views import (
+    MATCH_DISTANCE,
+    PROFILES,
+    enroll_views,
+    matches,
+    query_views,
+)
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_SIGNALS",
     "DIHEDRAL_NAMES",
     "JPEG_DRAFT_MIN_SIDE",
+    "MATCH_DISTANCE",
+    "PROFILES",
     "REDUCE_MIN_SIDE",
     "FileHashes",
     "check_signals",
     "decode_image",
     "digests",
+    "enroll_views",
     "hash_bytes",
     "hash_file",
     "hash_files",
     "hash_stream_digests",
     "iter_files",
+    "matches",
     "ordered_map",
     "pdq",
     "pdq_dihedral",
     "phash",
+    "query_views",
 ]

@@ -20,6 +20,7 @@ Decisions made once, here, for every caller:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 
@@ -111,11 +112,10 @@ def _load_for_hashing(image: Image.Image) -> Image.Image:
         side = JPEG_DRAFT_MIN_SIDE
         image.draft("RGB", (side, side))
     image.load()
-    try:
-        # In place: most photos need no turn, and a copy of every picture is measurable.
+    # In place: most photos need no turn, and a copy of every picture is measurable. A damaged
+    # EXIF block must not cost us the picture.
+    with contextlib.suppress(Exception):
         ImageOps.exif_transpose(image, in_place=True)
-    except Exception:  # a damaged EXIF block must not cost us the picture
-        pass
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     factor = min(rgb.size) // REDUCE_MIN_SIDE
     if factor >= 2:

@@ -25,6 +25,7 @@ from PIL import Image
 from matcher.errors import ImageError, ImageTooLarge, InvalidInput
 from matcher.hashing.compute import digests, pdq, pdq_dihedral, phash
 from matcher.hashing.decode import DEFAULT_MAX_PIXELS, decode_image
+from matcher.hashing.views import check_profile
 from matcher.signals import MD5, SHA256, Hash
 
 __all__ = [
@@ -55,6 +56,7 @@ class FileHashes:
     path: str
     hashes: dict[str, Hash] = field(default_factory=dict)
     dihedral: dict[str, Hash] | None = None
+    views: list[tuple[str, Hash]] | None = None
     error: str | None = None
     error_kind: str | None = None
 
@@ -77,6 +79,8 @@ class FileHashes:
             record["pdq_dihedral"] = {
                 name: h.hex for name, h in self.dihedral.items() if name != "original"
             }
+        if self.views is not None:
+            record["pdq_views"] = {name: h.hex for name, h in self.views}
         return record
 
     @classmethod
@@ -152,13 +156,32 @@ def hash_bytes(
     Returns the hashes by signal name (in the order asked for) and, with ``dihedral``, the eight
     PDQ variants by ``DIHEDRAL_NAMES``.
     """
+    hashes, variants, _ = _hash_bytes(
+        data, signals=signals, dihedral=dihedral, max_pixels=max_pixels, profile="plain"
+    )
+    return hashes, variants
+
+
+def _hash_bytes(
+    data: bytes,
+    *,
+    signals: Iterable[str],
+    dihedral: bool,
+    max_pixels: int,
+    profile: str,
+) -> tuple[dict[str, Hash], dict[str, Hash] | None, list[tuple[str, Hash]] | None]:
+    # hash_bytes plus the named PDQ views of a profile: one decode serves both.
     wanted = check_signals(signals)
+    view_fn = check_profile(profile)
     result: dict[str, Hash] = {}
     variants: dict[str, Hash] | None = None
-    if _IMAGE_SIGNALS.intersection(wanted) or dihedral:
+    views: list[tuple[str, Hash]] | None = None
+    if _IMAGE_SIGNALS.intersection(wanted) or dihedral or view_fn is not None:
         image = decode_image(data, max_pixels=max_pixels)
         if dihedral:
             variants = pdq_dihedral(image)
+        if view_fn is not None:
+            views = view_fn(image)
         for name in wanted:
             if name == "pdq":
                 result["pdq"] = variants["original"] if variants else pdq(image)
@@ -167,7 +190,7 @@ def hash_bytes(
     if "md5" in wanted or "sha256" in wanted:
         md5, sha256 = digests(data)
         result.update({k: v for k, v in (("md5", md5), ("sha256", sha256)) if k in wanted})
-    return {name: result[name] for name in wanted if name in result}, variants
+    return {name: result[name] for name in wanted if name in result}, variants, views
 
 
 def hash_stream_digests(stream: IO[bytes], signals: Iterable[str]) -> dict[str, Hash]:
@@ -190,6 +213,7 @@ def hash_file(
     dihedral: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     fs: Any = None,
+    profile: str = "plain",
 ) -> FileHashes:
     """Hash one file. Never raises for a problem with the file: the result carries the error.
 
@@ -200,19 +224,21 @@ def hash_file(
     name = os.fspath(path)
     wanted = check_signals(signals)
     opener = fs.open if fs is not None else open
+    view_fn = check_profile(profile)
     try:
         if _is_video(name):
             with opener(name, "rb") as f:
                 return FileHashes(name, hash_stream_digests(f, wanted))
         size = fs.size(name) if fs is not None else os.path.getsize(name)
-        if size > MAX_IMAGE_FILE_BYTES and (_IMAGE_SIGNALS.intersection(wanted) or dihedral):
+        needs_image = _IMAGE_SIGNALS.intersection(wanted) or dihedral or view_fn is not None
+        if size > MAX_IMAGE_FILE_BYTES and needs_image:
             raise ImageTooLarge(f"file is {size:,} bytes, above {MAX_IMAGE_FILE_BYTES:,}")
         with opener(name, "rb") as f:
             data = f.read()
-        hashes, variants = hash_bytes(
-            data, signals=wanted, dihedral=dihedral, max_pixels=max_pixels
+        hashes, variants, views = _hash_bytes(
+            data, signals=wanted, dihedral=dihedral, max_pixels=max_pixels, profile=profile
         )
-        return FileHashes(name, hashes, variants)
+        return FileHashes(name, hashes, variants, views)
     except ImageError as exc:
         return FileHashes(name, error=str(exc), error_kind=exc.kind)
     except OSError as exc:
@@ -302,9 +328,15 @@ def hash_files(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     jobs: int = 1,
     all_files: bool = False,
+    profile: str = "plain",
 ) -> Iterator[FileHashes]:
     """Hash every file under ``paths`` (see ``iter_files``) in ``jobs`` processes, in order."""
+    check_profile(profile)
     fn = functools.partial(
-        hash_file, signals=tuple(signals), dihedral=dihedral, max_pixels=max_pixels
+        hash_file,
+        signals=tuple(signals),
+        dihedral=dihedral,
+        max_pixels=max_pixels,
+        profile=profile,
     )
     yield from ordered_map(fn, iter_files(paths, all_files=all_files), jobs=jobs)

@@ -1,0 +1,159 @@
+"""Detection views: enrollment and query profiles, and the ``matcher hash --profile`` output.
+
+The story: plain PDQ misses a mirrored, cropped or screenshotted copy of a photo; the shipped
+views find it, and still tell different photos apart. Photos come from scikit-image's wheel, so
+these tests always run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageOps
+
+from matcher.cli import main
+from matcher.errors import InvalidInput
+from matcher.hashing import DIHEDRAL_NAMES, hash_file, pdq
+from matcher.hashing.views import (
+    ENROLL,
+    MATCH_DISTANCE,
+    check_profile,
+    content_box,
+    enroll_views,
+    matches,
+    query_views,
+)
+
+
+def _reencode(image: Image.Image, quality: int = 80) -> Image.Image:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def astronaut_views(astronaut: Image.Image) -> list:
+    return enroll_views(astronaut)
+
+
+def test_enroll_views_are_deterministic_and_start_with_the_plain_hash(
+    astronaut: Image.Image, astronaut_views: list
+) -> None:
+    names = [n for n, _ in astronaut_views]
+    assert names[0] == "full" and astronaut_views[0][1] == pdq(astronaut)
+    assert len(set(names)) == len(names)
+    most = 1 + len(ENROLL.crops) + len(ENROLL.rotations) + len(ENROLL.filled_rotations)
+    assert len(names) <= most + 7 * ENROLL.dihedral
+    assert all(h.signal.name == "pdq" and len(h.value) == 32 for _, h in astronaut_views)
+    assert enroll_views(astronaut) == astronaut_views
+
+
+def test_query_views_hold_the_plain_hash_and_its_dihedral_variants(astronaut: Image.Image) -> None:
+    views = query_views(astronaut)
+    names = [n for n, _ in views]
+    assert names[0] == "full" and views[0][1] == pdq(astronaut)
+    assert {f"full/{v}" for v in DIHEDRAL_NAMES if v != "original"} <= set(names)
+    assert len(set(names)) == len(names)
+    assert query_views(astronaut) == views
+
+
+def test_content_box_finds_a_photo_inside_borders(astronaut: Image.Image) -> None:
+    assert content_box(astronaut) is None
+    framed = ImageOps.expand(astronaut, border=(40, 200, 40, 260), fill=(255, 255, 255))
+    left, top, right, bottom = content_box(_reencode(framed))  # type: ignore[misc]
+    assert abs(left - 40) <= 3 and abs(top - 200) <= 3
+    assert abs(right - (40 + 512)) <= 3 and abs(bottom - (200 + 512)) <= 3
+
+
+def _screenshot(image: Image.Image) -> Image.Image:
+    """The photo at screen width inside a white phone screen with a header and a footer."""
+    screen = Image.new("RGB", (600, 1300), (255, 255, 255))
+    from PIL import ImageDraw
+
+    d = ImageDraw.Draw(screen)
+    d.text((20, 10), "12:34", fill=(0, 0, 0))
+    d.ellipse((20, 60, 70, 110), fill=(200, 40, 90))
+    d.text((90, 80), "someone", fill=(0, 0, 0))
+    screen.paste(image.resize((600, 600)), (0, 140))
+    for i in range(3):
+        d.ellipse((20 + i * 50, 760, 56 + i * 50, 796), outline=(0, 0, 0), width=3)
+    d.text((20, 820), "1,234 likes", fill=(0, 0, 0))
+    return screen
+
+
+EDITS = {
+    "mirror": lambda im: ImageOps.mirror(im),
+    "rot90_half": lambda im: im.transpose(Image.Transpose.ROTATE_90).resize((256, 256)),
+    "rot90": lambda im: im.transpose(Image.Transpose.ROTATE_90),
+    "crop_15%_offset": lambda im: im.crop((0, 77, 435, 512)),
+    "border": lambda im: ImageOps.expand(im, border=60, fill=(20, 120, 200)),
+    "screenshot": _screenshot,
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_views_find_what_plain_pdq_misses(
+    edit: str, astronaut: Image.Image, astronaut_views: list
+) -> None:
+    query = _reencode(EDITS[edit](astronaut))
+    assert pdq(query) - pdq(astronaut) > MATCH_DISTANCE, "plain PDQ already matches this edit"
+    assert matches(query_views(query), astronaut_views)
+
+
+def test_views_tell_different_photos_apart(astronaut_views: list) -> None:
+    from skimage import data
+
+    for name in ("coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field"):
+        pixels = np.asarray(getattr(data, name)())
+        other = Image.fromarray(pixels).convert("RGB")
+        assert not matches(query_views(other), astronaut_views), name
+        assert not matches(query_views(_reencode(ImageOps.mirror(other))), astronaut_views), name
+
+
+def test_unknown_profile_is_refused() -> None:
+    assert check_profile("plain") is None
+    with pytest.raises(InvalidInput, match="profile"):
+        check_profile("fast")
+
+
+def test_hash_file_with_a_profile(tmp_path: Path, astronaut: Image.Image) -> None:
+    path = tmp_path / "a.png"
+    astronaut.save(path)
+    result = hash_file(path, signals=["pdq"], profile="query")
+    assert result.ok and result.views is not None
+    assert result.views[0] == ("full", result.hashes["pdq"])
+    assert hash_file(path, signals=["pdq"]).views is None
+
+
+def test_cli_profile_outputs_named_views(tmp_path: Path, astronaut: Image.Image) -> None:
+    path = tmp_path / "astronaut.png"
+    astronaut.save(path)
+    plain = CliRunner().invoke(main, ["hash", "-j", "1", "--signals", "pdq", str(path)])
+    assert plain.exit_code == 0, plain.output
+    assert "pdq_views" not in json.loads(plain.stdout)
+
+    result = CliRunner().invoke(
+        main, ["hash", "-j", "1", "--signals", "pdq", "--profile", "enroll", str(path)]
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    views = record["pdq_views"]
+    assert views["full"] == record["pdq"]
+    assert list(views) == [n for n, _ in enroll_views(astronaut)]
+    assert all(len(v) == 64 for v in views.values())
+
+    csv_out = CliRunner().invoke(
+        main, ["hash", "-j", "1", "--format", "csv", "--profile", "query", str(path)]
+    )
+    assert csv_out.exit_code == 0, csv_out.output
+    header, row = csv_out.stdout.splitlines()[:2]
+    assert "pdq_views" in header.split(",")
+    assert "full/rot90=" in row
+
+    bad = CliRunner().invoke(main, ["hash", "--profile", "fast", str(path)])
+    assert bad.exit_code == 2
