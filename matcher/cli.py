@@ -525,10 +525,15 @@ def _record_hashes(record: dict[str, Any], *, variants: bool) -> list[Any]:
     if variants:
         for value in (record.get("pdq_dihedral") or {}).values():
             hashes.append(Hash.from_hex("pdq", value, quality=record.get("pdq_quality")))
+    # A profile's views (kept only at or above the quality floor when hashed).
+    for value in (record.get("pdq_views") or {}).values():
+        hashes.append(Hash.from_hex("pdq", value, quality=record.get("pdq_quality")))
     return hashes
 
 
-def _records(paths: tuple[str, ...], hashes_file: str | None, *, dihedral: bool) -> Iterator[dict]:
+def _records(
+    paths: tuple[str, ...], hashes_file: str | None, *, dihedral: bool, profile: str = "plain"
+) -> Iterator[dict]:
     if hashes_file:
         if paths:
             raise click.UsageError("give image paths or --hashes, not both")
@@ -538,7 +543,8 @@ def _records(paths: tuple[str, ...], hashes_file: str | None, *, dihedral: bool)
         raise click.UsageError("give image paths (or --hashes FILE)")
     from matcher.hashing import hash_files
 
-    for result in hash_files(_read_paths(paths), dihedral=dihedral, jobs=os.cpu_count() or 1):
+    jobs = os.cpu_count() or 1
+    for result in hash_files(_read_paths(paths), dihedral=dihedral, jobs=jobs, profile=profile):
         yield result.to_record()
 
 
@@ -549,6 +555,13 @@ def _records(paths: tuple[str, ...], hashes_file: str | None, *, dihedral: bool)
 @click.option(
     "--hashes", "hashes_file", help="Enroll the JSON lines of `matcher hash` ('-': stdin)."
 )
+@click.option(
+    "--profile",
+    type=click.Choice(["plain", "enroll"]),
+    default="plain",
+    show_default=True,
+    help="enroll: also the detection views of each image (crops, turns; ~223 PDQ hashes).",
+)
 def enroll_command(
     server: str,
     api_key: str | None,
@@ -557,6 +570,7 @@ def enroll_command(
     case: str,
     paths: tuple[str, ...],
     hashes_file: str | None,
+    profile: str,
 ) -> None:
     """Hash images on this machine and enroll only their hashes into a case (practitioners).
 
@@ -572,7 +586,7 @@ def enroll_command(
     from matcher.signals import PDQ
 
     hashes, failed, low = [], 0, 0
-    for record in _records(paths, hashes_file, dihedral=False):
+    for record in _records(paths, hashes_file, dihedral=False, profile=profile):
         if record.get("error"):
             failed += 1
             click.echo(f"matcher: {record['path']}: {record['error']}", err=True)
@@ -611,6 +625,13 @@ def enroll_command(
     "--hashes", "hashes_file", help="Match the JSON lines of `matcher hash` ('-': stdin)."
 )
 @click.option("--max-distance", type=int, help="A stricter match distance for every hash.")
+@click.option(
+    "--profile",
+    type=click.Choice(["plain", "query"]),
+    default="plain",
+    show_default=True,
+    help="query: also ask about each image's detection views (trimmed borders, tiles; ~25).",
+)
 def match_command(
     server: str,
     api_key: str | None,
@@ -619,6 +640,7 @@ def match_command(
     paths: tuple[str, ...],
     hashes_file: str | None,
     max_distance: int | None,
+    profile: str,
 ) -> None:
     """Hash images on this machine and ask the service whether they match (partners).
 
@@ -633,7 +655,7 @@ def match_command(
     """
     from matcher.client import Query
 
-    records = list(_records(paths, hashes_file, dihedral=True))
+    records = list(_records(paths, hashes_file, dihedral=True, profile=profile))
     with _client(server, api_key, timeout, tls_ca) as client:
         batch: list[tuple[dict, Any]] = []
 
@@ -769,6 +791,13 @@ def _count_in_background(count: Callable[[], int], bar: Any) -> None:
 )
 @click.option("--max-distance", type=int, help="A stricter match distance for every hash.")
 @click.option(
+    "--profile",
+    type=click.Choice(["plain", "query"]),
+    default="plain",
+    show_default=True,
+    help="query: also ask about each image's detection views (trimmed borders, tiles; ~25).",
+)
+@click.option(
     "-j",
     "--jobs",
     type=click.IntRange(min=1),
@@ -830,6 +859,7 @@ def scan_command(
     signals: str,
     dihedral: bool,
     max_distance: int | None,
+    profile: str,
     jobs: int | None,
     max_pixels: int | None,
     all_files: bool,
@@ -890,6 +920,7 @@ def scan_command(
         dihedral=dihedral,
         max_distance=max_distance,
         max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+        profile=profile,
     )
     # What the job computes: a later run continues it only if all of this is the same.
     job = {
@@ -899,6 +930,7 @@ def scan_command(
         "signals": list(wanted),
         "dihedral": dihedral,
         "max_distance": max_distance,
+        "profile": profile,
         "max_pixels": options.max_pixels,
         "all_files": all_files,
         "clean_rows": clean_rows,

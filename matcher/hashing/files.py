@@ -110,7 +110,13 @@ class FileHashes:
             }
             if "pdq" in hashes:
                 dihedral = {"original": hashes["pdq"], **dihedral}
-        return cls(path, hashes, dihedral)
+        # A profile's views were kept only at or above the PDQ quality floor when they were
+        # hashed; the line does not repeat each view's score, so they carry the picture's.
+        views = [
+            (name, Hash.from_hex("pdq", value, quality=quality, field=f"pdq_views.{name}"))
+            for name, value in (record.get("pdq_views") or {}).items()
+        ] or None
+        return cls(path, hashes, dihedral, views)
 
 
 def _image_extensions() -> frozenset[str]:

@@ -99,6 +99,8 @@ class HashOptions:
     """Also ask about the PDQ hashes of the 7 other rotations and flips (mirrored re-uploads)."""
     max_distance: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    profile: str = "plain"
+    """``query`` adds the detection views (crops, trimmed borders, tiles) to every query."""
 
 
 def hash_item(item: str, options: HashOptions) -> FileHashes:
@@ -116,6 +118,7 @@ def hash_item(item: str, options: HashOptions) -> FileHashes:
         dihedral=options.dihedral and "pdq" in options.signals,
         max_pixels=options.max_pixels,
         fs=fs,
+        profile=options.profile,
     )
 
 
@@ -139,6 +142,7 @@ def query_of(result: FileHashes, options: HashOptions) -> Query | None:
         else:
             hashes.append(pdq)
     hashes += [h for name, h in result.hashes.items() if name != "pdq"]
+    hashes += [h for _, h in result.views or ()]
     return Query(hashes, options.max_distance) if hashes else None
 
 
