@@ -154,8 +154,7 @@ def rpc(
                 guard.log_failure(method, code, exc)
                 await context.abort_with_status(to_status(exc))
             finally:
-                guard.metrics.requests.labels(method, code.name).inc()
-                guard.metrics.latency.labels(method).observe(time.perf_counter() - started)
+                guard.metrics.done(method, code.name, time.perf_counter() - started)
 
         return wrapper
 
@@ -186,8 +185,7 @@ def stream(*roles: Role) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                 guard.log_failure(method, code, exc)
                 await context.abort_with_status(to_status(exc))
             finally:
-                guard.metrics.requests.labels(method, code.name).inc()
-                guard.metrics.latency.labels(method).observe(time.perf_counter() - started)
+                guard.metrics.done(method, code.name, time.perf_counter() - started)
 
         return wrapper
 

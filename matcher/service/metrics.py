@@ -7,6 +7,7 @@ or a key. Index sizes are read from the bank when Prometheus scrapes, so they ar
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -76,6 +77,29 @@ class Metrics:
         )
         self.registry.register(_BankCollector(bank))
         self._server: object | None = None
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def done(self, method: str, code: str, seconds: float) -> None:
+        """Count one finished call and its latency."""
+        # labels() validates and locks on every call; the children are cached here instead
+        # (a few microseconds per call at thousands of calls per second).
+        key = (method, code)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.requests.labels(method, code)
+        child.inc()
+        latency = self._children.get((method,))
+        if latency is None:
+            latency = self._children[(method,)] = self.latency.labels(method)
+        latency.observe(seconds)
+
+    def count_hashes(self, op: str, signal: str, n: int = 1) -> None:
+        """Count hashes received for ``op`` (match, enroll) of one signal type."""
+        key = ("hashes", op, signal)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.hashes.labels(op, signal)
+        child.inc(n)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         """Serve ``/metrics`` over HTTP on ``addr:port`` (0 picks a free port); return the port."""

@@ -107,7 +107,7 @@ class MatchServicer(_Base, match_pb2_grpc.MatchServiceServicer):
             for h in q.hashes:
                 signals[h.signal.name] = signals.get(h.signal.name, 0) + 1
         for name, count in signals.items():
-            self.metrics.hashes.labels("match", name).inc(count)
+            self.metrics.count_hashes("match", name, count)
         self.metrics.matches.inc(sum(map(len, results)))
         return wire.results_to_pb(queries_pb, results)
 
@@ -164,7 +164,7 @@ class CaseServicer(_Base, cases_pb2_grpc.CaseServiceServicer):
         hashes = wire.hashes_from_pb(request.hashes)
         result = await _run(self.bank.enroll, number, hashes, by=who)
         for h in hashes:
-            self.metrics.hashes.labels("enroll", h.signal.name).inc()
+            self.metrics.count_hashes("enroll", h.signal.name)
         log.info("%d hashes enrolled by %s", result.added, who.audit_name)
         return wire.enroll_result_to_pb(result)
 
