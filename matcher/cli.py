@@ -501,6 +501,15 @@ def _client(server: str, api_key: str | None, timeout: float, tls_ca: str | None
     return Client(server, api_key, timeout=timeout, root_certificates=roots)
 
 
+def _remote(server: str, api_key: str | None, timeout: float, tls_ca: str | None, call: Any) -> Any:
+    """Run ``call(client)`` against the service; a library error becomes a one-line exit."""
+    with _client(server, api_key, timeout, tls_ca) as client:
+        try:
+            return call(client)
+        except MatcherError as exc:
+            _fail(exc)
+
+
 def _hash_lines(path: str) -> Iterator[dict[str, Any]]:
     """Records from `matcher hash` JSON Lines output ('-' for stdin)."""
     stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
@@ -580,8 +589,8 @@ def enroll_command(
 
     \b
     Examples:
-      matcher enroll MT-7K3P-9QXR-2D photo1.jpg photo2.heic
-      matcher hash ~/to-protect > h.jsonl && matcher enroll MT-7K3P-9QXR-2D --hashes h.jsonl
+      matcher enroll K7QP-2MXR-9TDA photo1.jpg photo2.heic
+      matcher hash ~/to-protect > h.jsonl && matcher enroll K7QP-2MXR-9TDA --hashes h.jsonl
     """
     from matcher.signals import PDQ
 
@@ -1085,11 +1094,7 @@ def case_create(server: str, api_key: str | None, timeout: float, tls_ca: str | 
     Example:
       matcher case create
     """
-    with _client(server, api_key, timeout, tls_ca) as client:
-        try:
-            new = client.create_case(org)
-        except MatcherError as exc:
-            _fail(exc)
+    new = _remote(server, api_key, timeout, tls_ca, lambda c: c.create_case(org))
     _echo_json({"case": new.case.number, "secret": new.secret})
     click.echo("The secret is shown once: give it, with the case number, to the person.", err=True)
 
@@ -1103,16 +1108,11 @@ def case_status(server: str, api_key: str | None, timeout: float, tls_ca: str | 
 
     \b
     Example:
-      matcher case status MT-7K3P-9QXR-2D
+      matcher case status K7QP-2MXR-9TDA
     """
     from matcher.client import as_dict
 
-    with _client(server, api_key, timeout, tls_ca) as client:
-        try:
-            info = client.get_case(case)
-        except MatcherError as exc:
-            _fail(exc)
-    _echo_json(as_dict(info))
+    _echo_json(as_dict(_remote(server, api_key, timeout, tls_ca, lambda c: c.get_case(case))))
 
 
 @case_group.command("withdraw")
@@ -1124,16 +1124,11 @@ def case_withdraw(server: str, api_key: str | None, timeout: float, tls_ca: str 
 
     \b
     Example:
-      matcher case withdraw MT-7K3P-9QXR-2D
+      matcher case withdraw K7QP-2MXR-9TDA
     """
     from matcher.client import as_dict
 
-    with _client(server, api_key, timeout, tls_ca) as client:
-        try:
-            info = client.withdraw(case)
-        except MatcherError as exc:
-            _fail(exc)
-    _echo_json(as_dict(info))
+    _echo_json(as_dict(_remote(server, api_key, timeout, tls_ca, lambda c: c.withdraw(case))))
 
 
 @main.command("withdraw")
@@ -1167,13 +1162,11 @@ def withdraw_command(server: str, timeout: float, tls_ca: str | None, case_numbe
 
     \b
     Example:
-      matcher withdraw MT-7K3P-9QXR-2D
+      matcher withdraw K7QP-2MXR-9TDA
     """
-    with _client(server, None, timeout, tls_ca) as client:
-        try:
-            state = client.withdraw_with_secret(case_number, secret)
-        except MatcherError as exc:
-            _fail(exc)
+    state = _remote(
+        server, None, timeout, tls_ca, lambda c: c.withdraw_with_secret(case_number, secret)
+    )
     click.echo(f"case {case_number}: {state}")
 
 
