@@ -66,6 +66,26 @@ class _Writer:
         self.out.flush()
 
 
+def _local_hashing_options(fn: Any) -> Any:
+    """-j, --max-pixels and --all-files: how files are hashed here (hash and scan share them)."""
+    fn = click.option(
+        "--all-files", is_flag=True, help="In folders, try every file, not only image/video names."
+    )(fn)
+    fn = click.option(
+        "--max-pixels",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Refuse images with more pixels than this (decompression-bomb guard; default 150M).",
+    )(fn)
+    return click.option(
+        "-j",
+        "--jobs",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Hash in N processes (default: number of CPUs).",
+    )(fn)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="matcher")
 def main() -> None:
@@ -106,22 +126,7 @@ def main() -> None:
     help="Also output named PDQ views (pdq_views) that survive crops, flips, borders and "
     "screenshots: 'enroll' for images to protect, 'query' for uploads to check.",
 )
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Hash in N processes (default: number of CPUs).",
-)
-@click.option(
-    "--max-pixels",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Refuse images with more pixels than this (decompression-bomb guard; default 150M).",
-)
-@click.option(
-    "--all-files", is_flag=True, help="In folders, try every file, not only image/video names."
-)
+@_local_hashing_options
 @click.option(
     "-o",
     "--output",
@@ -806,22 +811,7 @@ def _count_in_background(count: Callable[[], int], bar: Any) -> None:
     show_default=True,
     help="query: also ask about each image's detection views (trimmed borders, tiles; ~25).",
 )
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Hash in N processes (default: number of CPUs).",
-)
-@click.option(
-    "--max-pixels",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Refuse images with more pixels than this (decompression-bomb guard; default 150M).",
-)
-@click.option(
-    "--all-files", is_flag=True, help="In folders, try every file, not only image/video names."
-)
+@_local_hashing_options
 @click.option(
     "--batch-size",
     type=click.IntRange(1, 1000),
