@@ -106,6 +106,26 @@ class SignalType:
                 field=field,
             )
 
+    def meets_floor(self, quality: int | None) -> bool:
+        """The one quality rule: may a hash of this quality be enrolled (and trusted as a
+        query view)? True where the signal has no floor; False for an unknown quality where
+        it has one (a flat, collision-prone hash cannot be told from a good one).
+
+        >>> PDQ.meets_floor(50), PDQ.meets_floor(49), PDQ.meets_floor(None), MD5.meets_floor(None)
+        (True, False, False, True)
+        """
+        if self.quality_floor is None:
+            return True
+        return quality is not None and quality >= self.quality_floor
+
+    def check_enrollable(self, quality: int | None, *, field: str = "") -> None:
+        """Refuse (``LowQuality``) a hash that ``meets_floor`` rejects, saying why."""
+        if self.quality_floor is not None and quality is None:
+            raise LowQuality(
+                f"{self.name} hash needs its quality score (0-100) to be enrolled", field=field
+            )
+        self.check_quality(quality, field=field)
+
 
 # PDQ at 31 of 256 bits is Meta's published match threshold (used by HMA and StopNCII), and its
 # quality floor of 50 is Meta's recommendation below which hashes of flat images collide.

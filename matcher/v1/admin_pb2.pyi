@@ -129,15 +129,17 @@ class GetBankStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetBankStatsResponse(_message.Message):
-    __slots__ = ("ready", "indexed", "active_cases", "withdrawn_cases", "index_load_seconds")
+    __slots__ = ("ready", "indexed", "active_cases", "withdrawn_cases", "index_load_seconds", "active_items")
     READY_FIELD_NUMBER: _ClassVar[int]
     INDEXED_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_CASES_FIELD_NUMBER: _ClassVar[int]
     WITHDRAWN_CASES_FIELD_NUMBER: _ClassVar[int]
     INDEX_LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_ITEMS_FIELD_NUMBER: _ClassVar[int]
     ready: bool
     indexed: _containers.RepeatedCompositeFieldContainer[_hashes_pb2.SignalCount]
     active_cases: int
     withdrawn_cases: int
     index_load_seconds: float
-    def __init__(self, ready: _Optional[bool] = ..., indexed: _Optional[_Iterable[_Union[_hashes_pb2.SignalCount, _Mapping]]] = ..., active_cases: _Optional[int] = ..., withdrawn_cases: _Optional[int] = ..., index_load_seconds: _Optional[float] = ...) -> None: ...
+    active_items: int
+    def __init__(self, ready: _Optional[bool] = ..., indexed: _Optional[_Iterable[_Union[_hashes_pb2.SignalCount, _Mapping]]] = ..., active_cases: _Optional[int] = ..., withdrawn_cases: _Optional[int] = ..., index_load_seconds: _Optional[float] = ..., active_items: _Optional[int] = ...) -> None: ...

@@ -26,37 +26,55 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from matcher.v1 import hashes_pb2 as matcher_dot_v1_dot_hashes__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16matcher/v1/cases.proto\x12\nmatcher.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17matcher/v1/hashes.proto\"\xbc\x02\n\x04\x43\x61se\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x02 \x01(\t\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.matcher.v1.CaseState\x12\x12\n\nhash_count\x18\x04 \x01(\x03\x12,\n\x0bhash_counts\x18\x05 \x03(\x0b\x32\x17.matcher.v1.SignalCount\x12\x13\n\x0bmatch_count\x18\x06 \x01(\x03\x12\x18\n\x10reported_correct\x18\x07 \x01(\x03\x12\x16\n\x0ereported_wrong\x18\x08 \x01(\x03\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rwithdraw_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\")\n\x11\x43reateCaseRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\"O\n\x12\x43reateCaseResponse\x12\x1e\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x10.matcher.v1.Case\x12\x19\n\x11withdrawal_secret\x18\x02 \x01(\t\"B\n\x10\x41\x64\x64HashesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x06hashes\x18\x02 \x03(\x0b\x32\x10.matcher.v1.Hash\"J\n\x11\x41\x64\x64HashesResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12\x12\n\nhash_count\x18\x03 \x01(\x03\"\x1e\n\x0eGetCaseRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"1\n\x0fGetCaseResponse\x12\x1e\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x10.matcher.v1.Case\"#\n\x13WithdrawCaseRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x14WithdrawCaseResponse\x12\x1e\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x10.matcher.v1.Case\"D\n\x1dWithdrawCaseWithSecretRequest\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\x12\x0e\n\x06secret\x18\x02 \x01(\t\"y\n\x1eWithdrawCaseWithSecretResponse\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.matcher.v1.CaseState\x12\x31\n\rwithdraw_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*X\n\tCaseState\x12\x1a\n\x16\x43\x41SE_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41SE_STATE_ACTIVE\x10\x01\x12\x18\n\x14\x43\x41SE_STATE_WITHDRAWN\x10\x02\x32\xac\x03\n\x0b\x43\x61seService\x12K\n\nCreateCase\x12\x1d.matcher.v1.CreateCaseRequest\x1a\x1e.matcher.v1.CreateCaseResponse\x12H\n\tAddHashes\x12\x1c.matcher.v1.AddHashesRequest\x1a\x1d.matcher.v1.AddHashesResponse\x12\x42\n\x07GetCase\x12\x1a.matcher.v1.GetCaseRequest\x1a\x1b.matcher.v1.GetCaseResponse\x12Q\n\x0cWithdrawCase\x12\x1f.matcher.v1.WithdrawCaseRequest\x1a .matcher.v1.WithdrawCaseResponse\x12o\n\x16WithdrawCaseWithSecret\x12).matcher.v1.WithdrawCaseWithSecretRequest\x1a*.matcher.v1.WithdrawCaseWithSecretResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16matcher/v1/cases.proto\x12\nmatcher.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17matcher/v1/hashes.proto\"\xf1\x02\n\x04\x43\x61se\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x02 \x01(\t\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.matcher.v1.CaseState\x12\x12\n\nhash_count\x18\x04 \x01(\x03\x12,\n\x0bhash_counts\x18\x05 \x03(\x0b\x32\x17.matcher.v1.SignalCount\x12\x13\n\x0bmatch_count\x18\x06 \x01(\x03\x12\x18\n\x10reported_correct\x18\x07 \x01(\x03\x12\x16\n\x0ereported_wrong\x18\x08 \x01(\x03\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rwithdraw_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nitem_count\x18\x0b \x01(\x03\x12\x1f\n\x05items\x18\x0c \x03(\x0b\x32\x10.matcher.v1.Item\"\xea\x02\n\x04Item\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\x05\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.matcher.v1.ItemKind\x12$\n\x05state\x18\x04 \x01(\x0e\x32\x15.matcher.v1.ItemState\x12\r\n\x05label\x18\x05 \x01(\t\x12\x12\n\nhash_count\x18\x06 \x01(\x03\x12,\n\x0bhash_counts\x18\x07 \x03(\x0b\x32\x17.matcher.v1.SignalCount\x12\x13\n\x0bmatch_count\x18\x08 \x01(\x03\x12\x18\n\x10reported_correct\x18\t \x01(\x03\x12\x16\n\x0ereported_wrong\x18\n \x01(\x03\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rwithdraw_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\x07NewItem\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.matcher.v1.ItemKind\x12 \n\x06hashes\x18\x02 \x03(\x0b\x32\x10.matcher.v1.Hash\x12\r\n\x05label\x18\x03 \x01(\t\")\n\x11\x43reateCaseRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\"O\n\x12\x43reateCaseResponse\x12\x1e\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x10.matcher.v1.Case\x12\x19\n\x11withdrawal_secret\x18\x02 \x01(\t\"C\n\x0f\x41\x64\x64ItemsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x05items\x18\x02 \x03(\x0b\x32\x13.matcher.v1.NewItem\"|\n\x10\x41\x64\x64ItemsResponse\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.matcher.v1.Item\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x05\x12\x10\n\x08\x65xisting\x18\x03 \x01(\x05\x12\x12\n\nitem_count\x18\x04 \x01(\x03\x12\x12\n\nhash_count\x18\x05 \x01(\x03\"\x1e\n\x0eGetCaseRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"1\n\x0fGetCaseResponse\x12\x1e\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x10.matcher.v1.Case\"#\n\x13WithdrawCaseRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x14WithdrawCaseResponse\x12\x1e\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x10.matcher.v1.Case\"#\n\x13WithdrawItemRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x14WithdrawItemResponse\x12\x1e\n\x04item\x18\x01 \x01(\x0b\x32\x10.matcher.v1.Item\"?\n\x18GetCaseWithSecretRequest\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\x12\x0e\n\x06secret\x18\x02 \x01(\t\";\n\x19GetCaseWithSecretResponse\x12\x1e\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x10.matcher.v1.Case\"D\n\x1dWithdrawCaseWithSecretRequest\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\x12\x0e\n\x06secret\x18\x02 \x01(\t\"y\n\x1eWithdrawCaseWithSecretResponse\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.matcher.v1.CaseState\x12\x31\n\rwithdraw_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\x1dWithdrawItemWithSecretRequest\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x13\n\x0bitem_number\x18\x03 \x01(\x05\"@\n\x1eWithdrawItemWithSecretResponse\x12\x1e\n\x04item\x18\x01 \x01(\x0b\x32\x10.matcher.v1.Item*X\n\tCaseState\x12\x1a\n\x16\x43\x41SE_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41SE_STATE_ACTIVE\x10\x01\x12\x18\n\x14\x43\x41SE_STATE_WITHDRAWN\x10\x02*X\n\tItemState\x12\x1a\n\x16ITEM_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11ITEM_STATE_ACTIVE\x10\x01\x12\x18\n\x14ITEM_STATE_WITHDRAWN\x10\x02\x32\xcf\x05\n\x0b\x43\x61seService\x12K\n\nCreateCase\x12\x1d.matcher.v1.CreateCaseRequest\x1a\x1e.matcher.v1.CreateCaseResponse\x12\x45\n\x08\x41\x64\x64Items\x12\x1b.matcher.v1.AddItemsRequest\x1a\x1c.matcher.v1.AddItemsResponse\x12\x42\n\x07GetCase\x12\x1a.matcher.v1.GetCaseRequest\x1a\x1b.matcher.v1.GetCaseResponse\x12Q\n\x0cWithdrawCase\x12\x1f.matcher.v1.WithdrawCaseRequest\x1a .matcher.v1.WithdrawCaseResponse\x12Q\n\x0cWithdrawItem\x12\x1f.matcher.v1.WithdrawItemRequest\x1a .matcher.v1.WithdrawItemResponse\x12`\n\x11GetCaseWithSecret\x12$.matcher.v1.GetCaseWithSecretRequest\x1a%.matcher.v1.GetCaseWithSecretResponse\x12o\n\x16WithdrawCaseWithSecret\x12).matcher.v1.WithdrawCaseWithSecretRequest\x1a*.matcher.v1.WithdrawCaseWithSecretResponse\x12o\n\x16WithdrawItemWithSecret\x12).matcher.v1.WithdrawItemWithSecretRequest\x1a*.matcher.v1.WithdrawItemWithSecretResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'matcher.v1.cases_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CASESTATE']._serialized_start=1052
-  _globals['_CASESTATE']._serialized_end=1140
+  _globals['_CASESTATE']._serialized_start=1993
+  _globals['_CASESTATE']._serialized_end=2081
+  _globals['_ITEMSTATE']._serialized_start=2083
+  _globals['_ITEMSTATE']._serialized_end=2171
   _globals['_CASE']._serialized_start=97
-  _globals['_CASE']._serialized_end=413
-  _globals['_CREATECASEREQUEST']._serialized_start=415
-  _globals['_CREATECASEREQUEST']._serialized_end=456
-  _globals['_CREATECASERESPONSE']._serialized_start=458
-  _globals['_CREATECASERESPONSE']._serialized_end=537
-  _globals['_ADDHASHESREQUEST']._serialized_start=539
-  _globals['_ADDHASHESREQUEST']._serialized_end=605
-  _globals['_ADDHASHESRESPONSE']._serialized_start=607
-  _globals['_ADDHASHESRESPONSE']._serialized_end=681
-  _globals['_GETCASEREQUEST']._serialized_start=683
-  _globals['_GETCASEREQUEST']._serialized_end=713
-  _globals['_GETCASERESPONSE']._serialized_start=715
-  _globals['_GETCASERESPONSE']._serialized_end=764
-  _globals['_WITHDRAWCASEREQUEST']._serialized_start=766
-  _globals['_WITHDRAWCASEREQUEST']._serialized_end=801
-  _globals['_WITHDRAWCASERESPONSE']._serialized_start=803
-  _globals['_WITHDRAWCASERESPONSE']._serialized_end=857
-  _globals['_WITHDRAWCASEWITHSECRETREQUEST']._serialized_start=859
-  _globals['_WITHDRAWCASEWITHSECRETREQUEST']._serialized_end=927
-  _globals['_WITHDRAWCASEWITHSECRETRESPONSE']._serialized_start=929
-  _globals['_WITHDRAWCASEWITHSECRETRESPONSE']._serialized_end=1050
-  _globals['_CASESERVICE']._serialized_start=1143
-  _globals['_CASESERVICE']._serialized_end=1571
+  _globals['_CASE']._serialized_end=466
+  _globals['_ITEM']._serialized_start=469
+  _globals['_ITEM']._serialized_end=831
+  _globals['_NEWITEM']._serialized_start=833
+  _globals['_NEWITEM']._serialized_end=927
+  _globals['_CREATECASEREQUEST']._serialized_start=929
+  _globals['_CREATECASEREQUEST']._serialized_end=970
+  _globals['_CREATECASERESPONSE']._serialized_start=972
+  _globals['_CREATECASERESPONSE']._serialized_end=1051
+  _globals['_ADDITEMSREQUEST']._serialized_start=1053
+  _globals['_ADDITEMSREQUEST']._serialized_end=1120
+  _globals['_ADDITEMSRESPONSE']._serialized_start=1122
+  _globals['_ADDITEMSRESPONSE']._serialized_end=1246
+  _globals['_GETCASEREQUEST']._serialized_start=1248
+  _globals['_GETCASEREQUEST']._serialized_end=1278
+  _globals['_GETCASERESPONSE']._serialized_start=1280
+  _globals['_GETCASERESPONSE']._serialized_end=1329
+  _globals['_WITHDRAWCASEREQUEST']._serialized_start=1331
+  _globals['_WITHDRAWCASEREQUEST']._serialized_end=1366
+  _globals['_WITHDRAWCASERESPONSE']._serialized_start=1368
+  _globals['_WITHDRAWCASERESPONSE']._serialized_end=1422
+  _globals['_WITHDRAWITEMREQUEST']._serialized_start=1424
+  _globals['_WITHDRAWITEMREQUEST']._serialized_end=1459
+  _globals['_WITHDRAWITEMRESPONSE']._serialized_start=1461
+  _globals['_WITHDRAWITEMRESPONSE']._serialized_end=1515
+  _globals['_GETCASEWITHSECRETREQUEST']._serialized_start=1517
+  _globals['_GETCASEWITHSECRETREQUEST']._serialized_end=1580
+  _globals['_GETCASEWITHSECRETRESPONSE']._serialized_start=1582
+  _globals['_GETCASEWITHSECRETRESPONSE']._serialized_end=1641
+  _globals['_WITHDRAWCASEWITHSECRETREQUEST']._serialized_start=1643
+  _globals['_WITHDRAWCASEWITHSECRETREQUEST']._serialized_end=1711
+  _globals['_WITHDRAWCASEWITHSECRETRESPONSE']._serialized_start=1713
+  _globals['_WITHDRAWCASEWITHSECRETRESPONSE']._serialized_end=1834
+  _globals['_WITHDRAWITEMWITHSECRETREQUEST']._serialized_start=1836
+  _globals['_WITHDRAWITEMWITHSECRETREQUEST']._serialized_end=1925
+  _globals['_WITHDRAWITEMWITHSECRETRESPONSE']._serialized_start=1927
+  _globals['_WITHDRAWITEMWITHSECRETRESPONSE']._serialized_end=1991
+  _globals['_CASESERVICE']._serialized_start=2174
+  _globals['_CASESERVICE']._serialized_end=2893
 # @@protoc_insertion_point(module_scope)

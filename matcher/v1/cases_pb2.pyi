@@ -16,12 +16,21 @@ class CaseState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CASE_STATE_UNSPECIFIED: _ClassVar[CaseState]
     CASE_STATE_ACTIVE: _ClassVar[CaseState]
     CASE_STATE_WITHDRAWN: _ClassVar[CaseState]
+
+class ItemState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ITEM_STATE_UNSPECIFIED: _ClassVar[ItemState]
+    ITEM_STATE_ACTIVE: _ClassVar[ItemState]
+    ITEM_STATE_WITHDRAWN: _ClassVar[ItemState]
 CASE_STATE_UNSPECIFIED: CaseState
 CASE_STATE_ACTIVE: CaseState
 CASE_STATE_WITHDRAWN: CaseState
+ITEM_STATE_UNSPECIFIED: ItemState
+ITEM_STATE_ACTIVE: ItemState
+ITEM_STATE_WITHDRAWN: ItemState
 
 class Case(_message.Message):
-    __slots__ = ("name", "case_number", "state", "hash_count", "hash_counts", "match_count", "reported_correct", "reported_wrong", "create_time", "withdraw_time")
+    __slots__ = ("name", "case_number", "state", "hash_count", "hash_counts", "match_count", "reported_correct", "reported_wrong", "create_time", "withdraw_time", "item_count", "items")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +41,8 @@ class Case(_message.Message):
     REPORTED_WRONG_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     WITHDRAW_TIME_FIELD_NUMBER: _ClassVar[int]
+    ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
     name: str
     case_number: str
     state: CaseState
@@ -42,7 +53,47 @@ class Case(_message.Message):
     reported_wrong: int
     create_time: _timestamp_pb2.Timestamp
     withdraw_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., case_number: _Optional[str] = ..., state: _Optional[_Union[CaseState, str]] = ..., hash_count: _Optional[int] = ..., hash_counts: _Optional[_Iterable[_Union[_hashes_pb2.SignalCount, _Mapping]]] = ..., match_count: _Optional[int] = ..., reported_correct: _Optional[int] = ..., reported_wrong: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., withdraw_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    item_count: int
+    items: _containers.RepeatedCompositeFieldContainer[Item]
+    def __init__(self, name: _Optional[str] = ..., case_number: _Optional[str] = ..., state: _Optional[_Union[CaseState, str]] = ..., hash_count: _Optional[int] = ..., hash_counts: _Optional[_Iterable[_Union[_hashes_pb2.SignalCount, _Mapping]]] = ..., match_count: _Optional[int] = ..., reported_correct: _Optional[int] = ..., reported_wrong: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., withdraw_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., item_count: _Optional[int] = ..., items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ...) -> None: ...
+
+class Item(_message.Message):
+    __slots__ = ("name", "number", "kind", "state", "label", "hash_count", "hash_counts", "match_count", "reported_correct", "reported_wrong", "create_time", "withdraw_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    HASH_COUNT_FIELD_NUMBER: _ClassVar[int]
+    HASH_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    MATCH_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_WRONG_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    WITHDRAW_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    number: int
+    kind: _hashes_pb2.ItemKind
+    state: ItemState
+    label: str
+    hash_count: int
+    hash_counts: _containers.RepeatedCompositeFieldContainer[_hashes_pb2.SignalCount]
+    match_count: int
+    reported_correct: int
+    reported_wrong: int
+    create_time: _timestamp_pb2.Timestamp
+    withdraw_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., number: _Optional[int] = ..., kind: _Optional[_Union[_hashes_pb2.ItemKind, str]] = ..., state: _Optional[_Union[ItemState, str]] = ..., label: _Optional[str] = ..., hash_count: _Optional[int] = ..., hash_counts: _Optional[_Iterable[_Union[_hashes_pb2.SignalCount, _Mapping]]] = ..., match_count: _Optional[int] = ..., reported_correct: _Optional[int] = ..., reported_wrong: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., withdraw_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class NewItem(_message.Message):
+    __slots__ = ("kind", "hashes", "label")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    HASHES_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    kind: _hashes_pb2.ItemKind
+    hashes: _containers.RepeatedCompositeFieldContainer[_hashes_pb2.Hash]
+    label: str
+    def __init__(self, kind: _Optional[_Union[_hashes_pb2.ItemKind, str]] = ..., hashes: _Optional[_Iterable[_Union[_hashes_pb2.Hash, _Mapping]]] = ..., label: _Optional[str] = ...) -> None: ...
 
 class CreateCaseRequest(_message.Message):
     __slots__ = ("organization",)
@@ -58,23 +109,27 @@ class CreateCaseResponse(_message.Message):
     withdrawal_secret: str
     def __init__(self, case: _Optional[_Union[Case, _Mapping]] = ..., withdrawal_secret: _Optional[str] = ...) -> None: ...
 
-class AddHashesRequest(_message.Message):
-    __slots__ = ("name", "hashes")
+class AddItemsRequest(_message.Message):
+    __slots__ = ("name", "items")
     NAME_FIELD_NUMBER: _ClassVar[int]
-    HASHES_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
     name: str
-    hashes: _containers.RepeatedCompositeFieldContainer[_hashes_pb2.Hash]
-    def __init__(self, name: _Optional[str] = ..., hashes: _Optional[_Iterable[_Union[_hashes_pb2.Hash, _Mapping]]] = ...) -> None: ...
+    items: _containers.RepeatedCompositeFieldContainer[NewItem]
+    def __init__(self, name: _Optional[str] = ..., items: _Optional[_Iterable[_Union[NewItem, _Mapping]]] = ...) -> None: ...
 
-class AddHashesResponse(_message.Message):
-    __slots__ = ("added", "duplicates", "hash_count")
+class AddItemsResponse(_message.Message):
+    __slots__ = ("items", "added", "existing", "item_count", "hash_count")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
     ADDED_FIELD_NUMBER: _ClassVar[int]
-    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    EXISTING_FIELD_NUMBER: _ClassVar[int]
+    ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
     HASH_COUNT_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Item]
     added: int
-    duplicates: int
+    existing: int
+    item_count: int
     hash_count: int
-    def __init__(self, added: _Optional[int] = ..., duplicates: _Optional[int] = ..., hash_count: _Optional[int] = ...) -> None: ...
+    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., added: _Optional[int] = ..., existing: _Optional[int] = ..., item_count: _Optional[int] = ..., hash_count: _Optional[int] = ...) -> None: ...
 
 class GetCaseRequest(_message.Message):
     __slots__ = ("name",)
@@ -100,6 +155,32 @@ class WithdrawCaseResponse(_message.Message):
     case: Case
     def __init__(self, case: _Optional[_Union[Case, _Mapping]] = ...) -> None: ...
 
+class WithdrawItemRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class WithdrawItemResponse(_message.Message):
+    __slots__ = ("item",)
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    item: Item
+    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ...) -> None: ...
+
+class GetCaseWithSecretRequest(_message.Message):
+    __slots__ = ("case_number", "secret")
+    CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    case_number: str
+    secret: str
+    def __init__(self, case_number: _Optional[str] = ..., secret: _Optional[str] = ...) -> None: ...
+
+class GetCaseWithSecretResponse(_message.Message):
+    __slots__ = ("case",)
+    CASE_FIELD_NUMBER: _ClassVar[int]
+    case: Case
+    def __init__(self, case: _Optional[_Union[Case, _Mapping]] = ...) -> None: ...
+
 class WithdrawCaseWithSecretRequest(_message.Message):
     __slots__ = ("case_number", "secret")
     CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
@@ -115,3 +196,19 @@ class WithdrawCaseWithSecretResponse(_message.Message):
     state: CaseState
     withdraw_time: _timestamp_pb2.Timestamp
     def __init__(self, state: _Optional[_Union[CaseState, str]] = ..., withdraw_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class WithdrawItemWithSecretRequest(_message.Message):
+    __slots__ = ("case_number", "secret", "item_number")
+    CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    ITEM_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    case_number: str
+    secret: str
+    item_number: int
+    def __init__(self, case_number: _Optional[str] = ..., secret: _Optional[str] = ..., item_number: _Optional[int] = ...) -> None: ...
+
+class WithdrawItemWithSecretResponse(_message.Message):
+    __slots__ = ("item",)
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    item: Item
+    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ...) -> None: ...

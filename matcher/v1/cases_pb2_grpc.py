@@ -41,10 +41,10 @@ class CaseServiceStub:
                 request_serializer=matcher_dot_v1_dot_cases__pb2.CreateCaseRequest.SerializeToString,
                 response_deserializer=matcher_dot_v1_dot_cases__pb2.CreateCaseResponse.FromString,
                 _registered_method=True)
-        self.AddHashes = channel.unary_unary(
-                '/matcher.v1.CaseService/AddHashes',
-                request_serializer=matcher_dot_v1_dot_cases__pb2.AddHashesRequest.SerializeToString,
-                response_deserializer=matcher_dot_v1_dot_cases__pb2.AddHashesResponse.FromString,
+        self.AddItems = channel.unary_unary(
+                '/matcher.v1.CaseService/AddItems',
+                request_serializer=matcher_dot_v1_dot_cases__pb2.AddItemsRequest.SerializeToString,
+                response_deserializer=matcher_dot_v1_dot_cases__pb2.AddItemsResponse.FromString,
                 _registered_method=True)
         self.GetCase = channel.unary_unary(
                 '/matcher.v1.CaseService/GetCase',
@@ -56,10 +56,25 @@ class CaseServiceStub:
                 request_serializer=matcher_dot_v1_dot_cases__pb2.WithdrawCaseRequest.SerializeToString,
                 response_deserializer=matcher_dot_v1_dot_cases__pb2.WithdrawCaseResponse.FromString,
                 _registered_method=True)
+        self.WithdrawItem = channel.unary_unary(
+                '/matcher.v1.CaseService/WithdrawItem',
+                request_serializer=matcher_dot_v1_dot_cases__pb2.WithdrawItemRequest.SerializeToString,
+                response_deserializer=matcher_dot_v1_dot_cases__pb2.WithdrawItemResponse.FromString,
+                _registered_method=True)
+        self.GetCaseWithSecret = channel.unary_unary(
+                '/matcher.v1.CaseService/GetCaseWithSecret',
+                request_serializer=matcher_dot_v1_dot_cases__pb2.GetCaseWithSecretRequest.SerializeToString,
+                response_deserializer=matcher_dot_v1_dot_cases__pb2.GetCaseWithSecretResponse.FromString,
+                _registered_method=True)
         self.WithdrawCaseWithSecret = channel.unary_unary(
                 '/matcher.v1.CaseService/WithdrawCaseWithSecret',
                 request_serializer=matcher_dot_v1_dot_cases__pb2.WithdrawCaseWithSecretRequest.SerializeToString,
                 response_deserializer=matcher_dot_v1_dot_cases__pb2.WithdrawCaseWithSecretResponse.FromString,
+                _registered_method=True)
+        self.WithdrawItemWithSecret = channel.unary_unary(
+                '/matcher.v1.CaseService/WithdrawItemWithSecret',
+                request_serializer=matcher_dot_v1_dot_cases__pb2.WithdrawItemWithSecretRequest.SerializeToString,
+                response_deserializer=matcher_dot_v1_dot_cases__pb2.WithdrawItemWithSecretResponse.FromString,
                 _registered_method=True)
 
 
@@ -76,32 +91,58 @@ class CaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def AddHashes(self, request, context):
-        """Add hashes to a case: all of them or none. Acknowledged only once committed to the store.
-        Re-sending hashes already in the case adds nothing, so retries are safe.
+    def AddItems(self, request, context):
+        """Enroll items (images) into a case, each with all of its hashes: every item of the call or
+        none. Acknowledged only once committed to the store. An item identical to one the case
+        already holds (the same hashes) is not added again, so retries are safe.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetCase(self, request, context):
-        """A case's state and counts.
+        """A case's state, counts and items.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WithdrawCase(self, request, context):
-        """Withdraw a case: its hashes are deleted, and no match returns them once this returns.
+        """Withdraw a case: the hashes of all its items are deleted, and no match returns them once
+        this returns.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WithdrawItem(self, request, context):
+        """Withdraw one item of a case: its hashes are deleted, and no match returns it once this
+        returns. The case's other items keep matching.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCaseWithSecret(self, request, context):
+        """A case's state, counts and items, for its victim, with its number and secret; needs no API
+        key. A wrong number and a wrong secret both give NOT_FOUND; failed attempts are
+        rate-limited per case and per caller address.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WithdrawCaseWithSecret(self, request, context):
-        """Withdraw a case as its victim, with its number and secret; needs no API key. A wrong
-        number and a wrong secret both give NOT_FOUND; failed attempts are rate-limited per case
-        and per caller address.
+        """Withdraw a case as its victim, with its number and secret; needs no API key. Errors as for
+        `GetCaseWithSecret`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WithdrawItemWithSecret(self, request, context):
+        """Withdraw one item as the case's victim, with the case number and secret; needs no API key.
+        Errors as for `GetCaseWithSecret`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -115,10 +156,10 @@ def add_CaseServiceServicer_to_server(servicer, server):
                     request_deserializer=matcher_dot_v1_dot_cases__pb2.CreateCaseRequest.FromString,
                     response_serializer=matcher_dot_v1_dot_cases__pb2.CreateCaseResponse.SerializeToString,
             ),
-            'AddHashes': grpc.unary_unary_rpc_method_handler(
-                    servicer.AddHashes,
-                    request_deserializer=matcher_dot_v1_dot_cases__pb2.AddHashesRequest.FromString,
-                    response_serializer=matcher_dot_v1_dot_cases__pb2.AddHashesResponse.SerializeToString,
+            'AddItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddItems,
+                    request_deserializer=matcher_dot_v1_dot_cases__pb2.AddItemsRequest.FromString,
+                    response_serializer=matcher_dot_v1_dot_cases__pb2.AddItemsResponse.SerializeToString,
             ),
             'GetCase': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCase,
@@ -130,10 +171,25 @@ def add_CaseServiceServicer_to_server(servicer, server):
                     request_deserializer=matcher_dot_v1_dot_cases__pb2.WithdrawCaseRequest.FromString,
                     response_serializer=matcher_dot_v1_dot_cases__pb2.WithdrawCaseResponse.SerializeToString,
             ),
+            'WithdrawItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.WithdrawItem,
+                    request_deserializer=matcher_dot_v1_dot_cases__pb2.WithdrawItemRequest.FromString,
+                    response_serializer=matcher_dot_v1_dot_cases__pb2.WithdrawItemResponse.SerializeToString,
+            ),
+            'GetCaseWithSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCaseWithSecret,
+                    request_deserializer=matcher_dot_v1_dot_cases__pb2.GetCaseWithSecretRequest.FromString,
+                    response_serializer=matcher_dot_v1_dot_cases__pb2.GetCaseWithSecretResponse.SerializeToString,
+            ),
             'WithdrawCaseWithSecret': grpc.unary_unary_rpc_method_handler(
                     servicer.WithdrawCaseWithSecret,
                     request_deserializer=matcher_dot_v1_dot_cases__pb2.WithdrawCaseWithSecretRequest.FromString,
                     response_serializer=matcher_dot_v1_dot_cases__pb2.WithdrawCaseWithSecretResponse.SerializeToString,
+            ),
+            'WithdrawItemWithSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.WithdrawItemWithSecret,
+                    request_deserializer=matcher_dot_v1_dot_cases__pb2.WithdrawItemWithSecretRequest.FromString,
+                    response_serializer=matcher_dot_v1_dot_cases__pb2.WithdrawItemWithSecretResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,7 +232,7 @@ class CaseService:
             _registered_method=True)
 
     @staticmethod
-    def AddHashes(request,
+    def AddItems(request,
             target,
             options=(),
             channel_credentials=None,
@@ -189,9 +245,9 @@ class CaseService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/matcher.v1.CaseService/AddHashes',
-            matcher_dot_v1_dot_cases__pb2.AddHashesRequest.SerializeToString,
-            matcher_dot_v1_dot_cases__pb2.AddHashesResponse.FromString,
+            '/matcher.v1.CaseService/AddItems',
+            matcher_dot_v1_dot_cases__pb2.AddItemsRequest.SerializeToString,
+            matcher_dot_v1_dot_cases__pb2.AddItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -257,6 +313,60 @@ class CaseService:
             _registered_method=True)
 
     @staticmethod
+    def WithdrawItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/matcher.v1.CaseService/WithdrawItem',
+            matcher_dot_v1_dot_cases__pb2.WithdrawItemRequest.SerializeToString,
+            matcher_dot_v1_dot_cases__pb2.WithdrawItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCaseWithSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/matcher.v1.CaseService/GetCaseWithSecret',
+            matcher_dot_v1_dot_cases__pb2.GetCaseWithSecretRequest.SerializeToString,
+            matcher_dot_v1_dot_cases__pb2.GetCaseWithSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def WithdrawCaseWithSecret(request,
             target,
             options=(),
@@ -273,6 +383,33 @@ class CaseService:
             '/matcher.v1.CaseService/WithdrawCaseWithSecret',
             matcher_dot_v1_dot_cases__pb2.WithdrawCaseWithSecretRequest.SerializeToString,
             matcher_dot_v1_dot_cases__pb2.WithdrawCaseWithSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WithdrawItemWithSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/matcher.v1.CaseService/WithdrawItemWithSecret',
+            matcher_dot_v1_dot_cases__pb2.WithdrawItemWithSecretRequest.SerializeToString,
+            matcher_dot_v1_dot_cases__pb2.WithdrawItemWithSecretResponse.FromString,
             options,
             channel_credentials,
             insecure,

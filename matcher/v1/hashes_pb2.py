@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17matcher/v1/hashes.proto\x12\nmatcher.v1\"d\n\x04Hash\x12+\n\x0bsignal_type\x18\x01 \x01(\x0e\x32\x16.matcher.v1.SignalType\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x14\n\x07quality\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\n\n\x08_quality\"I\n\x0bSignalCount\x12+\n\x0bsignal_type\x18\x01 \x01(\x0e\x32\x16.matcher.v1.SignalType\x12\r\n\x05\x63ount\x18\x02 \x01(\x03*\x82\x01\n\nSignalType\x12\x1b\n\x17SIGNAL_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSIGNAL_TYPE_PDQ\x10\x01\x12\x15\n\x11SIGNAL_TYPE_PHASH\x10\x02\x12\x13\n\x0fSIGNAL_TYPE_MD5\x10\x03\x12\x16\n\x12SIGNAL_TYPE_SHA256\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17matcher/v1/hashes.proto\x12\nmatcher.v1\"d\n\x04Hash\x12+\n\x0bsignal_type\x18\x01 \x01(\x0e\x32\x16.matcher.v1.SignalType\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x14\n\x07quality\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\n\n\x08_quality\"I\n\x0bSignalCount\x12+\n\x0bsignal_type\x18\x01 \x01(\x0e\x32\x16.matcher.v1.SignalType\x12\r\n\x05\x63ount\x18\x02 \x01(\x03*\x82\x01\n\nSignalType\x12\x1b\n\x17SIGNAL_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSIGNAL_TYPE_PDQ\x10\x01\x12\x15\n\x11SIGNAL_TYPE_PHASH\x10\x02\x12\x13\n\x0fSIGNAL_TYPE_MD5\x10\x03\x12\x16\n\x12SIGNAL_TYPE_SHA256\x10\x04*O\n\x08ItemKind\x12\x19\n\x15ITEM_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fITEM_KIND_IMAGE\x10\x01\x12\x13\n\x0fITEM_KIND_VIDEO\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SIGNALTYPE']._serialized_start=217
   _globals['_SIGNALTYPE']._serialized_end=347
+  _globals['_ITEMKIND']._serialized_start=349
+  _globals['_ITEMKIND']._serialized_end=428
   _globals['_HASH']._serialized_start=39
   _globals['_HASH']._serialized_end=139
   _globals['_SIGNALCOUNT']._serialized_start=141

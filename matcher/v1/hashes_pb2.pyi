@@ -12,11 +12,20 @@ class SignalType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SIGNAL_TYPE_PHASH: _ClassVar[SignalType]
     SIGNAL_TYPE_MD5: _ClassVar[SignalType]
     SIGNAL_TYPE_SHA256: _ClassVar[SignalType]
+
+class ItemKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ITEM_KIND_UNSPECIFIED: _ClassVar[ItemKind]
+    ITEM_KIND_IMAGE: _ClassVar[ItemKind]
+    ITEM_KIND_VIDEO: _ClassVar[ItemKind]
 SIGNAL_TYPE_UNSPECIFIED: SignalType
 SIGNAL_TYPE_PDQ: SignalType
 SIGNAL_TYPE_PHASH: SignalType
 SIGNAL_TYPE_MD5: SignalType
 SIGNAL_TYPE_SHA256: SignalType
+ITEM_KIND_UNSPECIFIED: ItemKind
+ITEM_KIND_IMAGE: ItemKind
+ITEM_KIND_VIDEO: ItemKind
 
 class Hash(_message.Message):
     __slots__ = ("signal_type", "value", "quality")

@@ -25,33 +25,33 @@ _sym_db = _symbol_database.Default()
 from matcher.v1 import hashes_pb2 as matcher_dot_v1_dot_hashes__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16matcher/v1/match.proto\x12\nmatcher.v1\x1a\x17matcher/v1/hashes.proto\"g\n\x05Query\x12 \n\x06hashes\x18\x01 \x03(\x0b\x32\x10.matcher.v1.Hash\x12\x19\n\x0cmax_distance\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x08query_id\x18\x03 \x01(\tB\x0f\n\r_max_distance\"^\n\x0bMatchResult\x12\x10\n\x08match_id\x18\x01 \x01(\t\x12+\n\x0bsignal_type\x18\x02 \x01(\x0e\x32\x16.matcher.v1.SignalType\x12\x10\n\x08\x64istance\x18\x03 \x01(\x05\"I\n\x0bQueryResult\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12(\n\x07matches\x18\x02 \x03(\x0b\x32\x17.matcher.v1.MatchResult\"2\n\x0cMatchRequest\x12\"\n\x07queries\x18\x01 \x03(\x0b\x32\x11.matcher.v1.Query\"9\n\rMatchResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.matcher.v1.QueryResult\"8\n\x12StreamMatchRequest\x12\"\n\x07queries\x18\x01 \x03(\x0b\x32\x11.matcher.v1.Query\"?\n\x13StreamMatchResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.matcher.v1.QueryResult\"L\n\x12ReportMatchRequest\x12\x10\n\x08match_id\x18\x01 \x01(\t\x12$\n\x07verdict\x18\x02 \x01(\x0e\x32\x13.matcher.v1.Verdict\"\x15\n\x13ReportMatchResponse*J\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x13\n\x0fVERDICT_CORRECT\x10\x01\x12\x11\n\rVERDICT_WRONG\x10\x02\x32\xf0\x01\n\x0cMatchService\x12<\n\x05Match\x12\x18.matcher.v1.MatchRequest\x1a\x19.matcher.v1.MatchResponse\x12R\n\x0bStreamMatch\x12\x1e.matcher.v1.StreamMatchRequest\x1a\x1f.matcher.v1.StreamMatchResponse(\x01\x30\x01\x12N\n\x0bReportMatch\x12\x1e.matcher.v1.ReportMatchRequest\x1a\x1f.matcher.v1.ReportMatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16matcher/v1/match.proto\x12\nmatcher.v1\x1a\x17matcher/v1/hashes.proto\"g\n\x05Query\x12 \n\x06hashes\x18\x01 \x03(\x0b\x32\x10.matcher.v1.Hash\x12\x19\n\x0cmax_distance\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x08query_id\x18\x03 \x01(\tB\x0f\n\r_max_distance\"k\n\x0bMatchResult\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12+\n\x0bsignal_type\x18\x02 \x01(\x0e\x32\x16.matcher.v1.SignalType\x12\x10\n\x08\x64istance\x18\x03 \x01(\x05\x12\x0c\n\x04hits\x18\x04 \x01(\x05\"I\n\x0bQueryResult\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12(\n\x07matches\x18\x02 \x03(\x0b\x32\x17.matcher.v1.MatchResult\"2\n\x0cMatchRequest\x12\"\n\x07queries\x18\x01 \x03(\x0b\x32\x11.matcher.v1.Query\"9\n\rMatchResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.matcher.v1.QueryResult\"8\n\x12StreamMatchRequest\x12\"\n\x07queries\x18\x01 \x03(\x0b\x32\x11.matcher.v1.Query\"?\n\x13StreamMatchResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.matcher.v1.QueryResult\"K\n\x12ReportMatchRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12$\n\x07verdict\x18\x02 \x01(\x0e\x32\x13.matcher.v1.Verdict\"\x15\n\x13ReportMatchResponse*J\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x13\n\x0fVERDICT_CORRECT\x10\x01\x12\x11\n\rVERDICT_WRONG\x10\x02\x32\xf0\x01\n\x0cMatchService\x12<\n\x05Match\x12\x18.matcher.v1.MatchRequest\x1a\x19.matcher.v1.MatchResponse\x12R\n\x0bStreamMatch\x12\x1e.matcher.v1.StreamMatchRequest\x1a\x1f.matcher.v1.StreamMatchResponse(\x01\x30\x01\x12N\n\x0bReportMatch\x12\x1e.matcher.v1.ReportMatchRequest\x1a\x1f.matcher.v1.ReportMatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'matcher.v1.match_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERDICT']._serialized_start=674
-  _globals['_VERDICT']._serialized_end=748
+  _globals['_VERDICT']._serialized_start=686
+  _globals['_VERDICT']._serialized_end=760
   _globals['_QUERY']._serialized_start=63
   _globals['_QUERY']._serialized_end=166
   _globals['_MATCHRESULT']._serialized_start=168
-  _globals['_MATCHRESULT']._serialized_end=262
-  _globals['_QUERYRESULT']._serialized_start=264
-  _globals['_QUERYRESULT']._serialized_end=337
-  _globals['_MATCHREQUEST']._serialized_start=339
-  _globals['_MATCHREQUEST']._serialized_end=389
-  _globals['_MATCHRESPONSE']._serialized_start=391
-  _globals['_MATCHRESPONSE']._serialized_end=448
-  _globals['_STREAMMATCHREQUEST']._serialized_start=450
-  _globals['_STREAMMATCHREQUEST']._serialized_end=506
-  _globals['_STREAMMATCHRESPONSE']._serialized_start=508
-  _globals['_STREAMMATCHRESPONSE']._serialized_end=571
-  _globals['_REPORTMATCHREQUEST']._serialized_start=573
-  _globals['_REPORTMATCHREQUEST']._serialized_end=649
-  _globals['_REPORTMATCHRESPONSE']._serialized_start=651
-  _globals['_REPORTMATCHRESPONSE']._serialized_end=672
-  _globals['_MATCHSERVICE']._serialized_start=751
-  _globals['_MATCHSERVICE']._serialized_end=991
+  _globals['_MATCHRESULT']._serialized_end=275
+  _globals['_QUERYRESULT']._serialized_start=277
+  _globals['_QUERYRESULT']._serialized_end=350
+  _globals['_MATCHREQUEST']._serialized_start=352
+  _globals['_MATCHREQUEST']._serialized_end=402
+  _globals['_MATCHRESPONSE']._serialized_start=404
+  _globals['_MATCHRESPONSE']._serialized_end=461
+  _globals['_STREAMMATCHREQUEST']._serialized_start=463
+  _globals['_STREAMMATCHREQUEST']._serialized_end=519
+  _globals['_STREAMMATCHRESPONSE']._serialized_start=521
+  _globals['_STREAMMATCHRESPONSE']._serialized_end=584
+  _globals['_REPORTMATCHREQUEST']._serialized_start=586
+  _globals['_REPORTMATCHREQUEST']._serialized_end=661
+  _globals['_REPORTMATCHRESPONSE']._serialized_start=663
+  _globals['_REPORTMATCHRESPONSE']._serialized_end=684
+  _globals['_MATCHSERVICE']._serialized_start=763
+  _globals['_MATCHSERVICE']._serialized_end=1003
 # @@protoc_insertion_point(module_scope)

@@ -28,14 +28,16 @@ class Query(_message.Message):
     def __init__(self, hashes: _Optional[_Iterable[_Union[_hashes_pb2.Hash, _Mapping]]] = ..., max_distance: _Optional[int] = ..., query_id: _Optional[str] = ...) -> None: ...
 
 class MatchResult(_message.Message):
-    __slots__ = ("match_id", "signal_type", "distance")
-    MATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("item_id", "signal_type", "distance", "hits")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_TYPE_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
-    match_id: str
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
     signal_type: _hashes_pb2.SignalType
     distance: int
-    def __init__(self, match_id: _Optional[str] = ..., signal_type: _Optional[_Union[_hashes_pb2.SignalType, str]] = ..., distance: _Optional[int] = ...) -> None: ...
+    hits: int
+    def __init__(self, item_id: _Optional[str] = ..., signal_type: _Optional[_Union[_hashes_pb2.SignalType, str]] = ..., distance: _Optional[int] = ..., hits: _Optional[int] = ...) -> None: ...
 
 class QueryResult(_message.Message):
     __slots__ = ("query_id", "matches")
@@ -70,12 +72,12 @@ class StreamMatchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ...) -> None: ...
 
 class ReportMatchRequest(_message.Message):
-    __slots__ = ("match_id", "verdict")
-    MATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("item_id", "verdict")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
-    match_id: str
+    item_id: str
     verdict: Verdict
-    def __init__(self, match_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ...) -> None: ...
+    def __init__(self, item_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ...) -> None: ...
 
 class ReportMatchResponse(_message.Message):
     __slots__ = ()

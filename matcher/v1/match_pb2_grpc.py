@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class MatchServiceStub:
     """Matching, for partner platforms' moderation pipelines and batch scanning jobs (role
-    `partner`). Answers say which stored entries matched, never what their hashes are.
+    `partner`). Answers say which enrolled items (images) matched, never what their hashes are:
+    one result per item, however many of its hashes matched.
     """
 
     def __init__(self, channel):
@@ -55,7 +56,8 @@ class MatchServiceStub:
 
 class MatchServiceServicer:
     """Matching, for partner platforms' moderation pipelines and batch scanning jobs (role
-    `partner`). Answers say which stored entries matched, never what their hashes are.
+    `partner`). Answers say which enrolled items (images) matched, never what their hashes are:
+    one result per item, however many of its hashes matched.
     """
 
     def Match(self, request, context):
@@ -77,8 +79,8 @@ class MatchServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReportMatch(self, request, context):
-        """Tell the bank whether a match was right (a re-upload) or wrong (a false match). Counted
-        per case, so practitioners can see that their case is working.
+        """Tell the bank whether a matched item was right (a re-upload) or wrong (a false match).
+        Counted per item and per case, so practitioners can see that their case is working.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,7 +114,8 @@ def add_MatchServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class MatchService:
     """Matching, for partner platforms' moderation pipelines and batch scanning jobs (role
-    `partner`). Answers say which stored entries matched, never what their hashes are.
+    `partner`). Answers say which enrolled items (images) matched, never what their hashes are:
+    one result per item, however many of its hashes matched.
     """
 
     @staticmethod

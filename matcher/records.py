@@ -1,0 +1,439 @@
+"""The domain's values: what the store returns, the bank answers and the SDK hands back.
+
+One module for every layer, so that the service and the SDK never import a store backend to
+name a case, and the SDK returns the same types the bank does. No I/O, no transport imports.
+
+Items. What a victim enrolls and withdraws is an *item*: one image (later one video) of a case,
+holding all of that image's hashes (every detection view of a profile, its pHash, its
+digests). Partners get one answer per matched item, never one per hash. Inside the service an
+item's hashes are index *entries* whose ids carry the item id in their high bits::
+
+    entry id = item id << ITEM_BITS | position of the hash in the item
+
+so the index's answers group into items with one shift, an item's entries are known from its
+id and hash count alone (a withdrawal needs no lookup of deleted rows), and entry ids are never
+reused because item ids never are.
+
+>>> ids = entry_ids(5, 3)
+>>> ids.tolist() == [5 << ITEM_BITS, (5 << ITEM_BITS) + 1, (5 << ITEM_BITS) + 2]
+True
+>>> item_ids_of(ids).tolist()
+[5, 5, 5]
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from matcher.errors import InvalidInput
+from matcher.principal import Role
+from matcher.signals import SIGNALS, Hash, SignalType
+
+__all__ = [
+    "ITEM_BITS",
+    "MAX_ITEM_HASHES",
+    "MAX_LABEL_LENGTH",
+    "ApiKeyRecord",
+    "AuditEntry",
+    "BankStats",
+    "CaseRecord",
+    "CaseState",
+    "CaseStatus",
+    "Change",
+    "ChangeBatch",
+    "CodeChunk",
+    "EnrollResult",
+    "ItemKind",
+    "ItemMatch",
+    "ItemRecord",
+    "ItemState",
+    "ItemStatus",
+    "NewApiKey",
+    "NewCase",
+    "NewItem",
+    "Organisation",
+    "Query",
+    "QueryResult",
+    "entry_ids",
+    "item_ids_of",
+]
+
+ITEM_BITS = 16
+"""Low bits of an index entry id that number the hashes of one item."""
+
+MAX_ITEM_HASHES = 1 << ITEM_BITS
+"""The most hashes one item may hold (an enroll-profile image holds about 230)."""
+
+
+def entry_ids(item_id: int, hash_count: int) -> np.ndarray:
+    """The index entry ids of an item's hashes, in the order they were enrolled."""
+    return (np.int64(item_id) << ITEM_BITS) + np.arange(hash_count, dtype=np.int64)
+
+
+def item_ids_of(entries: np.ndarray) -> np.ndarray:
+    """The item id of each index entry id."""
+    return np.asarray(entries, dtype=np.int64) >> ITEM_BITS
+
+
+# -- states and kinds
+
+
+class CaseState(enum.StrEnum):
+    """The life of a case: enrollable while active; withdrawn is final."""
+
+    ACTIVE = "active"
+    WITHDRAWN = "withdrawn"
+
+
+class ItemState(enum.StrEnum):
+    """The life of an item: matched while active; withdrawn is final (its hashes are gone)."""
+
+    ACTIVE = "active"
+    WITHDRAWN = "withdrawn"
+
+
+class ItemKind(enum.StrEnum):
+    """What an item is. Videos arrive with a later issue; the kind is stored from the start."""
+
+    IMAGE = "image"
+    VIDEO = "video"
+
+
+# -- accounts
+
+
+@dataclass(frozen=True, slots=True)
+class Organisation:
+    """A helpline or partner platform that owns cases or API keys."""
+
+    id: int
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """An API key as listed: its id, name, role, organisation and a short display prefix."""
+
+    id: int
+    name: str
+    role: Role
+    org_id: int | None
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        """False once revoked."""
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class NewApiKey:
+    """A created API key. ``key`` is shown once: only its hash is stored."""
+
+    record: ApiKeyRecord
+    key: str = field(repr=False)
+
+
+# -- cases and items as stored
+
+
+@dataclass(frozen=True, slots=True)
+class CaseRecord:
+    """One case as stored. ``secret_hash`` is the KDF output, never the secret itself.
+
+    ``hash_count`` and ``item_count`` count what is held now (0 once withdrawn); the reported
+    counts are the sums over the case's items, withdrawn ones included.
+    """
+
+    id: int
+    number: str
+    org_id: int
+    state: CaseState
+    secret_hash: str = field(repr=False)
+    item_count: int
+    hash_count: int
+    reported_correct: int
+    reported_wrong: int
+    created_at: datetime
+    withdrawn_at: datetime | None
+
+
+MAX_LABEL_LENGTH = 200
+"""The longest item label accepted, in characters."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewItem:
+    """One item to enroll: its kind, all of its hashes, and an optional label.
+
+    Checked here, once, wherever it is built (wire, CLI, SDK): at least one hash and at most
+    ``MAX_ITEM_HASHES``; every hash enrollable by its signal's quality rule
+    (``SignalType.check_enrollable``); a label of at most ``MAX_LABEL_LENGTH`` characters. Errors
+    name the field inside the item (``hashes[3]``, ``label``); callers locate them further with
+    ``InvalidInput.at``. The label is stored only because a practitioner typed it on purpose
+    (e.g. "photo 2"): file names and paths are never sent for it, since they can identify a
+    person.
+
+    >>> NewItem([Hash.parse("md5:" + "0" * 32)]).kind
+    <ItemKind.IMAGE: 'image'>
+    """
+
+    hashes: Sequence[Hash]
+    kind: ItemKind = ItemKind.IMAGE
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.hashes:
+            raise InvalidInput("an item needs at least one hash", field="hashes")
+        if len(self.hashes) > MAX_ITEM_HASHES:
+            raise InvalidInput(
+                f"an item holds at most {MAX_ITEM_HASHES} hashes, got {len(self.hashes)}",
+                field="hashes",
+            )
+        for i, h in enumerate(self.hashes):
+            h.signal.check_enrollable(h.quality, field=f"hashes[{i}]")
+        if self.label is not None and len(self.label) > MAX_LABEL_LENGTH:
+            raise InvalidInput(
+                f"a label has at most {MAX_LABEL_LENGTH} characters", field="label"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRecord:
+    """One item as stored: numbered 1, 2, ... within its case; counts, never a hash value.
+
+    ``id`` is the store's own id (it names the item's index entries; never shown outside the
+    service). ``hashes_by_signal`` is empty once withdrawn.
+    """
+
+    id: int
+    case_id: int
+    number: int
+    kind: ItemKind
+    state: ItemState
+    label: str | None
+    hash_count: int
+    hashes_by_signal: Mapping[str, int]
+    reported_correct: int
+    reported_wrong: int
+    created_at: datetime
+    withdrawn_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemStatus:
+    """An item as its case's owner (or victim) sees it: the public face of ``ItemRecord``."""
+
+    case_number: str
+    number: int
+    kind: ItemKind
+    state: ItemState
+    label: str | None
+    hash_count: int
+    hashes_by_signal: Mapping[str, int]
+    reported_correct: int
+    reported_wrong: int
+    created_at: datetime
+    withdrawn_at: datetime | None
+
+    @property
+    def name(self) -> str:
+        """Its resource name, ``cases/{case_number}/items/{number}``."""
+        return f"cases/{self.case_number}/items/{self.number}"
+
+    @property
+    def match_count(self) -> int:
+        """Matches reported by partners on this item (right or wrong)."""
+        return self.reported_correct + self.reported_wrong
+
+
+# -- the change log
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change-log row: an item's hashes were added or removed, all of them at once.
+
+    No value and no signal type: a follower reads an added item's codes from the store by id
+    (absent if withdrawn since) and removes by entry ids, ``entry_ids(item_id, hash_count)``.
+    """
+
+    op: str  # "add" or "remove"
+    item_id: int
+    hash_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeBatch:
+    """What ``changes_since(position)`` returns: changes, and the position to ask from next.
+
+    The position is the backend's own opaque text: only the store that made it reads it. A
+    follower that always asks from the last batch's ``position`` sees every committed change
+    once, in an order where an item's "remove" comes after its "add", however concurrent
+    writers committed. ``more`` is True when the batch was cut at its limit.
+    """
+
+    changes: list[Change]
+    position: str
+    more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CodeChunk:
+    """A block of stored hashes of one signal type, ready for ``Index.add_codes``.
+
+    ``ids`` are index entry ids, int64 of shape (n,); ``codes`` uint8 of shape (n, bytes).
+    """
+
+    signal: str
+    ids: np.ndarray
+    codes: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """Who did what, when. ``detail`` holds counts and names, never a hash value or secret."""
+
+    id: int
+    at: datetime
+    actor: str
+    org_id: int | None
+    action: str
+    case_id: int | None
+    detail: dict[str, object]
+
+
+# -- what the bank answers
+
+
+@dataclass(frozen=True, slots=True)
+class NewCase:
+    """A created case. ``secret`` is shown once: only its hash is stored."""
+
+    number: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CaseStatus:
+    """A case as its owner (or its victim) may see it: counts and items, never a hash value.
+
+    ``org_id`` is known inside the service; the SDK leaves it None (the wire does not carry it).
+    """
+
+    number: str
+    state: CaseState
+    item_count: int
+    hash_count: int
+    hashes_by_signal: Mapping[str, int]
+    reported_correct: int
+    reported_wrong: int
+    created_at: datetime
+    withdrawn_at: datetime | None
+    items: Sequence[ItemStatus] = ()
+    org_id: int | None = None
+
+    @property
+    def match_count(self) -> int:
+        """Matches reported by partners so far (right or wrong)."""
+        return self.reported_correct + self.reported_wrong
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollResult:
+    """What one enrollment committed: the call's items in order (each new or already held),
+    how many were new, and the case's totals after the commit."""
+
+    case_number: str
+    items: Sequence[ItemStatus]
+    added: int
+    existing: int
+    item_count: int
+    hash_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One image to look up: its hashes (e.g. the ``query`` profile's views, its pHash).
+
+    ``max_distance`` narrows the match distance: None means each signal type's default; an int
+    applies to every hash of the query; a mapping gives it per signal type name (e.g.
+    ``{"pdq": 20}``; types it leaves out keep their default). It is checked here, once: a
+    distance above what a signal type of the query allows is refused (``InvalidDistance``,
+    with ``field`` "max_distance"), never silently capped.
+
+    >>> Query([Hash.parse("phash:" + "a5" * 8)], 4).distance_for(SIGNALS["phash"])
+    4
+    """
+
+    hashes: Sequence[Hash]
+    max_distance: int | Mapping[str, int] | None = None
+    query_id: str = ""
+
+    def __post_init__(self) -> None:
+        asked = self.max_distance
+        if isinstance(asked, Mapping):
+            unknown = set(asked) - set(SIGNALS)
+            if unknown:
+                raise InvalidInput(
+                    f"max_distance names unknown signal types: {', '.join(sorted(unknown))}",
+                    field="max_distance",
+                )
+        for signal in {h.signal for h in self.hashes}:
+            self.distance_for(signal)
+
+    def distance_for(self, signal: SignalType) -> int:
+        """The distance to search ``signal`` at for this query."""
+        asked = self.max_distance
+        if isinstance(asked, Mapping):
+            asked = asked.get(signal.name)
+        return signal.check_distance(asked, field="max_distance")
+
+
+@dataclass(frozen=True, slots=True)
+class ItemMatch:
+    """One enrolled item that matched a query.
+
+    ``item_id`` is opaque and stable (it decodes to nothing outside the service): report
+    feedback with it. ``distance`` and ``signal`` are those of the query's closest hash to any
+    of the item's hashes (closest relative to each signal's length); ``hits`` is how many of
+    the query's hashes matched the item.
+    """
+
+    item_id: str
+    signal: SignalType
+    distance: int
+    hits: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """The answer to one query: the matched items, best first (empty when none matched)."""
+
+    query_id: str
+    matches: Sequence[ItemMatch]
+
+
+@dataclass(frozen=True, slots=True)
+class BankStats:
+    """Sizes for operators and metrics; no hash values.
+
+    ``indexed`` counts live index entries per signal type, ``stored`` the store's rows (the two
+    agree once ready), ``cases`` the cases per state, ``items`` the active items,
+    ``load_seconds`` the last start-up.
+    """
+
+    ready: bool
+    indexed: dict[str, int]
+    stored: dict[str, int]
+    cases: dict[str, int]
+    items: int
+    load_seconds: float | None
