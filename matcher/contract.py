@@ -78,6 +78,7 @@ __all__ = [
     "api_key_from_pb",
     "api_key_name",
     "api_key_to_pb",
+    "as_items",
     "case_from_pb",
     "case_name",
     "case_number_from_name",
@@ -467,20 +468,30 @@ def items_from_pb(
     return items
 
 
+def as_items(items: Iterable[NewItem | Sequence[Hash]], *, field: str = "items") -> list[NewItem]:
+    """``NewItem`` values for what a caller passed (a plain sequence of hashes is an image
+    item), errors located as the server would locate them (``items[1].hashes[0].quality``)."""
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, NewItem):
+            try:
+                item = NewItem(list(item))
+            except InvalidInput as exc:
+                raise _located(exc, f"{field}[{i}]") from None
+        out.append(item)
+    return out
+
+
 def items_to_pb(items: Iterable[NewItem | Sequence[Hash]]) -> list[cases_pb2.NewItem]:
     """The wire form of items to enroll (a plain sequence of hashes is an image item)."""
-    out = []
-    for item in items:
-        if not isinstance(item, NewItem):
-            item = NewItem(list(item))
-        out.append(
-            cases_pb2.NewItem(
-                kind=_KIND_TO_PB[item.kind],
-                hashes=[hash_to_pb(h) for h in item.hashes],
-                label=item.label or "",
-            )
+    return [
+        cases_pb2.NewItem(
+            kind=_KIND_TO_PB[item.kind],
+            hashes=[hash_to_pb(h) for h in item.hashes],
+            label=item.label or "",
         )
-    return out
+        for item in as_items(items)
+    ]
 
 
 def _counts_to_pb(counts: Mapping[str, int]) -> list[hashes_pb2.SignalCount]:
