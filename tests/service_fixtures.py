@@ -96,6 +96,11 @@ def service(tmp_path: Path) -> Iterator[Running]:
         stop_server(running, thread)
 
 
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
 def random_pdq(rng: np.random.Generator, quality: int = 90) -> Hash:
     return Hash(PDQ, rng.integers(0, 256, 32, dtype=np.uint8).tobytes(), quality)
 

@@ -45,11 +45,6 @@ from tests.service_fixtures import (
 )
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(1234)
-
-
 def _raw(service: Running, stub_class, method: str, request, role: str = "partner", **kwargs):
     """Call an RPC with the raw stub, to send what the SDK would never send."""
     with grpc.insecure_channel(service.target) as channel:
