@@ -39,7 +39,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from matcher import contract
-from matcher.errors import MatcherError
+from matcher.errors import InvalidInput, MatcherError
 from matcher.principal import Role
 from matcher.records import (
     ApiKeyRecord,
@@ -55,7 +55,7 @@ from matcher.records import (
     Query,
     QueryResult,
 )
-from matcher.signals import Hash
+from matcher.signals import Hash, SignalType
 from matcher.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -127,6 +127,8 @@ def _enroll_batches(
     An item is never split (its hashes are committed together); one larger than ``max_hashes``
     goes alone in its call.
     """
+    if not items:
+        raise InvalidInput("at least one item is required", field="items")
     batches: list[list[NewItem]] = []
     batch: list[NewItem] = []
     hashes = 0
@@ -144,8 +146,6 @@ def _enroll_batches(
 
 def _sum_results(case: str, results: Sequence[EnrollResult]) -> EnrollResult:
     """One result for several calls: their items in order, summed counts, the last totals."""
-    if not results:
-        raise ValueError("no enrollment call was made")
     last = results[-1]
     return EnrollResult(
         case_number=last.case_number or case,
@@ -619,6 +619,8 @@ class AsyncClient(_ClientBase):
 def as_dict(result: Any) -> Any:
     """A JSON-friendly form of any result above: dataclasses as dicts, enums as their values,
     datetimes as ISO text, signal types by name. Never holds a secret it was not given."""
+    if isinstance(result, SignalType):
+        return result.name
     if dataclasses.is_dataclass(result) and not isinstance(result, type):
         out = {f.name: as_dict(getattr(result, f.name)) for f in dataclasses.fields(result)}
         for name in ("name", "match_count", "active"):
@@ -634,6 +636,4 @@ def as_dict(result: Any) -> Any:
         return {str(k): as_dict(v) for k, v in result.items()}
     if isinstance(result, list | tuple):
         return [as_dict(v) for v in result]
-    if hasattr(result, "name") and hasattr(result, "bits"):  # a SignalType
-        return result.name
     return result

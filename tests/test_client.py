@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import re
 import urllib.request
 from typing import Any
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from matcher import records
-from matcher.client import AsyncClient, Client, _enroll_batches
+from matcher.client import AsyncClient, Client, _enroll_batches, as_dict
 from matcher.errors import InvalidInput, LowQuality, NotFound, Unauthenticated
 from matcher.records import NewItem, Query
 from matcher.signals import PDQ, Hash
@@ -78,6 +79,7 @@ def _check_types(got: dict[str, Any]) -> None:
         assert values, name
         for v in values:
             assert isinstance(v, _EXPECTED[name]), (name, type(v))
+            json.dumps(as_dict(v))  # the CLI's JSON output of any result
     match = got["match"][0]
     assert isinstance(match.matches[0], records.ItemMatch)
     assert match.matches[0].signal is PDQ
