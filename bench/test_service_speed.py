@@ -66,7 +66,7 @@ GROUPING_HEADER = (
 _ECHO = Path(__file__).with_name("echo_server.py")
 # Photos shipped inside scikit-image (always there): the first are enrolled, the rest are
 # uploads of photos the bank does not hold.
-_ENROLLED = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "retina")
+_ENROLLED = ("astronaut", "coffee", "chelsea", "rocket", "retina", "camera")
 _NOT_ENROLLED = ("immunohistochemistry", "hubble_deep_field")
 
 

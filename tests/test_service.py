@@ -662,9 +662,16 @@ def test_the_sdk_imports_neither_the_bank_nor_the_service() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_matcher_serve_exits_0_on_sigterm(tmp_path: Path) -> None:
+def test_matcher_serve_opens_its_port_before_compiling_and_exits_0_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    """With numba's cache empty the kernels take seconds to compile: the port is open and
+    health says NOT_SERVING all that time, then SERVING."""
+    import os
+    import re
     import signal
 
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "matcher.cli", "serve", "--data", str(tmp_path / "d"),
@@ -672,6 +679,7 @@ def test_matcher_serve_exits_0_on_sigterm(tmp_path: Path) -> None:
         ],
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )  # fmt: skip
     try:
         lines = []
@@ -679,12 +687,15 @@ def test_matcher_serve_exits_0_on_sigterm(tmp_path: Path) -> None:
             lines.append(line)
             if "listening on" in line:
                 break
-        # The port opens first; health turns SERVING once compiled and loaded.
-        assert not any("serving:" in line for line in lines), lines
+        found = re.search(r"\(port (\d+)\)", lines[-1])
+        assert found, lines
+        target = f"127.0.0.1:{found.group(1)}"
+        assert _health(target) == health_pb2.HealthCheckResponse.NOT_SERVING
         for line in proc.stderr:  # type: ignore[union-attr]
             lines.append(line)
             if "serving:" in line:
                 break
+        assert _health(target) == health_pb2.HealthCheckResponse.SERVING
         assert any("matcher keys create --role admin" in line for line in lines)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
