@@ -34,7 +34,15 @@ from matcher.errors import (
 from matcher.records import CaseState, ItemState, NewItem
 from matcher.service import ServerConfig, ServiceLimits
 from matcher.signals import PDQ, Hash
-from matcher.v1 import cases_pb2, cases_pb2_grpc, hashes_pb2, match_pb2, match_pb2_grpc
+from matcher.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    cases_pb2,
+    cases_pb2_grpc,
+    hashes_pb2,
+    match_pb2,
+    match_pb2_grpc,
+)
 from tests.service_fixtures import (
     Running,
     flip_bits,
@@ -282,9 +290,35 @@ def test_admin_keys_organisations_and_stats(service: Running, rng: np.random.Gen
         stats = admin.stats()
         assert stats.ready and stats.indexed["pdq"] == 2 and stats.cases["active"] == 1
         assert stats.items == 2
+        # Admins open cases for a named organisation; practitioner keys need one.
+        assert admin.create_case(organization=org.id).number
+        with pytest.raises(InvalidInput):
+            admin.create_api_key("x", "practitioner")
+        with pytest.raises(NotFound):
+            admin.create_api_key("x", "partner", organization=10**6)
     time.sleep(2.1)  # the server caches keys for 2 s
     with Client(service.target, new.key) as fresh, pytest.raises(Unauthenticated):
         fresh.match([[random_pdq(rng)]])
+
+
+def test_listings_page_with_tokens(service: Running) -> None:
+    with service.client("admin") as admin:
+        for name in ("C", "D", "E"):
+            admin.create_organization(f"Platform {name}")
+    stub = admin_pb2_grpc.AdminServiceStub
+    names, token = [], ""
+    while True:
+        request = admin_pb2.ListOrganizationsRequest(page_size=2, page_token=token)
+        reply = _raw(service, stub, "ListOrganizations", request, "admin", timeout=5)
+        names += [o.display_name for o in reply.organizations]
+        token = reply.next_page_token
+        if not token:
+            break
+    assert names == ["Helpline A", "Helpline B", "Platform C", "Platform D", "Platform E"]
+    for bad, field in (({"page_token": "x"}, "page_token"), ({"page_size": -1}, "page_size")):
+        with pytest.raises(grpc.RpcError) as err:
+            _raw(service, stub, "ListApiKeys", admin_pb2.ListApiKeysRequest(**bad), "admin")
+        assert _violation(err.value).field == field
 
 
 def test_async_client(service: Running, rng: np.random.Generator) -> None:
