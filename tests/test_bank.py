@@ -6,6 +6,8 @@ import io
 import os
 import re
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -610,3 +612,26 @@ def test_concurrent_matches_enrollments_and_withdrawals(bank: Bank, me: Principa
     assert errors == []
     assert all(m == [] for m in bank.match([Query(item.hashes) for item in withdrawn]))
     assert len(bank.follower.index) == 20 * 4
+
+
+# -- what opening costs
+
+
+def test_accounts_import_no_index_and_an_unloaded_bank_compiles_nothing(data: Path) -> None:
+    """``matcher keys create`` opens ``Accounts``: no index module, no numba. ``Bank.open(...,
+    load=False)`` (what ``matcher serve`` does before opening its port) compiles nothing."""
+    script = f"""
+import sys
+from matcher.bank import Accounts
+from matcher.principal import Principal, Role
+with Accounts.open({str(data)!r}) as accounts:
+    key = accounts.create_api_key("ops", Role.ADMIN, by=Principal.operator())
+    assert accounts.authenticate(key.key).role is Role.ADMIN
+assert "matcher.index" not in sys.modules and "numba" not in sys.modules, "index imported"
+from matcher.bank import Bank
+import matcher.index
+with Bank.open({str(data)!r}, load=False) as bank:
+    assert not bank.ready
+assert not matcher.index._warm, "kernels compiled"
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)

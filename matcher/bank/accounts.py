@@ -5,14 +5,15 @@ store and nothing else: no index, no numba kernel to compile.
 
 >>> import tempfile
 >>> from matcher.principal import Principal, Role
->>> from matcher.store import open_store
->>> accounts = Accounts(open_store(tempfile.mkdtemp()))
->>> new = accounts.create_api_key("acme", Role.PARTNER, by=Principal.operator())
->>> accounts.authenticate(new.key).role
+>>> with Accounts.open(tempfile.mkdtemp()) as accounts:
+...     new = accounts.create_api_key("acme", Role.PARTNER, by=Principal.operator())
+...     accounts.authenticate(new.key).role
 <Role.PARTNER: 'partner'>
 """
 
 from __future__ import annotations
+
+import os
 
 from matcher import credentials
 from matcher.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
@@ -37,6 +38,26 @@ class Accounts:
 
     def __init__(self, store: AccountStore) -> None:
         self._store = store
+
+    @classmethod
+    def open(cls, store: str | os.PathLike[str]) -> Accounts:
+        """Accounts over the store at ``store`` (a folder or a store URL, see ``open_store``),
+        closed with ``close`` (or ``with``). Opens nothing but the store."""
+        from matcher.store import open_store
+
+        return cls(open_store(store))
+
+    def close(self) -> None:
+        """Close the store (the bank's too, for ``bank.accounts``: close the bank instead)."""
+        close = getattr(self._store, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Accounts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def create_organisation(self, name: str, *, by: Principal) -> Organisation:
         """Create an organisation (admin). ``Conflict`` if the name is taken."""
