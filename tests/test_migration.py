@@ -59,7 +59,7 @@ def file_bytes(folder: Path) -> bytes:
 
 def v1_values(case_number: str) -> set[bytes]:
     """The hash values the v1 file holds for a case, read straight from the fixture."""
-    conn = sqlite3.connect(f"file:{FIXTURE / DB_FILENAME}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{FIXTURE / DB_FILENAME}?mode=ro&immutable=1", uri=True)
     try:
         rows = conn.execute(
             "SELECT h.value FROM hashes h JOIN cases c ON c.id = h.case_id WHERE c.number = ?",
@@ -90,7 +90,7 @@ WITHDRAWN = MANIFEST["cases"]["withdrawn"]
 
 
 def test_the_fixture_is_schema_1() -> None:
-    conn = sqlite3.connect(f"file:{FIXTURE / DB_FILENAME}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{FIXTURE / DB_FILENAME}?mode=ro&immutable=1", uri=True)
     try:
         assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (1,)
     finally:
