@@ -28,6 +28,7 @@ from matcher.hashing.views import (
     matches,
     query_views,
 )
+from matcher.signals import PDQ
 
 
 def _reencode(image: Image.Image, quality: int = 80) -> Image.Image:
@@ -51,6 +52,58 @@ def test_enroll_views_are_deterministic_and_start_with_the_plain_hash(
     assert len(names) <= most + 7 * ENROLL.dihedral
     assert all(h.signal.name == "pdq" and len(h.value) == 32 for _, h in astronaut_views)
     assert enroll_views(astronaut) == astronaut_views
+
+
+def _flat(kind: str) -> Image.Image:
+    """Unrelated flat pictures (PDQ quality below the floor): a sky, a wall, a blurred grey
+    patch, and a sky with a small scribbled corner (some of its crops pass the floor)."""
+    from PIL import ImageDraw, ImageFilter
+
+    yy, xx = np.mgrid[0:300, 0:400]
+    if kind == "sky":
+        a = np.dstack([100 + 40 * yy / 300, 150 + 30 * yy / 300, 230 - 20 * yy / 300 + 0 * xx])
+    elif kind == "wall":
+        a = np.dstack([200 + 10 * xx / 400 + 0 * yy, 190 + 5 * xx / 400 + 0 * yy, 170 + 0 * xx])
+    else:
+        rng = np.random.default_rng(0)
+        a = np.clip(120 + rng.normal(0, 2, (300, 400, 3)), 0, 255)
+    image = Image.fromarray(a.astype(np.uint8))
+    if kind == "grey":
+        return image.filter(ImageFilter.GaussianBlur(3))
+    if kind == "scribble":
+        rng = np.random.default_rng(1)
+        d = ImageDraw.Draw(image)
+        for _ in range(60):
+            x, y = int(rng.integers(0, 100)), int(rng.integers(220, 290))
+            colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+            d.line((x, y, x + int(rng.integers(-20, 20)), y + 15), fill=colour, width=2)
+    return image
+
+
+FLAT = ("sky", "wall", "grey", "scribble")
+
+
+def test_a_flat_picture_enrolls_only_views_above_the_floor_and_no_turns() -> None:
+    # Old profile: the black-cornered rotations of these pictures were 6-28 bits apart.
+    views = {kind: enroll_views(_flat(kind)) for kind in FLAT}
+    for kind, vs in views.items():
+        assert not PDQ.meets_floor(pdq(_flat(kind)).quality), kind
+        assert all(PDQ.meets_floor(h.quality) for _, h in vs), kind
+        assert not [n for n, _ in vs if n == "full" or n.startswith(("dih/", "rotfill"))], kind
+    assert views["sky"] == [] and views["wall"] == [] and views["grey"] == []
+    assert views["scribble"], "a crop of the scribbled corner is a usable view"
+    for a in FLAT:
+        for b in FLAT:
+            if a != b:
+                assert not matches(views[a], views[b]), (a, b)
+
+
+def test_a_photo_keeps_its_views(astronaut_views: list) -> None:
+    names = [n for n, _ in astronaut_views]
+    assert {f"dih/{v}" for v in DIHEDRAL_NAMES if v != "original"} <= set(names)
+    assert sum(n.startswith("rotfill") for n in names) == len(ENROLL.filled_rotations)
+    assert len(names) >= 200
+    assert all(PDQ.meets_floor(h.quality) for _, h in astronaut_views)
 
 
 def test_query_views_hold_the_plain_hash_and_its_dihedral_variants(astronaut: Image.Image) -> None:

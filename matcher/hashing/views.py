@@ -157,8 +157,8 @@ _DIHEDRAL_OPS = {
 }
 
 
-def _quality_ok(h: Hash) -> bool:
-    return h.quality is None or PDQ.quality_floor is None or h.quality >= PDQ.quality_floor
+def _usable(view: View) -> bool:
+    return PDQ.meets_floor(view[1].quality)
 
 
 def _crop(image: Image.Image, scale: float, x: float, y: float) -> Image.Image:
@@ -182,30 +182,33 @@ def _rotate(image: Image.Image, degrees: float) -> Image.Image:
 def enroll_views(image: Image.Image, config: EnrollConfig = ENROLL) -> list[View]:
     """The hashes to enroll for one picture: ``full`` first, then crops and rotations.
 
-    Views below the PDQ quality floor are left out (the full view is always first, whatever its
-    quality: enrollment checks it). Deterministic: the same picture gives the same list.
+    Every view whose own PDQ quality is below the floor (``PDQ.meets_floor``) is left out: flat
+    patches of unrelated pictures hash alike. A flat picture (its ``full`` hash below the floor)
+    also gets no quarter turns and flips (``dih/*``) and no rotations with black corners
+    (``rotfill*``): their qualities can pass the floor while they stay collision-prone (views of
+    two unrelated flat pictures came out 6-28 bits apart, inside ``MATCH_DISTANCE``). A picture
+    with no usable view gives an empty list: the caller enrolls it by its other signals.
+    Deterministic: the same picture gives the same list.
     """
-    views: list[View] = [("full", pdq(image))]
+    full = pdq(image)
+    flat = not PDQ.meets_floor(full.quality)
+    views: list[View] = [("full", full)]
     for scale, x, y in config.crops:
-        h = pdq(_crop(image, scale, x, y))
-        if _quality_ok(h):
-            views.append((f"crop{scale:g}@{x:g},{y:g}", h))
+        views.append((f"crop{scale:g}@{x:g},{y:g}", pdq(_crop(image, scale, x, y))))
     for degrees in config.rotations:
-        h = pdq(_rotate(image, degrees))
-        if _quality_ok(h):
-            views.append((f"rot{degrees:+g}", h))
-    if config.dihedral:
+        views.append((f"rot{degrees:+g}", pdq(_rotate(image, degrees))))
+    if config.dihedral and not flat:
         # The query side has the eight variants of pdq_dihedral for free, but they sit ~14 bits
         # from the hash of the transformed pixels; with a heavy re-encode on top that passes 31.
         # Hashing the transformed pixels here removes that error for the full picture.
         for name, op in _DIHEDRAL_OPS.items():
             views.append((f"dih/{name}", pdq(image.transpose(op))))
-    for degrees in config.filled_rotations:
-        # Rotated in a frame of the same size with black corners, as a naive editor does.
-        h = pdq(image.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=False))
-        if _quality_ok(h):
+    if not flat:
+        for degrees in config.filled_rotations:
+            # Rotated in a frame of the same size with black corners, as a naive editor does.
+            h = pdq(image.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=False))
             views.append((f"rotfill{degrees:+g}", h))
-    return views
+    return [v for v in views if _usable(v)]
 
 
 # Trimming. A side is trimmed only if its outermost line is nearly one colour (95% of its pixels
@@ -338,7 +341,7 @@ def query_views(image: Image.Image, config: QueryConfig = QUERY) -> list[View]:
         for k, box in enumerate(content_boxes(image)):
             name = "trim" if k == 0 else f"trim{k + 1}"
             trimmed = image.crop(box)
-            views += [v for v in _hash_view(name, trimmed, config.dihedral) if _quality_ok(v[1])]
+            views += [v for v in _hash_view(name, trimmed, config.dihedral) if _usable(v)]
     # Tiles are cut from the whole picture, not from a trimmed block: a trim can eat into a flat
     # edge of one cell of a collage and shift every tile. Each tile is hashed as cut and, where
     # it has one, trimmed on its own (the gutters of a collage).
@@ -361,19 +364,17 @@ def query_views(image: Image.Image, config: QueryConfig = QUERY) -> list[View]:
         ]
     for name, box in tiles:
         tile = base.crop(box)
-        views += [v for v in _hash_view(name, tile, config.tile_dihedral) if _quality_ok(v[1])]
+        views += [v for v in _hash_view(name, tile, config.tile_dihedral) if _usable(v)]
         inner = content_box(tile)  # the gutters of a collage (or a flat edge of the photo)
         if inner is not None:
             trimmed = tile.crop(inner)
             views += [
-                v
-                for v in _hash_view(f"{name}t", trimmed, config.tile_dihedral)
-                if _quality_ok(v[1])
+                v for v in _hash_view(f"{name}t", trimmed, config.tile_dihedral) if _usable(v)
             ]
     for scale, x, y in config.crops:
-        h_ = pdq(_crop(base, scale, x, y))
-        if _quality_ok(h_):
-            views.append((f"qcrop{scale:g}@{x:g},{y:g}", h_))
+        view = (f"qcrop{scale:g}@{x:g},{y:g}", pdq(_crop(base, scale, x, y)))
+        if _usable(view):
+            views.append(view)
     return views
 
 
