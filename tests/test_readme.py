@@ -14,7 +14,10 @@ README = (ROOT / "README.md").read_text()
 
 def _commands(group: click.Group, prefix: str = "matcher") -> list[tuple[str, click.Command]]:
     found = []
-    for name, command in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
         full = f"{prefix} {name}"
         found.append((full, command))
         if isinstance(command, click.Group):

@@ -25,8 +25,8 @@ from matcher.hashing.files import (
     hash_files,
     hash_stream_digests,
     iter_files,
-    ordered_map,
 )
+from matcher.hashing.pool import WorkerDied, ordered_map
 from matcher.hashing.views import (
     MATCH_DISTANCE,
     PROFILES,
@@ -44,6 +44,7 @@ __all__ = [
     "PROFILES",
     "REDUCE_MIN_SIDE",
     "FileHashes",
+    "WorkerDied",
     "check_signals",
     "decode_image",
     "digests",

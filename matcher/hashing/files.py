@@ -7,24 +7,21 @@ extension get their exact digests (MD5, SHA-256) only.
 
 from __future__ import annotations
 
-import collections
 import functools
 import hashlib
 import mimetypes
 import os
-import signal
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 from PIL import Image
 
 from matcher.errors import ImageError, ImageTooLarge, InvalidInput
 from matcher.hashing.compute import digests, pdq, pdq_dihedral, phash
 from matcher.hashing.decode import DEFAULT_MAX_PIXELS, decode_image
+from matcher.hashing.pool import ordered_map
 from matcher.hashing.views import check_profile
 from matcher.signals import MD5, SHA256, Hash
 
@@ -37,7 +34,6 @@ __all__ = [
     "hash_files",
     "hash_stream_digests",
     "iter_files",
-    "ordered_map",
 ]
 
 DEFAULT_SIGNALS: tuple[str, ...] = ("pdq", "phash", "md5", "sha256")
@@ -277,53 +273,6 @@ def iter_files(
                 full = os.path.join(root, fname)
                 if all_files or _is_media_name(fname, extensions or frozenset()):
                     yield full
-
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def _ignore_interrupts() -> None:
-    # Ctrl-C reaches every process of the terminal's group: the parent handles it (and shuts
-    # the pool down); a worker would only print a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def ordered_map(
-    fn: Callable[[T], R],
-    items: Iterable[T],
-    *,
-    jobs: int = 1,
-    window: int | None = None,
-    mp_context: BaseContext | None = None,
-    inline: bool | None = None,
-) -> Iterator[R]:
-    """Map ``fn`` over ``items`` in ``jobs`` processes, yielding results in input order.
-
-    At most ``window`` items are in flight (default 8 per process), so memory stays flat however
-    long the input is, and results stream out while later items are still being read.
-    ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one).
-    ``mp_context`` chooses how processes start (e.g. ``forkserver`` in a process that already
-    runs gRPC threads, which must not be forked). ``inline`` runs ``fn`` in this process
-    (default: when ``jobs`` is 1); ``inline=False`` with one job keeps the work off this
-    process, whose own threads then keep its interpreter to themselves.
-    """
-    if inline is None:
-        inline = jobs <= 1
-    if inline:
-        yield from map(fn, items)
-        return
-    window = window or jobs * 8
-    with ProcessPoolExecutor(
-        max_workers=jobs, mp_context=mp_context, initializer=_ignore_interrupts
-    ) as pool:
-        pending: collections.deque[Future[R]] = collections.deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 def hash_files(

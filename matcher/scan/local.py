@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import multiprocessing
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -203,20 +202,15 @@ def scan(
             raise ValueError("give items (paths or URLs) or hashed records")
         todo = skip_done(items, journal, skipped)
         # Hashing runs in other processes even with one job: PDQ holds the GIL, and this
-        # process's threads (the stream, the report) would otherwise wait for it. The gRPC
-        # channel's threads are already running, and forking this process would copy them
-        # mid-flight (gRPC warns and skips its fork handlers): a fork server starts the
-        # hashing processes from a clean one instead.
-        context = multiprocessing.get_context("forkserver")
-        # The fork server imports the hashing code once; each hashing process forked from it
-        # starts with it loaded (instead of each importing it: ~0.4 s apiece).
-        context.set_forkserver_preload(["matcher.scan.sources"])
+        # process's threads (the stream, the report) would otherwise wait for it. The
+        # workers are fresh interpreters (matcher.hashing.pool): never a fork of this process,
+        # whose gRPC threads are already running, and never a re-import of the caller's
+        # script; they exit when this process dies, even by SIGKILL.
         results = ordered_map(
             functools.partial(hash_item, options=options),
             todo,
             jobs=jobs,
             window=max(2, jobs) * 8,
-            mp_context=context,
             inline=False,
         )
     batches = _batches(
