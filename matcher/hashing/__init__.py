@@ -25,6 +25,7 @@ from matcher.hashing.files import (
     hash_files,
     hash_stream_digests,
     iter_files,
+    read_hash_lines,
 )
 from matcher.hashing.pool import WorkerDied, ordered_map
 from matcher.hashing.views import (
@@ -60,4 +61,5 @@ __all__ = [
     "pdq_dihedral",
     "phash",
     "query_views",
+    "read_hash_lines",
 ]

@@ -20,8 +20,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from matcher.client import Client, Query, QueryResult
+from matcher.client import Client
 from matcher.hashing import FileHashes, ordered_map
+from matcher.records import Query, QueryResult
 from matcher.scan.journal import Entry, Journal
 from matcher.scan.sources import HashOptions, hash_item, query_of
 from matcher.scan.stream import RetryPolicy, match_batches
@@ -83,18 +84,26 @@ class ScanSummary:
 
 
 def entry_of(result: FileHashes, found: QueryResult | None, *, clean_rows: bool) -> Entry:
-    """A file's report rows: one per match; one with the error for a failure; and, with
-    ``clean_rows``, one with an empty ``match_id`` for a file that matched nothing."""
+    """A file's report rows: one per matched item (its opaque ``item_id``, the closest
+    distance and its signal, and how many of the file's hashes hit it); one with the error for
+    a failure; and, with ``clean_rows``, one with an empty ``item_id`` for a file that matched
+    nothing."""
     if not result.ok:
         row = {"path": result.path, "error": result.error, "error_kind": result.error_kind}
         return Entry(result.path, [row], failed=True)
     matches = found.matches if found is not None else []
     rows = [
-        {"path": result.path, "match_id": m.match_id, "signal": m.signal, "distance": m.distance}
+        {
+            "path": result.path,
+            "item_id": m.item_id,
+            "signal": m.signal.name,
+            "distance": m.distance,
+            "hits": m.hits,
+        }
         for m in matches
     ]
     if not rows and clean_rows:
-        rows = [{"path": result.path, "match_id": None}]
+        rows = [{"path": result.path, "item_id": None}]
     return Entry(result.path, rows, matched=bool(matches))
 
 
