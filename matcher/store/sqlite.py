@@ -397,9 +397,9 @@ class SQLiteStore:
             moved = moved or current > 0
         if moved:
             # A migration of an existing folder may have copied hash values into new tables
-            # and dropped the old ones: rewrite the file so that no copy stays in free pages.
+            # and dropped the old ones. secure_delete zeroes the freed pages; checkpointing now
+            # puts the zeroed pages into the database file at once (no VACUUM needed).
             with self._write_lock:
-                self._writer.execute("VACUUM")
                 self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _ensure_secret_key(self) -> bytes:
