@@ -87,7 +87,7 @@ class Guard:
         cached = self._keys.get(key)
         if cached is None or cached.until < now:
             try:
-                principal: Principal | None = self._bank.authenticate(key)
+                principal: Principal | None = self._bank.accounts.authenticate(key)
             except Unauthenticated:
                 principal = None
             if len(self._keys) > 10_000:  # many wrong keys: don't let the cache grow unbounded
