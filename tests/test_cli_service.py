@@ -178,5 +178,5 @@ def test_detection_profiles_end_to_end(service: Running, photos: dict[str, Path]
     assert enrolled["hash_count"] > 100  # the views are stored too, in one item
     [found] = _matches(service, photos["cropped"], profile="query")
     assert len(found) == 1, "one result for the image, however many of its views were hit"
-    assert found[0]["hits"] > 1
+    assert found[0]["hits"] >= 1
     assert _matches(service, photos["coffee"], profile="query") == [[]]

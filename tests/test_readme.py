@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import click
@@ -67,7 +68,10 @@ def test_make_targets_are_in_the_readme() -> None:
 
 # -- every Python example of the README runs, as a plain script, against a real server
 
-EXAMPLES = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+EXAMPLES = [
+    textwrap.dedent(code)
+    for _, code in re.findall(r"^( *)```python\n(.*?)^\1```", README, flags=re.S | re.M)
+]
 # Examples that need a cluster manager this machine does not have (Kubernetes, a batch
 # system): skipped where their package is absent, with the reason shown.
 NEEDS = {"dask_kubernetes": "a Kubernetes cluster", "dask_jobqueue": "a batch system"}
@@ -87,7 +91,9 @@ def photo_folder(tmp_path: Path, astronaut: Image.Image, coffee: Image.Image) ->
     return folder
 
 
-@pytest.mark.parametrize("code", EXAMPLES, ids=[_example_id(c) for c in EXAMPLES])
+@pytest.mark.parametrize(
+    "code", EXAMPLES, ids=[f"{i}-{_example_id(c)}" for i, c in enumerate(EXAMPLES)]
+)
 def test_every_python_example_runs_as_a_script(
     code: str, service: Running, photo_folder: Path, tmp_path: Path
 ) -> None:
@@ -136,3 +142,5 @@ def test_every_python_example_runs_as_a_script(
             cluster.close()
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
     assert "Traceback" not in run.stderr
+    if "client.match(" in code:
+        assert "m_" in run.stdout, "the enrolled upload was not found"
