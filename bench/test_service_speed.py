@@ -440,8 +440,12 @@ def test_cost_of_grouping_per_item(
         results["grpc"] = asyncio.run(_best_call(servers["matcher"], servers["key"], request))
 
     benchmark.pedantic(run, rounds=1, iterations=1)
-    search = _best_of(lambda: _index_searches(loaded_bank, queries))
-    match = _best_of(lambda: loaded_bank.match(queries))
+    # Interleaved, best of 5 each: the two differ by less than the machine's drift otherwise.
+    searches, matches = [], []
+    for _ in range(5):
+        searches.append(_best_of(lambda: _index_searches(loaded_bank, queries), rounds=1))
+        matches.append(_best_of(lambda: loaded_bank.match(queries), rounds=1))
+    search, match = min(searches), min(matches)
     answers = loaded_bank.match(queries)
     if profiles:
         enrolled = len(_ENROLLED) / (len(_ENROLLED) + len(_NOT_ENROLLED))

@@ -97,7 +97,7 @@ class Server:
         self.health = health.aio.HealthServicer()
         limiter = Limiter(rate=config.rate, burst=config.burst)
         self.guard = Guard(
-            bank, self.metrics, limiter=limiter, key_cache_seconds=config.key_cache_seconds
+            bank.accounts, self.metrics, limiter=limiter, key_cache_seconds=config.key_cache_seconds
         )
         self._server = grpc.aio.server(options=self._options())
         args = (bank, self.guard, self.metrics, config.limits)
