@@ -254,8 +254,10 @@ def test_withdrawn_values_are_gone_from_the_database_files(
 ) -> None:
     kept, gone, also_gone = image(), image(label="beach"), image()
     store.add_items(case_id, [kept, gone], actor=OPERATOR)
+    case = store.get_case_by_id(case_id)
+    assert case is not None
     other = store.create_case(
-        store.get_case_by_id(case_id).org_id,
+        case.org_id,
         "DDDD-EEEE-FFFF",
         "scrypt$x",
         actor=OPERATOR,  # type: ignore[union-attr]
@@ -453,11 +455,9 @@ def test_two_writers_committing_concurrently_and_a_follower_that_misses_nothing(
     assert all(ops in (["add"], ["add", "remove"]) for ops in seen.values()), seen
     live = {item for item, ops in seen.items() if ops == ["add"]}
     assert len(seen) == 100 and len(live) == 100 - 18
-    all_ids = [
-        i.id
-        for c in ("WRIT-ER10-0000", "WRIT-ER20-0000")
-        for i in store.list_items(store.get_case(c).id)
-    ]  # type: ignore[union-attr]
+    cases = [store.get_case(c) for c in ("WRIT-ER10-0000", "WRIT-ER20-0000")]
+    all_ids = [i.id for c in cases if c is not None for i in store.list_items(c.id)]
+    assert len(all_ids) == 100
     assert store.active_items(all_ids) == live
 
 
