@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from matcher.audit import check_detail
-from matcher.errors import Conflict, InvalidInput, NotFound
+from matcher.errors import Conflict, InvalidInput, NotFound, Unavailable
 from matcher.principal import Principal, Role
 from matcher.records import (
     ItemKind,
@@ -513,3 +513,27 @@ def test_reads_from_many_threads_while_writing(store: Store, case_id: int) -> No
         t.join()
     assert errors == []
     assert store.get_case_by_id(case_id).item_count == 80  # type: ignore[union-attr]
+
+
+# -- handles
+
+
+def test_a_commit_is_seen_at_once_through_another_handle(
+    backend: Backend, store: Store, case_id: int
+) -> None:
+    other = backend.store()
+    (item,) = store.add_items(case_id, [image()], actor=OPERATOR).items
+    assert other.active_items([item.id]) == {item.id}
+    assert other.changes_since("").changes[-1].item_id == item.id
+    other.withdraw_item(case_id, 1, actor=OPERATOR)
+    assert store.active_items([item.id]) == set()
+
+
+def test_a_closed_store_refuses_calls(backend: Backend, case_id: int) -> None:
+    store = backend.open()
+    store.close()
+    store.close()  # twice is fine
+    with pytest.raises(Unavailable):
+        store.add_items(case_id, [image()], actor=OPERATOR)
+    with pytest.raises(Unavailable):
+        store.active_items([1])
