@@ -115,7 +115,7 @@ def serve_command(
     )
     bank = Bank.open(store_url or data, load=False)
     try:
-        if not any(k.active for k in bank.list_api_keys(by=Principal.operator("cli"))):
+        if not any(k.active for k in bank.accounts.list_api_keys(by=Principal.operator("cli"))):
             where = f"--store {store_url}" if store_url else f"--data {data}"
             click.echo(
                 "matcher: no API keys yet. Create a first one (shown once) with:\n"
