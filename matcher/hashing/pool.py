@@ -5,8 +5,8 @@ caller's main module again (``spawn``, ``forkserver``), so a script that calls u
 ``if __name__ == "__main__":`` guard runs itself again in every worker and the pool breaks
 (``BrokenProcessPool``); ``fork`` is unsafe in a process that runs gRPC threads (a scan does).
 And when the parent is killed (``kill -9``), its fork server, resource tracker and workers
-stay running (seen here: all still alive 5 s after the kill). Here each worker is a fresh ``python -c`` that imports only the
-function's module, and it cannot outlive its parent:
+stay running (seen here: all still alive 5 s after the kill). Here each worker is a fresh
+``python -c`` that imports only the function's module, and it cannot outlive its parent:
 
 - it reads its work from a pipe whose only writer is the parent: EOF when the parent is gone;
 - on Linux, ``PR_SET_PDEATHSIG`` also kills it at once if the parent dies mid-item (it then
