@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install matcher (editable) with its dev extra
 
 run: $(STAMP) ## Start the service on the embedded default (SQLite in ./matcher-data)
+	@echo "matcher is installed in $(VENV), which is not on your PATH: run it as $(BIN)/matcher,"
+	@echo "or activate the environment first (source $(BIN)/activate) and run matcher."
+	@echo "In another terminal, a first API key: $(BIN)/matcher keys create --role admin --name ops --data $(DATA)"
 	$(BIN)/matcher serve --data $(DATA)
 
 test: $(STAMP) ## Run the test suite

@@ -324,7 +324,7 @@ class _ClientBase:
             if creds
             else type(self)._insecure_channel(target, options=_CHANNEL_OPTIONS)
         )
-        self._stubs = {
+        self._stubs: dict[str, Any] = {
             "match": match_pb2_grpc.MatchServiceStub(self._channel),
             "cases": cases_pb2_grpc.CaseServiceStub(self._channel),
             "admin": admin_pb2_grpc.AdminServiceStub(self._channel),

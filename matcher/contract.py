@@ -131,11 +131,11 @@ _MAX_ITEM_NUMBER = (1 << 31) - 1  # the wire's item_number is an int32
 # -- enums: every table is read from the contract, so the two cannot drift apart
 
 
-def _enum_table(enum: Any, prefix: str, members: Iterable[Any]) -> dict[Any, int]:
+def _enum_table(enum: Any, prefix: str, members: Iterable[Any]) -> dict[Any, Any]:
     return {m: enum.Value(f"{prefix}{m.name.upper()}") for m in members}
 
 
-_SIGNAL_TO_PB: dict[str, int] = {
+_SIGNAL_TO_PB: dict[str, Any] = {
     name: hashes_pb2.SignalType.Value(f"SIGNAL_TYPE_{name.upper()}") for name in SIGNALS
 }
 _SIGNAL_FROM_PB: dict[int, SignalType] = {v: SIGNALS[k] for k, v in _SIGNAL_TO_PB.items()}
@@ -157,7 +157,7 @@ def signal_from_pb(value: int, *, field: str = "signal_type") -> SignalType:
         raise InvalidHash("signal_type must be set to a known signal type", field=field) from None
 
 
-def signal_to_pb(signal: SignalType) -> int:
+def signal_to_pb(signal: SignalType) -> hashes_pb2.SignalType:
     """The enum number of a signal type."""
     return _SIGNAL_TO_PB[signal.name]
 
@@ -170,7 +170,7 @@ def role_from_pb(value: int, *, field: str = "role") -> Role:
         raise InvalidInput("role must be partner, practitioner or admin", field=field) from None
 
 
-def role_to_pb(role: Role | str) -> int:
+def role_to_pb(role: Role | str) -> admin_pb2.Role:
     """The enum number of a role (or of its name: ``"partner"``); ``InvalidInput`` if unknown."""
     try:
         return _ROLE_TO_PB[Role(role)]
@@ -186,7 +186,7 @@ def kind_from_pb(value: int, *, field: str = "kind") -> ItemKind:
         raise InvalidInput("kind must be image or video", field=field) from None
 
 
-def kind_to_pb(kind: ItemKind) -> int:
+def kind_to_pb(kind: ItemKind) -> hashes_pb2.ItemKind:
     """The enum number of an item kind."""
     return _KIND_TO_PB[ItemKind(kind)]
 
@@ -200,7 +200,7 @@ def verdict_from_pb(value: int, *, field: str = "verdict") -> bool:
     raise InvalidInput("verdict must be CORRECT or WRONG", field=field)
 
 
-def verdict_to_pb(correct: bool) -> int:
+def verdict_to_pb(correct: bool) -> match_pb2.Verdict:
     """The verdict enum number for a partner's "right" (True) or "wrong" (False)."""
     return match_pb2.VERDICT_CORRECT if correct else match_pb2.VERDICT_WRONG
 
@@ -218,7 +218,8 @@ def _time(message: Any, name: str) -> datetime | None:
     # Aware UTC datetimes, as the store hands them out: a round trip compares equal.
     if not message.HasField(name):
         return None
-    return getattr(message, name).ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
+    at: datetime = getattr(message, name).ToDatetime(tzinfo=UTC)
+    return at
 
 
 def _required_time(message: Any, name: str) -> datetime:

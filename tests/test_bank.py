@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from matcher.records import CaseState, ItemMatch, ItemState, NewItem, Query
 from matcher.signals import MD5, PDQ, PHASH, Hash
 
 OPERATOR = Principal.operator("test")
+Distance = int | Mapping[str, int] | None
 PARTNER = Principal.key(100, Role.PARTNER, org_id=None, name="platform")
 
 
@@ -54,7 +56,7 @@ def data(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def bank(data: Path) -> Bank:
+def bank(data: Path) -> Iterator[Bank]:
     with Bank.open(data) as b:
         yield b
 
@@ -76,11 +78,11 @@ def file_bytes(data: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(data.iterdir()) if p.is_file())
 
 
-def matches(bank: Bank, *hashes: Hash, max_distance: int | None = None) -> list[ItemMatch]:
+def matches(bank: Bank, *hashes: Hash, max_distance: Distance = None) -> list[ItemMatch]:
     return bank.match([Query(list(hashes), max_distance)])[0]
 
 
-def distances(bank: Bank, *hashes: Hash, max_distance: int | None = None) -> list[int]:
+def distances(bank: Bank, *hashes: Hash, max_distance: Distance = None) -> list[int]:
     return [m.distance for m in matches(bank, *hashes, max_distance=max_distance)]
 
 
@@ -279,13 +281,13 @@ def test_the_victim_withdraws_one_item_with_number_and_secret(
     bank.enroll(case.number, [kept, gone], by=me)
     # A wrong secret, a wrong case number and a wrong item number look alike.
     errors = []
-    for number, secret, item in (
+    for number, secret, wrong in (
         (case.number, "WRONG-WRONG-WRONG-WRONG", 2),
         ("ZZZZ-ZZZZ-ZZZZ", case.secret, 2),
         (case.number, case.secret, 9),
     ):
         with pytest.raises(NotFound) as err:
-            bank.withdraw_item_with_secret(number, secret, item)
+            bank.withdraw_item_with_secret(number, secret, wrong)
         errors.append(str(err.value))
     assert len(set(errors)) == 1
     assert all(len(matches(bank, h)) == 1 for h in gone.hashes)

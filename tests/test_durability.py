@@ -153,8 +153,8 @@ def check(data: Path, ledger: Ledger) -> None:
             assert status.state == "withdrawn" and status.hash_count == 0
             assert all(i.state is ItemState.WITHDRAWN for i in status.items)
         for case, number in ledger.items_withdrawn:
-            (item,) = [i for i in bank.case_status(case, by=operator).items if i.number == number]
-            assert item.state is ItemState.WITHDRAWN and item.hash_count == 0
+            (held,) = [i for i in bank.case_status(case, by=operator).items if i.number == number]
+            assert held.state is ItemState.WITHDRAWN and held.hash_count == 0
         for case, call, first in ledger.attempted:
             if case in ledger.withdrawing:
                 continue

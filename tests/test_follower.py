@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +35,13 @@ def folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def writer(folder: Path) -> SQLiteStore:
+def writer(folder: Path) -> Iterator[SQLiteStore]:
     with SQLiteStore(folder) as store:
         yield store
 
 
 @pytest.fixture
-def reader(folder: Path, writer: SQLiteStore) -> SQLiteStore:
+def reader(folder: Path, writer: SQLiteStore) -> Iterator[SQLiteStore]:
     with SQLiteStore(folder) as store:
         yield store
 

@@ -13,6 +13,7 @@ import io
 import json
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,11 @@ def hashes_of(name: str, profile: str) -> list[Hash]:
     raw = png(name)
     plain, _ = hash_bytes(raw, signals=("pdq", "phash", "md5", "sha256"))
     image = decode_image(raw)
-    views = {"plain": lambda _: [], "enroll": enroll_views, "query": query_views}[profile](image)
+    views = []
+    if profile == "enroll":
+        views = enroll_views(image)
+    elif profile == "query":
+        views = query_views(image)
     out = list(plain.values()) + [h for _, h in views]
     return list({(h.signal.name, h.value): h for h in out}.values())
 
@@ -80,7 +85,7 @@ def data(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def bank(data: Path) -> Bank:
+def bank(data: Path) -> Iterator[Bank]:
     with Bank.open(data) as b:
         yield b
 

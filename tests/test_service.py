@@ -23,6 +23,7 @@ from PIL import Image, ImageOps
 
 from matcher.client import AsyncClient, Client, Query
 from matcher.errors import (
+    Conflict,
     InvalidInput,
     LowQuality,
     NotFound,
@@ -114,6 +115,9 @@ def test_enroll_match_report_status_withdraw(service: Running, rng: np.random.Ge
         )
         withdrawn = practitioner.withdraw(case.number)
         assert withdrawn.state is CaseState.WITHDRAWN and withdrawn.hash_count == 0
+        assert practitioner.withdraw(case.number).state is CaseState.WITHDRAWN  # retry-safe
+        with pytest.raises(Conflict):  # a withdrawn case takes no new items
+            practitioner.add_items(case.number, [[other]])
     with service.client("partner") as partner:
         # Effective on the very next call.
         assert [r.matches for r in partner.match([[photo], [other]])] == [[], []]

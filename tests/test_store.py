@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def item() -> NewItem:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SQLiteStore:
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
     with SQLiteStore(tmp_path / "data") as s:
         yield s
 
@@ -60,7 +61,7 @@ def test_open_store_takes_a_path_or_a_url(tmp_path: Path) -> None:
     with open_store(tmp_path / "a") as a:
         assert isinstance(a, SQLiteStore) and isinstance(a, Store)
     with open_store(f"sqlite://{tmp_path / 'b'}") as b:
-        assert b.path == tmp_path / "b" / DB_FILENAME
+        assert isinstance(b, SQLiteStore) and b.path == tmp_path / "b" / DB_FILENAME
     with open_store(str(tmp_path / "a")) as again:
         assert again.secret_key() == a.secret_key()
     for url, message in (
@@ -75,7 +76,7 @@ def test_open_store_takes_a_path_or_a_url(tmp_path: Path) -> None:
 
 
 def test_an_empty_folder_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
-    with open_store(tmp_path / "new") as store:
+    with SQLiteStore(tmp_path / "new") as store:
         assert store.schema_version == SCHEMA_VERSION == 2
         tables = {r[0] for r in raw(store, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {
@@ -107,7 +108,7 @@ def test_wal_and_full_sync_are_on(store: SQLiteStore) -> None:
 
 def test_reopening_applies_nothing_twice_and_a_new_migration_once(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    with open_store(data) as store:
+    with SQLiteStore(data) as store:
         store.create_organisation("Kept", actor=OPERATOR)
     future = [*MIGRATIONS, ("ALTER TABLE organisations ADD COLUMN country TEXT",)]
     for _ in range(2):

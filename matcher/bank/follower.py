@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 from matcher.index import Index
-from matcher.records import CodeChunk, entry_ids
+from matcher.records import Change, CodeChunk, entry_ids
 from matcher.signals import SIGNALS
 from matcher.store.base import ChangeFeed
 
@@ -144,7 +144,7 @@ class IndexFollower:
             if not batch.more:
                 return applied, position
 
-    def _apply(self, index: Index, changes: list) -> None:
+    def _apply(self, index: Index, changes: list[Change]) -> None:
         removed = {c.item_id: c.hash_count for c in changes if c.op == "remove"}
         added = [c.item_id for c in changes if c.op == "add" and c.item_id not in removed]
         if removed:

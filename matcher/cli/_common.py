@@ -21,16 +21,20 @@ from matcher.errors import InvalidInput, MatcherError
 
 if TYPE_CHECKING:
     from matcher.client import Client
+    from matcher.hashing import FileHashes
 
 __all__ = [
     "DEFAULT_DATA",
+    "INPUT_FILE",
     "MatcherGroup",
     "Remote",
     "Writer",
     "data_options",
     "echo_json",
     "error_message",
+    "hashed_files",
     "local_hashing_options",
+    "program_name",
     "progress_enabled",
     "progress_option",
     "read_paths",
@@ -38,6 +42,9 @@ __all__ = [
 ]
 
 DEFAULT_DATA = "./matcher-data"
+
+INPUT_FILE = click.Path(dir_okay=False, exists=True, allow_dash=True)
+"""A file the command reads (checked before the command runs), or "-" for standard input."""
 
 F = Callable[..., Any]
 
@@ -63,6 +70,22 @@ class MatcherGroup(click.Group):
             ctx.exit(1)
 
 
+def program_name() -> str:
+    """How to run matcher again from this shell, for hints: ``matcher`` when that is on the
+    PATH, else the path this process was started by (``.venv/bin/matcher`` after ``make run``,
+    whose virtual environment is not activated)."""
+    import os
+    import shutil
+
+    started = sys.argv[0] if sys.argv else ""
+    if os.path.basename(started) != "matcher" or os.sep not in started:
+        return "matcher"
+    on_path = shutil.which("matcher")
+    if on_path and os.path.realpath(on_path) == os.path.realpath(started):
+        return "matcher"
+    return started
+
+
 def progress_enabled(flag: bool | None) -> bool:
     """A bar on a terminal, nothing in a pipe or a log file, unless the user says otherwise."""
     return sys.stderr.isatty() if flag is None else flag
@@ -86,6 +109,39 @@ def read_paths(paths: Iterable[str]) -> Iterator[str]:
                     yield line
         else:
             yield p
+
+
+def hashed_files(
+    paths: tuple[str, ...],
+    hashes_file: str | None,
+    *,
+    dihedral: bool = False,
+    profile: str = "plain",
+    jobs: int | None = None,
+) -> Iterator[FileHashes]:
+    """The files a command works on: hashed here from ``paths`` (files, folders, "-"), or read
+    from ``matcher hash`` lines (``--hashes FILE``, "-" for standard input) by the one parser
+    of that format, ``matcher.hashing.read_hash_lines``."""
+    import os
+
+    if hashes_file is not None:
+        if paths:
+            raise click.UsageError("give image paths or --hashes, not both")
+        from matcher.hashing.files import read_hash_lines
+
+        if hashes_file == "-":
+            yield from read_hash_lines(sys.stdin, "-")
+            return
+        with open(hashes_file, encoding="utf-8") as lines:
+            yield from read_hash_lines(lines, hashes_file)
+        return
+    if not paths:
+        raise click.UsageError("give image paths (or --hashes FILE)")
+    from matcher.hashing.files import hash_files
+
+    yield from hash_files(
+        read_paths(paths), dihedral=dihedral, profile=profile, jobs=jobs or os.cpu_count() or 1
+    )
 
 
 def echo_json(record: dict[str, Any]) -> None:
@@ -183,7 +239,9 @@ class Remote:
 
 
 def remote_options(fn: F | None = None, *, api_key: bool = True) -> Any:
-    """--server, --api-key, --timeout and --tls-ca, handed to the command as one ``remote``."""
+    """--server, --api-key, --timeout and --tls-ca, handed to the command as one ``remote``
+    (``api_key=False``: no --api-key, for the victim's commands)."""
+    with_key = api_key
 
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
@@ -219,5 +277,4 @@ def remote_options(fn: F | None = None, *, api_key: bool = True) -> Any:
             help="The service's host:port (or MATCHER_SERVER).",
         )(wrapper)
 
-    with_key = api_key
     return decorate(fn) if fn is not None else decorate

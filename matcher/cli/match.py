@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
 
 import click
 
-from matcher.cli._common import Remote, echo_json, remote_options
-from matcher.cli._inputs import record_hashes, records
+from matcher.cli._common import INPUT_FILE, Remote, echo_json, hashed_files, remote_options
+
+_BATCH = 500
 
 
 @click.command("match")
 @remote_options
 @click.argument("paths", nargs=-1)
 @click.option(
-    "--hashes", "hashes_file", help="Match the JSON lines of `matcher hash` ('-': stdin)."
+    "--hashes",
+    "hashes_file",
+    type=INPUT_FILE,
+    help="Match the JSON lines of `matcher hash` ('-': stdin).",
 )
 @click.option("--max-distance", type=int, help="A stricter match distance for every hash.")
 @click.option(
@@ -33,35 +37,39 @@ def match_command(
 ) -> None:
     """Hash images on this machine and ask the service whether they match (partners).
 
-    Each image is sent as its PDQ hash with its 8 rotations and flips, its pHash and its file
-    digests. Writes one JSON line per image: its path and its matches (opaque ids, signal,
-    distance), best first.
+    Each image is sent as one query: its PDQ hash with its 8 rotations and flips (and with
+    --profile query its detection views), its pHash and its file digests. Writes one JSON line
+    per image: its path and its matches, one per matched enrolled image, best first: an opaque
+    item_id (for feedback), the smallest distance and its signal, and how many of the image's
+    hashes hit it.
 
     \b
     Examples:
       matcher match upload.jpg
       matcher hash --dihedral uploads/ | matcher match --hashes -
     """
-    from matcher.client import Query
-
-    found = list(records(paths, hashes_file, dihedral=True, profile=profile))
+    files = hashed_files(paths, hashes_file, dihedral=True, profile=profile)
     with remote.client() as client:
-        batch: list[tuple[dict, Any]] = []
-
-        def flush() -> None:
-            results = client.match([q for _, q in batch])
-            for (record, _), result in zip(batch, results, strict=True):
-                echo_json({"path": record.get("path"), "matches": [
-                    {"match_id": m.match_id, "signal": m.signal, "distance": m.distance}
-                    for m in result.matches]})  # fmt: skip
-            batch.clear()
-
-        for record in found:
-            if record.get("error"):
-                echo_json({"path": record.get("path"), "error": record["error"]})
-                continue
-            batch.append((record, Query(record_hashes(record, variants=True), max_distance)))
-            if len(batch) == 500:
-                flush()
-        if batch:
-            flush()
+        while batch := list(itertools.islice(files, _BATCH)):
+            asked = [(r, r.to_query(max_distance=max_distance)) for r in batch]
+            queries = [q for _, q in asked if q is not None]
+            answers = iter(client.match(queries) if queries else [])
+            for result, query in asked:
+                if not result.ok:
+                    echo_json({"path": result.path, "error": result.error})
+                    continue
+                found = next(answers).matches if query is not None else []
+                echo_json(
+                    {
+                        "path": result.path,
+                        "matches": [
+                            {
+                                "item_id": m.item_id,
+                                "distance": m.distance,
+                                "signal": m.signal.name,
+                                "hits": m.hits,
+                            }
+                            for m in found
+                        ],
+                    }
+                )

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from matcher.cli._common import data_options
+from matcher.cli._common import data_options, program_name
 
 
 @click.command("serve")
@@ -119,7 +119,7 @@ def serve_command(
             where = f"--store {store_url}" if store_url else f"--data {data}"
             click.echo(
                 "matcher: no API keys yet. Create a first one (shown once) with:\n"
-                f"  .venv/bin/matcher keys create --role admin --name ops {where}",
+                f"  {program_name()} keys create --role admin --name ops {where}",
                 err=True,
             )
         try:

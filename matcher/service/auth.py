@@ -75,9 +75,9 @@ class Guard:
     def authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
         """The principal behind the call's API key, or ``Unauthenticated``."""
         key = None
-        for item in context.invocation_metadata() or ():
-            if item.key == "authorization":
-                scheme, _, value = str(item.value).partition(" ")
+        for name, sent in context.invocation_metadata() or ():
+            if name == "authorization":
+                scheme, _, value = str(sent).partition(" ")
                 if scheme.lower() == "bearer" and value.strip():
                     key = value.strip()
                 break

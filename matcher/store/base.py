@@ -272,3 +272,9 @@ class Store(AccountStore, CaseStore, MatchStore, ChangeFeed, AuditReader, Protoc
     def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
         ...
+
+    def __enter__(self) -> Store:
+        """``with open_store(url) as store:`` closes it at the end."""
+        ...
+
+    def __exit__(self, *exc: object) -> None: ...

@@ -45,6 +45,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -118,7 +119,7 @@ _ITEM_COLUMNS = (
 _KEY_COLUMNS = "id, name, role, org_id, prefix, created_at, revoked_at"
 
 
-def _case(row: tuple) -> CaseRecord:
+def _case(row: tuple[Any, ...]) -> CaseRecord:
     return CaseRecord(
         id=row[0],
         number=row[1],
@@ -134,7 +135,7 @@ def _case(row: tuple) -> CaseRecord:
     )
 
 
-def _item(row: tuple) -> ItemRecord:
+def _item(row: tuple[Any, ...]) -> ItemRecord:
     return ItemRecord(
         id=row[0],
         case_id=row[1],
@@ -151,7 +152,7 @@ def _item(row: tuple) -> ItemRecord:
     )
 
 
-def _key(row: tuple) -> ApiKeyRecord:
+def _key(row: tuple[Any, ...]) -> ApiKeyRecord:
     return ApiKeyRecord(
         id=row[0],
         name=row[1],
@@ -648,7 +649,9 @@ class SQLiteStore:
 
     # -- withdrawal
 
-    def _withdraw_items(self, w: sqlite3.Connection, rows: Sequence[tuple], now: int) -> int:
+    def _withdraw_items(
+        self, w: sqlite3.Connection, rows: Sequence[tuple[int, int, str]], now: int
+    ) -> int:
         """Delete the hashes of active items ``(id, hash_count, signals)`` and mark them
         withdrawn, with one "remove" change each; return the hashes removed."""
         removed: Counter[str] = Counter()
@@ -751,7 +754,7 @@ class SQLiteStore:
                 busy = 1
             finally:
                 conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            done = busy == 0
+            done = bool(busy == 0)
             self._purge_pending = not done
             if not done and self._purge_timer is None:
                 self._purge_timer = threading.Timer(1.0, self._retry_purge)
@@ -878,6 +881,8 @@ class SQLiteStore:
         and must not hold a thread's shared reader connection. A WAL purge the long read held
         back is finished when it closes.
         """
+        if self._closed:
+            raise Unavailable("the store is closed")
         conn = self._connect()
         try:
             conn.execute("BEGIN")

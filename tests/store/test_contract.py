@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from matcher.audit import check_detail
-from matcher.errors import Conflict, InvalidInput, NotFound
+from matcher.errors import Conflict, InvalidInput, NotFound, Unavailable
 from matcher.principal import Principal, Role
 from matcher.records import (
     ItemKind,
@@ -254,8 +254,10 @@ def test_withdrawn_values_are_gone_from_the_database_files(
 ) -> None:
     kept, gone, also_gone = image(), image(label="beach"), image()
     store.add_items(case_id, [kept, gone], actor=OPERATOR)
+    case = store.get_case_by_id(case_id)
+    assert case is not None
     other = store.create_case(
-        store.get_case_by_id(case_id).org_id,
+        case.org_id,
         "DDDD-EEEE-FFFF",
         "scrypt$x",
         actor=OPERATOR,  # type: ignore[union-attr]
@@ -453,11 +455,9 @@ def test_two_writers_committing_concurrently_and_a_follower_that_misses_nothing(
     assert all(ops in (["add"], ["add", "remove"]) for ops in seen.values()), seen
     live = {item for item, ops in seen.items() if ops == ["add"]}
     assert len(seen) == 100 and len(live) == 100 - 18
-    all_ids = [
-        i.id
-        for c in ("WRIT-ER10-0000", "WRIT-ER20-0000")
-        for i in store.list_items(store.get_case(c).id)
-    ]  # type: ignore[union-attr]
+    cases = [store.get_case(c) for c in ("WRIT-ER10-0000", "WRIT-ER20-0000")]
+    all_ids = [i.id for c in cases if c is not None for i in store.list_items(c.id)]
+    assert len(all_ids) == 100
     assert store.active_items(all_ids) == live
 
 
@@ -513,3 +513,29 @@ def test_reads_from_many_threads_while_writing(store: Store, case_id: int) -> No
         t.join()
     assert errors == []
     assert store.get_case_by_id(case_id).item_count == 80  # type: ignore[union-attr]
+
+
+# -- handles
+
+
+def test_a_commit_is_seen_at_once_through_another_handle(
+    backend: Backend, store: Store, case_id: int
+) -> None:
+    other = backend.store()
+    (item,) = store.add_items(case_id, [image()], actor=OPERATOR).items
+    assert other.active_items([item.id]) == {item.id}
+    assert other.changes_since("").changes[-1].item_id == item.id
+    other.withdraw_item(case_id, 1, actor=OPERATOR)
+    assert store.active_items([item.id]) == set()
+
+
+def test_a_closed_store_refuses_calls(backend: Backend, case_id: int) -> None:
+    store = backend.open()
+    store.close()
+    store.close()  # twice is fine
+    with pytest.raises(Unavailable):
+        store.add_items(case_id, [image()], actor=OPERATOR)
+    with pytest.raises(Unavailable):
+        store.active_items([1])
+    with pytest.raises(Unavailable):
+        store.snapshot().__enter__()
