@@ -13,6 +13,8 @@ tree. The heavier parts are their own packages: ``matcher.hashing`` (client-side
 <ItemKind.IMAGE: 'image'>
 """
 
+from typing import TYPE_CHECKING
+
 from matcher.errors import (
     Conflict,
     CorruptImage,
@@ -30,21 +32,50 @@ from matcher.errors import (
     Unavailable,
     UnsupportedImage,
 )
-from matcher.records import (
-    CaseState,
-    CaseStatus,
-    EnrollResult,
-    ItemKind,
-    ItemMatch,
-    ItemState,
-    ItemStatus,
-    NewItem,
-    Query,
-    QueryResult,
-)
 from matcher.signals import MD5, PDQ, PHASH, SHA256, SIGNALS, Hash, SignalType, signal_type
 
+if TYPE_CHECKING:
+    from matcher.records import (
+        CaseState,
+        CaseStatus,
+        EnrollResult,
+        ItemKind,
+        ItemMatch,
+        ItemState,
+        ItemStatus,
+        NewItem,
+        Query,
+        QueryResult,
+    )
+
 __version__ = "0.1.0"
+
+# The domain values come from matcher.records, which imports numpy: loaded on first use, so
+# that `import matcher` (which every `matcher` command does) stays cheap and the CLI can set
+# OPENBLAS_NUM_THREADS before numpy starts its threads.
+_RECORDS = frozenset(
+    {
+        "CaseState",
+        "CaseStatus",
+        "EnrollResult",
+        "ItemKind",
+        "ItemMatch",
+        "ItemState",
+        "ItemStatus",
+        "NewItem",
+        "Query",
+        "QueryResult",
+    }
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _RECORDS:
+        from matcher import records
+
+        return getattr(records, name)
+    raise AttributeError(f"module 'matcher' has no attribute {name!r}")
+
 
 __all__ = [
     "MD5",

@@ -10,12 +10,14 @@ command and for scripts alike; ``scan`` and ``scan_dask`` are the two engines un
 runs in worker processes of our own (``matcher.hashing.pool``): a script needs no
 ``if __name__ == "__main__":`` guard, and a killed scan leaves no process behind.
 
->>> from matcher.client import Client                                  # doctest: +SKIP
->>> from matcher.scan import Journal, iter_inputs, scan
->>> with Client("127.0.0.1:50051", "mk_...") as client, Journal("report.jsonl") as journal:
-...     summary = scan(iter_inputs(["/data/photos"]), client, journal, jobs=4)
->>> summary.scanned, summary.matched, summary.failed
-(120000, 3, 12)
+For example, against a running service (the README runs the same as a script)::
+
+    from matcher.client import Client
+    from matcher.scan import Journal, iter_inputs, scan
+
+    with Client("127.0.0.1:50051", "mk_...") as client, Journal("report.jsonl") as journal:
+        summary = scan(iter_inputs(["/data/photos"]), client, journal, jobs=4)
+    print(summary.scanned, summary.matched, summary.failed)  # e.g. 120000 3 12
 """
 
 from matcher.scan.cluster import Service, scan_dask, scan_partition

@@ -193,9 +193,13 @@ def scan(
     the report are skipped, so calling this again with the same journal resumes the job.
     ``on_commit(n)`` is called as files reach the report (for a progress bar).
 
-    >>> from matcher.scan import Journal, iter_inputs, scan            # doctest: +SKIP
-    >>> with Client("127.0.0.1:50051", "mk_...") as client, Journal("report.jsonl") as j:
-    ...     summary = scan(iter_inputs(["/data/photos"]), client, j, jobs=4)
+    For example, against a running service::
+
+        from matcher.client import Client
+        from matcher.scan import Journal, iter_inputs, scan
+
+        with Client("127.0.0.1:50051", "mk_...") as client, Journal("report.jsonl") as j:
+            summary = scan(iter_inputs(["/data/photos"]), client, j, jobs=4)
     """
     options = options or HashOptions()
     summary = ScanSummary()
