@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_DATA",
+    "INPUT_FILE",
     "MatcherGroup",
     "Remote",
     "Writer",
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 DEFAULT_DATA = "./matcher-data"
+
+INPUT_FILE = click.Path(dir_okay=False, exists=True, allow_dash=True)
+"""A file the command reads (checked before the command runs), or "-" for standard input."""
 
 F = Callable[..., Any]
 
@@ -235,7 +239,9 @@ class Remote:
 
 
 def remote_options(fn: F | None = None, *, api_key: bool = True) -> Any:
-    """--server, --api-key, --timeout and --tls-ca, handed to the command as one ``remote``."""
+    """--server, --api-key, --timeout and --tls-ca, handed to the command as one ``remote``
+    (``api_key=False``: no --api-key, for the victim's commands)."""
+    with_key = api_key
 
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
@@ -271,5 +277,4 @@ def remote_options(fn: F | None = None, *, api_key: bool = True) -> Any:
             help="The service's host:port (or MATCHER_SERVER).",
         )(wrapper)
 
-    with_key = api_key
     return decorate(fn) if fn is not None else decorate

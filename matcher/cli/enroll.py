@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from matcher.cli._common import Remote, echo_json, hashed_files, remote_options
+from matcher.cli._common import INPUT_FILE, Remote, echo_json, hashed_files, remote_options
 
 
 @click.command("enroll")
@@ -15,7 +15,10 @@ from matcher.cli._common import Remote, echo_json, hashed_files, remote_options
 @click.argument("case")
 @click.argument("paths", nargs=-1)
 @click.option(
-    "--hashes", "hashes_file", help="Enroll the JSON lines of `matcher hash` ('-': stdin)."
+    "--hashes",
+    "hashes_file",
+    type=INPUT_FILE,
+    help="Enroll the JSON lines of `matcher hash` ('-': stdin).",
 )
 @click.option(
     "--profile",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable
-from typing import IO
+from typing import IO, Any
 
 import click
 
@@ -140,7 +140,7 @@ def hash_command(
         sys.exit(1)
 
 
-def _bar(total: int | None) -> object:
+def _bar(total: int | None) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True)

@@ -6,7 +6,7 @@ import itertools
 
 import click
 
-from matcher.cli._common import Remote, echo_json, hashed_files, remote_options
+from matcher.cli._common import INPUT_FILE, Remote, echo_json, hashed_files, remote_options
 
 _BATCH = 500
 
@@ -15,7 +15,10 @@ _BATCH = 500
 @remote_options
 @click.argument("paths", nargs=-1)
 @click.option(
-    "--hashes", "hashes_file", help="Match the JSON lines of `matcher hash` ('-': stdin)."
+    "--hashes",
+    "hashes_file",
+    type=INPUT_FILE,
+    help="Match the JSON lines of `matcher hash` ('-': stdin).",
 )
 @click.option("--max-distance", type=int, help="A stricter match distance for every hash.")
 @click.option(

@@ -14,6 +14,7 @@ from typing import IO, Any
 import click
 
 from matcher.cli._common import (
+    INPUT_FILE,
     Remote,
     local_hashing_options,
     progress_enabled,
@@ -28,12 +29,14 @@ from matcher.errors import InvalidInput, MatcherError
 @click.option(
     "--files-from",
     metavar="FILE",
+    type=INPUT_FILE,
     help="Also scan the paths or URLs listed in FILE, one per line ('-': standard input).",
 )
 @click.option(
     "--hashes",
     "hashes_file",
     metavar="FILE",
+    type=INPUT_FILE,
     help="Scan the JSON lines of `matcher hash` instead of images ('-': standard input).",
 )
 @click.option(

@@ -88,7 +88,11 @@ def phash(image: Image.Image) -> Hash:
     coefficients = _DCT @ pixels @ _DCT.T
     noise = 1e-12 * max(float(np.abs(coefficients).max()), 1.0)
     coefficients[np.abs(coefficients) < noise] = 0.0
-    bits = (coefficients > np.median(coefficients)).flatten()
+    # np.median's own arithmetic (the mean of the two middle values of 64), without the import
+    # of numpy.ma that np.median makes on first use (~10 ms of a one-file start-up).
+    middle = np.partition(coefficients.ravel(), (31, 32))[31:33]
+    median = (middle[0] + middle[1]) / 2
+    bits = (coefficients > median).flatten()
     return Hash(PHASH, np.packbits(bits.astype(np.uint8)).tobytes())
 
 

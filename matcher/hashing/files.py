@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -23,8 +23,11 @@ from matcher.hashing.compute import digests, pdq, pdq_dihedral, phash
 from matcher.hashing.decode import DEFAULT_MAX_PIXELS, decode_image
 from matcher.hashing.pool import ordered_map
 from matcher.hashing.views import check_profile
-from matcher.records import NewItem, Query
 from matcher.signals import MD5, SHA256, Hash
+
+if TYPE_CHECKING:
+    # Imported where used: matcher.records costs ~10 ms, and `matcher hash` never needs it.
+    from matcher.records import NewItem, Query
 
 __all__ = [
     "DEFAULT_SIGNALS",
@@ -139,6 +142,8 @@ class FileHashes:
         by its other signals. The same value twice (the ``full`` view is the PDQ hash) is sent
         once. Raises ``InvalidInput`` for a file that could not be hashed or kept no hash.
         """
+        from matcher.records import NewItem
+
         if not self.ok:
             raise InvalidInput(f"could not be hashed: {self.error}", field="path")
         hashes = _unique(
@@ -164,6 +169,8 @@ class FileHashes:
         pHash and the digests are always asked. Each value is asked once, so that ``hits``
         counts distinct hashes.
         """
+        from matcher.records import Query
+
         if not self.ok:
             return None
         pdq = self.hashes.get("pdq")

@@ -298,4 +298,5 @@ def run_interruptibly(
         signal.signal(signal.SIGTERM, previous)
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["value"]  # type: ignore[no-any-return]
+    value: T = outcome["value"]
+    return value

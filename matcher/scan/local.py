@@ -136,7 +136,7 @@ def _batches(
     on_commit: Callable[[int], None] | None,
 ) -> Iterator[_Batch]:
     """Group hashed files into batches of queries; commit files with nothing to ask at once."""
-    batch, local = _Batch(), []
+    batch, local = _Batch(), list[Entry]()
     opened = time.monotonic()
 
     def commit_local() -> None:

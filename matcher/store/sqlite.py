@@ -881,6 +881,8 @@ class SQLiteStore:
         and must not hold a thread's shared reader connection. A WAL purge the long read held
         back is finished when it closes.
         """
+        if self._closed:
+            raise Unavailable("the store is closed")
         conn = self._connect()
         try:
             conn.execute("BEGIN")

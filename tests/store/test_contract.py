@@ -537,3 +537,5 @@ def test_a_closed_store_refuses_calls(backend: Backend, case_id: int) -> None:
         store.add_items(case_id, [image()], actor=OPERATOR)
     with pytest.raises(Unavailable):
         store.active_items([1])
+    with pytest.raises(Unavailable):
+        store.snapshot().__enter__()
