@@ -125,3 +125,20 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
         parent.kill()
         parent.wait()
     assert wait_until(lambda: not alive(workers), 5), f"left behind: {alive(workers)}"
+
+
+def test_a_function_of_the_callers_script_is_a_clear_error(tmp_path: Path) -> None:
+    script = tmp_path / "own.py"
+    script.write_text(
+        "from matcher.hashing import ordered_map\n"
+        "def double(x):\n"
+        "    return 2 * x\n"
+        "try:\n"
+        "    list(ordered_map(double, [1, 2, 3], jobs=2))\n"
+        "except RuntimeError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert "a worker cannot load the function" in out.stdout, out.stderr

@@ -246,7 +246,7 @@ def test_stopped_mid_job_then_the_same_command_finishes_with_every_file_once(
         if report.exists() and report.read_bytes().count(b"\n") >= 40:
             break
         time.sleep(0.01)
-    # To the whole group, as a terminal does: the scan, its fork server, its hashing processes.
+    # To the whole group, as a terminal does: the scan and its hashing processes.
     os.killpg(proc.pid, stop)
     _, stderr = proc.communicate(timeout=30)
     if stop == signal.SIGKILL:

@@ -4,9 +4,9 @@ Why not ``multiprocessing`` (or ``concurrent.futures``)? Its processes start by 
 caller's main module again (``spawn``, ``forkserver``), so a script that calls us without an
 ``if __name__ == "__main__":`` guard runs itself again in every worker and the pool breaks
 (``BrokenProcessPool``); ``fork`` is unsafe in a process that runs gRPC threads (a scan does).
-And when the parent is killed (``kill -9``), its fork server and workers wait on each other's
-pipes and stay behind. Here each worker is a fresh ``python -c`` that imports only the
-function's module, and it cannot outlive its parent:
+And when the parent is killed (``kill -9``), its fork server, resource tracker and workers
+stay running (seen here: all still alive 5 s after the kill). Here each worker is a fresh
+``python -c`` that imports only the function's module, and it cannot outlive its parent:
 
 - it reads its work from a pipe whose only writer is the parent: EOF when the parent is gone;
 - on Linux, ``PR_SET_PDEATHSIG`` also kills it at once if the parent dies mid-item (it then
@@ -94,6 +94,12 @@ def _serve(parent: int) -> None:
         fn = _receive(inbox)
     except EOFError:
         return
+    except Exception as exc:  # e.g. a function of the caller's own script (no __main__ here)
+        failure = RuntimeError(f"a worker cannot load the function: {exc}")
+
+        def fn(item: object) -> object:
+            raise failure
+
     # A thread drains the inbox as items arrive, so the parent never blocks writing an item
     # while this process blocks writing an answer the parent has not read yet (a deadlock
     # once both pipes are full). The parent's window bounds what waits here.
@@ -182,7 +188,8 @@ def ordered_map(
 
     At most ``window`` items are in flight (default 8 per process), so memory stays flat however
     long the input is, and results stream out while later items are still being read.
-    ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one); an
+    ``fn`` must be importable by the workers: a module-level function of a module (not of the
+    running script, which the workers never import) or a ``functools.partial`` of one; an
     exception it raises is raised here, for its item. ``inline`` runs ``fn`` in this process:
     by default when ``jobs`` is 1 or there is only one item (a pool would only add its
     start-up); ``inline=False`` keeps the work off this process even then, whose own threads
