@@ -198,6 +198,12 @@ def test_stream_match_answers_each_batch_in_order(
     ]
     with service.client("partner") as partner:
         answers = list(partner.stream_match(batches))
+        # A bad message ends the stream with its location; the answers before it arrived.
+        got = []
+        with pytest.raises(InvalidInput) as err:
+            for answer in partner.stream_match([batches[0], batches[1], []]):
+                got.append(answer)
+        assert err.value.field == "requests[2].queries" and len(got) == 2
     assert len(answers) == 20
     for b, answer in enumerate(answers):
         assert [r.query_id for r in answer] == [q.query_id for q in batches[b]]
