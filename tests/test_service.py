@@ -692,11 +692,13 @@ def test_server_modules_never_import_hashing() -> None:
 
 
 def test_the_sdk_imports_neither_the_bank_nor_the_service() -> None:
+    """The SDK stays light for pipelines that only query: no index (numba), no store, and no
+    credentials (an scrypt hash runs when that module loads)."""
     code = (
         "import sys, matcher.client;"
         "bad = [m for m in sys.modules if m.split('.')[:2] in "
-        "(['matcher', 'bank'], ['matcher', 'service'], ['matcher', 'store'], ['matcher', 'index'])"
-        " or m == 'numba'];"
+        "(['matcher', 'bank'], ['matcher', 'service'], ['matcher', 'store'], ['matcher', 'index'],"
+        " ['matcher', 'credentials']) or m == 'numba'];"
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
