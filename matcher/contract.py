@@ -82,6 +82,7 @@ __all__ = [
     "case_from_pb",
     "case_name",
     "case_number_from_name",
+    "case_secret_from_pb",
     "case_to_pb",
     "check_item_number",
     "code_of",
@@ -92,6 +93,7 @@ __all__ = [
     "hash_to_pb",
     "id_from_name",
     "item_from_pb",
+    "item_id_from_pb",
     "item_name",
     "item_ref_from_name",
     "item_to_pb",
@@ -273,6 +275,26 @@ def check_item_number(number: int, *, field: str = "item_number") -> int:
     if number < 1:
         raise InvalidInput("item_number must be 1 or more (items are numbered from 1)", field=field)
     return number
+
+
+def case_secret_from_pb(case_number: str, secret: str) -> tuple[str, str]:
+    """A victim's case number and secret as sent; ``InvalidInput`` naming the empty one.
+    Whether they match is the bank's to say (``NotFound`` either way), and the bank
+    normalises the number."""
+    if not case_number.strip():
+        raise InvalidInput("case_number is required", field="case_number")
+    if not secret.strip():
+        raise InvalidInput("secret is required", field="secret")
+    return case_number.strip(), secret
+
+
+def item_id_from_pb(item_id: str, *, field: str = "item_id") -> str:
+    """A partner's item id as sent (the bank decodes it: one that names no item is
+    ``NotFound``); ``InvalidInput`` when empty."""
+    item_id = item_id.strip()
+    if not item_id:
+        raise InvalidInput("item_id is required (the item_id of a MatchResult)", field=field)
+    return item_id
 
 
 def id_from_name(name: str, collection: str, *, field: str) -> int:

@@ -8,6 +8,7 @@ import inspect
 import json
 import re
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -225,3 +226,13 @@ def test_enroll_batches_keep_items_whole_and_in_order() -> None:
     assert [i for b in batches for i in b] == items
     many = [NewItem([Hash(PDQ, bytes(32), 90)])] * 2500
     assert [len(b) for b in _enroll_batches(many, max_hashes=100_000)] == [1000, 1000, 500]
+
+
+def test_the_sdk_converts_nothing_itself() -> None:
+    """One home for each conversion: the SDK builds and reads messages only through
+    ``matcher.contract`` (the module the server uses), never field by field."""
+    import matcher.client
+
+    source = Path(matcher.client.__file__).read_text()
+    for own_conversion in ("hashes_pb2", "Timestamp", "ToDatetime", "SignalCount", ".Value("):
+        assert own_conversion not in source, own_conversion

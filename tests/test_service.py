@@ -198,6 +198,12 @@ def test_stream_match_answers_each_batch_in_order(
     ]
     with service.client("partner") as partner:
         answers = list(partner.stream_match(batches))
+        # A bad message ends the stream with its location; the answers before it arrived.
+        got = []
+        with pytest.raises(InvalidInput) as err:
+            for answer in partner.stream_match([batches[0], batches[1], []]):
+                got.append(answer)
+        assert err.value.field == "requests[2].queries" and len(got) == 2
     assert len(answers) == 20
     for b, answer in enumerate(answers):
         assert [r.query_id for r in answer] == [q.query_id for q in batches[b]]
@@ -482,18 +488,14 @@ def test_bad_items_get_field_violations_and_nothing_is_stored(
         assert _violation(err.value).field == field, name
     with service.client("practitioner") as practitioner:
         assert practitioner.get_case(case.number).item_count == 1  # all or none
-        for bad_name in ("cases/", "cases/X/items/0", "cases/X/items/y"):
-            with pytest.raises(InvalidInput):
-                practitioner._invoke(  # the SDK would never send these
-                    _withdraw_item_call(bad_name)
-                )
-
-
-def _withdraw_item_call(name: str):
-    from matcher.client import _Call
-
-    request = cases_pb2.WithdrawItemRequest(name=name)
-    return _Call("cases", "WithdrawItem", request, lambda r: r)
+    for bad_name in ("cases/", f"cases/{case.number}/items/0", f"cases/{case.number}/items/y"):
+        request = cases_pb2.WithdrawItemRequest(name=bad_name)
+        with pytest.raises(grpc.RpcError) as err:
+            _raw(
+                service, cases_pb2_grpc.CaseServiceStub, "WithdrawItem", request, "practitioner",
+                timeout=10,
+            )  # fmt: skip
+        assert _violation(err.value).field == "name", bad_name
 
 
 def test_low_quality_enrollment_is_refused_whole(
@@ -690,11 +692,13 @@ def test_server_modules_never_import_hashing() -> None:
 
 
 def test_the_sdk_imports_neither_the_bank_nor_the_service() -> None:
+    """The SDK stays light for pipelines that only query: no index (numba), no store, and no
+    credentials (an scrypt hash runs when that module loads)."""
     code = (
         "import sys, matcher.client;"
         "bad = [m for m in sys.modules if m.split('.')[:2] in "
-        "(['matcher', 'bank'], ['matcher', 'service'], ['matcher', 'store'], ['matcher', 'index'])"
-        " or m == 'numba'];"
+        "(['matcher', 'bank'], ['matcher', 'service'], ['matcher', 'store'], ['matcher', 'index'],"
+        " ['matcher', 'credentials']) or m == 'numba'];"
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -135,10 +135,9 @@ class MatchServicer(_Base, match_pb2_grpc.MatchServiceServicer):
 
     @rpc(*_PARTNER)
     async def ReportMatch(self, request: Any, context: Any, who: Principal) -> Any:
-        if not request.item_id.strip():
-            raise InvalidInput("item_id is required", field="item_id")
+        item_id = contract.item_id_from_pb(request.item_id)
         correct = contract.verdict_from_pb(request.verdict)
-        await _run(self.bank.report, request.item_id, correct, by=who)
+        await _run(self.bank.report, item_id, correct, by=who)
         return match_pb2.ReportMatchResponse()
 
 
@@ -208,16 +207,13 @@ class CaseServicer(_Base, cases_pb2_grpc.CaseServiceServicer):
         address guessing over many cases); successes cost nothing. The case's bucket is keyed
         by the normalised number, so ``s5py1c3ed5wj`` and ``S5PY-1C3E-D5WJ`` share one.
         """
-        if not request.case_number.strip():
-            raise InvalidInput("case_number is required", field="case_number")
-        if not request.secret:
-            raise InvalidInput("secret is required", field="secret")
-        case_key = ("case", credentials.normalise_case_number(request.case_number))
+        number, secret = contract.case_secret_from_pb(request.case_number, request.secret)
+        case_key = ("case", credentials.normalise_case_number(number))
         peer_key = ("peer", peer_host(context))
         self.secret_failures.check(case_key)
         self.secret_failures.check(peer_key)
         try:
-            return await _run(fn, request.case_number, request.secret, *args)
+            return await _run(fn, number, secret, *args)
         except NotFound:
             self.secret_failures.spend(case_key)
             self.secret_failures.spend(peer_key)
