@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -106,7 +107,11 @@ def verify_secret(secret: str, stored: str) -> bool:
     return hmac.compare_digest(got, want)
 
 
-_ABSENT = hash_secret(new_secret())
+@functools.cache
+def _absent() -> str:
+    # Made on first use, not at import: one scrypt run (~80 ms) would otherwise land on every
+    # command that imports this module (`matcher keys` among them).
+    return hash_secret(new_secret())
 
 
 def verify_secret_absent(secret: str) -> bool:
@@ -114,7 +119,7 @@ def verify_secret_absent(secret: str) -> bool:
 
     Without this, a fast "no such case" would tell a guesser which case numbers exist.
     """
-    verify_secret(secret, _ABSENT)
+    verify_secret(secret, _absent())
     return False
 
 

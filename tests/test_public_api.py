@@ -183,6 +183,25 @@ PUBLIC: dict[str, set[str]] = {
         "serve",
     },
     "matcher.cli": {"main"},
+    "matcher.client": {
+        "DEFAULT_TARGET",
+        "MAX_ITEMS_PER_CALL",
+        "ApiKeyRecord",
+        "AsyncClient",
+        "BankStats",
+        "CaseStatus",
+        "Client",
+        "EnrollResult",
+        "ItemMatch",
+        "ItemStatus",
+        "NewApiKey",
+        "NewCase",
+        "NewItem",
+        "Organisation",
+        "Query",
+        "QueryResult",
+        "as_dict",
+    },
 }
 
 
