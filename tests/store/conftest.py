@@ -1,13 +1,14 @@
 """The backends the store conformance suite runs against: one fixture, one parameter each.
 
 A backend here is a real store (a real SQLite file in a fresh folder; later a real PostgreSQL
-database) plus the two things only its harness knows: how to open a second handle on the same
-data (another process, another replica) and how to read its raw files, to check that
-withdrawn values are really gone.
+database) plus what only its harness knows: how to open a second handle on the same data
+(another process, another replica), how to read its raw files, and where an item's sealed
+blob is, to check that no value is ever in the files and that withdrawn blobs are really gone.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from matcher.store import SQLiteStore, Store
+from matcher.store.sqlite import DB_FILENAME
 
 
 @dataclass
@@ -24,6 +26,8 @@ class Backend:
     name: str
     open: Callable[[], Store]
     raw_bytes: Callable[[], bytes]
+    sealed: Callable[[int], bytes]
+    """The sealed blob of an item's codes as the backend stores it (to look for it in files)."""
     opened: list[Store] = field(default_factory=list)
 
     def store(self) -> Store:
@@ -37,7 +41,15 @@ def _sqlite(folder: Path) -> Backend:
     def raw_bytes() -> bytes:
         return b"".join(p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file())
 
-    return Backend("sqlite", lambda: SQLiteStore(folder), raw_bytes)
+    def sealed(item_id: int) -> bytes:
+        conn = sqlite3.connect(folder / DB_FILENAME)
+        try:
+            row = conn.execute("SELECT sealed FROM item_codes WHERE item_id = ?", (item_id,))
+            return bytes(row.fetchone()[0])
+        finally:
+            conn.close()
+
+    return Backend("sqlite", lambda: SQLiteStore(folder), raw_bytes, sealed)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
