@@ -1,7 +1,7 @@
 """The ``matcher`` command: a package of thin commands over the library.
 
 One module per command group (``hash``, ``serve``, ``keys``, ``case``, ``enroll``, ``match``,
-``scan``, ``victim``). Each command parses its arguments, opens one library object, calls it
+``scan``, ``victim``, ``backup`` with ``restore`` and ``rotate-key``). Each command parses its arguments, opens one library object, calls it
 and prints; a library error (``MatcherError``) becomes a one-line message and exit status 1
 in one place (``_common.MatcherGroup``); bad usage exits 2. Every command's help ends with an
 example, and a test checks that each one is in the README.
@@ -30,11 +30,14 @@ __all__ = ["main"]
 # Command name -> "module:object". A command's module is imported only when it runs (or when
 # --help lists it), so `matcher hash` never builds the options of `scan` or `serve`.
 _COMMANDS = {
+    "backup": "matcher.cli.backup:backup_command",
     "case": "matcher.cli.case:case_group",
     "enroll": "matcher.cli.enroll:enroll_command",
     "hash": "matcher.cli.hash:hash_command",
     "keys": "matcher.cli.keys:keys_group",
     "match": "matcher.cli.match:match_command",
+    "restore": "matcher.cli.backup:restore_command",
+    "rotate-key": "matcher.cli.backup:rotate_key_command",
     "scan": "matcher.cli.scan:scan_command",
     "serve": "matcher.cli.serve:serve_command",
     "status": "matcher.cli.victim:status_command",

@@ -802,6 +802,44 @@ class SQLiteStore:
         assert record is not None
         return record
 
+    def rotate_key(self, ring: Keyring) -> int:
+        """Seal every item's codes and the secret key again under ``ring``'s current key, in
+        one transaction (``ring`` must still hold the keys they are sealed with now); return
+        the number of items resealed. Then this handle uses ``ring``.
+
+        The caller saves ``ring`` (with the old keys) before, and may drop the old keys after:
+        a crash at any point leaves blobs that the saved keyring opens.
+        """
+        cipher = ItemCipher(ring)
+        done = 0
+        with self._write() as w:
+            last = -1
+            while True:
+                rows = w.execute(
+                    "SELECT item_id, sealed FROM item_codes WHERE item_id > ? ORDER BY item_id "
+                    "LIMIT 1000",
+                    (last,),
+                ).fetchall()
+                if not rows:
+                    break
+                w.executemany(
+                    "UPDATE item_codes SET sealed = ? WHERE item_id = ?",
+                    [
+                        (cipher.reseal(sealed, cipher.item_context(item_id)), item_id)
+                        for item_id, sealed in rows
+                    ],
+                )
+                done += len(rows)
+                last = int(rows[-1][0])
+            w.execute(
+                "UPDATE meta SET value = ? WHERE key = 'secret_key'",
+                (cipher.seal_secret("secret_key", self._key),),
+            )
+            self._cipher = cipher
+        # The blobs under the old key are now only in free pages (zeroed) and old WAL frames.
+        self._purge_wal()
+        return done
+
     def _ledger(self, entry: dict[str, object]) -> None:
         """Append one withdrawal to the ledger and fsync it (before the withdrawal commits:
         a crash in between leaves a ledger line for a withdrawal that was asked for, which a
