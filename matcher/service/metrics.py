@@ -1,7 +1,8 @@
 """Prometheus metrics, served on their own HTTP port (never on the gRPC port).
 
 Labels are method names, status codes and signal type names: never a hash value, a case number
-or a key. The standard ``process_*`` series (memory, CPU, open files) come with them. Index sizes are read from the bank when Prometheus scrapes, so they are never stale.
+or a key. The standard ``process_*`` series (memory, CPU, open files) come with them. Index
+sizes are read from the bank when Prometheus scrapes, so they are never stale.
 """
 
 from __future__ import annotations

@@ -241,7 +241,7 @@ def pack_item(hashes: Sequence[Hash]) -> bytes:
         encoded = name.encode()
         head.append(struct.pack(">B", len(encoded)) + encoded + struct.pack(">I", len(positions)))
         body.append(np.asarray(positions, dtype=">u2").tobytes())
-        quality = [-1 if hashes[p].quality is None else int(hashes[p].quality) for p in positions]
+        quality = [-1 if (q := hashes[p].quality) is None else int(q) for p in positions]
         body.append(np.asarray(quality, dtype=">i2").tobytes())
         body.append(b"".join(hashes[p].value for p in positions))
     return b"".join(head + body)
