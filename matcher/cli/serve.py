@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -12,7 +13,7 @@ from matcher.cli._common import data_options, program_name
 from matcher.cli.backup import key_file_option, sqlite_folder
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     """One line on stderr naming the culprit, exit status 1 (never a traceback)."""
     click.echo(f"matcher: {message}", err=True)
     sys.exit(1)
@@ -55,7 +56,6 @@ def check_tls(cert: str | None, key: str | None, client_ca: str | None) -> None:
             _fail(f"{option} {path}: {exc.strerror}")
         except ValueError:
             _fail(f"{option} {path} is not a PEM certificate")
-        raise AssertionError  # unreachable
 
     if cert and key:
         mine = certificate(cert, "--tls-cert")
