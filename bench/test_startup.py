@@ -10,6 +10,9 @@ file:
   cold start adds the file size over the disk's bandwidth to every row);
 - ``SELECT rows``: ``SELECT item_id, sealed FROM item_codes`` fetched into Python tuples
   (one sealed blob per item), the naive way to read a store;
+- ``snapshot (plain)`` and ``snapshot``: reading every hash from a store snapshot (what the
+  encryption touches: reading the blobs, opening them, unpacking into numpy), in CPU seconds
+  of the process (less moved by other load than wall time), plain against sealed;
 - ``bank.load (plain)``: the real start-up over a second store filled alike whose "cipher"
   only copies (same layout, same calls, no AES-GCM): the baseline of the encryption's cost;
 - ``bank.load``: the real start-up (sealed items read in blocks of 512, opened with AES-GCM
@@ -81,6 +84,29 @@ before = rss_mb(); t = time.perf_counter()
 rows = conn.execute("SELECT item_id, sealed FROM item_codes ORDER BY item_id").fetchall()
 seconds = time.perf_counter() - t
 print(json.dumps({"seconds": seconds, "rows": None, "before": before, "after": rss_mb(),
+    "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+""",
+    "snapshot (plain)": """
+import matcher.store.sqlite
+from bench.test_startup import PlainCipher
+matcher.store.sqlite.ItemCipher = PlainCipher
+from matcher.store import open_store
+store = open_store(sys.argv[1] + "-plain")
+before = rss_mb(); t = time.process_time()
+with store.snapshot() as snap:
+    rows = sum(len(c.ids) for c in snap.chunks())
+seconds = time.process_time() - t
+print(json.dumps({"seconds": seconds, "rows": rows, "before": before, "after": rss_mb(),
+    "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+""",
+    "snapshot": """
+from matcher.store import open_store
+store = open_store(sys.argv[1])
+before = rss_mb(); t = time.process_time()
+with store.snapshot() as snap:
+    rows = sum(len(c.ids) for c in snap.chunks())
+seconds = time.process_time() - t
+print(json.dumps({"seconds": seconds, "rows": rows, "before": before, "after": rss_mb(),
     "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """,
     "bank.load (plain)": """
@@ -211,6 +237,9 @@ def _table() -> str:
         peak = max(r["peak"] for r in runs)
         db_mb = (Path(_data_dirs[n]) / DB_FILENAME).stat().st_size / 2**20
         target = ""
+        if method == "snapshot" and (n, "snapshot (plain)") in _results:
+            base = statistics.median(r["seconds"] for r in _results[(n, "snapshot (plain)")])
+            method = f"snapshot, CPU s ({seconds / base:.2f}x plain)"
         if method == "bank.load":
             plain = _results.get((n, "bank.load (plain)"))
             if plain:
