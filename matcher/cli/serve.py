@@ -210,3 +210,45 @@ def serve_command(
             sys.exit(1)
     finally:
         bank.close()
+
+
+@click.command("health")
+@click.option(
+    "--server",
+    default="127.0.0.1:50051",
+    show_default=True,
+    envvar="MATCHER_SERVER",
+    show_envvar=True,
+    help="The service's host:port.",
+)
+@click.option(
+    "--service",
+    default="",
+    help="Health service name: '' (default) is readiness (loaded and caught up with the "
+    "store), 'liveness' answers SERVING while the process is up.",
+)
+@click.option("--timeout", type=float, default=3.0, show_default=True, help="Deadline (s).")
+@click.option(
+    "--tls-ca",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Connect with TLS, trusting this CA certificate (PEM).",
+)
+def health_command(server: str, service: str, timeout: float, tls_ca: str | None) -> None:
+    """Ask a running service whether it is SERVING: exit 0 if so, 1 if not (a probe).
+
+    For container health checks and scripts that wait for a replica to be ready.
+
+    \b
+    Examples:
+      matcher health --server 127.0.0.1:50051
+      matcher health --service liveness
+    """
+    from pathlib import Path
+
+    from matcher.client import Client
+
+    roots = Path(tls_ca).read_bytes() if tls_ca else None
+    with Client(server, None, timeout=timeout, root_certificates=roots) as client:
+        serving = client.healthy(service)
+    click.echo("SERVING" if serving else "NOT_SERVING")
+    sys.exit(0 if serving else 1)
