@@ -98,7 +98,10 @@ class Replica:
         )
         self.log = log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "matcher.cli", "serve"], env=env, stdout=self.log, stderr=self.log
+            [sys.executable, "-m", "matcher.cli", "serve"],
+            env=env,
+            stdout=self.log,
+            stderr=self.log,
         )
         with Client(self.target, timeout=2) as c:
             deadline = time.monotonic() + 180
@@ -130,7 +133,9 @@ def _keys(url: str) -> dict[str, str]:
             "practitioner": bank.accounts.create_api_key(
                 "h", Role.PRACTITIONER, org_id=org.id, by=OPERATOR
             ).key,
-            "partner": bank.accounts.create_api_key("p", Role.PARTNER, org_id=None, by=OPERATOR).key,
+            "partner": bank.accounts.create_api_key(
+                "p", Role.PARTNER, org_id=None, by=OPERATOR
+            ).key,
         }
 
 
@@ -143,7 +148,9 @@ def test_propagation_and_throughput(server: PostgresServer, tmp_path: Path) -> N
         org_id = store.list_organisations()[0].id
         bulk = store.create_case(org_id, "BULK-BULK-BULK", "scrypt$x", actor=OPERATOR)
         for _ in range(10):
-            items = [NewItem([Hash(PDQ, rng.bytes(32), 90) for _ in range(1000)]) for _ in range(10)]
+            items = [
+                NewItem([Hash(PDQ, rng.bytes(32), 90) for _ in range(1000)]) for _ in range(10)
+            ]
             store.add_items(bulk.id, items, actor=OPERATOR)
     a = Replica(url, tmp_path / "a.log")
     b = Replica(url, tmp_path / "b.log")

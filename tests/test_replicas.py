@@ -21,8 +21,8 @@ import pytest
 
 from matcher.bank import Bank
 from matcher.client import Client
-from matcher.principal import Principal, Role
 from matcher.errors import Conflict
+from matcher.principal import Principal, Role
 from matcher.records import NewItem, Query
 from matcher.signals import MD5, PDQ, PHASH, Hash
 from matcher.store.postgres import PostgresStore
@@ -117,7 +117,9 @@ def cluster(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
             "practitioner": bank.accounts.create_api_key(
                 "h", Role.PRACTITIONER, org_id=org.id, by=OPERATOR
             ).key,
-            "partner": bank.accounts.create_api_key("p", Role.PARTNER, org_id=None, by=OPERATOR).key,
+            "partner": bank.accounts.create_api_key(
+                "p", Role.PARTNER, org_id=None, by=OPERATOR
+            ).key,
         }
     a = Replica(postgres_url, _free_port(), tmp_path / "a.log")
     b = Replica(postgres_url, _free_port(), tmp_path / "b.log")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
 from matcher.cli._common import data_options, program_name
 
 
-def _env(name: str) -> dict[str, object]:
+def _env(name: str) -> dict[str, Any]:
     """The environment variable an option also reads, shown in ``--help``."""
     return {"envvar": f"MATCHER_{name}", "show_envvar": True}
 

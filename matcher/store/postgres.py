@@ -293,7 +293,7 @@ class PostgresStore:
                 for version in range(current + 1, len(MIGRATIONS) + 1):
                     with conn.transaction():
                         for statement in MIGRATIONS[version - 1]:
-                            conn.execute(statement)  # type: ignore[arg-type]
+                            conn.execute(statement)
                         conn.execute(
                             "INSERT INTO schema_version VALUES (%s, %s)", (version, _now_ms())
                         )
@@ -352,7 +352,7 @@ class PostgresStore:
             sql += " AND id < %s"
             args.append(before)
         with self._conn() as conn:
-            rows = conn.execute(sql + " ORDER BY id DESC LIMIT %s", (*args, limit)).fetchall()  # type: ignore[call-overload]
+            rows = conn.execute(sql + " ORDER BY id DESC LIMIT %s", (*args, limit)).fetchall()
         return [
             AuditEntry(r[0], _dt_required(r[1]), r[2], r[3], r[4], r[5], json.loads(r[6]))
             for r in rows
@@ -417,7 +417,7 @@ class PostgresStore:
 
     @staticmethod
     def _case_by(conn: psycopg.Connection[Any], column: str, value: object) -> CaseRecord | None:
-        row = conn.execute(_CASE_SQL.format(column=column), (value,)).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(_CASE_SQL.format(column=column), (value,)).fetchone()
         return None if row is None else _case(row)
 
     def get_case(self, number: str) -> CaseRecord | None:
@@ -434,7 +434,7 @@ class PostgresStore:
         """Every item of the case, withdrawn ones included, by number."""
         with self._conn() as conn:
             rows = conn.execute(
-                f"SELECT {_ITEM_COLUMNS} FROM items WHERE case_id = %s ORDER BY number",  # type: ignore[arg-type]
+                f"SELECT {_ITEM_COLUMNS} FROM items WHERE case_id = %s ORDER BY number",
                 (case_id,),
             ).fetchall()
         return [_item(r) for r in rows]
@@ -443,7 +443,7 @@ class PostgresStore:
         """Item ``number`` of the case, or None."""
         with self._conn() as conn:
             row = conn.execute(
-                f"SELECT {_ITEM_COLUMNS} FROM items WHERE case_id = %s AND number = %s",  # type: ignore[arg-type]
+                f"SELECT {_ITEM_COLUMNS} FROM items WHERE case_id = %s AND number = %s",
                 (case_id, number),
             ).fetchone()
         return None if row is None else _item(row)
@@ -538,9 +538,10 @@ class PostgresStore:
                 assert row is not None
                 item_id = int(row[0])
                 base = item_id << ITEM_BITS
-                with w.cursor() as cur, cur.copy(
-                    "COPY hashes (id, signal, value, quality) FROM STDIN"
-                ) as copy:
+                with (
+                    w.cursor() as cur,
+                    cur.copy("COPY hashes (id, signal, value, quality) FROM STDIN") as copy,
+                ):
                     for p, h in enumerate(hashes):
                         copy.write_row((base + p, h.signal.name, h.value, h.quality))
                 w.execute(
@@ -562,9 +563,11 @@ class PostgresStore:
         return AddedItems([records[i] for i in item_ids], created, case)
 
     @staticmethod
-    def _items_by_id(conn: psycopg.Connection[Any], item_ids: Sequence[int]) -> dict[int, ItemRecord]:
+    def _items_by_id(
+        conn: psycopg.Connection[Any], item_ids: Sequence[int]
+    ) -> dict[int, ItemRecord]:
         rows = conn.execute(
-            f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ANY(%s::bigint[])",  # type: ignore[arg-type]
+            f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ANY(%s::bigint[])",
             ([int(i) for i in item_ids],),
         ).fetchall()
         return {r[0]: _item(r) for r in rows}
@@ -694,7 +697,7 @@ class PostgresStore:
             ).fetchone()
             if row is None:
                 raise NotFound("no such match (it may have been withdrawn)")
-            w.execute(f"UPDATE items SET {column} = {column} + 1 WHERE id = %s", (item_id,))  # type: ignore[arg-type]
+            w.execute(f"UPDATE items SET {column} = {column} + 1 WHERE id = %s", (item_id,))
             w.execute(
                 "INSERT INTO feedback(case_id, item_id, correct, actor, org_id, at) "
                 "VALUES (%s, %s, %s, %s, %s, %s)",
@@ -733,7 +736,11 @@ class PostgresStore:
                 assert row is not None
                 key_id = int(row[0])
                 self._audit(
-                    w, actor, Action.KEY_CREATE, detail={"key_id": key_id, "role": str(role)}, at=now
+                    w,
+                    actor,
+                    Action.KEY_CREATE,
+                    detail={"key_id": key_id, "role": str(role)},
+                    at=now,
                 )
         except pg_errors.ForeignKeyViolation:
             raise NotFound("no such organisation") from None
@@ -745,7 +752,7 @@ class PostgresStore:
         """The key with this hash (revoked or not), or None."""
         with self._conn() as conn:
             row = conn.execute(
-                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = %s",  # type: ignore[arg-type]
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = %s",
                 (key_hash,),
             ).fetchone()
         return None if row is None else _key(row)
@@ -753,7 +760,7 @@ class PostgresStore:
     def list_api_keys(self) -> list[ApiKeyRecord]:
         """Every key, by id (no key material: only the display prefix)."""
         with self._conn() as conn:
-            rows = conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY id").fetchall()  # type: ignore[arg-type]
+            rows = conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY id").fetchall()
         return [_key(r) for r in rows]
 
     def revoke_api_key(self, key_id: int, *, actor: Principal) -> ApiKeyRecord:
@@ -765,7 +772,7 @@ class PostgresStore:
                 (now, key_id),
             )
             exists = w.execute(
-                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = %s",  # type: ignore[arg-type]
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = %s",
                 (key_id,),
             ).fetchone()
             if exists is None:

@@ -1,9 +1,9 @@
 """The backends the store conformance suite runs against: one fixture, one parameter each.
 
 A backend here is a real store (a real SQLite file in a fresh folder; a fresh database on a
-real PostgreSQL server, ``tests.store.postgres_server``) plus the two things only its harness knows: how to open a second handle on the same
-data (another process, another replica) and how to read its raw files, to check that
-withdrawn values are really gone.
+real PostgreSQL server, ``tests.store.postgres_server``) plus the two things only its harness
+knows: how to open a second handle on the same data (another process, another replica) and
+how to read its raw bytes, to check that withdrawn values are really gone.
 """
 
 from __future__ import annotations

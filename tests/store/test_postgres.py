@@ -13,14 +13,12 @@ import time
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from matcher.bank.follower import IndexFollower
 from matcher.principal import Principal
 from matcher.records import NewItem
 from matcher.signals import MD5, PDQ, SIGNALS, Hash
-from matcher.store import SQLiteStore, open_store
-from matcher.store import postgres_schema, sqlite_schema
+from matcher.store import SQLiteStore, open_store, postgres_schema, sqlite_schema
 from matcher.store.postgres import PostgresStore
 from tests.store.postgres_server import postgres_server, postgres_url
 
@@ -81,10 +79,12 @@ def test_two_writers_committing_in_the_opposite_order_of_their_ids(postgres_url:
     peek = psycopg.connect(postgres_url, autocommit=True)
     # A's change row is written (uncommitted): its seq is taken.
     wait_until(
-        lambda: peek.execute(
-            "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
-        ).fetchone()[0]  # type: ignore[index]
-        == 1
+        lambda: (
+            peek.execute(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
+            ).fetchone()[0]  # type: ignore[index]
+            == 1
+        )
     )
     (item_b,) = writer_b.add_items(case_b.id, [md5_item()], actor=OPERATOR).items
     rows = peek.execute("SELECT seq, item_id FROM changes ORDER BY seq").fetchall()
