@@ -238,3 +238,44 @@ def test_the_follow_loop_trims_the_log_it_has_kept_long_enough(postgres_url: str
             assert follower.healthy and follower.reloads == 0
         finally:
             follower.stop_following()
+
+
+def test_readiness_follows_the_follower_and_liveness_the_process(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from matcher.cli import main
+    from matcher.service import ServerConfig
+    from tests.service_fixtures import start_server, stop_server
+
+    config = ServerConfig(address="127.0.0.1:0", metrics_address=None, stale_after_seconds=0.5)
+    running, thread = start_server(tmp_path / "data", config, load=False)
+    runner = CliRunner()
+
+    def health(service: str = "") -> tuple[int, str]:
+        got = runner.invoke(main, ["health", "--server", running.target, "--service", service])
+        return got.exit_code, got.output.strip()
+
+    try:
+        # Not loaded: not ready, but alive (a liveness probe must not restart it).
+        assert health() == (1, "NOT_SERVING")
+        assert health("liveness") == (0, "SERVING")
+        running.bank.load()
+        deadline = time.monotonic() + 30
+        while health()[0] != 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # The follower stops reaching the log's end (as when its store is unreachable):
+        # readiness turns NOT_SERVING after stale_after, liveness stays.
+        running.bank.follower.stop_following()
+        deadline = time.monotonic() + 30
+        while health() != (1, "NOT_SERVING"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert health("liveness") == (0, "SERVING")
+        running.bank.follower.start_following(poll=0.05)
+        deadline = time.monotonic() + 30
+        while health() != (0, "SERVING"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        stop_server(running, thread)
