@@ -31,9 +31,6 @@ from matcher.errors import (
 from matcher.principal import Principal, Role
 from matcher.records import CaseState, ItemMatch, ItemState, NewItem, Query
 from matcher.signals import MD5, PDQ, PHASH, Hash
-from tests.store.postgres_server import postgres_server, postgres_url
-
-__all__ = ["postgres_server", "postgres_url"]
 
 OPERATOR = Principal.operator("test")
 Distance = int | Mapping[str, int] | None

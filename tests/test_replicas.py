@@ -26,9 +26,6 @@ from matcher.principal import Principal, Role
 from matcher.records import NewItem, Query
 from matcher.signals import MD5, PDQ, PHASH, Hash
 from matcher.store.postgres import PostgresStore
-from tests.store.postgres_server import postgres_server, postgres_url
-
-__all__ = ["postgres_server", "postgres_url"]
 
 OPERATOR = Principal.operator("test")
 

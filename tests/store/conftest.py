@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from matcher.store import SQLiteStore, Store
-from tests.store.postgres_server import postgres_server, postgres_url
 
-__all__ = ["Backend", "backend", "postgres_server", "postgres_url", "store"]
+__all__ = ["Backend", "backend", "store"]
 
 
 @dataclass

@@ -20,9 +20,6 @@ from matcher.records import NewItem
 from matcher.signals import MD5, PDQ, SIGNALS, Hash
 from matcher.store import SQLiteStore, open_store, postgres_schema, sqlite_schema
 from matcher.store.postgres import PostgresStore
-from tests.store.postgres_server import postgres_server, postgres_url
-
-__all__ = ["postgres_server", "postgres_url"]
 
 OPERATOR = Principal.operator("test")
 
