@@ -303,7 +303,8 @@ def _pdq_of(path: str) -> list[tuple[bytes, int, bytes]]:
 
 
 def bucket_sizes(index: HammingIndex) -> list[np.ndarray]:
-    """Rows per key, per table, of an index with one segment (read from its directory)."""
+    """Rows per key, per table, of an index with one segment (read from its directory, whose
+    lanes hold running totals per block)."""
     (segment,) = index._segments
     t = segment.tables
     assert t is not None
@@ -314,7 +315,9 @@ def bucket_sizes(index: HammingIndex) -> list[np.ndarray]:
         at = int(t.dir_base[table]) * K.BLOCK
         lanes = t.directory[at : at + blocks * K.BLOCK].reshape(blocks, K.BLOCK)[:, :60]
         dtype = {1: np.uint8, 2: np.uint16, 4: np.uint32}[width]
-        out.append(np.ascontiguousarray(lanes).view(dtype).reshape(-1)[: 1 << length])
+        totals = np.ascontiguousarray(lanes).view(dtype).astype(np.int64)  # running totals
+        sizes = np.diff(totals, axis=1, prepend=0)
+        out.append(sizes.reshape(-1)[: 1 << length])
     return out
 
 

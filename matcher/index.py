@@ -147,7 +147,8 @@ class _Tables:
         def build(t: int) -> tuple[np.ndarray, int]:
             start, length = int(self.starts[t]), int(self.lengths[t])
             hist = np.empty(1 << length, dtype=np.int32)
-            width = _k.lane_width(int(_k.histogram(codes, start, length, hist)))
+            _k.histogram(codes, start, length, hist)
+            width = _k.lane_width(hist)
             directory = np.empty(_k.directory_blocks(length, width) * _k.BLOCK, dtype=np.uint8)
             _k.fill_table(codes, start, length, hist, width, directory, self.perm[t])
             return directory, width
