@@ -57,9 +57,10 @@ class MatchDispatcher(Generic[Q, R]):
     """Runs ``match(queries) -> one result per query`` for asyncio callers (see module doc).
 
     ``workers``: searches in flight at once, each on its own thread (None: one per core; 0:
-    inline on the event loop, the behaviour before issue 15, kept for comparison). ``size``
-    gives a request's weight (its number of hashes) for ``batch_hashes``, the most a gathered
-    batch holds (a larger request runs alone). Use from one event loop.
+    inline on the event loop, as one upload's match ran before issue 15, kept for
+    comparison). ``size`` gives a request's weight (its number of hashes) for
+    ``batch_hashes``, the most a gathered batch holds (a larger request runs alone). Use from
+    one event loop.
     """
 
     def __init__(

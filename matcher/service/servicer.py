@@ -54,8 +54,9 @@ class ServiceLimits:
     require_deadline: bool = True
     """Refuse Match calls without a deadline: a partner pipeline must say how long it waits."""
     match_workers: int | None = None
-    """Matches searched at once, each on its own thread (None: one per core; 0: inline on the
-    event loop, as before issue 15, kept for comparison in the benchmarks)..."""
+    """Matches searched at once, each on its own thread (None: one per core; 0: every match
+    inline on the event loop, as requests of up to 64 hashes, one upload, ran before issue 15;
+    kept for comparison in the benchmarks)..."""
     batch_hashes: int = 2048
     """...and the most hashes of concurrent requests gathered into one search."""
     secret_failures: int = 5
