@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from matcher.errors import InvalidDistance, InvalidHash
-from matcher.index import ExactIndex, HammingIndex, Index, codes_of
+from matcher.index import ExactIndex, HammingIndex, Index, codes_of, one_thread
 from matcher.signals import MD5, PDQ, PHASH, SHA256, Hash, SignalType
 
 _POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
@@ -566,3 +566,21 @@ def test_real_enroll_and_query_views_against_brute_force() -> None:
             assert as_pairs(result) == reference(entries, q, 31)
             found += len(result[0])
     assert found > 0  # edited copies find their photos' views
+
+
+def test_one_thread_keeps_a_batch_on_the_calling_thread() -> None:
+    """Inside ``one_thread`` a large batch is searched on the caller's thread (the match
+    dispatcher already keeps a search per core): same answers, no hand-off to the pool."""
+    rng = np.random.default_rng(16)
+    codes = clustered_codes(rng, 4000, 32, 40)
+    queries = np.concatenate([codes[:100], rng.integers(0, 256, (100, 32), dtype=np.uint8)])
+    index = HammingIndex(PDQ, flat_below=0, threads=2)
+    index.add(np.arange(len(codes)), codes)
+    assert index._pool._executor is not None  # the build used the index's threads
+    index._pool._executor.shutdown()  # from now on a hand-off would raise
+    with one_thread():
+        got = index.search(queries, 31)
+    with pytest.raises(RuntimeError):
+        index.search(queries, 31)  # outside the block, the batch is split over the pool
+    entries = {i: c.tobytes() for i, c in enumerate(codes)}
+    assert [as_pairs(r) for r in got] == [reference(entries, q, 31) for q in queries]

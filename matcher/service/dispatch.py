@@ -87,6 +87,11 @@ class MatchDispatcher(Generic[Q, R]):
         self.batches = 0
         """Batches run so far (for tests and benchmarks: requests / batches is the gathering)."""
 
+    @property
+    def in_flight(self) -> int:
+        """Searches running now (read from any thread: a hint, not a lock)."""
+        return self._busy
+
     async def match(self, queries: Sequence[Q]) -> list[R]:
         """One result per query, as ``match(queries)`` would give."""
         if self._executor is None:

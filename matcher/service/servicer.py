@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from matcher import contract, credentials
 from matcher.bank import Bank
 from matcher.errors import InvalidInput, NotFound
+from matcher.index import one_thread
 from matcher.principal import Principal, Role
 from matcher.records import ItemMatch, Query
 from matcher.service.auth import PUBLIC, Guard, peer_host, rpc, stream
@@ -108,11 +109,19 @@ class MatchServicer(_Base, match_pb2_grpc.MatchServiceServicer):
     def __init__(self, bank: Bank, guard: Guard, metrics: Metrics, limits: ServiceLimits) -> None:
         super().__init__(bank, guard, metrics, limits)
         self.dispatcher: MatchDispatcher[Query, list[ItemMatch]] = MatchDispatcher(
-            bank.match,
+            self._search,
             workers=limits.match_workers,
             batch_hashes=limits.batch_hashes,
             size=lambda queries: sum(len(q.hashes) for q in queries),
         )
+
+    def _search(self, queries: Sequence[Query]) -> list[list[ItemMatch]]:
+        # A batch running beside another uses its own thread only (each core already has a
+        # search); a batch alone may still split over the index's threads.
+        if self.dispatcher.in_flight > 1:
+            with one_thread():
+                return self.bank.match(queries)
+        return self.bank.match(queries)
 
     async def _match(self, queries_pb: Any, *, field: str) -> list[match_pb2.QueryResult]:
         queries = contract.queries_from_pb(queries_pb, max_batch=self.limits.max_batch, field=field)
