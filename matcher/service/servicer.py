@@ -3,8 +3,8 @@
 Auth, limits, metrics and error mapping are the guard's (``auth.Guard``); conversions and
 validation are ``matcher.contract``'s. The bank is synchronous: calls that may take long
 (commits with fsync, scrypt for a victim's secret, big match batches) run in a thread so the
-event loop keeps serving; small matches run inline, where a thread hop would cost more than the
-search.
+event loop keeps serving. Matches go through ``dispatch.MatchDispatcher``: on a worker thread per
+core, concurrent requests gathered into one search.
 """
 
 from __future__ import annotations
@@ -12,15 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from matcher import contract, credentials
 from matcher.bank import Bank
 from matcher.errors import InvalidInput, NotFound
+from matcher.index import one_thread
 from matcher.principal import Principal, Role
+from matcher.records import ItemMatch, Query
 from matcher.service.auth import PUBLIC, Guard, peer_host, rpc, stream
+from matcher.service.dispatch import MatchDispatcher
 from matcher.service.limits import Limiter
 from matcher.service.metrics import Metrics
 from matcher.v1 import (
@@ -51,8 +54,12 @@ class ServiceLimits:
     """...and most hashes over all of them (a message of about 4 MB)."""
     require_deadline: bool = True
     """Refuse Match calls without a deadline: a partner pipeline must say how long it waits."""
-    inline_hashes: int = 64
-    """Matches of up to this many hashes run on the event loop; bigger ones in a thread."""
+    match_workers: int | None = None
+    """Matches searched at once, each on its own thread (None: one per core; 0: every match
+    inline on the event loop, as requests of up to 64 hashes, one upload, ran before issue 15;
+    kept for comparison in the benchmarks)..."""
+    batch_hashes: int = 2048
+    """...and the most hashes of concurrent requests gathered into one search."""
     secret_failures: int = 5
     """Failed victim calls (wrong number or secret) allowed per case and per peer..."""
     secret_window_seconds: float = 900.0
@@ -99,16 +106,30 @@ _PRACTITIONER = (Role.PRACTITIONER, Role.ADMIN)
 class MatchServicer(_Base, match_pb2_grpc.MatchServiceServicer):
     """Matching for partners: ``Match``, ``StreamMatch``, ``ReportMatch``."""
 
+    def __init__(self, bank: Bank, guard: Guard, metrics: Metrics, limits: ServiceLimits) -> None:
+        super().__init__(bank, guard, metrics, limits)
+        self.dispatcher: MatchDispatcher[Query, list[ItemMatch]] = MatchDispatcher(
+            self._search,
+            workers=limits.match_workers,
+            batch_hashes=limits.batch_hashes,
+            size=lambda queries: sum(len(q.hashes) for q in queries),
+        )
+
+    def _search(self, queries: Sequence[Query]) -> list[list[ItemMatch]]:
+        # A batch running beside another uses its own thread only (each core already has a
+        # search); a batch alone may still split over the index's threads.
+        if self.dispatcher.in_flight > 1:
+            with one_thread():
+                return self.bank.match(queries)
+        return self.bank.match(queries)
+
     async def _match(self, queries_pb: Any, *, field: str) -> list[match_pb2.QueryResult]:
         queries = contract.queries_from_pb(queries_pb, max_batch=self.limits.max_batch, field=field)
         signals: dict[str, int] = {}
         for q in queries:
             for h in q.hashes:
                 signals[h.signal.name] = signals.get(h.signal.name, 0) + 1
-        if sum(signals.values()) <= self.limits.inline_hashes:
-            results = self.bank.match(queries)
-        else:
-            results = await _run(self.bank.match, queries)
+        results = await self.dispatcher.match(queries)
         for name, count in signals.items():
             self.metrics.count_hashes("match", name, count)
         self.metrics.matches.inc(sum(map(len, results)))
