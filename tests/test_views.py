@@ -26,6 +26,7 @@ from matcher.hashing.views import (
     content_box,
     enroll_views,
     matches,
+    picture_boxes,
     query_views,
 )
 from matcher.signals import PDQ
@@ -139,6 +140,31 @@ def _screenshot(image: Image.Image) -> Image.Image:
     return screen
 
 
+def _desktop_browser(image: Image.Image) -> Image.Image:
+    """The photo at full page height between dark margins, under a browser's chrome that spans
+    the whole width (so no uniform border can be trimmed from the sides)."""
+    from PIL import ImageDraw
+
+    screen = Image.new("RGB", (1366, 768), (14, 14, 14))
+    d = ImageDraw.Draw(screen)
+    d.rectangle((0, 0, 1366, 86), fill=(222, 225, 230))
+    d.rounded_rectangle((12, 6, 220, 40), radius=8, fill=(255, 255, 255))
+    d.text((40, 14), "astronaut.png", fill=(30, 30, 30))
+    d.rounded_rectangle((130, 47, 1270, 79), radius=16, fill=(241, 243, 244))
+    d.text((150, 56), "https://example.com/astronaut.png", fill=(30, 30, 30))
+    screen.paste(image.resize((682, 682)), (342, 86))
+    return screen
+
+
+def _pasted(image: Image.Image) -> Image.Image:
+    """The photo at 55% of the frame, pasted off-centre over an unrelated photo."""
+    from skimage import data
+
+    background = Image.fromarray(np.asarray(data.coffee())).resize((640, 480))
+    background.paste(image.resize((264, 264)), (301, 167))
+    return background
+
+
 EDITS = {
     "mirror": lambda im: ImageOps.mirror(im),
     "rot90_half": lambda im: im.transpose(Image.Transpose.ROTATE_90).resize((256, 256)),
@@ -146,6 +172,8 @@ EDITS = {
     "crop_15%_offset": lambda im: im.crop((0, 77, 435, 512)),
     "border": lambda im: ImageOps.expand(im, border=60, fill=(20, 120, 200)),
     "screenshot": _screenshot,
+    "desktop_browser": _desktop_browser,
+    "pasted_over_a_photo": _pasted,
 }
 
 
@@ -156,6 +184,15 @@ def test_views_find_what_plain_pdq_misses(
     query = _reencode(EDITS[edit](astronaut))
     assert pdq(query) - pdq(astronaut) > MATCH_DISTANCE, "plain PDQ already matches this edit"
     assert matches(query_views(query), astronaut_views)
+
+
+def test_picture_boxes_find_a_pasted_photo(astronaut: Image.Image) -> None:
+    boxes = picture_boxes(_reencode(_pasted(astronaut)))
+    assert any(
+        max(abs(a - b) for a, b in zip(box, (301, 167, 565, 431), strict=True)) <= 2
+        for box in boxes
+    )
+    assert picture_boxes(Image.new("RGB", (64, 64))) == []
 
 
 def test_views_tell_different_photos_apart(astronaut_views: list) -> None:

@@ -9,6 +9,7 @@ other. Generated pictures stay in memory; nothing is cached.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pickle
 import platform
@@ -26,13 +27,16 @@ from bench.quality.collect import (
 )
 from bench.quality.edits import EDITS, apply_edit
 from bench.quality.report import Ablation, Configuration, ablate, evaluate, write_report
+from bench.quality.second_set import default_folder
 from matcher.hashing import decode_image, pdq
 from matcher.hashing.views import (
+    _P3,
     ENROLL,
     MATCH_DISTANCE,
     QUERY,
     EnrollConfig,
     QueryConfig,
+    _grid,
     enroll_views,
     query_views,
 )
@@ -48,10 +52,23 @@ BASELINE = Configuration(
     description="one PDQ hash per original, one per query, match at distance <= 31 "
     "(what Meta's HMA and StopNCII do).",
 )
+
+
+def _extra_query(name: str) -> bool:
+    """Query views collected only for the frontier (not in the shipped query profile)."""
+    return name.startswith(("qcrop0.8@", "qcrop0.95@"))
+
+
+# The query views collected: the shipped profile plus 3x3 grids of 80% and 95% crops, so that the
+# frontier can weigh query-side crops against enrolled ones from one collection.
+COLLECTED_QUERY = dataclasses.replace(
+    QUERY, crops=(*QUERY.crops, *_grid(0.8, _P3), *_grid(0.95, _P3))
+)
+
 SHIPPED = Configuration(
     "views (shipped)",
     enroll=lambda name: True,
-    query=lambda name: True,
+    query=lambda name: not _extra_query(name),
     distance=MATCH_DISTANCE,
     description="`matcher hash --profile enroll` for the originals and `--profile query` for "
     f"every query (`matcher.hashing.views`); a match is any query hash within {MATCH_DISTANCE} "
@@ -102,20 +119,33 @@ def _ablations(bank: HashSet, queries: HashSet, origin: np.ndarray) -> list[Abla
         (
             "+ query: quadrants",
             lambda n: n == "full",
-            lambda n: not n.startswith("qcrop"),
+            lambda n: not n.startswith(("qcrop", "pic")),
         ),
         (
             "+ enroll: 8 rotations/flips",
             lambda n: head(n) in ("full", "dih"),
-            lambda n: not n.startswith("qcrop"),
+            lambda n: not n.startswith(("qcrop", "pic")),
         ),
         (
             "+ enroll: centred crops, small rotations",
             centred,
-            lambda n: not n.startswith("qcrop"),
+            lambda n: not n.startswith(("qcrop", "pic")),
         ),
-        ("+ enroll: off-centre crops", lambda n: True, lambda n: not n.startswith("qcrop")),
-        ("+ query: 90% crops (shipped)", lambda n: True, lambda n: True),
+        (
+            "+ enroll: off-centre crops",
+            lambda n: True,
+            lambda n: not n.startswith(("qcrop", "pic")),
+        ),
+        (
+            "+ query: 90% crops",
+            lambda n: True,
+            lambda n: not n.startswith("pic") and not _extra_query(n),
+        ),
+        (
+            "+ query: pictures found inside (shipped)",
+            lambda n: True,
+            lambda n: not _extra_query(n),
+        ),
     ]
     return [ablate(name, e, q, bank, queries, origin) for name, e, q in steps]
 
@@ -142,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         "from it if it exists, to redo only the matching and the report",
     )
     parser.add_argument(
+        "--second-set",
+        type=Path,
+        help="folder of the second photo set (default: $MATCHER_SECOND_SET or "
+        "~/.cache/matcher/second-set; build it with python -m bench.quality.second_set)",
+    )
+    parser.add_argument(
         "--baseline-only", action="store_true", help="plain PDQ only (quick: one hash per image)"
     )
     args = parser.parse_args(argv)
@@ -152,15 +188,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     originals = sorted((photos / "bsds500").rglob("*.jpg"))[:: max(1, args.originals)]
     distractors = sorted((photos / "clothing").rglob("*.jpg"))[:: max(1, args.distractors)]
+    second_dir = args.second_set or default_folder()
+    second_paths = sorted(second_dir.glob("*.jpg")) if second_dir.is_dir() else []
+    if not second_paths:
+        print(
+            f"bench-quality: no second photo set at {second_dir} "
+            "(build it: python -m bench.quality.second_set)",
+            file=sys.stderr,
+        )
 
     started = time.time()
     loaded = bool(args.hashes and args.hashes.exists())
     if loaded:
         with args.hashes.open("rb") as f:
-            bank, queries, origin, edit_index, dis, timing = pickle.load(f)
+            bank, queries, origin, edit_index, dis, timing, second = pickle.load(f)
     else:
         print(f"enrolling {len(originals)} originals...", file=sys.stderr, flush=True)
-        enroll, query = ENROLL, QUERY
+        enroll, query = ENROLL, COLLECTED_QUERY
         if args.baseline_only:
             enroll = EnrollConfig(crops=(), rotations=())
             query = QueryConfig(dihedral=False, trim=False, quadrants=False)
@@ -185,9 +229,16 @@ def main(argv: list[str] | None = None) -> int:
             if not args.baseline_only
             else _plain_timing(originals)
         )
+        second = None
+        if second_paths:
+            print(f"second set: {len(second_paths)} photos...", file=sys.stderr, flush=True)
+            second = (
+                collect_originals(second_paths, enroll, args.jobs),
+                *collect_edits(second_paths, query, args.jobs, args.seed + 1),
+            )
         if args.hashes:
             with args.hashes.open("wb") as f:
-                pickle.dump((bank, queries, origin, edit_index, dis, timing), f)
+                pickle.dump((bank, queries, origin, edit_index, dis, timing, second), f)
 
     results = [evaluate(BASELINE, bank, queries, origin, dis, timing["plain"], timing["plain"])]
     if not args.baseline_only:

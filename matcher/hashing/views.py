@@ -10,7 +10,9 @@ quarter turn, a 10% crop, a border or a screenshot. Views close most of that gap
 - **Query** (``query_views``): the platform's client hashes the upload as it is, its eight
   rotations and flips (one pass: ``pdq_dihedral``), the content block left once uniform borders,
   letterboxes and app chrome are trimmed (a photo inside a screenshot), its four quadrants
-  (a photo inside a 2x2 collage, an overlay that spares three of them) and nine crops of 90%.
+  (a photo inside a 2x2 collage, an overlay that spares three of them), nine crops of 90%, and
+  the rectangles with straight outlines found inside it (a photo in a desktop browser or a chat,
+  a photo pasted over another one: ``picture_boxes``).
 
 What the service must do (the decision rule, as data: ``MATCH_DISTANCE``):
 
@@ -55,6 +57,7 @@ __all__ = [
     "content_box",
     "content_boxes",
     "enroll_views",
+    "picture_boxes",
     "matches",
     "query_views",
 ]
@@ -86,7 +89,8 @@ class EnrollConfig:
 
 @dataclass(frozen=True, slots=True)
 class QueryConfig:
-    """Which views a query hashes: the dihedral variants, the trimmed content block, quadrants."""
+    """Which views a query hashes: the dihedral variants, the trimmed content block, quadrants,
+    crops of the upload, and up to ``rectangles`` pictures found inside it (``picture_boxes``)."""
 
     dihedral: bool = True
     trim: bool = True
@@ -94,6 +98,7 @@ class QueryConfig:
     tile_dihedral: bool = True
     halves: bool = False
     crops: tuple[tuple[float, float, float], ...] = ()
+    rectangles: int = 0
 
 
 def _grid(scale: float, positions: Sequence[float]) -> list[tuple[float, float, float]]:
@@ -138,11 +143,18 @@ ENROLL = EnrollConfig(
 14 small rotations (at most 223 hashes; flat crops are left out)."""
 
 QUERY = QueryConfig(
-    dihedral=True, trim=True, quadrants=True, tile_dihedral=False, crops=tuple(_grid(0.9, _P3))
+    dihedral=True,
+    trim=True,
+    quadrants=True,
+    tile_dihedral=False,
+    crops=tuple(_grid(0.9, _P3)),
+    rectangles=6,
 )
 """The shipped query profile: the picture and its trimmed content block(s) with their 8 rotations
-and flips, its 4 quadrants (and their trimmed blocks), and 9 crops of 90% of each side (with the
-enrolled crops, these cover more positions of an off-centre crop)."""
+and flips, its 4 quadrants (and their trimmed blocks), 9 crops of 90% of each side (with the
+enrolled crops, these cover more positions of an off-centre crop), and up to 6 pictures found
+inside it (``picture_boxes``: a photo in a browser or chat screenshot, or pasted over another
+photo), each as found and with its margins trimmed."""
 
 
 # PIL's transposes for DIHEDRAL_NAMES (rotations counter-clockwise, as pdq_dihedral names them).
@@ -323,6 +335,132 @@ def content_box(image: Image.Image) -> Box | None:
     return boxes[-1] if boxes else None
 
 
+# Pictures inside the upload. A photo shown in a browser, sent in a chat or pasted over another
+# photo keeps its straight edges: each side is a line along which the grey level steps between two
+# neighbouring pixels. ``picture_boxes`` finds such lines (columns and rows where steps that are a
+# local maximum across the line pile up, well above the lines around them), and returns the
+# rectangles whose four sides lie on them (or on the frame), strongest first. Uniform borders are
+# not needed: the chrome above a desktop screenshot's dark margins, or an unrelated photo around a
+# pasted one, no longer hides the picture. The search runs on a copy of at most 768 pixels a side.
+_RECT_MAX_SIDE = 768
+_RECT_STEP = 10.0  # grey levels between two neighbouring pixels
+_RECT_LINES = 24  # strongest candidate lines per direction
+_RECT_COVER = 0.6  # every side lies on a step along at least this share of its inner 80%
+_RECT_MIN_SIDE = 0.15  # a picture spans at least this share of the upload's width and height
+_RECT_MIN_CUT = 0.02  # and differs from the whole upload by at least this share of a side
+
+
+def _steps(g: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where the grey level steps across ``axis`` by at least ``_RECT_STEP``, more than at the
+    neighbouring pixels; and the same widened by one pixel across the line (a resize blurs the
+    step), which is what the cover of a side is measured on."""
+    d = np.abs(np.diff(g, axis=axis))
+    before = np.roll(d, 1, axis=axis)
+    after = np.roll(d, -1, axis=axis)
+    ind = (d >= _RECT_STEP) & (d >= before) & (d >= after)
+    return ind, ind | np.roll(ind, 1, axis=axis) | np.roll(ind, -1, axis=axis)
+
+
+def _strong_lines(ind: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` lines (columns of ``ind``) with the most steps above their neighbourhood."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    counts = ind.sum(axis=0).astype(np.float32)
+    k = 15
+    local = np.median(sliding_window_view(np.pad(counts, k, mode="edge"), 2 * k + 1), axis=1)
+    score = counts - local
+    picked: list[int] = []
+    for i in np.argsort(-score, kind="stable"):
+        if score[i] < 0.05 * ind.shape[0] or len(picked) >= n:
+            break
+        if all(abs(int(i) - p) > 2 for p in picked):
+            picked.append(int(i))
+    return np.asarray(sorted(picked), dtype=np.int64)
+
+
+def _side_cover(prefix: np.ndarray, lines: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """cover[i, a, b]: the share of the inner 80% of line ``lines[i]`` between positions
+    ``ends[a]`` and ``ends[b]`` that lies on steps (``prefix``: cumulative steps along lines)."""
+    lo, hi = ends[:, None], ends[None, :]
+    margin = (hi - lo) // 10
+    start = np.clip(lo + margin, 0, prefix.shape[0] - 1)
+    stop = np.clip(hi - margin, 0, prefix.shape[0] - 1)
+    length = np.maximum(1, stop - start)
+    p = prefix[:, lines]  # (positions + 1, lines)
+    return (p[stop] - p[start]).transpose(2, 0, 1) / length[None]
+
+
+def picture_boxes(image: Image.Image, limit: int = 4) -> list[Box]:
+    """Rectangles inside ``image`` that are likely a picture of their own (a photo in a
+    screenshot, a photo pasted over another), strongest first, at most ``limit``.
+
+    A rectangle qualifies when each of its sides is the frame or a line of steps covering at
+    least ``_RECT_COVER`` of the side; its strength is the length of its sides on steps.
+    """
+    w0, h0 = image.size
+    f = min(1.0, _RECT_MAX_SIDE / max(w0, h0))
+    small = image.resize((max(1, round(w0 * f)), max(1, round(h0 * f))), Image.Resampling.BILINEAR)
+    g = np.asarray(small.convert("L"), dtype=np.float32)
+    h, w = g.shape
+    if h < 16 or w < 16:
+        return []
+    sv, sv_wide = _steps(g, 1)  # (h, w - 1): a step between columns x and x + 1
+    sh, sh_wide = _steps(g, 0)  # (h - 1, w)
+    pv = np.vstack([np.zeros((1, w - 1), np.int32), np.cumsum(sv_wide, axis=0, dtype=np.int32)])
+    ph = np.vstack([np.zeros((1, h - 1), np.int32), np.cumsum(sh_wide.T, axis=0, dtype=np.int32)])
+    lx, ly = _strong_lines(sv, _RECT_LINES), _strong_lines(sh.T, _RECT_LINES)
+    # Candidate sides: the frame, then the lines (a step after column x is an edge at x + 1).
+    ex = np.concatenate([[0], lx + 1, [w]])
+    ey = np.concatenate([[0], ly + 1, [h]])
+    nx, ny = len(ex), len(ey)
+    cv = np.ones((nx, ny, ny))
+    ch = np.ones((ny, nx, nx))
+    cv[1:-1] = _side_cover(pv, lx, ey)  # cv[i, c, d]: line x_i between rows y_c and y_d
+    ch[1:-1] = _side_cover(ph, ly, ex)
+    real_x = np.r_[0.0, np.ones(nx - 2), 0.0]
+    real_y = np.r_[0.0, np.ones(ny - 2), 0.0]
+    a, b, c, d = np.ix_(np.arange(nx), np.arange(nx), np.arange(ny), np.arange(ny))
+    left, right = cv[a, c, d], cv[b, c, d]
+    top, bottom = ch[c, a, b], ch[d, a, b]
+    ok = (a < b) & (c < d)
+    ok &= (ex[b] - ex[a] >= _RECT_MIN_SIDE * w) & (ey[d] - ey[c] >= _RECT_MIN_SIDE * h)
+    ok &= np.minimum(np.minimum(left, right), np.minimum(top, bottom)) >= _RECT_COVER
+    # Strength: the length of the sides that lie on steps (frame sides count nothing), so that a
+    # long, straight outline outranks the short ones that texture makes by chance.
+    width, height = ex[b] - ex[a], ey[d] - ey[c]
+    strength = (left * real_x[a] + right * real_x[b]) * height
+    strength = strength + (top * real_y[c] + bottom * real_y[d]) * width
+    ok &= strength > 0
+    idx = np.flatnonzero(ok)
+    # Two rankings, taken in turn: by the length on steps (long outlines: a pasted photo), and by
+    # the mean cover of the sides that are not the frame (a photo touching the frame, whose other
+    # sides are short but clean).
+    sides = real_x[a] + real_x[b] + real_y[c] + real_y[d]
+    mean_cover = (left * real_x[a] + right * real_x[b] + top * real_y[c] + bottom * real_y[d]) / (
+        np.maximum(sides, 1)
+    )
+    by_length = idx[np.argsort(-strength.ravel()[idx], kind="stable")]
+    by_cover = idx[np.argsort(-mean_cover.ravel()[idx], kind="stable")]
+    order = [int(v) for pair in zip(by_length, by_cover, strict=True) for v in pair]
+    out: list[Box] = []
+    for flat in order:
+        ia, ib, ic, idd = np.unravel_index(flat, ok.shape)
+        x0, x1, y0, y1 = int(ex[ia]), int(ex[ib]), int(ey[ic]), int(ey[idd])
+        box = (round(x0 / f), round(y0 / f), min(w0, round(x1 / f)), min(h0, round(y1 / f)))
+        if not _big_cut_rect(box, w0, h0) or box in out:
+            continue
+        out.append(box)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _big_cut_rect(box: Box, w: int, h: int) -> bool:
+    left, top, right, bottom = box
+    m = _RECT_MIN_CUT
+    return left > w * m or top > h * m or w - right > w * m or h - bottom > h * m
+
+
 def _hash_view(name: str, image: Image.Image, dihedral: bool) -> list[View]:
     if not dihedral:
         h = pdq(image)
@@ -370,6 +508,14 @@ def query_views(image: Image.Image, config: QueryConfig = QUERY) -> list[View]:
             trimmed = tile.crop(inner)
             views += [
                 v for v in _hash_view(f"{name}t", trimmed, config.tile_dihedral) if _usable(v)
+            ]
+    for k, box in enumerate(picture_boxes(image, config.rectangles) if config.rectangles else []):
+        picture = image.crop(box)
+        views += [v for v in _hash_view(f"pic{k + 1}", picture, False) if _usable(v)]
+        inner = content_box(picture)  # the margins left around a photo in a screenshot
+        if inner is not None:
+            views += [
+                v for v in _hash_view(f"pic{k + 1}t", picture.crop(inner), False) if _usable(v)
             ]
     for scale, x, y in config.crops:
         view = (f"qcrop{scale:g}@{x:g},{y:g}", pdq(_crop(base, scale, x, y)))
