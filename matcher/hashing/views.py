@@ -57,8 +57,8 @@ __all__ = [
     "content_box",
     "content_boxes",
     "enroll_views",
-    "picture_boxes",
     "matches",
+    "picture_boxes",
     "query_views",
 ]
 
@@ -90,7 +90,9 @@ class EnrollConfig:
 @dataclass(frozen=True, slots=True)
 class QueryConfig:
     """Which views a query hashes: the dihedral variants, the trimmed content block, quadrants,
-    crops of the upload, and up to ``rectangles`` pictures found inside it (``picture_boxes``)."""
+    crops of the upload, and up to ``rectangles`` pictures found inside it (``picture_boxes``);
+    ``nested`` (n, m): up to m pictures found again inside each of the first n (a photo in a
+    browser window over a desktop wallpaper: the window is found first)."""
 
     dihedral: bool = True
     trim: bool = True
@@ -99,6 +101,7 @@ class QueryConfig:
     halves: bool = False
     crops: tuple[tuple[float, float, float], ...] = ()
     rectangles: int = 0
+    nested: tuple[int, int] = (0, 0)
 
 
 def _grid(scale: float, positions: Sequence[float]) -> list[tuple[float, float, float]]:
@@ -148,13 +151,15 @@ QUERY = QueryConfig(
     quadrants=True,
     tile_dihedral=False,
     crops=tuple(_grid(0.9, _P3)),
-    rectangles=6,
+    rectangles=8,
+    nested=(2, 4),
 )
 """The shipped query profile: the picture and its trimmed content block(s) with their 8 rotations
 and flips, its 4 quadrants (and their trimmed blocks), 9 crops of 90% of each side (with the
-enrolled crops, these cover more positions of an off-centre crop), and up to 6 pictures found
+enrolled crops, these cover more positions of an off-centre crop), and up to 8 pictures found
 inside it (``picture_boxes``: a photo in a browser or chat screenshot, or pasted over another
-photo), each as found and with its margins trimmed."""
+photo), each as found and with its margins trimmed, and up to 4 more inside each of the first
+two (a photo inside a window inside a screenshot)."""
 
 
 # PIL's transposes for DIHEDRAL_NAMES (rotations counter-clockwise, as pdq_dihedral names them).
@@ -247,7 +252,22 @@ def _edge_run(lines: np.ndarray) -> int:
     if (np.abs(first - colour).max(axis=1) <= _TRIM_START_TOLERANCE).mean() < _TRIM_START_FRACTION:
         return 0
     limit = int(len(lines) * (1 - _TRIM_MIN_KEEP))
-    near = (np.abs(lines[:limit] - colour).max(axis=2) <= _TRIM_TOLERANCE).mean(axis=1)
+    # In blocks, stopping once no later line can bring the running mean back to _TRIM_MEAN
+    # (each line adds at most 1): the same answer as measuring every line, without reading
+    # most of a photo whose first line happens to be flat.
+    parts: list[np.ndarray] = []
+    done, total, block = 0, 0.0, 16
+    while done < limit:
+        end = min(limit, done + block)
+        part = (np.abs(lines[done:end] - colour).max(axis=2) <= _TRIM_TOLERANCE).mean(axis=1)
+        parts.append(part)
+        total += float(part.sum())
+        done = end
+        deficit = _TRIM_MEAN * done - total
+        if deficit > 0 and done + deficit / (1 - _TRIM_MEAN) > limit:
+            break
+        block *= 2
+    near = np.concatenate(parts) if parts else np.zeros(0)
     mean_so_far = np.cumsum(near) / np.arange(1, len(near) + 1)
     ok = np.flatnonzero((near >= _TRIM_CLEAN) & (mean_so_far >= _TRIM_MEAN))
     return int(ok[-1]) + 1 if ok.size else 0
@@ -346,7 +366,9 @@ _RECT_MAX_SIDE = 768
 _RECT_STEP = 10.0  # grey levels between two neighbouring pixels
 _RECT_LINES = 24  # strongest candidate lines per direction
 _RECT_COVER = 0.6  # every side lies on a step along at least this share of its inner 80%
+_RECT_CHANCE = 0.5  # the cover a line through texture reaches by chance
 _RECT_MIN_SIDE = 0.15  # a picture spans at least this share of the upload's width and height
+_RECT_RIM = 0.01  # lines this close to the frame are taken for the frame
 _RECT_MIN_CUT = 0.02  # and differs from the whole upload by at least this share of a side
 
 
@@ -378,16 +400,31 @@ def _strong_lines(ind: np.ndarray, n: int) -> np.ndarray:
     return np.asarray(sorted(picked), dtype=np.int64)
 
 
-def _side_cover(prefix: np.ndarray, lines: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """cover[i, a, b]: the share of the inner 80% of line ``lines[i]`` between positions
-    ``ends[a]`` and ``ends[b]`` that lies on steps (``prefix``: cumulative steps along lines)."""
+def _side_cover(
+    prefix: np.ndarray, lines: np.ndarray, ends: np.ndarray, part: tuple[float, float]
+) -> np.ndarray:
+    """cover[i, a, b]: the share of line ``lines[i]`` between positions ``ends[a]`` and
+    ``ends[b]`` that lies on steps, over the ``part`` (fractions) of that stretch
+    (``prefix``: cumulative steps along the lines)."""
     lo, hi = ends[:, None], ends[None, :]
-    margin = (hi - lo) // 10
-    start = np.clip(lo + margin, 0, prefix.shape[0] - 1)
-    stop = np.clip(hi - margin, 0, prefix.shape[0] - 1)
+    start = np.clip(lo + ((hi - lo) * part[0]).astype(np.int64), 0, prefix.shape[0] - 1)
+    stop = np.clip(lo + ((hi - lo) * part[1]).astype(np.int64), 0, prefix.shape[0] - 1)
     length = np.maximum(1, stop - start)
     p = prefix[:, lines]  # (positions + 1, lines)
     return (p[stop] - p[start]).transpose(2, 0, 1) / length[None]
+
+
+# A side is measured on its inner 80% (rounded corners, a drop shadow), and must be on steps along
+# each third of that too: a line of the background that runs on past the picture's corner, or a
+# short piece of texture, does not make a side.
+_RECT_PARTS = ((0.1, 0.9), (0.1, 0.37), (0.37, 0.63), (0.63, 0.9))
+_RECT_THIRD_COVER = 0.3
+
+
+def _covers(prefix: np.ndarray, lines: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """cover of the inner 80%, or 0 where a third of it falls below ``_RECT_THIRD_COVER``."""
+    whole, *thirds = (_side_cover(prefix, lines, ends, part) for part in _RECT_PARTS)
+    return np.where(np.minimum.reduce(thirds) >= _RECT_THIRD_COVER, whole, 0.0)
 
 
 def picture_boxes(image: Image.Image, limit: int = 4) -> list[Box]:
@@ -409,14 +446,17 @@ def picture_boxes(image: Image.Image, limit: int = 4) -> list[Box]:
     pv = np.vstack([np.zeros((1, w - 1), np.int32), np.cumsum(sv_wide, axis=0, dtype=np.int32)])
     ph = np.vstack([np.zeros((1, h - 1), np.int32), np.cumsum(sh_wide.T, axis=0, dtype=np.int32)])
     lx, ly = _strong_lines(sv, _RECT_LINES), _strong_lines(sh.T, _RECT_LINES)
+    # Lines hugging the frame are the frame (a photo's own dark rim, JPEG edge blocks).
+    lx = lx[(lx + 1 > _RECT_RIM * w) & (lx + 1 < (1 - _RECT_RIM) * w)]
+    ly = ly[(ly + 1 > _RECT_RIM * h) & (ly + 1 < (1 - _RECT_RIM) * h)]
     # Candidate sides: the frame, then the lines (a step after column x is an edge at x + 1).
     ex = np.concatenate([[0], lx + 1, [w]])
     ey = np.concatenate([[0], ly + 1, [h]])
     nx, ny = len(ex), len(ey)
     cv = np.ones((nx, ny, ny))
     ch = np.ones((ny, nx, nx))
-    cv[1:-1] = _side_cover(pv, lx, ey)  # cv[i, c, d]: line x_i between rows y_c and y_d
-    ch[1:-1] = _side_cover(ph, ly, ex)
+    cv[1:-1] = _covers(pv, lx, ey)  # cv[i, c, d]: line x_i between rows y_c and y_d
+    ch[1:-1] = _covers(ph, ly, ex)
     real_x = np.r_[0.0, np.ones(nx - 2), 0.0]
     real_y = np.r_[0.0, np.ones(ny - 2), 0.0]
     a, b, c, d = np.ix_(np.arange(nx), np.arange(nx), np.arange(ny), np.arange(ny))
@@ -427,9 +467,11 @@ def picture_boxes(image: Image.Image, limit: int = 4) -> list[Box]:
     ok &= np.minimum(np.minimum(left, right), np.minimum(top, bottom)) >= _RECT_COVER
     # Strength: the length of the sides that lie on steps (frame sides count nothing), so that a
     # long, straight outline outranks the short ones that texture makes by chance.
+    # Each side counts by how far its cover exceeds what texture gives by chance (about half).
     width, height = ex[b] - ex[a], ey[d] - ey[c]
-    strength = (left * real_x[a] + right * real_x[b]) * height
-    strength = strength + (top * real_y[c] + bottom * real_y[d]) * width
+    lean = _RECT_CHANCE
+    strength = ((left - lean) * real_x[a] + (right - lean) * real_x[b]) * height
+    strength = strength + ((top - lean) * real_y[c] + (bottom - lean) * real_y[d]) * width
     ok &= strength > 0
     idx = np.flatnonzero(ok)
     # Two rankings, taken in turn: by the length on steps (long outlines: a pasted photo), and by
@@ -446,13 +488,41 @@ def picture_boxes(image: Image.Image, limit: int = 4) -> list[Box]:
     for flat in order:
         ia, ib, ic, idd = np.unravel_index(flat, ok.shape)
         x0, x1, y0, y1 = int(ex[ia]), int(ex[ib]), int(ey[ic]), int(ey[idd])
+        # Each side to the pixel where its own stretch steps most often (a line's position
+        # comes from its whole length, which may hold other outlines); a pixel off is ~1% of a
+        # small picture, enough to move PDQ by tens of bits.
+        x0, x1 = (_refine(sv, x, y0, y1) if 0 < x < w else x for x in (x0, x1))
+        y0, y1 = (_refine(sh.T, y, x0, x1) if 0 < y < h else y for y in (y0, y1))
         box = (round(x0 / f), round(y0 / f), min(w0, round(x1 / f)), min(h0, round(y1 / f)))
-        if not _big_cut_rect(box, w0, h0) or box in out:
+        if not _big_cut_rect(box, w0, h0) or any(_alike(box, o) for o in out):
             continue
         out.append(box)
         if len(out) >= limit:
             break
     return out
+
+
+def _refine(steps: np.ndarray, edge: int, lo: int, hi: int) -> int:
+    """The edge among ``edge - 1 .. edge + 1`` with the most steps between ``lo`` and ``hi``
+    (``steps[:, i]``: a step between pixel ``i`` and ``i + 1``, an edge at ``i + 1``)."""
+    best, best_count = edge, -1
+    margin = (hi - lo) // 10
+    for e in (edge, edge - 1, edge + 1):
+        if 1 <= e <= steps.shape[1]:
+            count = int(steps[lo + margin : hi - margin, e - 1].sum())
+            if count > best_count:
+                best, best_count = e, count
+    return best
+
+
+def _alike(a: Box, b: Box) -> bool:
+    """Boxes whose four sides are within 2 pixels of each other: one outline found twice.
+    (Suppressing boxes that share only three sides loses the true outline to a stronger
+    variant that runs on along a line of the background.)"""
+    return sum(abs(p - q) <= 2 for p, q in zip(a, b, strict=True)) >= _RECT_ALIKE
+
+
+_RECT_ALIKE = 4
 
 
 def _big_cut_rect(box: Box, w: int, h: int) -> bool:
@@ -517,6 +587,10 @@ def query_views(image: Image.Image, config: QueryConfig = QUERY) -> list[View]:
             views += [
                 v for v in _hash_view(f"pic{k + 1}t", picture.crop(inner), False) if _usable(v)
             ]
+        if k < config.nested[0]:
+            for j, box2 in enumerate(picture_boxes(picture, config.nested[1])):
+                name = f"pic{k + 1}/{j + 1}"
+                views += [v for v in _hash_view(name, picture.crop(box2), False) if _usable(v)]
     for scale, x, y in config.crops:
         view = (f"qcrop{scale:g}@{x:g},{y:g}", pdq(_crop(base, scale, x, y)))
         if _usable(view):
