@@ -103,7 +103,7 @@ def test_a_photo_keeps_its_views(astronaut_views: list) -> None:
     names = [n for n, _ in astronaut_views]
     assert {f"dih/{v}" for v in DIHEDRAL_NAMES if v != "original"} <= set(names)
     assert sum(n.startswith("rotfill") for n in names) == len(ENROLL.filled_rotations)
-    assert len(names) >= 200
+    assert 80 <= len(names) <= 100  # issue 14: at most 100 stored hashes per image
     assert all(PDQ.meets_floor(h.quality) for _, h in astronaut_views)
 
 

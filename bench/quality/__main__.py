@@ -40,8 +40,9 @@ from bench.quality.report import (
 from bench.quality.second_set import default_folder
 from matcher.hashing import decode_image, pdq
 from matcher.hashing.views import (
-    _P3,
+    _P5,
     ENROLL,
+    ENROLL_WIDE,
     MATCH_DISTANCE,
     QUERY,
     EnrollConfig,
@@ -49,6 +50,7 @@ from matcher.hashing.views import (
     _grid,
     enroll_views,
     query_views,
+    view_names,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,20 +66,26 @@ BASELINE = Configuration(
 )
 
 
+_QUERY_CROPS = frozenset(f"qcrop{s:g}@{x:g},{y:g}" for s, x, y in QUERY.crops)
+
+
 def _extra_query(name: str) -> bool:
     """Query views collected only for the frontier (not in the shipped query profile)."""
-    return name.startswith(("qcrop0.8@", "qcrop0.95@"))
+    return name.startswith("qcrop") and name not in _QUERY_CROPS
 
 
-# The query views collected: the shipped profile plus 3x3 grids of 80% and 95% crops, so that the
-# frontier can weigh query-side crops against enrolled ones from one collection.
+# The views collected: issue 6's enrollment profile (the shipped one is a subset of it), and the
+# shipped query profile plus a 5x5 grid of 95% crops, so that the frontier can weigh query-side
+# crops against enrolled ones from one collection.
 COLLECTED_QUERY = dataclasses.replace(
-    QUERY, crops=(*QUERY.crops, *_grid(0.8, _P3), *_grid(0.95, _P3))
+    QUERY, crops=tuple(dict.fromkeys([*QUERY.crops, *_grid(0.95, _P5)]))
 )
+
+_SHIPPED_ENROLL = frozenset(view_names(ENROLL))
 
 SHIPPED = Configuration(
     "views (shipped)",
-    enroll=lambda name: True,
+    enroll=lambda name: name in _SHIPPED_ENROLL,
     query=lambda name: not _extra_query(name),
     distance=MATCH_DISTANCE,
     description="`matcher hash --profile enroll` for the originals and `--profile query` for "
@@ -143,19 +151,15 @@ def _ablations(bank: HashSet, queries: HashSet, origin: np.ndarray) -> list[Abla
         ),
         (
             "+ enroll: off-centre crops",
-            lambda n: True,
+            SHIPPED.enroll,
             lambda n: not n.startswith(("qcrop", "pic")),
         ),
         (
             "+ query: 90% crops",
-            lambda n: True,
+            SHIPPED.enroll,
             lambda n: not n.startswith("pic") and not _extra_query(n),
         ),
-        (
-            "+ query: pictures found inside (shipped)",
-            lambda n: True,
-            lambda n: not _extra_query(n),
-        ),
+        ("+ query: pictures found inside (shipped)", SHIPPED.enroll, SHIPPED.query),
     ]
     return [ablate(name, e, q, bank, queries, origin) for name, e, q in steps]
 
@@ -214,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             bank, queries, origin, edit_index, dis, timing, second = pickle.load(f)
     else:
         print(f"enrolling {len(originals)} originals...", file=sys.stderr, flush=True)
-        enroll, query = ENROLL, COLLECTED_QUERY
+        enroll, query = ENROLL_WIDE, COLLECTED_QUERY
         if args.baseline_only:
             enroll = EnrollConfig(crops=(), rotations=())
             query = QueryConfig(dihedral=False, trim=False, quadrants=False)

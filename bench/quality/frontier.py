@@ -55,12 +55,28 @@ def _enroll(grids: dict[float, Sequence[float] | None]) -> Pred:
     return keep
 
 
-def _shipped_query(name: str) -> bool:
-    return not name.startswith(("qcrop0.8@", "qcrop0.95@"))
+def _query_crop(name: str) -> tuple[float, float, float] | None:
+    return _crop(name[1:]) if name.startswith("qcrop") else None
 
 
-def _all_query(name: str) -> bool:
-    return True
+def _query(grids: dict[float, Sequence[float]]) -> Pred:
+    """Every query view but the query crops, whose grid per scale is ``grids[scale]``."""
+
+    def keep(name: str) -> bool:
+        c = _query_crop(name)
+        if c is None:
+            return True
+        positions = grids.get(c[0])
+        return positions is not None and _on(c[1], positions) and _on(c[2], positions)
+
+    return keep
+
+
+_P5 = (0.0, 0.25, 0.5, 0.75, 1.0)
+_ISSUE6_QUERY = _query({0.9: _P3})
+_SHIPPED_QUERY = _query({0.9: _P5, 0.95: _P3, 0.85: _P3, 0.8: _P3})
+_MORE_QUERY = _query({0.9: _P5, 0.95: _P5, 0.85: _P3, 0.8: _P3})
+_COMPACT = _enroll({0.95: _P3, 0.9: _P4, 0.85: None, 0.8: _P4})
 
 
 def _light(name: str) -> bool:
@@ -78,52 +94,55 @@ class Profile:
 
 PROFILES: tuple[Profile, ...] = (
     Profile(
-        "shipped (issue 6)",
+        "issue 6",
         lambda n: True,
-        _shipped_query,
-        "today's enroll profile: 5x5 grid at 95%, 7x7 at 90/85/80%, 3x3 at 75/70%",
+        _ISSUE6_QUERY,
+        "issue 6's profiles (`enroll-wide`: 5x5 grid at 95%, 7x7 at 90/85/80%, 3x3 at 75/70%; "
+        "the query's 9 crops at 90%), with this issue's pictures found inside the upload",
     ),
     Profile(
-        "4x4 grids at 90/85/80%",
-        _enroll({0.9: _P4, 0.85: _P4, 0.8: _P4}),
-        _shipped_query,
-        "the 7x7 grids thinned to their 4x4 subset (positions 0, 1/3, 2/3, 1)",
-    ),
-    Profile(
-        "4x4 at 90/80%, none at 85%",
-        _enroll({0.9: _P4, 0.85: None, 0.8: _P4}),
-        _shipped_query,
-        "as above without off-centre crops at 85%",
-    ),
-    Profile(
-        "compact",
-        _enroll({0.95: _P3, 0.9: _P4, 0.85: None, 0.8: _P4}),
-        _shipped_query,
-        "3x3 at 95%, 4x4 at 90 and 80%, 3x3 at 75/70%",
-    ),
-    Profile(
-        "compact + query crops",
-        _enroll({0.95: _P3, 0.9: _P4, 0.85: None, 0.8: _P4}),
-        _all_query,
-        "compact, and the query also hashes 3x3 grids of 80% and 95% crops (+18 query hashes)",
-    ),
-    Profile(
-        "shipped + query crops",
+        "enroll-wide + query",
         lambda n: True,
-        _all_query,
-        "today's enroll profile with the query-side 80% and 95% crop grids",
+        _SHIPPED_QUERY,
+        "`enroll-wide` with the shipped query profile (52 crops)",
     ),
     Profile(
-        "3x3 grids",
-        _enroll({0.95: _P3, 0.9: _P3, 0.85: _P3, 0.8: _P3}),
-        _all_query,
-        "3x3 grids at every scale, with the query-side crop grids",
+        "enroll (shipped) + query",
+        _COMPACT,
+        _SHIPPED_QUERY,
+        "the shipped profiles: 3x3 grid at 95%, 4x4 at 90 and 80%, 3x3 at 75/70%; the query's "
+        "5x5 grid of 90% crops and 3x3 grids at 95, 85 and 80%",
     ),
     Profile(
-        "light",
+        "enroll (shipped), issue 6 query",
+        _COMPACT,
+        _ISSUE6_QUERY,
+        "the shipped enroll profile with issue 6's 9 query crops: what the query crops buy",
+    ),
+    Profile(
+        "enroll (shipped) + more query crops",
+        _COMPACT,
+        _MORE_QUERY,
+        "the shipped profiles, the query's 95% grid 5x5 instead of 3x3 (+16 query hashes)",
+    ),
+    Profile(
+        "79 hashes",
+        _enroll({0.95: _P3, 0.9: _P4, 0.85: None, 0.8: _P4, 0.75: None, 0.7: None}),
+        _SHIPPED_QUERY,
+        "as shipped without the 75% and 70% grids",
+    ),
+    Profile(
+        "enroll-light + query",
         _light,
-        _all_query,
-        "no off-centre crops but the 50% corners: full, turns, centred crops, rotations",
+        _SHIPPED_QUERY,
+        "`enroll-light`: no off-centre crops but the 50% corners (full, turns, centred crops, "
+        "rotations), with the shipped query profile",
+    ),
+    Profile(
+        "enroll-light + more query crops",
+        _light,
+        _MORE_QUERY,
+        "`enroll-light` with the 5x5 grid of 95% query crops",
     ),
 )
 

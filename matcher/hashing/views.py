@@ -35,6 +35,7 @@ measured by ``make bench-quality`` (``bench/results/quality.md``).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ from matcher.signals import PDQ, Hash
 
 __all__ = [
     "ENROLL",
+    "ENROLL_LIGHT",
+    "ENROLL_WIDE",
     "MATCH_DISTANCE",
     "PROFILES",
     "QUERY",
@@ -60,6 +63,7 @@ __all__ = [
     "matches",
     "picture_boxes",
     "query_views",
+    "view_names",
 ]
 
 View = tuple[str, Hash]
@@ -115,6 +119,7 @@ def _off_centre(scale: float, positions: Sequence[float]) -> list[tuple[float, f
 _P5 = (0.0, 0.25, 0.5, 0.75, 1.0)
 _P7 = (0.0, 1 / 6, 1 / 3, 0.5, 2 / 3, 5 / 6, 1.0)
 _P3 = (0.0, 0.5, 1.0)
+_P4 = (0.0, 1 / 3, 2 / 3, 1.0)  # a subset of _P7: the names of its crops are those of ENROLL_WIDE
 
 # Why so many crops: PDQ is very sensitive to where a crop falls. On the BSDS500 photos a centred
 # crop 2% smaller than an enrolled one moves PDQ by ~25 bits, and a window shifted by 1% of the
@@ -125,38 +130,77 @@ _P3 = (0.0, 0.5, 1.0)
 # Quadrants serve stickers and other overlays (three quadrants stay intact) and heavy crops;
 # rotations are enrolled both cut to their inner rectangle and with the black corners a naive
 # editor leaves.
-ENROLL = EnrollConfig(
+_CENTRED = tuple(
+    (s, 0.5, 0.5)
+    for s in (0.975, 0.95, 0.925, 0.9, 0.875, 0.85, 0.825, 0.8, 0.775, 0.75, 0.725, 0.7)
+)
+_HALVES = (*[(0.5, x, y) for y in (0.0, 1.0) for x in (0.0, 1.0)], (0.5, 0.5, 0.5))
+_ROTATIONS = (-5.0, -3.5, -2.5, -1.5, 1.5, 2.5, 3.5, 5.0)
+_FILLED = (-5.0, -3.5, -2.0, 2.0, 3.5, 5.0)
+
+ENROLL_WIDE = EnrollConfig(
     crops=(
-        *[(s, 0.5, 0.5) for s in (0.975, 0.95, 0.925, 0.9, 0.875, 0.85, 0.825, 0.8, 0.775)],
-        *[(s, 0.5, 0.5) for s in (0.75, 0.725, 0.7)],
+        *_CENTRED,
         *_off_centre(0.95, _P5),
         *_off_centre(0.9, _P7),
         *_off_centre(0.85, _P7),
         *_off_centre(0.8, _P7),
         *_off_centre(0.75, _P3),
         *_off_centre(0.7, _P3),
-        *[(0.5, x, y) for y in (0.0, 1.0) for x in (0.0, 1.0)],
-        (0.5, 0.5, 0.5),
+        *_HALVES,
     ),
-    rotations=(-5.0, -3.5, -2.5, -1.5, 1.5, 2.5, 3.5, 5.0),
-    filled_rotations=(-5.0, -3.5, -2.0, 2.0, 3.5, 5.0),
+    rotations=_ROTATIONS,
+    filled_rotations=_FILLED,
     dihedral=True,
 )
-"""The shipped enrollment profile: the full picture, its 7 quarter turns and flips, 201 crops and
-14 small rotations (at most 223 hashes; flat crops are left out)."""
+"""The enrollment profile of issue 6 (``enroll-wide``): the full picture, its 7 quarter turns and
+flips, 201 crops and 14 small rotations (at most 223 hashes; flat crops are left out)."""
+
+# Issue 14: the same recall for fewer stored hashes. The query side now hashes grids of crops of
+# the upload (5x5 at 90%, 3x3 at 95, 85 and 80%): a crop of a crop of the original is a crop of
+# the original, so each query crop meets an enrolled one at other offsets, and sparser enrolled
+# grids cover what the 7x7 grids did. Measured on 75 of the design photos (tier D, crops and small
+# rotations): issue 6's 223 hashes with its 9 query crops 93.0%, these 95 hashes with the 52 query
+# crops 93.2%, and without them 85.1%.
+ENROLL = EnrollConfig(
+    crops=(
+        *_CENTRED,
+        *_off_centre(0.95, _P3),
+        *_off_centre(0.9, _P4),
+        *_off_centre(0.8, _P4),
+        *_off_centre(0.75, _P3),
+        *_off_centre(0.7, _P3),
+        *_HALVES,
+    ),
+    rotations=_ROTATIONS,
+    filled_rotations=_FILLED,
+    dihedral=True,
+)
+"""The shipped enrollment profile (``enroll``): the full picture, its 7 quarter turns and flips,
+73 crops (a ladder of centred ones, off-centre grids of 3x3 at 95%, 4x4 at 90 and 80%, 3x3 at 75
+and 70%, the 50% corners) and 14 small rotations: at most 95 hashes (flat views are left out)."""
+
+ENROLL_LIGHT = EnrollConfig(
+    crops=(*_CENTRED, *_HALVES), rotations=_ROTATIONS, filled_rotations=_FILLED, dihedral=True
+)
+"""The lighter enrollment profile (``enroll-light``, 39 hashes): no off-centre crop but the 50%
+corners; the full picture, its turns and flips, centred crops and small rotations."""
 
 QUERY = QueryConfig(
     dihedral=True,
     trim=True,
     quadrants=True,
     tile_dihedral=False,
-    crops=tuple(_grid(0.9, _P3)),
+    crops=tuple(
+        dict.fromkeys([*_grid(0.9, _P5), *_grid(0.95, _P3), *_grid(0.85, _P3), *_grid(0.8, _P3)])
+    ),
     rectangles=8,
     nested=(2, 4),
 )
 """The shipped query profile: the picture and its trimmed content block(s) with their 8 rotations
-and flips, its 4 quadrants (and their trimmed blocks), 9 crops of 90% of each side (with the
-enrolled crops, these cover more positions of an off-centre crop), and up to 8 pictures found
+and flips, its 4 quadrants (and their trimmed blocks), 52 crops (5x5 at 90% of each side, 3x3 at
+95, 85 and 80%: with the enrolled crops, these cover the positions of an off-centre crop), and up
+to 8 pictures found
 inside it (``picture_boxes``: a photo in a browser or chat screenshot, or pasted over another
 photo), each as found and with its margins trimmed, and up to 4 more inside each of the first
 two (a photo inside a window inside a screenshot)."""
@@ -598,6 +642,16 @@ def query_views(image: Image.Image, config: QueryConfig = QUERY) -> list[View]:
     return views
 
 
+def view_names(config: EnrollConfig) -> list[str]:
+    """The names of the views ``enroll_views`` makes with ``config`` (before any is dropped)."""
+    names = ["full"]
+    names += [f"crop{scale:g}@{x:g},{y:g}" for scale, x, y in config.crops]
+    names += [f"rot{degrees:+g}" for degrees in config.rotations]
+    names += [f"dih/{name}" for name in _DIHEDRAL_OPS] if config.dihedral else []
+    names += [f"rotfill{degrees:+g}" for degrees in config.filled_rotations]
+    return names
+
+
 def matches(
     query: Iterable[View], enrolled: Iterable[View], distance: int = MATCH_DISTANCE
 ) -> bool:
@@ -609,9 +663,12 @@ def matches(
 PROFILES: dict[str, Callable[[Image.Image], list[View]] | None] = {
     "plain": None,
     "enroll": enroll_views,
+    "enroll-wide": functools.partial(enroll_views, config=ENROLL_WIDE),
+    "enroll-light": functools.partial(enroll_views, config=ENROLL_LIGHT),
     "query": query_views,
 }
-"""Hashing profiles by name: ``plain`` (no views), ``enroll`` and ``query``."""
+"""Hashing profiles by name: ``plain`` (no views), ``enroll`` (the shipped enrollment views),
+``enroll-wide`` (issue 6's 223), ``enroll-light`` (39) and ``query``."""
 
 
 def check_profile(profile: str) -> Callable[[Image.Image], list[View]] | None:
