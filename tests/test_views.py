@@ -21,6 +21,8 @@ from matcher.errors import InvalidInput
 from matcher.hashing import DIHEDRAL_NAMES, hash_file, pdq
 from matcher.hashing.views import (
     ENROLL,
+    ENROLL_LIGHT,
+    ENROLL_WIDE,
     MATCH_DISTANCE,
     check_profile,
     content_box,
@@ -28,6 +30,7 @@ from matcher.hashing.views import (
     matches,
     picture_boxes,
     query_views,
+    view_names,
 )
 from matcher.signals import PDQ
 
@@ -203,6 +206,16 @@ def test_views_tell_different_photos_apart(astronaut_views: list) -> None:
         other = Image.fromarray(pixels).convert("RGB")
         assert not matches(query_views(other), astronaut_views), name
         assert not matches(query_views(_reencode(ImageOps.mirror(other))), astronaut_views), name
+
+
+def test_lighter_and_wider_enroll_profiles(astronaut: Image.Image) -> None:
+    light = check_profile("enroll-light")(astronaut)  # type: ignore[misc]
+    wide = check_profile("enroll-wide")(astronaut)  # type: ignore[misc]
+    names = {n for n, _ in enroll_views(astronaut)}
+    assert {n for n, _ in light} <= names <= {n for n, _ in wide}
+    assert len(light) <= len(view_names(ENROLL_LIGHT)) == 39
+    assert len(wide) <= len(view_names(ENROLL_WIDE)) == 223
+    assert len(view_names(ENROLL)) <= 100
 
 
 def test_unknown_profile_is_refused() -> None:
