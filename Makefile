@@ -23,13 +23,16 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install matcher (editable) with its dev extra
 
 run: $(STAMP) ## Start the service on the embedded default (SQLite in ./matcher-data)
+	@echo "matcher is installed in $(VENV), which is not on your PATH: run it as $(BIN)/matcher,"
+	@echo "or activate the environment first (source $(BIN)/activate) and run matcher."
+	@echo "In another terminal, a first API key: $(BIN)/matcher keys create --role admin --name ops --data $(DATA)"
 	$(BIN)/matcher serve --data $(DATA)
 
 test: $(STAMP) ## Run the test suite
 	$(BIN)/python -m pytest -q
 
 bench: $(BENCH_STAMP) ## Run the benchmarks (pytest-benchmark; writes bench/results/)
-	$(BIN)/python -m pytest bench -q -p no:cacheprovider --benchmark-columns=min,median,mean,ops,rounds
+	$(BIN)/python -m pytest bench -q -p no:cacheprovider -p no:doctest --benchmark-columns=min,median,mean,ops,rounds
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
@@ -38,9 +41,10 @@ $(BENCH_STAMP): $(STAMP)
 bench-quality: $(BENCH_STAMP) ## Detection-quality benchmark, issue 6 (~30 min; writes bench/results/quality.md)
 	$(BIN)/python -m bench.quality -j 2
 
-lint: $(STAMP) ## Lint with ruff and the contract with buf
+lint: $(STAMP) ## Lint with ruff, type-check with mypy, lint the contract with buf
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/buf lint
 
 proto: $(STAMP) ## Generate matcher/v1 from proto/matcher/v1 (the generated code is committed)

@@ -1,269 +1,117 @@
 """The Python SDK: sync and async clients for the matcher.v1 service.
 
-Results are typed dataclasses; failures are the project's own exceptions (``matcher.errors``),
-never a raw ``grpc.RpcError``: ``InvalidInput`` carries the server's field violation in
-``field``, ``RateLimited`` its ``retry_after``.
+Both clients have the same methods, returning the domain's own values (``matcher.records``:
+``QueryResult``, ``ItemMatch``, ``CaseStatus``, ``ItemStatus``, ``EnrollResult`` ...), the same
+ones the bank returns inside the service. Failures are the project's own exceptions
+(``matcher.errors``), never a raw ``grpc.RpcError``: the class the server raised, with its field
+(``InvalidInput.field``, e.g. ``items[2].hashes[5].quality``) or ``RateLimited.retry_after``.
 
 >>> from matcher.client import Client, Query
 >>> with Client("127.0.0.1:50051", api_key="mk_...") as client:  # doctest: +SKIP
-...     [result] = client.match([Query([pdq_hash])])
+...     [result] = client.match([Query(upload_hashes, query_id="upload-1")])
 ...     result.matches
-[MatchResult(match_id='m_...', signal='pdq', distance=4)]
+[ItemMatch(item_id='m_...', signal=..., distance=4, hits=3)]
 
-Both clients build requests and read replies with the same ``_Call`` objects; they differ only
-in how a call is made (blocking or awaited). This module does not import the bank or the
-hashing code, so it stays light for pipelines that only query.
+Requests are built and replies read by ``matcher.contract``, the module the server uses too;
+the clients differ only in how a call is made (blocking or awaited). This module imports
+neither the bank nor the hashing code, so it stays light for pipelines that only query.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+import enum
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import grpc
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from matcher.errors import (
-    Conflict,
-    InvalidInput,
-    MatcherError,
-    NotFound,
-    PermissionDenied,
-    RateLimited,
-    Unauthenticated,
-    Unavailable,
+from matcher import contract
+from matcher.errors import InvalidInput, MatcherError
+from matcher.principal import Role
+from matcher.records import (
+    ApiKeyRecord,
+    BankStats,
+    CaseStatus,
+    EnrollResult,
+    ItemMatch,
+    ItemStatus,
+    NewApiKey,
+    NewCase,
+    NewItem,
+    Organisation,
+    Query,
+    QueryResult,
 )
-from matcher.signals import SIGNALS, Hash
+from matcher.signals import Hash, SignalType
 from matcher.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     cases_pb2,
     cases_pb2_grpc,
-    hashes_pb2,
     match_pb2,
     match_pb2_grpc,
 )
 
 __all__ = [
     "DEFAULT_TARGET",
-    "ApiKeyInfo",
+    "MAX_ITEMS_PER_CALL",
+    "ApiKeyRecord",
     "AsyncClient",
-    "CaseInfo",
+    "BankStats",
+    "CaseStatus",
     "Client",
     "EnrollResult",
-    "MatchResult",
+    "ItemMatch",
+    "ItemStatus",
     "NewApiKey",
     "NewCase",
+    "NewItem",
+    "Organisation",
     "Query",
     "QueryResult",
+    "as_dict",
 ]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+"""Where ``matcher serve`` listens by default."""
+
+MAX_ITEMS_PER_CALL = 1000
+"""The most items ``enroll`` sends in one ``AddItems`` call (the server's default limit)."""
+
 R = TypeVar("R")
 
-_SIGNAL_NAME = {hashes_pb2.SignalType.Value(f"SIGNAL_TYPE_{n.upper()}"): n for n in SIGNALS}
-_ROLE_NAME = {
-    admin_pb2.Role.Value(f"ROLE_{n.upper()}"): n for n in ("partner", "practitioner", "admin")
-}
-_STATE_NAME = {
-    cases_pb2.CaseState.Value(f"CASE_STATE_{n.upper()}"): n for n in ("active", "withdrawn")
-}
+QueryLike = Query | Sequence[Hash]
+"""A ``Query``, or a plain sequence of one image's hashes (a query with default distances)."""
 
-
-# -- typed results
-
-
-@dataclass(frozen=True, slots=True)
-class Query:
-    """One image to look up: its hashes, an optional stricter distance, and your own label."""
-
-    hashes: Sequence[Hash]
-    max_distance: int | None = None
-    query_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class MatchResult:
-    """A stored entry that matched: an opaque id (for feedback), the signal, the distance."""
-
-    match_id: str
-    signal: str
-    distance: int
-
-
-@dataclass(frozen=True, slots=True)
-class QueryResult:
-    """The answer to one query: its label and its matches, best first (empty: no match)."""
-
-    query_id: str
-    matches: list[MatchResult]
-
-
-@dataclass(frozen=True, slots=True)
-class CaseInfo:
-    """A case's state and counts."""
-
-    number: str
-    state: str
-    hash_count: int
-    hash_counts: dict[str, int]
-    match_count: int
-    reported_correct: int
-    reported_wrong: int
-    created_at: datetime | None
-    withdrawn_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class NewCase:
-    """A new case and its withdrawal secret (shown once: give it to the victim)."""
-
-    case: CaseInfo
-    secret: str = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class EnrollResult:
-    """What an enrollment stored: hashes added, duplicates skipped, the case's new total."""
-
-    added: int
-    duplicates: int
-    hash_count: int
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKeyInfo:
-    """An API key's record (never its key material)."""
-
-    id: int
-    name: str
-    role: str
-    organization: int | None
-    prefix: str
-    created_at: datetime | None
-    revoked_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class NewApiKey:
-    """A new API key: send ``key`` as ``authorization: Bearer <key>``. Shown once."""
-
-    info: ApiKeyInfo
-    key: str = field(repr=False)
-
-
-# -- conversions
-
-
-def _time(message: Any, name: str) -> datetime | None:
-    return message.__getattribute__(name).ToDatetime() if message.HasField(name) else None
-
-
-def _hash_pb(h: Hash) -> hashes_pb2.Hash:
-    signal = hashes_pb2.SignalType.Value(f"SIGNAL_TYPE_{h.signal.name.upper()}")
-    message = hashes_pb2.Hash(signal_type=signal, value=h.value)
-    if h.quality is not None:
-        message.quality = h.quality
-    return message
-
-
-def _query_pb(query: Query | Sequence[Hash]) -> match_pb2.Query:
-    if not isinstance(query, Query):
-        query = Query(list(query))
-    message = match_pb2.Query(hashes=[_hash_pb(h) for h in query.hashes], query_id=query.query_id)
-    if query.max_distance is not None:
-        message.max_distance = query.max_distance
-    return message
-
-
-def _results(results: Iterable[match_pb2.QueryResult]) -> list[QueryResult]:
-    return [
-        QueryResult(
-            r.query_id,
-            [MatchResult(m.match_id, _SIGNAL_NAME[m.signal_type], m.distance) for m in r.matches],
-        )
-        for r in results
-    ]
-
-
-def _case(message: cases_pb2.Case) -> CaseInfo:
-    return CaseInfo(
-        number=message.case_number,
-        state=_STATE_NAME.get(message.state, "unspecified"),
-        hash_count=message.hash_count,
-        hash_counts={_SIGNAL_NAME[c.signal_type]: c.count for c in message.hash_counts},
-        match_count=message.match_count,
-        reported_correct=message.reported_correct,
-        reported_wrong=message.reported_wrong,
-        created_at=_time(message, "create_time"),
-        withdrawn_at=_time(message, "withdraw_time"),
-    )
-
-
-def _org_name(org: int | None) -> str:
-    return f"organizations/{org}" if org is not None else ""
-
-
-def _api_key(message: admin_pb2.ApiKey) -> ApiKeyInfo:
-    org = message.organization.removeprefix("organizations/")
-    return ApiKeyInfo(
-        id=int(message.name.removeprefix("apiKeys/")),
-        name=message.display_name,
-        role=_ROLE_NAME.get(message.role, "unspecified"),
-        organization=int(org) if org else None,
-        prefix=message.key_prefix,
-        created_at=_time(message, "create_time"),
-        revoked_at=_time(message, "revoke_time"),
-    )
-
-
-def _case_name(case: str) -> str:
-    return case if case.startswith("cases/") else f"cases/{case}"
-
-
-_ERRORS: dict[grpc.StatusCode, type[MatcherError]] = {
-    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
-    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.FAILED_PRECONDITION: Conflict,
-    grpc.StatusCode.ALREADY_EXISTS: Conflict,
-    grpc.StatusCode.UNAVAILABLE: Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
-}
+ItemLike = NewItem | Sequence[Hash]
+"""A ``NewItem``, or a plain sequence of one image's hashes (an image item without label)."""
 
 
 def _error(exc: grpc.RpcError) -> MatcherError:
-    """Our exception for a failed call, with the server's details."""
-    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-    text = (exc.details() if isinstance(exc, grpc.Call) else None) or str(code)
-    status = rpc_status.from_call(exc) if isinstance(exc, grpc.Call) else None
+    """Our exception for a failed call, read back through the contract's error table."""
+    if not isinstance(exc, grpc.Call):
+        return MatcherError(f"call failed: {type(exc).__name__}")
+    status = rpc_status.from_call(exc)
     details = list(status.details) if status is not None else []
-    if code is grpc.StatusCode.INVALID_ARGUMENT:
-        where = ""
-        for any_ in details:
-            bad = error_details_pb2.BadRequest()
-            if any_.Unpack(bad) and bad.field_violations:
-                where = bad.field_violations[0].field
-        return InvalidInput(text, field=where)
-    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-        retry = 1.0
-        for any_ in details:
-            info = error_details_pb2.RetryInfo()
-            if any_.Unpack(info):
-                retry = info.retry_delay.ToMilliseconds() / 1000
-        return RateLimited(text, retry_after=retry)
-    cls = _ERRORS.get(code, MatcherError)
-    return cls(f"{code.name}: {text}" if cls is MatcherError else text)
+    return contract.error_of(exc.code(), exc.details() or "", details)
 
 
 @dataclass(frozen=True, slots=True)
 class _Call(Generic[R]):
-    """One RPC: which stub and method, the request, and how to read the reply."""
+    """One unary RPC: which stub and method, the request, and how to read the reply."""
 
     stub: str
     method: str
@@ -271,107 +119,160 @@ class _Call(Generic[R]):
     parse: Callable[[Any], R]
 
 
+def _enroll_batches(
+    items: Sequence[NewItem], max_hashes: int, max_items: int = MAX_ITEMS_PER_CALL
+) -> list[list[NewItem]]:
+    """Items in order, cut into calls of at most ``max_items`` items and ``max_hashes`` hashes.
+
+    An item is never split (its hashes are committed together); one larger than ``max_hashes``
+    goes alone in its call.
+    """
+    if not items:
+        raise InvalidInput("at least one item is required", field="items")
+    batches: list[list[NewItem]] = []
+    batch: list[NewItem] = []
+    hashes = 0
+    for item in items:
+        n = len(item.hashes)
+        if batch and (len(batch) >= max_items or hashes + n > max_hashes):
+            batches.append(batch)
+            batch, hashes = [], 0
+        batch.append(item)
+        hashes += n
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def _sum_results(case: str, results: Sequence[EnrollResult]) -> EnrollResult:
+    """One result for several calls: their items in order, summed counts, the last totals."""
+    last = results[-1]
+    return EnrollResult(
+        case_number=last.case_number or case,
+        items=[item for r in results for item in r.items],
+        added=sum(r.added for r in results),
+        existing=sum(r.existing for r in results),
+        item_count=last.item_count,
+        hash_count=last.hash_count,
+    )
+
+
+def _items(items: Iterable[ItemLike]) -> list[NewItem]:
+    return contract.as_items(items)
+
+
 class _Calls:
-    """Request builders shared by both clients."""
+    """The request of every unary RPC and the reading of its reply, shared by both clients."""
 
     @staticmethod
-    def match(queries: Iterable[Query | Sequence[Hash]]) -> _Call[list[QueryResult]]:
-        request = match_pb2.MatchRequest(queries=[_query_pb(q) for q in queries])
-        return _Call("match", "Match", request, lambda r: _results(r.results))
+    def match(queries: Iterable[QueryLike]) -> _Call[list[QueryResult]]:
+        request = match_pb2.MatchRequest(queries=contract.queries_to_pb(queries))
+        return _Call("match", "Match", request, lambda r: contract.results_from_pb(r.results))
 
     @staticmethod
-    def report(match_id: str, correct: bool) -> _Call[None]:
-        verdict = match_pb2.VERDICT_CORRECT if correct else match_pb2.VERDICT_WRONG
-        request = match_pb2.ReportMatchRequest(match_id=match_id, verdict=verdict)
+    def report(item_id: str, correct: bool) -> _Call[None]:
+        request = match_pb2.ReportMatchRequest(
+            item_id=item_id, verdict=contract.verdict_to_pb(correct)
+        )
         return _Call("match", "ReportMatch", request, lambda r: None)
 
     @staticmethod
     def create_case(organization: int | None) -> _Call[NewCase]:
-        request = cases_pb2.CreateCaseRequest(organization=_org_name(organization))
+        request = cases_pb2.CreateCaseRequest(organization=contract.organization_name(organization))
+        return _Call("cases", "CreateCase", request, contract.new_case_from_pb)
+
+    @staticmethod
+    def add_items(case: str, items: Sequence[NewItem]) -> _Call[EnrollResult]:
+        number = contract.case_number_from_name(case, field="case")
+        request = cases_pb2.AddItemsRequest(
+            name=contract.case_name(number), items=contract.items_to_pb(items)
+        )
         return _Call(
-            "cases", "CreateCase", request, lambda r: NewCase(_case(r.case), r.withdrawal_secret)
+            "cases", "AddItems", request, lambda r: contract.enroll_result_from_pb(number, r)
         )
 
     @staticmethod
-    def add_hashes(case: str, hashes: Iterable[Hash]) -> _Call[EnrollResult]:
-        request = cases_pb2.AddHashesRequest(
-            name=_case_name(case), hashes=[_hash_pb(h) for h in hashes]
-        )
-        return _Call(
-            "cases",
-            "AddHashes",
-            request,
-            lambda r: EnrollResult(r.added, r.duplicates, r.hash_count),
-        )
+    def get_case(case: str) -> _Call[CaseStatus]:
+        name = contract.case_name(contract.case_number_from_name(case, field="case"))
+        request = cases_pb2.GetCaseRequest(name=name)
+        return _Call("cases", "GetCase", request, lambda r: contract.case_from_pb(r.case))
 
     @staticmethod
-    def get_case(case: str) -> _Call[CaseInfo]:
-        request = cases_pb2.GetCaseRequest(name=_case_name(case))
-        return _Call("cases", "GetCase", request, lambda r: _case(r.case))
+    def get_case_with_secret(case_number: str, secret: str) -> _Call[CaseStatus]:
+        request = cases_pb2.GetCaseWithSecretRequest(case_number=case_number, secret=secret)
+        return _Call("cases", "GetCaseWithSecret", request, lambda r: contract.case_from_pb(r.case))
 
     @staticmethod
-    def withdraw(case: str) -> _Call[CaseInfo]:
-        request = cases_pb2.WithdrawCaseRequest(name=_case_name(case))
-        return _Call("cases", "WithdrawCase", request, lambda r: _case(r.case))
+    def withdraw(case: str) -> _Call[CaseStatus]:
+        name = contract.case_name(contract.case_number_from_name(case, field="case"))
+        request = cases_pb2.WithdrawCaseRequest(name=name)
+        return _Call("cases", "WithdrawCase", request, lambda r: contract.case_from_pb(r.case))
 
     @staticmethod
-    def withdraw_with_secret(case_number: str, secret: str) -> _Call[str]:
+    def withdraw_item(case: str, number: int) -> _Call[ItemStatus]:
+        number_ = contract.case_number_from_name(case, field="case")
+        request = cases_pb2.WithdrawItemRequest(name=contract.item_name(number_, number))
+        return _Call("cases", "WithdrawItem", request, lambda r: contract.item_from_pb(r.item))
+
+    @staticmethod
+    def withdraw_with_secret(case_number: str, secret: str) -> _Call[CaseStatus]:
         request = cases_pb2.WithdrawCaseWithSecretRequest(case_number=case_number, secret=secret)
         return _Call(
-            "cases",
-            "WithdrawCaseWithSecret",
-            request,
-            lambda r: _STATE_NAME.get(r.state, "unspecified"),
+            "cases", "WithdrawCaseWithSecret", request, lambda r: contract.case_from_pb(r.case)
         )
 
     @staticmethod
-    def create_api_key(name: str, role: str, organization: int | None) -> _Call[NewApiKey]:
-        request = admin_pb2.CreateApiKeyRequest(
-            display_name=name,
-            role=admin_pb2.Role.Value(f"ROLE_{role.upper()}"),
-            organization=_org_name(organization),
+    def withdraw_item_with_secret(
+        case_number: str, secret: str, item_number: int
+    ) -> _Call[ItemStatus]:
+        request = cases_pb2.WithdrawItemWithSecretRequest(
+            case_number=case_number, secret=secret, item_number=item_number
         )
         return _Call(
-            "admin", "CreateApiKey", request, lambda r: NewApiKey(_api_key(r.api_key), r.key)
+            "cases", "WithdrawItemWithSecret", request, lambda r: contract.item_from_pb(r.item)
         )
 
     @staticmethod
-    def list_api_keys(page_token: str = "") -> _Call[tuple[list[ApiKeyInfo], str]]:
+    def create_api_key(name: str, role: Role | str, organization: int | None) -> _Call[NewApiKey]:
+        request = admin_pb2.CreateApiKeyRequest(
+            display_name=name,
+            role=contract.role_to_pb(role),
+            organization=contract.organization_name(organization),
+        )
+        return _Call("admin", "CreateApiKey", request, contract.new_api_key_from_pb)
+
+    @staticmethod
+    def list_api_keys(page_token: str = "") -> _Call[tuple[list[ApiKeyRecord], str]]:
         request = admin_pb2.ListApiKeysRequest(page_size=1000, page_token=page_token)
         return _Call(
             "admin",
             "ListApiKeys",
             request,
-            lambda r: ([_api_key(k) for k in r.api_keys], r.next_page_token),
+            lambda r: ([contract.api_key_from_pb(k) for k in r.api_keys], r.next_page_token),
         )
 
     @staticmethod
-    def revoke_api_key(key_id: int) -> _Call[ApiKeyInfo]:
-        request = admin_pb2.RevokeApiKeyRequest(name=f"apiKeys/{key_id}")
-        return _Call("admin", "RevokeApiKey", request, lambda r: _api_key(r.api_key))
+    def revoke_api_key(key_id: int) -> _Call[ApiKeyRecord]:
+        request = admin_pb2.RevokeApiKeyRequest(name=contract.api_key_name(key_id))
+        return _Call(
+            "admin", "RevokeApiKey", request, lambda r: contract.api_key_from_pb(r.api_key)
+        )
 
     @staticmethod
-    def create_organization(name: str) -> _Call[int]:
+    def create_organization(name: str) -> _Call[Organisation]:
         request = admin_pb2.CreateOrganizationRequest(display_name=name)
         return _Call(
             "admin",
             "CreateOrganization",
             request,
-            lambda r: int(r.organization.name.removeprefix("organizations/")),
+            lambda r: contract.organization_from_pb(r.organization),
         )
 
     @staticmethod
-    def stats() -> _Call[dict[str, Any]]:
-        def parse(r: admin_pb2.GetBankStatsResponse) -> dict[str, Any]:
-            return {
-                "ready": r.ready,
-                "indexed": {_SIGNAL_NAME[c.signal_type]: c.count for c in r.indexed},
-                "active_cases": r.active_cases,
-                "withdrawn_cases": r.withdrawn_cases,
-                "index_load_seconds": r.index_load_seconds,
-            }
-
-        return _Call("admin", "GetBankStats", admin_pb2.GetBankStatsRequest(), parse)
+    def stats() -> _Call[BankStats]:
+        return _Call(
+            "admin", "GetBankStats", admin_pb2.GetBankStatsRequest(), contract.stats_from_pb
+        )
 
 
 def _metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
@@ -394,13 +295,16 @@ _CHANNEL_OPTIONS = [
 ]
 
 
-class Client:
-    """A blocking client. Thread-safe; reuse one per process (it holds one HTTP/2 connection).
+class _ClientBase:
+    """What both clients share: configuration, stubs, and the requests (``_Calls``).
 
-    ``timeout`` (seconds) is the deadline of every call; the server refuses matches without
-    one. TLS: pass ``root_certificates`` (PEM bytes of the server's CA), and for mutual TLS
-    ``private_key`` and ``certificate_chain``.
+    ``timeout`` (seconds) is the deadline of every unary call; the server refuses matches
+    without one. TLS: pass ``root_certificates`` (PEM bytes of the server's CA), and for mutual
+    TLS ``private_key`` and ``certificate_chain``.
     """
+
+    _secure_channel: Callable[..., Any]
+    _insecure_channel: Callable[..., Any]
 
     def __init__(
         self,
@@ -413,28 +317,48 @@ class Client:
         certificate_chain: bytes | None = None,
     ) -> None:
         creds = _credentials(root_certificates, private_key, certificate_chain)
+        self.target = target
+        self.timeout = timeout
         self._channel = (
-            grpc.secure_channel(target, creds, options=_CHANNEL_OPTIONS)
+            type(self)._secure_channel(target, creds, options=_CHANNEL_OPTIONS)
             if creds
-            else grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            else type(self)._insecure_channel(target, options=_CHANNEL_OPTIONS)
         )
-        self._stubs = {
+        self._stubs: dict[str, Any] = {
             "match": match_pb2_grpc.MatchServiceStub(self._channel),
             "cases": cases_pb2_grpc.CaseServiceStub(self._channel),
             "admin": admin_pb2_grpc.AdminServiceStub(self._channel),
         }
+        self._health = health_pb2_grpc.HealthStub(self._channel)
         self._metadata = _metadata(api_key)
-        self.timeout = timeout
+
+    def _method(self, call: _Call[Any]) -> Any:
+        return getattr(self._stubs[call.stub], call.method)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.target!r})"  # never the API key
+
+
+class Client(_ClientBase):
+    """A blocking client. Thread-safe; reuse one per process (it holds one HTTP/2 connection).
+
+    >>> with Client("127.0.0.1:50051", "mk_...") as client:  # doctest: +SKIP
+    ...     client.healthy()
+    True
+    """
+
+    _secure_channel = staticmethod(grpc.secure_channel)
+    _insecure_channel = staticmethod(grpc.insecure_channel)
 
     def _invoke(self, call: _Call[R]) -> R:
-        method = getattr(self._stubs[call.stub], call.method)
         try:
-            reply = method(call.request, timeout=self.timeout, metadata=self._metadata)
+            reply = self._method(call)(call.request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise _error(exc) from None
         return call.parse(reply)
 
     def close(self) -> None:
+        """Close the connection."""
         self._channel.close()
 
     def __enter__(self) -> Client:
@@ -444,115 +368,134 @@ class Client:
         self.close()
 
     def healthy(self, service: str = "") -> bool:
-        """True when the server reports SERVING (its index is loaded)."""
-        stub = health_pb2_grpc.HealthStub(self._channel)
+        """True when the server reports SERVING (its kernels compiled and its index loaded)."""
         try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
+            reply = self._health.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=self.timeout
+            )
         except grpc.RpcError:
             return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
-    def match(self, queries: Iterable[Query | Sequence[Hash]]) -> list[QueryResult]:
-        """Look up images (each a ``Query`` or a list of its hashes); one result per query."""
+    def match(self, queries: Iterable[QueryLike]) -> list[QueryResult]:
+        """Look up images (each a ``Query`` or a list of its hashes); one result per query,
+        each listing the matched items (one per item, best first)."""
         return self._invoke(_Calls.match(queries))
 
-    def stream_match(
-        self, batches: Iterable[Iterable[Query | Sequence[Hash]]]
-    ) -> Iterator[list[QueryResult]]:
+    def stream_match(self, batches: Iterable[Iterable[QueryLike]]) -> Iterator[list[QueryResult]]:
         """Stream batches of queries; yields one list of results per batch, in order.
 
         The stream has no deadline (a scan may run for hours); ``timeout`` does not apply.
         """
         requests = (
-            match_pb2.StreamMatchRequest(queries=[_query_pb(q) for q in batch]) for batch in batches
+            match_pb2.StreamMatchRequest(queries=contract.queries_to_pb(batch)) for batch in batches
         )
         try:
             for reply in self._stubs["match"].StreamMatch(requests, metadata=self._metadata):
-                yield _results(reply.results)
+                yield contract.results_from_pb(reply.results)
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
-    def report(self, match_id: str, correct: bool) -> None:
-        """Say whether a match was right (a re-upload) or wrong (a false match)."""
-        self._invoke(_Calls.report(match_id, correct))
+    def report(self, item_id: str, correct: bool) -> None:
+        """Say whether a matched item was right (a re-upload) or wrong (a false match)."""
+        self._invoke(_Calls.report(item_id, correct))
 
     def create_case(self, organization: int | None = None) -> NewCase:
-        """Open a case (practitioners: for their organisation; admins name one)."""
+        """Open a case (practitioners: for their organisation; admins name one). The result's
+        ``secret`` is shown once: give it to the victim."""
         return self._invoke(_Calls.create_case(organization))
 
-    def add_hashes(self, case: str, hashes: Iterable[Hash]) -> EnrollResult:
-        """Enroll hashes into a case: all or none; PDQ hashes need their quality."""
-        return self._invoke(_Calls.add_hashes(case, hashes))
+    def add_items(self, case: str, items: Iterable[ItemLike]) -> EnrollResult:
+        """Enroll items in ONE call: all or none. An item the case already holds (the same
+        hashes) is returned as ``existing``, not added again, so a retry is safe."""
+        return self._invoke(_Calls.add_items(case, _items(items)))
 
-    def get_case(self, case: str) -> CaseInfo:
+    def enroll(
+        self, case: str, items: Iterable[ItemLike], *, max_hashes: int = 20_000
+    ) -> EnrollResult:
+        """Enroll any number of items, in calls of at most 1,000 items and ``max_hashes`` hashes.
+
+        Each call is all-or-nothing and retry-safe; if one fails, the calls before it stay
+        committed (calling ``enroll`` again with the same items adds only what is missing).
+        The result sums the calls.
+        """
+        batches = _enroll_batches(_items(items), max_hashes)
+        return _sum_results(case, [self.add_items(case, batch) for batch in batches])
+
+    def get_case(self, case: str) -> CaseStatus:
+        """A case's state, counts and every item (practitioner of its organisation, admin)."""
         return self._invoke(_Calls.get_case(case))
 
-    def withdraw(self, case: str) -> CaseInfo:
+    def get_case_with_secret(self, case_number: str, secret: str) -> CaseStatus:
+        """A case's state and items, as its victim (no API key needed)."""
+        return self._invoke(_Calls.get_case_with_secret(case_number, secret))
+
+    def withdraw(self, case: str) -> CaseStatus:
         """Withdraw a case (practitioner): its hashes are deleted, matching stops now."""
         return self._invoke(_Calls.withdraw(case))
 
-    def withdraw_with_secret(self, case_number: str, secret: str) -> str:
-        """Withdraw a case as its victim (no API key needed); returns its state."""
+    def withdraw_item(self, case: str, number: int) -> ItemStatus:
+        """Withdraw item ``number`` of a case (practitioner); the case's other items stay."""
+        return self._invoke(_Calls.withdraw_item(case, number))
+
+    def withdraw_with_secret(self, case_number: str, secret: str) -> CaseStatus:
+        """Withdraw a case as its victim (no API key needed)."""
         return self._invoke(_Calls.withdraw_with_secret(case_number, secret))
 
-    def create_api_key(self, name: str, role: str, organization: int | None = None) -> NewApiKey:
+    def withdraw_item_with_secret(
+        self, case_number: str, secret: str, item_number: int
+    ) -> ItemStatus:
+        """Withdraw one item as the case's victim (no API key needed)."""
+        return self._invoke(_Calls.withdraw_item_with_secret(case_number, secret, item_number))
+
+    def create_api_key(
+        self, name: str, role: Role | str, organization: int | None = None
+    ) -> NewApiKey:
+        """Create an API key (admin); its ``key`` is shown once."""
         return self._invoke(_Calls.create_api_key(name, role, organization))
 
-    def list_api_keys(self) -> list[ApiKeyInfo]:
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every API key, never their key material (admin)."""
         keys, token = self._invoke(_Calls.list_api_keys())
         while token:
             more, token = self._invoke(_Calls.list_api_keys(token))
             keys += more
         return keys
 
-    def revoke_api_key(self, key_id: int) -> ApiKeyInfo:
+    def revoke_api_key(self, key_id: int) -> ApiKeyRecord:
+        """Revoke an API key (admin); the server refuses it within seconds."""
         return self._invoke(_Calls.revoke_api_key(key_id))
 
-    def create_organization(self, name: str) -> int:
-        """Create an organisation; returns its id."""
+    def create_organization(self, name: str) -> Organisation:
+        """Create an organisation (admin)."""
         return self._invoke(_Calls.create_organization(name))
 
-    def stats(self) -> dict[str, Any]:
-        """Index sizes and case counts (admin)."""
+    def stats(self) -> BankStats:
+        """Index sizes and case counts (admin); never a hash value."""
         return self._invoke(_Calls.stats())
 
 
-class AsyncClient:
-    """The asyncio client: the same methods as ``Client``, awaited. Use within one event loop."""
+class AsyncClient(_ClientBase):
+    """The asyncio client: the same methods as ``Client``, awaited. Use within one event loop.
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        api_key: str | None = None,
-        *,
-        timeout: float = 10.0,
-        root_certificates: bytes | None = None,
-        private_key: bytes | None = None,
-        certificate_chain: bytes | None = None,
-    ) -> None:
-        creds = _credentials(root_certificates, private_key, certificate_chain)
-        self._channel = (
-            grpc.aio.secure_channel(target, creds, options=_CHANNEL_OPTIONS)
-            if creds
-            else grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
-        )
-        self._stubs = {
-            "match": match_pb2_grpc.MatchServiceStub(self._channel),
-            "cases": cases_pb2_grpc.CaseServiceStub(self._channel),
-            "admin": admin_pb2_grpc.AdminServiceStub(self._channel),
-        }
-        self._metadata = _metadata(api_key)
-        self.timeout = timeout
+    >>> async with AsyncClient("127.0.0.1:50051", "mk_...") as client:  # doctest: +SKIP
+    ...     results = await client.match([Query(upload_hashes)])
+    """
+
+    _secure_channel = staticmethod(grpc.aio.secure_channel)
+    _insecure_channel = staticmethod(grpc.aio.insecure_channel)
 
     async def _invoke(self, call: _Call[R]) -> R:
-        method = getattr(self._stubs[call.stub], call.method)
         try:
-            reply = await method(call.request, timeout=self.timeout, metadata=self._metadata)
+            reply = await self._method(call)(
+                call.request, timeout=self.timeout, metadata=self._metadata
+            )
         except grpc.RpcError as exc:
             raise _error(exc) from None
         return call.parse(reply)
 
     async def close(self) -> None:
+        """Close the connection."""
         await self._channel.close()
 
     async def __aenter__(self) -> AsyncClient:
@@ -562,70 +505,135 @@ class AsyncClient:
         await self.close()
 
     async def healthy(self, service: str = "") -> bool:
-        stub = health_pb2_grpc.HealthStub(self._channel)
+        """True when the server reports SERVING (its kernels compiled and its index loaded)."""
         try:
-            reply = await stub.Check(
+            reply = await self._health.Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=self.timeout
             )
         except grpc.RpcError:
             return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
-    async def match(self, queries: Iterable[Query | Sequence[Hash]]) -> list[QueryResult]:
+    async def match(self, queries: Iterable[QueryLike]) -> list[QueryResult]:
+        """Look up images; one result per query (see ``Client.match``)."""
         return await self._invoke(_Calls.match(queries))
 
     async def stream_match(
-        self, batches: AsyncIterable[Iterable[Query | Sequence[Hash]]]
+        self, batches: AsyncIterable[Iterable[QueryLike]] | Iterable[Iterable[QueryLike]]
     ) -> AsyncIterator[list[QueryResult]]:
+        """Stream batches of queries (an async or plain iterable); yields one list of results
+        per batch, in order. No deadline applies."""
+
         async def requests() -> AsyncIterator[match_pb2.StreamMatchRequest]:
-            async for batch in batches:
-                yield match_pb2.StreamMatchRequest(queries=[_query_pb(q) for q in batch])
+            if isinstance(batches, AsyncIterable):
+                async for batch in batches:
+                    yield match_pb2.StreamMatchRequest(queries=contract.queries_to_pb(batch))
+            else:
+                for batch in batches:
+                    yield match_pb2.StreamMatchRequest(queries=contract.queries_to_pb(batch))
 
         try:
             async for reply in self._stubs["match"].StreamMatch(
                 requests(), metadata=self._metadata
             ):
-                yield _results(reply.results)
+                yield contract.results_from_pb(reply.results)
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
-    async def report(self, match_id: str, correct: bool) -> None:
-        await self._invoke(_Calls.report(match_id, correct))
+    async def report(self, item_id: str, correct: bool) -> None:
+        """Say whether a matched item was right or wrong (see ``Client.report``)."""
+        await self._invoke(_Calls.report(item_id, correct))
 
     async def create_case(self, organization: int | None = None) -> NewCase:
+        """Open a case (see ``Client.create_case``)."""
         return await self._invoke(_Calls.create_case(organization))
 
-    async def add_hashes(self, case: str, hashes: Iterable[Hash]) -> EnrollResult:
-        return await self._invoke(_Calls.add_hashes(case, hashes))
+    async def add_items(self, case: str, items: Iterable[ItemLike]) -> EnrollResult:
+        """Enroll items in one call, all or none (see ``Client.add_items``)."""
+        return await self._invoke(_Calls.add_items(case, _items(items)))
 
-    async def get_case(self, case: str) -> CaseInfo:
+    async def enroll(
+        self, case: str, items: Iterable[ItemLike], *, max_hashes: int = 20_000
+    ) -> EnrollResult:
+        """Enroll any number of items in batched calls (see ``Client.enroll``)."""
+        results = []
+        for batch in _enroll_batches(_items(items), max_hashes):
+            results.append(await self.add_items(case, batch))
+        return _sum_results(case, results)
+
+    async def get_case(self, case: str) -> CaseStatus:
+        """A case's state, counts and items (see ``Client.get_case``)."""
         return await self._invoke(_Calls.get_case(case))
 
-    async def withdraw(self, case: str) -> CaseInfo:
+    async def get_case_with_secret(self, case_number: str, secret: str) -> CaseStatus:
+        """A case's state and items, as its victim (see ``Client.get_case_with_secret``)."""
+        return await self._invoke(_Calls.get_case_with_secret(case_number, secret))
+
+    async def withdraw(self, case: str) -> CaseStatus:
+        """Withdraw a case (see ``Client.withdraw``)."""
         return await self._invoke(_Calls.withdraw(case))
 
-    async def withdraw_with_secret(self, case_number: str, secret: str) -> str:
+    async def withdraw_item(self, case: str, number: int) -> ItemStatus:
+        """Withdraw one item of a case (see ``Client.withdraw_item``)."""
+        return await self._invoke(_Calls.withdraw_item(case, number))
+
+    async def withdraw_with_secret(self, case_number: str, secret: str) -> CaseStatus:
+        """Withdraw a case as its victim (see ``Client.withdraw_with_secret``)."""
         return await self._invoke(_Calls.withdraw_with_secret(case_number, secret))
 
+    async def withdraw_item_with_secret(
+        self, case_number: str, secret: str, item_number: int
+    ) -> ItemStatus:
+        """Withdraw one item as its victim (see ``Client.withdraw_item_with_secret``)."""
+        return await self._invoke(
+            _Calls.withdraw_item_with_secret(case_number, secret, item_number)
+        )
+
     async def create_api_key(
-        self, name: str, role: str, organization: int | None = None
+        self, name: str, role: Role | str, organization: int | None = None
     ) -> NewApiKey:
+        """Create an API key (see ``Client.create_api_key``)."""
         return await self._invoke(_Calls.create_api_key(name, role, organization))
 
-    async def revoke_api_key(self, key_id: int) -> ApiKeyInfo:
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every API key (see ``Client.list_api_keys``)."""
+        keys, token = await self._invoke(_Calls.list_api_keys())
+        while token:
+            more, token = await self._invoke(_Calls.list_api_keys(token))
+            keys += more
+        return keys
+
+    async def revoke_api_key(self, key_id: int) -> ApiKeyRecord:
+        """Revoke an API key (see ``Client.revoke_api_key``)."""
         return await self._invoke(_Calls.revoke_api_key(key_id))
 
-    async def create_organization(self, name: str) -> int:
+    async def create_organization(self, name: str) -> Organisation:
+        """Create an organisation (see ``Client.create_organization``)."""
         return await self._invoke(_Calls.create_organization(name))
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self) -> BankStats:
+        """Index sizes and case counts (see ``Client.stats``)."""
         return await self._invoke(_Calls.stats())
 
 
-def as_dict(result: Any) -> dict[str, Any]:
-    """A JSON-friendly dict of any result above (datetimes as ISO text)."""
-    out = dataclasses.asdict(result)
-    for key, value in out.items():
-        if isinstance(value, datetime):
-            out[key] = value.isoformat()
-    return out
+def as_dict(result: Any) -> Any:
+    """A JSON-friendly form of any result above: dataclasses as dicts, enums as their values,
+    datetimes as ISO text, signal types by name. Never holds a secret it was not given."""
+    if isinstance(result, SignalType):
+        return result.name
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        out = {f.name: as_dict(getattr(result, f.name)) for f in dataclasses.fields(result)}
+        for name in ("name", "match_count", "active"):
+            prop = getattr(type(result), name, None)
+            if isinstance(prop, property):
+                out[name] = as_dict(getattr(result, name))
+        return out
+    if isinstance(result, enum.Enum):
+        return result.value
+    if isinstance(result, datetime):
+        return result.isoformat()
+    if isinstance(result, Mapping):
+        return {str(k): as_dict(v) for k, v in result.items()}
+    if isinstance(result, list | tuple):
+        return [as_dict(v) for v in result]
+    return result

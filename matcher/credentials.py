@@ -1,4 +1,4 @@
-"""The bank's small cryptography: case numbers, withdrawal secrets, API keys, opaque match ids.
+"""The bank's small cryptography: case numbers, secrets, API keys, item ids and fingerprints.
 
 Nothing here touches storage. What is stored is always a derived value: a withdrawal secret is
 kept only as an scrypt hash (it may be typed by a person, so it gets a slow KDF), an API key
@@ -18,16 +18,20 @@ True
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 
-from matcher.errors import InvalidInput
+from matcher.errors import NotFound
+from matcher.signals import Hash
 
 __all__ = [
     "MatchIds",
     "hash_api_key",
     "hash_secret",
+    "item_fingerprint",
     "new_api_key",
     "new_case_number",
     "new_secret",
@@ -37,6 +41,7 @@ __all__ = [
     "verify_secret_absent",
 ]
 
+_HEX = frozenset("0123456789abcdefABCDEF")
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _FORGIVE = str.maketrans({"I": "1", "L": "1", "O": "0", "-": None, " ": None})
 
@@ -102,7 +107,11 @@ def verify_secret(secret: str, stored: str) -> bool:
     return hmac.compare_digest(got, want)
 
 
-_ABSENT = hash_secret(new_secret())
+@functools.cache
+def _absent() -> str:
+    # Made on first use, not at import: one scrypt run (~80 ms) would otherwise land on every
+    # command that imports this module (`matcher keys` among them).
+    return hash_secret(new_secret())
 
 
 def verify_secret_absent(secret: str) -> bool:
@@ -110,7 +119,7 @@ def verify_secret_absent(secret: str) -> bool:
 
     Without this, a fast "no such case" would tell a guesser which case numbers exist.
     """
-    verify_secret(secret, _ABSENT)
+    verify_secret(secret, _absent())
     return False
 
 
@@ -124,18 +133,39 @@ def hash_api_key(key: str) -> bytes:
     return hashlib.sha256(key.strip().encode()).digest()
 
 
-class MatchIds:
-    """Opaque, stable match ids: a keyed permutation of the store's hash row ids.
+def item_fingerprint(key: bytes, hashes: Iterable[Hash]) -> bytes:
+    """An item's identity within its case: HMAC-SHA256 under the store's key of its sorted set
+    of (signal, value), so the same image enrolled twice (a retried call) is recognised.
 
-    Partners must not learn row ids (they reveal enrollment order and bank size), yet a match
-    id must map back to its row for feedback without a lookup table of 10 million random
-    tokens. A four-round Feistel network over 64 bits with keyed BLAKE2b as its round function
-    is a pseudo-random permutation (Luby-Rackoff): ids look random, never collide, and decode
-    with the key. The key lives in the store, so every replica gives the same ids.
+    Keyed, so the stored fingerprint tells nothing about the values without the key; the order
+    of the hashes, repeats and qualities do not change it.
+
+    >>> from matcher.signals import Hash
+    >>> a, b = Hash.parse("phash:" + "a5" * 8), Hash.parse("md5:" + "0" * 32)
+    >>> item_fingerprint(b"k" * 32, [a, b, a]) == item_fingerprint(b"k" * 32, [b, a])
+    True
+    """
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for name, value in sorted({(h.signal.name, h.value) for h in hashes}):
+        # Length-prefixed parts: no two different sets can give the same byte stream.
+        part = name.encode() + b"\0" + value
+        mac.update(len(part).to_bytes(4, "big") + part)
+    return mac.digest()
+
+
+class MatchIds:
+    """Opaque, stable item ids for partners: a keyed permutation of the store's item ids.
+
+    Partners must not learn item ids (they reveal enrollment order and bank size), yet an id
+    must map back to its item for feedback without a lookup table of random tokens. A
+    four-round Feistel network over 64 bits with keyed BLAKE2b as its round function is a
+    pseudo-random permutation (Luby-Rackoff): ids look random, never collide, and decode with
+    the key. The key lives in the store, so every replica gives the same ids.
     """
 
     _ROUNDS = 4
     _PREFIX = "m_"
+    _MAX_ID = 2**63 - 1  # store ids are int64
 
     def __init__(self, key: bytes) -> None:
         if len(key) < 16:
@@ -152,23 +182,26 @@ class MatchIds:
             left, right = right, left ^ self._f(i, right)
         return (left << 32) | right
 
-    def encode(self, row_id: int) -> str:
-        """The match id of hash row ``row_id``."""
-        return f"{self._PREFIX}{self._permute(row_id, range(self._ROUNDS)):016x}"
+    def encode(self, item_id: int) -> str:
+        """The partner-facing id of item ``item_id``."""
+        return f"{self._PREFIX}{self._permute(item_id, range(self._ROUNDS)):016x}"
 
-    def decode(self, match_id: str) -> int:
-        """The hash row id behind ``match_id``, or ``InvalidInput`` when it is malformed."""
-        text = match_id.strip()
-        body = text.removeprefix(self._PREFIX)
-        if body == text or len(body) != 16:
-            raise InvalidInput("match id is malformed", field="match_id")
-        try:
-            value = int(body, 16)
-        except ValueError:
-            raise InvalidInput("match id is malformed", field="match_id") from None
+    def decode(self, text: str) -> int:
+        """The item id behind ``text``; ``NotFound`` for anything that is not an id we made.
+
+        Not ``InvalidInput``: to a partner, a malformed id and an id of a withdrawn item are
+        alike (there is nothing to report on), and no value ever overflows the store's int64.
+        """
+        body = text.strip().removeprefix(self._PREFIX)
+        if body == text.strip() or len(body) != 16 or not _HEX.issuperset(body):
+            raise NotFound("no such match")
+        value = int(body, 16)
         # Decoding runs the rounds backwards: swap the halves, apply the same rounds in reverse
         # order, and swap back.
         left, right = value >> 32, value & 0xFFFFFFFF
         for i in reversed(range(self._ROUNDS)):
             left, right = right ^ self._f(i, left), left
-        return (left << 32) | right
+        item_id = (left << 32) | right
+        if not 0 < item_id <= self._MAX_ID:
+            raise NotFound("no such match")
+        return item_id

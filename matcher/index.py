@@ -24,8 +24,10 @@ The contract (what the bank codes against)::
   pigeonhole principle (see ``matcher._index_kernels``), with a flat scan for small segments.
   File digests (MD5, SHA-256) use ``ExactIndex``, a plain mapping.
 - Start-up: pass the whole bank to one ``add`` (or ``add_batches``): one build, 7-12 s for
-  10M PDQ codes on this 2-core machine, instead of many merges. ``Index()`` compiles the
-  kernels first (``warm_up``), so that no request pays for it.
+  10M PDQ codes on this 2-core machine, instead of many merges.
+- Kernel compilation is an explicit step: call ``warm_up()`` before serving (the bank's
+  ``load`` does), so that no request pays for it. ``Index()`` itself compiles nothing, so
+  tools that never search (``matcher keys create``) never wait for numba.
 - Memory at 10M PDQ codes: about 1.0 GB (codes 320 MB, ids 80 MB, tables 580 MB). A merge or
   ``compact()`` holds the old and the new segment for a moment.
 
@@ -104,8 +106,8 @@ _warm = False
 
 def warm_up() -> None:
     """Compile every kernel now (about 10 s the first time, well under 1 s once numba has
-    cached them on disk), so that no request pays for it. ``Index()`` calls this; it runs once
-    per process."""
+    cached them on disk), so that no request pays for it. Runs once per process; an index used
+    without it compiles each kernel on its first call instead."""
     global _warm
     with _warm_lock:
         if _warm:
@@ -704,7 +706,6 @@ class Index:
     """
 
     def __init__(self, signals: Iterable[SignalType] | None = None) -> None:
-        warm_up()
         chosen = list(SIGNALS.values()) if signals is None else list(signals)
         self._indexes: dict[str, HammingIndex | ExactIndex] = {
             s.name: ExactIndex(s) if s.exact else HammingIndex(s) for s in chosen

@@ -201,9 +201,7 @@ class NewItem:
         for i, h in enumerate(self.hashes):
             h.signal.check_enrollable(h.quality, field=f"hashes[{i}]")
         if self.label is not None and len(self.label) > MAX_LABEL_LENGTH:
-            raise InvalidInput(
-                f"a label has at most {MAX_LABEL_LENGTH} characters", field="label"
-            )
+            raise InvalidInput(f"a label has at most {MAX_LABEL_LENGTH} characters", field="label")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,17 +15,19 @@ import pytest
 from matcher.bank import Bank
 from matcher.client import Client
 from matcher.principal import Principal, Role
+from matcher.records import EnrollResult, NewCase, NewItem
 from matcher.service import Server, ServerConfig
 from matcher.signals import PDQ, PHASH, Hash
 
 
 @dataclass
 class Running:
-    """A running server and the keys created for it."""
+    """A running server, its data folder, and the keys created for it."""
 
     bank: Bank
     server: Server
     loop: asyncio.AbstractEventLoop
+    data: Path
     keys: dict[str, str] = field(default_factory=dict)
     org_ids: dict[str, int] = field(default_factory=dict)
 
@@ -39,20 +41,32 @@ class Running:
     def run(self, coro: Any, timeout: float = 30.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def enroll(
+        self, items: Sequence[NewItem | Sequence[Hash]], *, role: str = "practitioner"
+    ) -> tuple[NewCase, EnrollResult]:
+        """A new case of Helpline A holding ``items``: the case (with its secret) and the
+        enrollment's result."""
+        with self.client(role) as c:
+            case = c.create_case()
+            return case, c.add_items(case.number, items)
+
 
 def start_server(
     data: Path, config: ServerConfig | None = None, *, load: bool = True
 ) -> tuple[Running, threading.Thread]:
-    bank = Bank.open(data, load=False, progress=False)
+    bank = Bank.open(data, load=False)
+    accounts = bank.accounts
     me = Principal.operator("tests")
     keys: dict[str, str] = {}
-    orgs = {name: bank.create_organisation(name, by=me).id for name in ("Helpline A", "Helpline B")}
-    keys["admin"] = bank.create_api_key("ops", Role.ADMIN, by=me).key
-    keys["partner"] = bank.create_api_key("acme", Role.PARTNER, by=me).key
-    keys["practitioner"] = bank.create_api_key(
+    orgs = {
+        name: accounts.create_organisation(name, by=me).id for name in ("Helpline A", "Helpline B")
+    }
+    keys["admin"] = accounts.create_api_key("ops", Role.ADMIN, org_id=None, by=me).key
+    keys["partner"] = accounts.create_api_key("acme", Role.PARTNER, org_id=None, by=me).key
+    keys["practitioner"] = accounts.create_api_key(
         "a", Role.PRACTITIONER, org_id=orgs["Helpline A"], by=me
     ).key
-    keys["practitioner_b"] = bank.create_api_key(
+    keys["practitioner_b"] = accounts.create_api_key(
         "b", Role.PRACTITIONER, org_id=orgs["Helpline B"], by=me
     ).key
     loop = asyncio.new_event_loop()
@@ -62,7 +76,7 @@ def start_server(
     server = asyncio.run_coroutine_threadsafe(Server.start(bank, config, load=load), loop).result(
         30
     )
-    return Running(bank, server, loop, keys, orgs), thread
+    return Running(bank, server, loop, data, keys, orgs), thread
 
 
 def stop_server(running: Running, thread: threading.Thread) -> None:
@@ -75,11 +89,16 @@ def stop_server(running: Running, thread: threading.Thread) -> None:
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Running]:
     running, thread = start_server(tmp_path / "data")
-    assert running.bank.wait_ready(30)
+    assert running.bank.wait_ready(120)
     try:
         yield running
     finally:
         stop_server(running, thread)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
 
 
 def random_pdq(rng: np.random.Generator, quality: int = 90) -> Hash:

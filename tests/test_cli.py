@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,25 @@ def test_forced_progress_bar_goes_to_stderr(photos: Path) -> None:
     result = CliRunner().invoke(main, ["hash", "--progress", str(photos / "astronaut.jpg")])
     assert result.exit_code == 0
     assert "img" in result.stderr and "pdq" not in result.stderr
+
+
+def test_hash_on_one_file_imports_only_what_hashing_needs(photos: Path) -> None:
+    """`matcher hash` on one file starts in ~0.1 CPU-s: no scipy (imagehash's DCT), no gRPC,
+    no tqdm in a pipe, no index, no worker pool, no pillow-heif for a JPEG; OpenBLAS on one
+    thread. What is imported is pinned here, since CPU time itself is too noisy to test."""
+    code = (
+        "import os, sys\n"
+        "from matcher.cli import main\n"
+        f"sys.argv = ['matcher', 'hash', {str(photos / 'astronaut.jpg')!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = {'scipy', 'imagehash', 'grpc', 'tqdm', 'numba', 'pillow_heif',\n"
+        "         'concurrent', 'multiprocessing'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy), file=sys.stderr)\n"
+        "print(os.environ.get('OPENBLAS_NUM_THREADS'), file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert proc.stderr.splitlines() == ["[]", "1"]
+    assert len(_lines(proc.stdout)) == 1

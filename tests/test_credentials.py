@@ -1,4 +1,4 @@
-"""Case numbers, withdrawal secrets, API keys and opaque match ids."""
+"""Case numbers, withdrawal secrets, API keys, opaque item ids and item fingerprints."""
 
 from __future__ import annotations
 
@@ -9,21 +9,33 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from matcher import bank, credentials, principal
-from matcher.credentials import MatchIds
-from matcher.errors import InvalidInput
+from matcher import credentials, principal
+from matcher.bank import accounts, follower, matching
+from matcher.credentials import MatchIds, item_fingerprint
+from matcher.errors import NotFound
+from matcher.signals import MD5, PDQ, Hash
 from matcher.store import sqlite
 
 KEY = b"0123456789abcdef0123456789abcdef"
 
 
-@given(st.integers(min_value=0, max_value=2**63 - 1))
-def test_match_ids_decode_back_and_hide_the_row_id(row_id: int) -> None:
+@given(st.integers(min_value=1, max_value=2**63 - 1))
+def test_item_ids_decode_back_and_hide_the_store_id(item_id: int) -> None:
     ids = MatchIds(KEY)
-    match_id = ids.encode(row_id)
+    match_id = ids.encode(item_id)
     assert re.fullmatch(r"m_[0-9a-f]{16}", match_id)
-    assert ids.decode(match_id) == row_id
-    assert ids.decode(match_id.upper().replace("M_", "m_")) == row_id
+    assert ids.decode(match_id) == item_id
+    assert ids.decode(match_id.upper().replace("M_", "m_")) == item_id
+
+
+@given(st.integers(min_value=0, max_value=2**64 - 1))
+def test_any_well_formed_id_decodes_inside_int64_or_is_not_found(value: int) -> None:
+    # A partner can send any 16 hex digits: what they decode to must fit the store's int64.
+    try:
+        item_id = MatchIds(KEY).decode(f"m_{value:016x}")
+    except NotFound:
+        return
+    assert 0 < item_id < 2**63
 
 
 def test_match_ids_depend_on_the_key_and_never_collide() -> None:
@@ -35,11 +47,22 @@ def test_match_ids_depend_on_the_key_and_never_collide() -> None:
     assert a.encode(1)[2:6] != a.encode(2)[2:6]
 
 
-@pytest.mark.parametrize("bad", ["", "m_", "m_123", "x_0123456789abcdef", "m_0123456789abcdeg"])
-def test_malformed_match_ids_are_invalid_input(bad: str) -> None:
-    with pytest.raises(InvalidInput) as err:
+@pytest.mark.parametrize(
+    "bad",
+    ["", "m_", "m_123", "x_0123456789abcdef", "m_0123456789abcdeg", "m_0x23456789abcdef"],
+)
+def test_malformed_item_ids_are_not_found(bad: str) -> None:
+    with pytest.raises(NotFound):
         MatchIds(KEY).decode(bad)
-    assert err.value.field == "match_id"
+
+
+def test_fingerprints_are_keyed_and_ignore_order_repeats_and_quality() -> None:
+    a, b = Hash(PDQ, b"a" * 32, 90), Hash(MD5, b"b" * 16)
+    same = item_fingerprint(KEY, [a, b])
+    assert item_fingerprint(KEY, [b, Hash(PDQ, b"a" * 32, 60), a]) == same
+    assert item_fingerprint(KEY[::-1], [a, b]) != same
+    assert item_fingerprint(KEY, [a]) != same
+    assert a.value not in same and len(same) == 32
 
 
 def test_a_match_id_key_must_be_long_enough() -> None:
@@ -74,7 +97,7 @@ def test_api_keys_are_random_and_hashed() -> None:
     assert credentials.hash_api_key(key) != credentials.hash_api_key(credentials.new_api_key())
 
 
-@pytest.mark.parametrize("module", [credentials, principal, bank, sqlite])
+@pytest.mark.parametrize("module", [credentials, principal, accounts, follower, matching, sqlite])
 def test_docstring_examples_run(module: object) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
     assert result.failed == 0

@@ -263,6 +263,74 @@ def test_phash_matches_imagehash_text(astronaut: Image.Image) -> None:
     assert phash(astronaut).hex == str(imagehash.phash(astronaut))
 
 
+# Known pHash values (imagehash 4.3 on scikit-image's bundled photos): our own DCT must never
+# drift from what imagehash gave when these were enrolled.
+KNOWN_PHASHES = {
+    "astronaut": "c2924c5532bddfc8",
+    "coffee": "bb8320376c0f3637",
+    "chelsea": "b15fe6465121175e",
+    "camera": "bff1c1c0434e8cbc",
+    "rocket": "c0371bec1be51267",
+}
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_PHASHES))
+def test_phash_known_values(name: str) -> None:
+    from skimage import data
+
+    image = Image.fromarray(np.asarray(getattr(data, name)()))
+    assert phash(image).hex == KNOWN_PHASHES[name]
+
+
+def _degenerate_pictures() -> list[Image.Image]:
+    """Pictures whose DCT has coefficients that cancel exactly (ties with the median): where
+    a DCT by matrix product and scipy's FFT-based one could disagree on rounding noise."""
+    rng = np.random.default_rng(9)
+    pictures = [Image.new("L", (50, 70), v) for v in (0, 1, 128, 255)]
+    pictures += [Image.new("RGB", (33, 31), (v, 255 - v, v // 2)) for v in range(0, 256, 51)]
+    for period in (1, 2, 3, 4, 8, 16):
+        line = ((np.arange(96) // period) % 2 * 255).astype(np.uint8)
+        pictures += [
+            Image.fromarray(np.tile(line, (96, 1))),
+            Image.fromarray(np.tile(line[:, None], (1, 96))),
+            Image.fromarray(((line[:, None].astype(int) + line[None, :]) // 2).astype(np.uint8)),
+        ]
+    pictures += [Image.fromarray(np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1)))]
+    pictures += [Image.fromarray((np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8))]
+    pictures += [Image.fromarray(rng.integers(0, 256, (s, s), dtype=np.uint8)) for s in (1, 2, 8)]
+    pictures += [Image.fromarray(rng.integers(120, 123, (64, 64), dtype=np.uint8))]
+    return pictures
+
+
+def test_phash_is_imagehash_on_degenerate_pictures() -> None:
+    for i, picture in enumerate(_degenerate_pictures()):
+        assert phash(picture).hex == str(imagehash.phash(picture)), (i, picture.size)
+
+
+def test_phash_is_imagehash_on_real_photos() -> None:
+    folder = shared_path("photos")
+    paths = sorted(folder.rglob("*.jpg"))[::10]
+    assert len(paths) > 100
+    for path in paths:
+        with Image.open(path) as image:
+            assert phash(image).hex == str(imagehash.phash(image)), path
+
+
+def test_hashing_needs_no_scipy() -> None:
+    """scipy (imported by imagehash's DCT) costs more CPU to import than hashing a photo."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, io; from PIL import Image; from matcher.hashing import hash_bytes; "
+        "b = io.BytesIO(); Image.new('RGB', (64, 64), 'red').save(b, 'PNG'); "
+        "hash_bytes(b.getvalue()); print(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in {'scipy', 'imagehash', 'grpc', 'tqdm', 'numba'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_digests_are_of_the_file_bytes(tmp_path: Path) -> None:
     path = tmp_path / "clip.mp4"
     path.write_bytes(b"not really a video" * 1000)

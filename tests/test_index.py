@@ -8,6 +8,8 @@ popcount over every live code.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -513,3 +515,16 @@ def test_large_rebuild_after_removals_runs_in_the_background() -> None:
     assert after is not before and len(after) == 2500 == len(index)
     (found,) = index.search(codes[3999:], 0)
     assert as_pairs(found) == [(0, 3999)]
+
+
+def test_an_index_compiles_nothing_until_warm_up_is_called() -> None:
+    """Kernel compilation is an explicit step (``warm_up``): building an ``Index`` does not
+    pay for it, so tools that never search start fast."""
+    script = (
+        "import matcher.index as m\n"
+        "m.Index()\n"
+        "assert not m._warm, 'Index() compiled the kernels'\n"
+        "m.warm_up()\n"
+        "assert m._warm\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)

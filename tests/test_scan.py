@@ -62,25 +62,25 @@ def make_photos(folder: Path, n: int) -> list[Path]:
 
 
 def enroll_files(running: Running, paths: list[Path]) -> None:
-    """Enroll the PDQ and pHash of ``paths`` into a new case, as a practitioner would."""
+    """Enroll ``paths`` into a new case, one item (PDQ and pHash) per photo, as a
+    practitioner would."""
     me = Principal.key(0, Role.PRACTITIONER, org_id=running.org_ids["Helpline A"])
     case = running.bank.create_case(by=me)
-    hashes = []
-    for p in paths:
-        r = hash_file(p, signals=["pdq", "phash"])
-        hashes += r.hashes.values()
-    running.bank.enroll(case.number, hashes, by=me)
+    items = [hash_file(p, signals=["pdq", "phash"]).to_item() for p in paths]
+    running.bank.enroll(case.number, items, by=me)
 
 
 def assert_each_file_once(rows: list[dict], photos: list[Path], enrolled: list[Path]) -> None:
-    """A --clean-rows report: every photo's rows exactly once. An enrolled photo has two rows
-    (its PDQ and its pHash match its own entries), any other one row with no match."""
+    """A --clean-rows report: every photo's row exactly once. An enrolled photo's row is its
+    own item (closest by PDQ, and hit by its PDQ and its pHash at least), any other one's has no
+    match."""
     per_file = Counter(r["path"] for r in rows)
     assert set(per_file) == {str(p) for p in photos}, "a file is missing"
-    expected = {str(p): 2 if p in enrolled else 1 for p in photos}
-    assert dict(per_file) == expected, "a file is in the report twice"
+    assert dict(per_file) == {str(p): 1 for p in photos}, "a file is in the report twice"
     for p in enrolled:
-        assert {r["signal"] for r in rows if r["path"] == str(p)} == {"pdq", "phash"}
+        (row,) = [r for r in rows if r["path"] == str(p)]
+        assert row["item_id"] and row["signal"] == "pdq" and row["distance"] == 0
+        assert row["hits"] >= 2
 
 
 def _jsonl(text: str) -> list[dict]:
@@ -118,11 +118,15 @@ def test_scan_reports_matches_mirrored_copies_and_failures(
     )
     assert result.exit_code == 0, result.output
     rows = _jsonl(report.read_text())
-    matched = {Path(r["path"]).name for r in rows if r.get("match_id")}
-    assert matched == {"img0000.jpg", "img0001.jpg", "mirrored.jpg"}
-    signals = {r["signal"] for r in rows if r.get("match_id")}
-    assert signals == {"pdq", "phash"}
-    assert all(r["distance"] <= 31 for r in rows if r.get("match_id"))
+    matched = [Path(r["path"]).name for r in rows if r.get("item_id")]
+    # One row per matched image, however many of its hashes hit.
+    assert sorted(matched) == ["img0000.jpg", "img0001.jpg", "mirrored.jpg"]
+    signals = {r["signal"] for r in rows if r.get("item_id")}
+    assert signals == {"pdq"}  # the closest hash of each; the mirror via its dihedral variants
+    assert all(r["distance"] <= 31 and r["hits"] >= 1 for r in rows if r.get("item_id"))
+    (mirror,) = [r for r in rows if Path(r["path"]).name == "mirrored.jpg"]
+    (original,) = [r for r in rows if Path(r["path"]).name == "img0000.jpg"]
+    assert mirror["item_id"] == original["item_id"]
     (broken,) = [r for r in rows if r.get("error")]
     assert Path(broken["path"]).name == "broken.jpg" and broken["error_kind"] == "corrupt"
     assert "8 files scanned, 3 matched, 1 failed" in result.stderr
@@ -157,7 +161,9 @@ def test_csv_clean_rows_and_hashes_input_agree_with_image_input(
     from_images = CliRunner().invoke(main, [*args, str(catalogue["folder"])])
     assert from_images.exit_code == 0, from_images.output
     rows = list(csv.DictReader(io.StringIO(from_images.stdout)))
-    assert list(rows[0]) == ["path", "match_id", "signal", "distance", "error", "error_kind"]
+    assert list(rows[0]) == [
+        "path", "item_id", "signal", "distance", "hits", "error", "error_kind"
+    ]  # fmt: skip
     assert {r["path"] for r in rows} == {
         str(p) for p in iter_inputs([str(catalogue["folder"])])
     }  # every file, once or more (one row per match)
@@ -173,7 +179,7 @@ def test_csv_clean_rows_and_hashes_input_agree_with_image_input(
     assert len(bad) == 1 and "not a JSON line" in bad[0]["error"]
 
     def key(rows: list[dict]) -> list[tuple]:
-        return sorted((r["path"], r["match_id"], r["distance"], r["error_kind"]) for r in rows)
+        return sorted((r["path"], r["item_id"], r["distance"], r["error_kind"]) for r in rows)
 
     assert key(again) == key(rows + bad)
 
@@ -184,7 +190,7 @@ def test_file_urls_are_read_through_fsspec(service: Running, catalogue: dict) ->
     assert url.exit_code == 0, url.output
 
     def key(rows: list[dict]) -> list[tuple]:
-        return sorted((Path(r["path"]).name, r.get("match_id"), r.get("error_kind")) for r in rows)
+        return sorted((Path(r["path"]).name, r.get("item_id"), r.get("error_kind")) for r in rows)
 
     assert key(_jsonl(url.stdout)) == key(_jsonl(local.stdout))
     assert all(r["path"].startswith("file://") for r in _jsonl(url.stdout))
@@ -210,16 +216,16 @@ def test_a_report_is_not_mixed_with_another_job_or_overwritten(
 def test_rows_written_after_the_last_commit_are_dropped_on_resume(tmp_path: Path) -> None:
     report = tmp_path / "r.csv"
     with Journal(report, fmt="csv", job={"j": 1}) as journal:
-        journal.commit([Entry("a.jpg", [{"path": "a.jpg", "match_id": "m_1"}], matched=True)])
+        journal.commit([Entry("a.jpg", [{"path": "a.jpg", "item_id": "m_1"}], matched=True)])
     with open(report, "a") as f:  # a crash between writing rows and marking files done
         f.write("b.jpg,m_2,pdq,3,,\n")
     with Journal(report, fmt="csv", job={"j": 1}) as journal:
         assert journal.pending(["a.jpg", "b.jpg"]) == ["b.jpg"]
         assert journal.totals.scanned == 1
-        journal.commit([Entry("b.jpg", [{"path": "b.jpg", "match_id": "m_2"}], matched=True)])
-        journal.commit([Entry("b.jpg", [{"path": "b.jpg", "match_id": "m_2"}], matched=True)])
+        journal.commit([Entry("b.jpg", [{"path": "b.jpg", "item_id": "m_2"}], matched=True)])
+        journal.commit([Entry("b.jpg", [{"path": "b.jpg", "item_id": "m_2"}], matched=True)])
     rows = list(csv.DictReader(report.open()))
-    assert [(r["path"], r["match_id"]) for r in rows] == [("a.jpg", "m_1"), ("b.jpg", "m_2")]
+    assert [(r["path"], r["item_id"]) for r in rows] == [("a.jpg", "m_1"), ("b.jpg", "m_2")]
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
@@ -240,7 +246,7 @@ def test_stopped_mid_job_then_the_same_command_finishes_with_every_file_once(
         if report.exists() and report.read_bytes().count(b"\n") >= 40:
             break
         time.sleep(0.01)
-    # To the whole group, as a terminal does: the scan, its fork server, its hashing processes.
+    # To the whole group, as a terminal does: the scan and its hashing processes.
     os.killpg(proc.pid, stop)
     _, stderr = proc.communicate(timeout=30)
     if stop == signal.SIGKILL:
@@ -367,3 +373,23 @@ def test_server_gone_mid_stream_and_back_loses_and_repeats_nothing(
         )
     assert restarted.is_set() and summary.retries > 0
     assert_each_file_once(_jsonl((tmp_path / "r.jsonl").read_text()), photos, photos[::10])
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_kill_9_of_the_scan_leaves_no_process_behind(service: Running, tmp_path: Path) -> None:
+    from tests.test_hashing_pool import alive, children_of, wait_until
+
+    make_photos(tmp_path / "many", 600)
+    command = [
+        sys.executable, "-m", "matcher.cli", "scan", "--server", service.target, "-j", "2",
+        "-o", str(tmp_path / "r.jsonl"), str(tmp_path / "many"),
+    ]  # fmt: skip
+    env = {**os.environ, "MATCHER_API_KEY": service.keys["partner"]}
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: len(children_of(proc.pid)) >= 2, 60), "no hashing workers"
+        children = children_of(proc.pid)
+    finally:
+        proc.kill()  # the scan alone, as `kill -9 PID` does: not its process group
+        proc.wait()
+    assert wait_until(lambda: not alive(children), 5), f"left running: {alive(children)}"

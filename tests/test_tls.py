@@ -76,7 +76,7 @@ def test_mutual_tls(tmp_path: Path) -> None:
     config = ServerConfig(address="127.0.0.1:0", metrics_address=None, tls=tls)
     running, thread = start_server(tmp_path / "data", config)
     try:
-        assert running.bank.wait_ready(30)
+        assert running.bank.wait_ready(120)
         target = f"localhost:{running.server.port}"
         with Client(
             target,

@@ -25,8 +25,9 @@ from matcher.hashing.files import (
     hash_files,
     hash_stream_digests,
     iter_files,
-    ordered_map,
+    read_hash_lines,
 )
+from matcher.hashing.pool import WorkerDied, ordered_map
 from matcher.hashing.views import (
     MATCH_DISTANCE,
     PROFILES,
@@ -44,6 +45,7 @@ __all__ = [
     "PROFILES",
     "REDUCE_MIN_SIDE",
     "FileHashes",
+    "WorkerDied",
     "check_signals",
     "decode_image",
     "digests",
@@ -59,4 +61,5 @@ __all__ = [
     "pdq_dihedral",
     "phash",
     "query_views",
+    "read_hash_lines",
 ]

@@ -65,6 +65,12 @@ def _register_heif() -> None:
         _heif_registered = True
 
 
+def _is_heif(data: bytes) -> bool:
+    # HEIC/HEIF (and AVIF) are ISO media files: a first box "ftyp". Importing pillow-heif costs
+    # more than hashing a small photo, so it is loaded for those files only.
+    return data[4:8] == b"ftyp"
+
+
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode image file bytes into an upright RGB image, reduced for hashing.
 
@@ -73,7 +79,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     """
     if max_pixels <= 0:
         raise ValueError("max_pixels must be positive")
-    _register_heif()
+    if _is_heif(data):
+        _register_heif()
     with warnings.catch_warnings():
         # Our own guard below replaces PIL's global one (whose limit the caller cannot set).
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)

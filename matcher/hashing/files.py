@@ -7,26 +7,27 @@ extension get their exact digests (MD5, SHA-256) only.
 
 from __future__ import annotations
 
-import collections
 import functools
 import hashlib
 import mimetypes
 import os
-import signal
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any
 
 from PIL import Image
 
-from matcher.errors import ImageError, ImageTooLarge, InvalidInput
+from matcher.errors import ImageError, ImageTooLarge, InvalidInput, MatcherError
 from matcher.hashing.compute import digests, pdq, pdq_dihedral, phash
 from matcher.hashing.decode import DEFAULT_MAX_PIXELS, decode_image
+from matcher.hashing.pool import ordered_map
 from matcher.hashing.views import check_profile
 from matcher.signals import MD5, SHA256, Hash
+
+if TYPE_CHECKING:
+    # Imported where used: matcher.records costs ~10 ms, and `matcher hash` never needs it.
+    from matcher.records import NewItem, Query
 
 __all__ = [
     "DEFAULT_SIGNALS",
@@ -37,7 +38,7 @@ __all__ = [
     "hash_files",
     "hash_stream_digests",
     "iter_files",
-    "ordered_map",
+    "read_hash_lines",
 ]
 
 DEFAULT_SIGNALS: tuple[str, ...] = ("pdq", "phash", "md5", "sha256")
@@ -81,6 +82,9 @@ class FileHashes:
             }
         if self.views is not None:
             record["pdq_views"] = {name: h.hex for name, h in self.views}
+            # Each view's own score: the quality rule applies to each (``to_item``), and a view
+            # can pass the floor where the whole picture does not.
+            record["pdq_views_quality"] = {name: h.quality for name, h in self.views}
         return record
 
     @classmethod
@@ -110,13 +114,118 @@ class FileHashes:
             }
             if "pdq" in hashes:
                 dihedral = {"original": hashes["pdq"], **dihedral}
-        # A profile's views were kept only at or above the PDQ quality floor when they were
-        # hashed; the line does not repeat each view's score, so they carry the picture's.
+        # Lines written before ``pdq_views_quality`` existed: the views carry the picture's.
+        scores = record.get("pdq_views_quality") or {}
         views = [
-            (name, Hash.from_hex("pdq", value, quality=quality, field=f"pdq_views.{name}"))
+            (
+                name,
+                Hash.from_hex(
+                    "pdq", value, quality=scores.get(name, quality), field=f"pdq_views.{name}"
+                ),
+            )
             for name, value in (record.get("pdq_views") or {}).items()
         ] or None
         return cls(path, hashes, dihedral, views)
+
+    @property
+    def flat(self) -> bool:
+        """True when the picture's PDQ hash fails the quality rule (a flat or tiny picture):
+        it is enrolled and queried by its other signals only."""
+        pdq = self.hashes.get("pdq")
+        return pdq is not None and not pdq.signal.meets_floor(pdq.quality)
+
+    def to_item(self, *, label: str | None = None) -> NewItem:
+        """This file as one item to enroll: every hash the quality rule lets in.
+
+        The picture's PDQ hash and each view's are kept when their own quality
+        ``SignalType.meets_floor``; pHash and the digests always. So a flat picture is enrolled
+        by its other signals. The same value twice (the ``full`` view is the PDQ hash) is sent
+        once. Raises ``InvalidInput`` for a file that could not be hashed or kept no hash.
+        """
+        from matcher.records import NewItem
+
+        if not self.ok:
+            raise InvalidInput(f"could not be hashed: {self.error}", field="path")
+        hashes = _unique(
+            [*self.hashes.values(), *(h for _, h in self.views or ())],
+            keep=lambda h: h.signal.meets_floor(h.quality),
+        )
+        if not hashes:
+            raise InvalidInput("no hash of this file can be enrolled", field="path")
+        return NewItem(hashes, label=label)
+
+    def to_query(
+        self,
+        *,
+        dihedral: bool = True,
+        max_distance: int | None = None,
+        query_id: str = "",
+    ) -> Query | None:
+        """This file as one query, or None when there is nothing to ask.
+
+        The PDQ hash (and with ``dihedral`` its 7 other rotations and flips, when hashed) and
+        the views are asked only when they meet the quality floor: flat hashes sit close to
+        many unrelated ones and the bank never stores them, so asking only risks false matches.
+        pHash and the digests are always asked. Each value is asked once, so that ``hits``
+        counts distinct hashes.
+        """
+        from matcher.records import Query
+
+        if not self.ok:
+            return None
+        pdq = self.hashes.get("pdq")
+        first: list[Hash] = []
+        if pdq is not None:
+            first = list(self.dihedral.values()) if dihedral and self.dihedral else [pdq]
+        hashes = _unique(
+            [
+                *first,
+                *(h for name, h in self.hashes.items() if name != "pdq"),
+                *(h for _, h in self.views or ()),
+            ],
+            keep=lambda h: h.signal.meets_floor(h.quality),
+        )
+        return Query(hashes, max_distance, query_id) if hashes else None
+
+
+def _unique(hashes: Iterable[Hash], *, keep: Callable[[Hash], bool]) -> list[Hash]:
+    seen: set[tuple[str, bytes]] = set()
+    out = []
+    for h in hashes:
+        key = (h.signal.name, h.value)
+        if key not in seen and keep(h):
+            seen.add(key)
+            out.append(h)
+    return out
+
+
+def read_hash_lines(lines: Iterable[str], source: str = "hashes") -> Iterator[FileHashes]:
+    """Parse the JSON Lines of ``matcher hash``: the one reader of that format (``matcher
+    enroll --hashes``, ``matcher match --hashes`` and ``matcher scan --hashes`` all use it).
+
+    A line that cannot be read becomes a failed file (``error_kind`` "invalid") whose error
+    names the line and the field, never a hash value; the other lines go on.
+    """
+    import json
+
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        record: Any = None
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise InvalidInput("not a JSON object")
+            yield FileHashes.from_record(record)
+        except (ValueError, MatcherError) as exc:
+            path = record.get("path") if isinstance(record, dict) else None
+            reason = exc.reason if isinstance(exc, InvalidInput) else "not a JSON line"
+            where = f" ({exc.field})" if isinstance(exc, InvalidInput) and exc.field else ""
+            yield FileHashes(
+                str(path or f"{source}:{n}"),
+                error=f"{source}:{n}: {reason}{where}",
+                error_kind="invalid",
+            )
 
 
 def _image_extensions() -> frozenset[str]:
@@ -277,53 +386,6 @@ def iter_files(
                 full = os.path.join(root, fname)
                 if all_files or _is_media_name(fname, extensions or frozenset()):
                     yield full
-
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def _ignore_interrupts() -> None:
-    # Ctrl-C reaches every process of the terminal's group: the parent handles it (and shuts
-    # the pool down); a worker would only print a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def ordered_map(
-    fn: Callable[[T], R],
-    items: Iterable[T],
-    *,
-    jobs: int = 1,
-    window: int | None = None,
-    mp_context: BaseContext | None = None,
-    inline: bool | None = None,
-) -> Iterator[R]:
-    """Map ``fn`` over ``items`` in ``jobs`` processes, yielding results in input order.
-
-    At most ``window`` items are in flight (default 8 per process), so memory stays flat however
-    long the input is, and results stream out while later items are still being read.
-    ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one).
-    ``mp_context`` chooses how processes start (e.g. ``forkserver`` in a process that already
-    runs gRPC threads, which must not be forked). ``inline`` runs ``fn`` in this process
-    (default: when ``jobs`` is 1); ``inline=False`` with one job keeps the work off this
-    process, whose own threads then keep its interpreter to themselves.
-    """
-    if inline is None:
-        inline = jobs <= 1
-    if inline:
-        yield from map(fn, items)
-        return
-    window = window or jobs * 8
-    with ProcessPoolExecutor(
-        max_workers=jobs, mp_context=mp_context, initializer=_ignore_interrupts
-    ) as pool:
-        pending: collections.deque[Future[R]] = collections.deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 def hash_files(

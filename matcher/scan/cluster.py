@@ -127,11 +127,14 @@ def scan_dask(
     ``task_retries`` times by Dask; then the scan stops with its error, and the state lets the
     same call resume. Returns the summary of this run.
 
-    >>> from dask.distributed import Client as DaskClient                   # doctest: +SKIP
-    >>> from matcher.scan import Journal, Service, iter_inputs, scan_dask
-    >>> with DaskClient("tcp://scheduler:8786") as dc, Journal("report.jsonl") as journal:
-    ...     scan_dask(dc, iter_inputs(["s3://bucket/photos/"]),
-    ...               Service("matcher.internal:50051"), journal)
+    For example, against a running service and Dask scheduler::
+
+        from dask.distributed import Client as DaskClient
+        from matcher.scan import Journal, Service, iter_inputs, scan_dask
+
+        with DaskClient("tcp://scheduler:8786") as dc, Journal("report.jsonl") as journal:
+            scan_dask(dc, iter_inputs(["s3://bucket/photos/"]),
+                      Service("matcher.internal:50051"), journal)
     """
     try:
         from distributed import as_completed

@@ -37,14 +37,14 @@ from matcher.errors import Conflict
 
 __all__ = ["COLUMNS", "Entry", "Journal", "JournalClosed", "Totals"]
 
-COLUMNS = ["path", "match_id", "signal", "distance", "error", "error_kind"]
+COLUMNS = ["path", "item_id", "signal", "distance", "hits", "error", "error_kind"]
 """The report's columns (CSV header; JSON Lines rows carry the ones that apply)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS done (key BLOB PRIMARY KEY) WITHOUT ROWID;
 """
-_VERSION = "1"
+_VERSION = "2"  # 2: one row per matched item (item_id, hits), issue 9
 _LOOKUP_CHUNK = 500  # under SQLite's default limit of bound parameters
 
 
@@ -158,6 +158,12 @@ class Journal:
         if not meta:
             self._init_meta(db, job)
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        elif meta.get("version") != _VERSION:
+            db.close()
+            raise Conflict(
+                f"{self.state_path} was written by another version of matcher scan (its rows "
+                "have other columns): use --restart to start over"
+            )
         elif meta.get("job") != job or meta.get("format") != self.fmt:
             db.close()
             raise Conflict(

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import functools
 import itertools
-import multiprocessing
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from matcher.client import Client, Query, QueryResult
+from matcher.client import Client
 from matcher.hashing import FileHashes, ordered_map
+from matcher.records import Query, QueryResult
 from matcher.scan.journal import Entry, Journal
 from matcher.scan.sources import HashOptions, hash_item, query_of
 from matcher.scan.stream import RetryPolicy, match_batches
@@ -84,18 +84,26 @@ class ScanSummary:
 
 
 def entry_of(result: FileHashes, found: QueryResult | None, *, clean_rows: bool) -> Entry:
-    """A file's report rows: one per match; one with the error for a failure; and, with
-    ``clean_rows``, one with an empty ``match_id`` for a file that matched nothing."""
+    """A file's report rows: one per matched item (its opaque ``item_id``, the closest
+    distance and its signal, and how many of the file's hashes hit it); one with the error for
+    a failure; and, with ``clean_rows``, one with an empty ``item_id`` for a file that matched
+    nothing."""
     if not result.ok:
         row = {"path": result.path, "error": result.error, "error_kind": result.error_kind}
         return Entry(result.path, [row], failed=True)
     matches = found.matches if found is not None else []
     rows = [
-        {"path": result.path, "match_id": m.match_id, "signal": m.signal, "distance": m.distance}
+        {
+            "path": result.path,
+            "item_id": m.item_id,
+            "signal": m.signal.name,
+            "distance": m.distance,
+            "hits": m.hits,
+        }
         for m in matches
     ]
     if not rows and clean_rows:
-        rows = [{"path": result.path, "match_id": None}]
+        rows = [{"path": result.path, "item_id": None}]
     return Entry(result.path, rows, matched=bool(matches))
 
 
@@ -128,7 +136,7 @@ def _batches(
     on_commit: Callable[[int], None] | None,
 ) -> Iterator[_Batch]:
     """Group hashed files into batches of queries; commit files with nothing to ask at once."""
-    batch, local = _Batch(), []
+    batch, local = _Batch(), list[Entry]()
     opened = time.monotonic()
 
     def commit_local() -> None:
@@ -185,9 +193,13 @@ def scan(
     the report are skipped, so calling this again with the same journal resumes the job.
     ``on_commit(n)`` is called as files reach the report (for a progress bar).
 
-    >>> from matcher.scan import Journal, iter_inputs, scan            # doctest: +SKIP
-    >>> with Client("127.0.0.1:50051", "mk_...") as client, Journal("report.jsonl") as j:
-    ...     summary = scan(iter_inputs(["/data/photos"]), client, j, jobs=4)
+    For example, against a running service::
+
+        from matcher.client import Client
+        from matcher.scan import Journal, iter_inputs, scan
+
+        with Client("127.0.0.1:50051", "mk_...") as client, Journal("report.jsonl") as j:
+            summary = scan(iter_inputs(["/data/photos"]), client, j, jobs=4)
     """
     options = options or HashOptions()
     summary = ScanSummary()
@@ -203,20 +215,15 @@ def scan(
             raise ValueError("give items (paths or URLs) or hashed records")
         todo = skip_done(items, journal, skipped)
         # Hashing runs in other processes even with one job: PDQ holds the GIL, and this
-        # process's threads (the stream, the report) would otherwise wait for it. The gRPC
-        # channel's threads are already running, and forking this process would copy them
-        # mid-flight (gRPC warns and skips its fork handlers): a fork server starts the
-        # hashing processes from a clean one instead.
-        context = multiprocessing.get_context("forkserver")
-        # The fork server imports the hashing code once; each hashing process forked from it
-        # starts with it loaded (instead of each importing it: ~0.4 s apiece).
-        context.set_forkserver_preload(["matcher.scan.sources"])
+        # process's threads (the stream, the report) would otherwise wait for it. The
+        # workers are fresh interpreters (matcher.hashing.pool): never a fork of this process,
+        # whose gRPC threads are already running, and never a re-import of the caller's
+        # script; they exit when this process dies, even by SIGKILL.
         results = ordered_map(
             functools.partial(hash_item, options=options),
             todo,
             jobs=jobs,
             window=max(2, jobs) * 8,
-            mp_context=context,
             inline=False,
         )
     batches = _batches(

@@ -12,11 +12,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from matcher.client import Query
-from matcher.errors import InvalidInput, MatcherError
-from matcher.hashing import DEFAULT_MAX_PIXELS, DEFAULT_SIGNALS, FileHashes, hash_file, iter_files
+from matcher.hashing import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_SIGNALS,
+    FileHashes,
+    hash_file,
+    iter_files,
+    read_hash_lines,
+)
 from matcher.hashing.files import _image_extensions, _is_media_name
-from matcher.signals import Hash
+from matcher.records import Query
 
 __all__ = [
     "HashOptions",
@@ -123,51 +128,10 @@ def hash_item(item: str, options: HashOptions) -> FileHashes:
 
 
 def query_of(result: FileHashes, options: HashOptions) -> Query | None:
-    """The query for one hashed file, or None when there is nothing to ask.
-
-    A PDQ hash below its quality floor (a flat or tiny picture) is left out: such hashes sit
-    close to many unrelated ones, and the bank never stores them, so asking only risks false
-    matches. Its other signals are still sent.
-    """
-    if not result.ok:
-        return None
-    hashes: list[Hash] = []
-    pdq = result.hashes.get("pdq")
-    usable_pdq = pdq is not None and (
-        pdq.quality is None or pdq.quality >= (pdq.signal.quality_floor or 0)
-    )
-    if usable_pdq and pdq is not None:
-        if options.dihedral and result.dihedral:
-            hashes += result.dihedral.values()
-        else:
-            hashes.append(pdq)
-    hashes += [h for name, h in result.hashes.items() if name != "pdq"]
-    hashes += [h for _, h in result.views or ()]
-    return Query(hashes, options.max_distance) if hashes else None
+    """The query for one hashed file, or None when there is nothing to ask
+    (``FileHashes.to_query``: the quality rule leaves out flat PDQ hashes and views)."""
+    return result.to_query(dihedral=options.dihedral, max_distance=options.max_distance)
 
 
-def read_hash_records(lines: Iterable[str], source: str = "hashes") -> Iterator[FileHashes]:
-    """Parse the JSON Lines of ``matcher hash``; a malformed line becomes a failed file.
-
-    The error names the line and the field, never a hash value.
-    """
-    import json
-
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        record: Any = None
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise InvalidInput("not a JSON object")
-            yield FileHashes.from_record(record)
-        except (ValueError, MatcherError) as exc:
-            path = record.get("path") if isinstance(record, dict) else None
-            reason = exc.reason if isinstance(exc, InvalidInput) else "not a JSON line"
-            field = f" ({exc.field})" if isinstance(exc, InvalidInput) and exc.field else ""
-            yield FileHashes(
-                str(path or f"{source}:{n}"),
-                error=f"{source}:{n}: {reason}{field}",
-                error_kind="invalid",
-            )
+read_hash_records = read_hash_lines
+"""The JSON Lines of ``matcher hash`` as hashed files (``matcher.hashing.read_hash_lines``)."""

@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from matcher.client import Client, Query, QueryResult
+from matcher.client import Client
 from matcher.errors import RateLimited, Unavailable
+from matcher.records import Query, QueryResult
 
 __all__ = ["RetryPolicy", "match_batches"]
 

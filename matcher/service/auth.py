@@ -27,7 +27,7 @@ from typing import Any
 
 import grpc
 
-from matcher.bank import Bank
+from matcher.bank import Accounts
 from matcher.errors import PermissionDenied, Unauthenticated
 from matcher.principal import Principal, Role
 from matcher.service.limits import Limiter
@@ -60,13 +60,13 @@ class Guard:
 
     def __init__(
         self,
-        bank: Bank,
+        accounts: Accounts,
         metrics: Metrics,
         *,
         limiter: Limiter,
         key_cache_seconds: float = 2.0,
     ) -> None:
-        self._bank = bank
+        self._accounts = accounts
         self.metrics = metrics
         self._limiter = limiter
         self._key_cache_seconds = key_cache_seconds
@@ -75,9 +75,9 @@ class Guard:
     def authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
         """The principal behind the call's API key, or ``Unauthenticated``."""
         key = None
-        for item in context.invocation_metadata() or ():
-            if item.key == "authorization":
-                scheme, _, value = str(item.value).partition(" ")
+        for name, sent in context.invocation_metadata() or ():
+            if name == "authorization":
+                scheme, _, value = str(sent).partition(" ")
                 if scheme.lower() == "bearer" and value.strip():
                     key = value.strip()
                 break
@@ -87,7 +87,7 @@ class Guard:
         cached = self._keys.get(key)
         if cached is None or cached.until < now:
             try:
-                principal: Principal | None = self._bank.authenticate(key)
+                principal: Principal | None = self._accounts.authenticate(key)
             except Unauthenticated:
                 principal = None
             if len(self._keys) > 10_000:  # many wrong keys: don't let the cache grow unbounded

@@ -44,8 +44,11 @@ class _BankCollector(Collector):
         )
         cases = GaugeMetricFamily("matcher_cases", "Cases by state", labels=["state"])
         for state, count in stats.cases.items():
-            cases.add_metric([state], count)
+            cases.add_metric([str(state)], count)
         yield cases
+        yield GaugeMetricFamily(
+            "matcher_items", "Active items (enrolled images) in the bank", value=stats.items
+        )
 
 
 class Metrics:

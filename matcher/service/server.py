@@ -2,7 +2,8 @@
 graceful stop.
 
 Start-up order: the port opens at once with health NOT_SERVING (load balancers and the tests
-can watch it), the bank loads its index in a background thread, then health turns SERVING.
+can watch it), the bank compiles its kernels (``warm_up``) and loads its index in a background
+thread, then health turns SERVING. Nothing slow runs before the port opens.
 Shutdown (SIGTERM/SIGINT, or ``Server.stop``): health turns NOT_SERVING first so balancers move
 traffic away, in-flight calls get ``grace`` seconds to finish, then the process exits 0.
 """
@@ -14,6 +15,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,7 +97,7 @@ class Server:
         self.health = health.aio.HealthServicer()
         limiter = Limiter(rate=config.rate, burst=config.burst)
         self.guard = Guard(
-            bank, self.metrics, limiter=limiter, key_cache_seconds=config.key_cache_seconds
+            bank.accounts, self.metrics, limiter=limiter, key_cache_seconds=config.key_cache_seconds
         )
         self._server = grpc.aio.server(options=self._options())
         args = (bank, self.guard, self.metrics, config.limits)
@@ -156,7 +158,7 @@ class Server:
             host, _, port = self.config.metrics_address.rpartition(":")
             self.metrics_port = self.metrics.serve(int(port), host or "127.0.0.1")
         if load and not bank.ready:
-            bank.start_loading()
+            bank.start_loading(_log_progress())
         self._ready_task = asyncio.create_task(self._serve_when_ready())
         return self
 
@@ -166,7 +168,8 @@ class Server:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         stats = self.bank.stats(by=Principal.operator("server"))
         log.info(
-            "serving: %s hashes indexed in %.1f s",
+            "serving: %s items, %s hashes indexed in %.1f s",
+            f"{stats.items:,}",
             f"{sum(stats.indexed.values()):,}",
             stats.load_seconds or 0.0,
         )
@@ -182,6 +185,19 @@ class Server:
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
+
+
+def _log_progress(step: float = 0.1) -> Callable[[int, int], None]:
+    """A progress callback for the index load that logs every ``step`` of the way (the bank
+    draws no bar: it never imports tqdm)."""
+    logged = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        if total and (done >= total or done / total >= logged[0] + step):
+            logged[0] = done / total
+            log.info("loading index: %s of %s hashes", f"{done:,}", f"{total:,}")
+
+    return progress
 
 
 class _JsonFormatter(logging.Formatter):

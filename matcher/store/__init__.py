@@ -1,22 +1,23 @@
 """The durable store: the source of truth behind the in-memory index.
 
-``open_store(data_dir)`` opens the embedded SQLite default; the ``Store`` protocol in
-``matcher.store.base`` is what every backend (SQLite now, PostgreSQL later) implements.
+``open_store(url_or_path)`` opens a backend by URL: a folder path (or ``sqlite:///abs/path``)
+is the embedded SQLite default; ``postgresql://...`` arrives with the replicas issue. The
+protocols every backend implements are in ``matcher.store.base``; the values they return are
+those of ``matcher.records``.
 """
 
 from __future__ import annotations
 
 import os
 
+from matcher.errors import InvalidInput
 from matcher.store.base import (
-    AddedHashes,
-    ApiKeyRecord,
-    AuditEntry,
-    CaseRecord,
-    CaseState,
-    Change,
-    CodeChunk,
-    Organisation,
+    AccountStore,
+    AddedItems,
+    AuditReader,
+    CaseStore,
+    ChangeFeed,
+    MatchStore,
     Snapshot,
     Store,
 )
@@ -24,14 +25,12 @@ from matcher.store.sqlite import SQLiteStore
 
 __all__ = [
     "DEFAULT_DATA_DIR",
-    "AddedHashes",
-    "ApiKeyRecord",
-    "AuditEntry",
-    "CaseRecord",
-    "CaseState",
-    "Change",
-    "CodeChunk",
-    "Organisation",
+    "AccountStore",
+    "AddedItems",
+    "AuditReader",
+    "CaseStore",
+    "ChangeFeed",
+    "MatchStore",
     "SQLiteStore",
     "Snapshot",
     "Store",
@@ -39,9 +38,36 @@ __all__ = [
 ]
 
 DEFAULT_DATA_DIR = "./matcher-data"
-"""Where ``--data`` points when it is not given."""
+"""Where ``--data`` points when it is not given (and what ``--store`` defaults to)."""
+
+_SQLITE = "sqlite://"
+_POSTGRES = ("postgresql://", "postgres://")
 
 
-def open_store(data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR) -> SQLiteStore:
-    """Open (creating and migrating if needed) the SQLite store in ``data_dir``."""
-    return SQLiteStore(data_dir)
+def open_store(url: str | os.PathLike[str] = DEFAULT_DATA_DIR) -> Store:
+    """Open (creating and migrating if needed) the store that ``url`` names.
+
+    A path, or ``sqlite:///abs/path/to/folder``, is the SQLite store in that folder;
+    ``postgresql://...`` is refused for now with ``InvalidInput`` (the PostgreSQL store
+    arrives with the replicas issue), as is any other scheme.
+
+    >>> open_store("postgresql://db/matcher")
+    Traceback (most recent call last):
+    ...
+    matcher.errors.InvalidInput: the PostgreSQL store arrives with the replicas issue
+    """
+    text = os.fspath(url)
+    if text.startswith(_POSTGRES):
+        raise InvalidInput("the PostgreSQL store arrives with the replicas issue", field="store")
+    if text.startswith(_SQLITE):
+        folder = text[len(_SQLITE) :]
+        if not folder:
+            raise InvalidInput("a sqlite:// store URL needs a folder path", field="store")
+        return SQLiteStore(folder)
+    if "://" in text:
+        scheme = text.partition("://")[0]
+        raise InvalidInput(
+            f"unknown store URL scheme {scheme!r} (use a folder path, sqlite:// or postgresql://)",
+            field="store",
+        )
+    return SQLiteStore(text)

@@ -1,216 +1,102 @@
-"""What a store is: the records it returns and the ``Store`` protocol every backend implements.
+"""The store contract: narrow protocols, each method with its promise, that every backend keeps.
 
-The store is the source of truth; the in-memory index is rebuilt from it. SQLite
-(``matcher.store.sqlite``) is the embedded default; a PostgreSQL store for several replicas
-will implement the same protocol. The bank is the only caller.
+The store is the source of truth; each replica's in-memory index is rebuilt from it and kept
+current by following its change log. SQLite (``matcher.store.sqlite``) is the embedded
+default; a PostgreSQL backend for several replicas implements the same protocols, and one
+conformance suite (``tests/store/test_contract.py``) runs against every backend. The bank is
+the only caller. The values returned are those of ``matcher.records``.
 
-Three promises every backend keeps (DESIGN.md rules 2-4):
+Promises every backend keeps (DESIGN.md rules 2-4):
 
 - **Acknowledged means committed.** A mutating method returns only after its transaction is
-  durably committed; if it raises, nothing of it was committed.
-- **Withdrawal is real.** ``withdraw_case`` deletes the hash rows (no soft delete) in the same
-  transaction as its change-log and audit rows.
-- **Hash values stay in one table.** Only the ``hashes`` table holds hash values. The change log
-  records (op, range of hash row ids); a replica that follows it reads the value of an
-  added hash from ``hashes`` by id, so after a withdrawal no copy of the value remains
-  anywhere. Audit rows carry counts, never values.
+  durably committed; if it raises, nothing of it was committed. Each one writes its change-log
+  and audit rows in the same transaction.
+- **Withdrawal is real.** Withdrawing an item deletes its hash rows (no soft delete) and clears
+  what could identify the image (its fingerprint, its label); the item row keeps numbers and
+  dates only. The backend also makes sure the deleted values leave its files (SQLite:
+  secure_delete and a WAL reset; PostgreSQL: its own means), without a caller asking.
+- **Hash values stay in one table.** Only the hash rows hold values. The change log records
+  (op, item id, hash count); a follower reads an added item's codes by item id
+  (``item_codes``), so after a withdrawal no copy of a value remains anywhere in the store.
+  Audit rows carry counts and names, checked by ``matcher.audit.check_detail``.
+- **Ids are never reused.** Item ids only grow (gaps allowed), and index entry ids derive from
+  them (``records.entry_ids``), so a stale index can never find a new, unrelated hash behind an
+  old id.
 
-Hash row ids are never reused (a stale index holding an old id must never find a new,
-unrelated hash behind it).
+The change log and concurrent writers. A position is an opaque string made by the backend
+(``""`` is the beginning). The promise of ``changes_since``: a follower that always asks from
+the position the previous batch returned sees every committed change exactly once, and an
+item's "remove" after its "add". A backend must never hand out a position that a transaction
+still running could later commit *behind*:
+
+- SQLite has one writer at a time, so a change row's sequence number is its commit order and
+  the position is simply the last sequence number read.
+- PostgreSQL (the replicas issue) allocates sequence numbers before commit, so several writers
+  commit out of sequence order: a reader that took "the highest seq so far" would skip a row
+  committed a moment later with a lower seq. Its rule: read only rows of transactions older
+  than the oldest one still running (``xid < pg_snapshot_xmin(pg_current_snapshot())``), and
+  put that horizon into the position, never the highest seq seen.
+
+Nothing anywhere assumes that the ids of one enrollment are contiguous.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-import numpy as np
-
 from matcher.principal import Principal, Role
-from matcher.signals import Hash
+from matcher.records import (
+    ApiKeyRecord,
+    AuditEntry,
+    CaseRecord,
+    ChangeBatch,
+    CodeChunk,
+    ItemRecord,
+    NewItem,
+    Organisation,
+)
 
 __all__ = [
-    "AddedHashes",
-    "ApiKeyRecord",
-    "AuditEntry",
-    "CaseRecord",
-    "CaseState",
-    "Change",
-    "CodeChunk",
-    "Organisation",
+    "AccountStore",
+    "AddedItems",
+    "AuditReader",
+    "CaseStore",
+    "ChangeFeed",
+    "MatchStore",
     "Snapshot",
     "Store",
 ]
 
 
-class CaseState(enum.StrEnum):
-    """The life of a case: enrollable while active; withdrawn is final."""
-
-    ACTIVE = "active"
-    WITHDRAWN = "withdrawn"
-
-
 @dataclass(frozen=True, slots=True)
-class Organisation:
-    """A helpline or partner platform that owns cases or API keys."""
+class AddedItems:
+    """What ``add_items`` committed: one record per item of the call, in order, whether each
+    was ``created`` now (False: the case already held an identical item, returned as it is),
+    and the case after the commit."""
 
-    id: int
-    name: str
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class CaseRecord:
-    """One case as stored. ``secret_hash`` is the KDF output, never the secret itself."""
-
-    id: int
-    number: str
-    org_id: int
-    state: CaseState
-    secret_hash: str = field(repr=False)
-    hash_count: int
-    reported_correct: int
-    reported_wrong: int
-    created_at: datetime
-    withdrawn_at: datetime | None
+    items: list[ItemRecord]
+    created: list[bool]
+    case: CaseRecord
 
 
-@dataclass(frozen=True, slots=True)
-class AddedHashes:
-    """What ``add_hashes`` committed: the new row ids, parallel to ``hashes``, the number of
-    duplicates skipped and the case's hash count after the commit.
+class AccountStore(Protocol):
+    """Organisations and API keys (stored by hash only)."""
 
-    ``hashes`` are the ones actually inserted (duplicates of hashes already in the case, or
-    repeated within the call, are skipped so that a retried enrollment is idempotent).
-    """
-
-    ids: list[int]
-    hashes: list[Hash]
-    duplicates: int
-    hash_count: int
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One change-log row: ``op`` (``"add"`` or ``"remove"``) of the hash rows with ids
-    ``first_id`` to ``last_id`` inclusive, every one of which that op touched.
-
-    No value and no signal type: a follower reads added rows from ``hashes`` by id (rows
-    withdrawn since are simply absent) and removes by id alone.
-    """
-
-    seq: int
-    op: str
-    first_id: int
-    last_id: int
-
-    @property
-    def ids(self) -> range:
-        """The hash row ids of this change."""
-        return range(self.first_id, self.last_id + 1)
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    """Who did what, when. ``detail`` holds counts and names, never a hash value or secret."""
-
-    id: int
-    at: datetime
-    actor: str
-    org_id: int | None
-    action: str
-    case_id: int | None
-    detail: dict[str, object]
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKeyRecord:
-    """An API key as listed: its id, name, role, organisation and a short display prefix."""
-
-    id: int
-    name: str
-    role: Role
-    org_id: int | None
-    prefix: str
-    created_at: datetime
-    revoked_at: datetime | None
-
-    @property
-    def active(self) -> bool:
-        """False once revoked."""
-        return self.revoked_at is None
-
-
-@dataclass(frozen=True, slots=True)
-class CodeChunk:
-    """A block of stored hashes of one signal type, ready for ``Index.add_codes``.
-
-    ``ids`` is int64 of shape (n,), ``codes`` uint8 of shape (n, signal bytes).
-    """
-
-    signal: str
-    ids: np.ndarray
-    codes: np.ndarray
-
-
-class Snapshot(Protocol):
-    """A consistent read of every stored hash, used to build the index at start-up.
-
-    ``mark`` is the last change-log sequence number the snapshot includes: after loading, apply
-    ``changes_since(mark)`` to catch up with writes made during the load. ``counts`` is the
-    number of hashes per signal type in the snapshot (exact: it sizes the index's arrays).
-    """
-
-    mark: int
-    counts: dict[str, int]
-
-    @property
-    def total(self) -> int:
-        """Number of hashes in the snapshot."""
+    def create_organisation(self, name: str, *, actor: Principal) -> Organisation:
+        """Create an organisation; ``Conflict`` if the name is taken."""
         ...
 
-    def chunks(self, rows: int = ...) -> Iterator[CodeChunk]:
-        """Yield every stored hash in blocks of at most ``rows``: one signal type after
-        another, each in id order."""
+    def get_organisation(self, org_id: int) -> Organisation | None:
+        """One organisation, or None."""
         ...
 
+    def list_organisations(self) -> list[Organisation]:
+        """Every organisation, by id."""
+        ...
 
-@runtime_checkable
-class Store(Protocol):
-    """The durable store behind the bank (see the module docstring for its promises)."""
-
-    # -- organisations
-    def create_organisation(self, name: str, *, actor: Principal) -> Organisation: ...
-    def get_organisation(self, org_id: int) -> Organisation | None: ...
-    def list_organisations(self) -> list[Organisation]: ...
-
-    # -- cases and hashes
-    def create_case(
-        self, org_id: int, number: str, secret_hash: str, *, actor: Principal
-    ) -> CaseRecord: ...
-    def get_case(self, number: str) -> CaseRecord | None: ...
-    def get_case_by_id(self, case_id: int) -> CaseRecord | None: ...
-    def case_signal_counts(self, case_id: int) -> dict[str, int]: ...
-    def add_hashes(
-        self, case_id: int, hashes: Sequence[Hash], *, actor: Principal
-    ) -> AddedHashes: ...
-    def withdraw_case(self, case_id: int, *, actor: Principal) -> list[tuple[int, str]]: ...
-    def active_ids(self, ids: Sequence[int]) -> set[int]: ...
-    def case_of_hash(self, hash_id: int) -> int | None: ...
-    def hash_counts(self) -> dict[str, int]: ...
-    def case_counts(self) -> dict[str, int]: ...
-
-    # -- feedback and audit
-    def record_feedback(self, case_id: int, correct: bool, *, actor: Principal) -> None: ...
-    def audit_log(
-        self, *, case_id: int | None = None, before: int | None = None, limit: int = 100
-    ) -> list[AuditEntry]: ...
-
-    # -- API keys
     def create_api_key(
         self,
         name: str,
@@ -220,17 +106,175 @@ class Store(Protocol):
         prefix: str,
         *,
         actor: Principal,
-    ) -> ApiKeyRecord: ...
-    def find_api_key(self, key_hash: bytes) -> ApiKeyRecord | None: ...
-    def list_api_keys(self) -> list[ApiKeyRecord]: ...
-    def revoke_api_key(self, key_id: int, *, actor: Principal) -> ApiKeyRecord: ...
+    ) -> ApiKeyRecord:
+        """Store a new key by its hash; ``NotFound`` for an unknown organisation, ``Conflict``
+        for a hash already stored."""
+        ...
 
-    # -- loading and following
-    def snapshot(self) -> AbstractContextManager[Snapshot]: ...
-    def changes_since(self, seq: int, *, limit: int = 100_000) -> list[Change]: ...
-    def hashes_by_id(self, ids: Sequence[int]) -> list[tuple[int, str, bytes]]: ...
-    def prune_changes(self, upto_seq: int) -> int: ...
-    def match_id_key(self) -> bytes: ...
-    def purge_wal(self) -> bool: ...
+    def find_api_key(self, key_hash: bytes) -> ApiKeyRecord | None:
+        """The key with this hash, revoked or not, or None."""
+        ...
 
-    def close(self) -> None: ...
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every key, by id, without key material (only its display prefix)."""
+        ...
+
+    def revoke_api_key(self, key_id: int, *, actor: Principal) -> ApiKeyRecord:
+        """Revoke a key (idempotent: the first revocation time stays); ``NotFound`` if none."""
+        ...
+
+
+class CaseStore(Protocol):
+    """Cases and their items: enrollment, status, withdrawal."""
+
+    def create_case(
+        self, org_id: int, number: str, secret_hash: str, *, actor: Principal
+    ) -> CaseRecord:
+        """Create an active case; ``Conflict`` if the number is taken, ``NotFound`` for an
+        unknown organisation."""
+        ...
+
+    def get_case(self, number: str) -> CaseRecord | None:
+        """The case with this (normalised) number, or None."""
+        ...
+
+    def get_case_by_id(self, case_id: int) -> CaseRecord | None:
+        """The case with this id, or None."""
+        ...
+
+    def list_items(self, case_id: int) -> list[ItemRecord]:
+        """Every item ever enrolled into the case, withdrawn ones included, by number."""
+        ...
+
+    def get_item(self, case_id: int, number: int) -> ItemRecord | None:
+        """Item ``number`` of the case, or None."""
+        ...
+
+    def add_items(self, case_id: int, items: Sequence[NewItem], *, actor: Principal) -> AddedItems:
+        """Enroll ``items`` into an active case: all of them or none, in one transaction.
+
+        Duplicate hashes within an item are dropped (the first one's quality is kept); positions
+        are given after that, in the order sent. An item whose set of (signal, value) is that of
+        an active item of the case (same keyed fingerprint, also within this call) is not
+        stored again: the held one is returned with ``created`` False, so a retried call adds
+        nothing. New items are numbered on after the case's highest number. One "add" change
+        per new item, one ``case.enroll`` audit row. ``NotFound`` for an unknown case,
+        ``Conflict`` for a withdrawn one, ``InvalidInput`` for no items.
+        """
+        ...
+
+    def withdraw_item(self, case_id: int, number: int, *, actor: Principal) -> ItemRecord:
+        """Withdraw one item: delete its hashes, clear its fingerprint and label, mark it
+        withdrawn (one "remove" change, one ``item.withdraw`` audit row). Withdrawing a
+        withdrawn item changes nothing and returns it. ``NotFound`` if there is no such item."""
+        ...
+
+    def withdraw_case(self, case_id: int, *, actor: Principal) -> CaseRecord:
+        """Withdraw a case and every active item of it, as ``withdraw_item`` does, in one
+        transaction (one ``case.withdraw`` audit row). Idempotent. ``NotFound`` if none."""
+        ...
+
+    def case_counts(self) -> dict[str, int]:
+        """Number of cases per state (states with none are left out)."""
+        ...
+
+    def hash_counts(self) -> dict[str, int]:
+        """Number of stored hashes per signal type, in registry order (no scan)."""
+        ...
+
+    def item_count(self) -> int:
+        """Number of active items."""
+        ...
+
+
+class MatchStore(Protocol):
+    """What the match path asks the store."""
+
+    def active_items(self, item_ids: Sequence[int]) -> set[int]:
+        """The ids among ``item_ids`` of items that are active now: one round trip for any
+        number of ids, read fresh, so it sees every commit made before the call began (a
+        withdrawal acknowledged before a match is never matched, even by a stale index)."""
+        ...
+
+    def record_feedback(self, item_id: int, correct: bool, *, actor: Principal) -> None:
+        """Count one "this match was right/wrong" report on an active item (its case's counts
+        are the sums over its items); ``NotFound`` for a missing or withdrawn item."""
+        ...
+
+
+class Snapshot(Protocol):
+    """A consistent read of every stored hash, to build an index from.
+
+    ``position`` is the change-log position the snapshot includes: after loading, follow
+    ``changes_since(position)``. ``counts`` are the hashes per signal type in the snapshot
+    (exact: they size the index's arrays).
+    """
+
+    position: str
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        """Number of hashes in the snapshot."""
+        ...
+
+    def chunks(self, rows: int = ...) -> Iterator[CodeChunk]:
+        """Every stored hash in blocks of at most ``rows`` entries: one signal type after
+        another, each in entry-id order, with index entry ids."""
+        ...
+
+
+class ChangeFeed(Protocol):
+    """What a follower (the index of this process or of a replica) reads."""
+
+    def snapshot(self) -> AbstractContextManager[Snapshot]:
+        """A consistent read of all hashes (see ``Snapshot``). Writes go on meanwhile."""
+        ...
+
+    def changes_since(self, position: str, *, limit: int = 10_000) -> ChangeBatch:
+        """Committed changes after ``position`` (``""``: from the beginning), oldest first, at
+        most ``limit``, and the position to ask from next (see the module docstring for the
+        promise under concurrent writers). ``InvalidInput`` for a position this backend did
+        not make; ``Conflict`` for one older than the trimmed log (reload from a snapshot)."""
+        ...
+
+    def item_codes(self, item_ids: Sequence[int]) -> list[CodeChunk]:
+        """The codes, with entry ids, of the items among ``item_ids`` still active now, one
+        chunk per signal type present (withdrawn or unknown items give nothing)."""
+        ...
+
+    def trim_changes(self, before: str) -> int:
+        """Delete the changes up to ``before`` (a position every follower has passed);
+        return how many rows went."""
+        ...
+
+
+class AuditReader(Protocol):
+    """The audit trail, for operators and a case's own practitioners."""
+
+    def audit_log(
+        self, *, case_id: int | None = None, before: int | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
+        """The most recent audit rows, newest first, optionally of one case; ``before`` (an
+        entry id) pages backwards."""
+        ...
+
+
+@runtime_checkable
+class Store(AccountStore, CaseStore, MatchStore, ChangeFeed, AuditReader, Protocol):
+    """A whole backend: every part above, its secret key, and ``close``."""
+
+    def secret_key(self) -> bytes:
+        """The store's own random key (32 bytes), the same for every replica: it keys the
+        partner-facing item ids (``credentials.MatchIds``) and item fingerprints."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+        ...
+
+    def __enter__(self) -> Store:
+        """``with open_store(url) as store:`` closes it at the end."""
+        ...
+
+    def __exit__(self, *exc: object) -> None: ...

@@ -10,26 +10,24 @@ Why these settings:
 - **secure_delete** overwrites deleted rows with zeros, and after a withdrawal the WAL is
   checkpointed and truncated, so a withdrawn hash value does not linger in free pages or old
   WAL frames of the files we control (what the file system or disk keep is outside our reach).
+  A long reader (a start-up snapshot) can hold that reset back; the store then retries in the
+  background and once more when the snapshot closes, without the caller asking.
 
 Concurrency: SQLite has one writer at a time, so all writes go through one connection under a
-lock (no ``SQLITE_BUSY`` between our own threads), each in a ``BEGIN IMMEDIATE`` transaction.
-Reads use one connection per thread (a ``sqlite3.Connection`` must not be used by two threads at
-once); each read is its own short transaction, so it sees everything committed before it began.
+lock (no ``SQLITE_BUSY`` between our own threads), each in a ``BEGIN IMMEDIATE`` transaction;
+other processes on the same file wait on its lock. Reads use one connection per thread (a
+``sqlite3.Connection`` must not be used by two threads at once); each read is its own short
+transaction, so it sees everything committed before it began.
 
-Schema (version 1; ``_MIGRATIONS`` holds every version from the first release on)::
+Change-log positions: with one writer, a change row's ``seq`` (AUTOINCREMENT) is its commit
+order, so the position is the decimal text of the last ``seq`` read, and a follower asking from
+it can never skip a row committed later. (A PostgreSQL backend needs another rule: see
+``matcher.store.base``.)
 
-    schema_version(version PK, applied_at)
-    meta(key PK, value)                         match-id key
-    organisations(id PK, name UNIQUE, created_at)
-    cases(id PK, number UNIQUE, org_id -> organisations, state, secret_hash,
-          hash_count, reported_correct, reported_wrong, created_at, withdrawn_at)
-    hashes(id PK AUTOINCREMENT, case_id -> cases, signal, value, quality, created_at)
-    signal_counts(signal PK, hashes)            kept in the same transactions as hashes
-    changes(seq PK AUTOINCREMENT, op 'add'|'remove', first_id, last_id, at)  no values
-    feedback(id PK, case_id -> cases, correct, actor, org_id, at)
-    audit(id PK, at, actor, org_id, action, case_id, detail JSON)         no values
-    api_keys(id PK, name, role, org_id -> organisations, key_hash UNIQUE, prefix,
-             created_at, revoked_at)
+The schema, and how a version-1 folder (cases of loose hashes) maps to items, are in
+``matcher.store.sqlite_schema``: each v1 enrollment call (the hash rows of one case sharing one
+``created_at``) becomes one item, split at 65,536 hashes; v1 feedback counts go to the case's
+first item; withdrawn v1 cases get no items.
 
 Times are integer milliseconds since the Unix epoch (UTC).
 """
@@ -39,8 +37,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
-import secrets
 import sqlite3
 import threading
 import time
@@ -49,119 +45,39 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from matcher.errors import Conflict, NotFound, Unavailable
+from matcher.audit import Action, encode_detail
+from matcher.credentials import item_fingerprint
+from matcher.errors import Conflict, InvalidInput, NotFound, Unavailable
 from matcher.principal import Principal, Role
-from matcher.signals import SIGNALS, Hash
-from matcher.store.base import (
-    AddedHashes,
+from matcher.records import (
+    ITEM_BITS,
     ApiKeyRecord,
     AuditEntry,
     CaseRecord,
     CaseState,
     Change,
+    ChangeBatch,
     CodeChunk,
+    ItemKind,
+    ItemRecord,
+    ItemState,
+    NewItem,
     Organisation,
 )
+from matcher.signals import SIGNALS, Hash
+from matcher.store.base import AddedItems
+from matcher.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, Migration
 
 __all__ = ["DB_FILENAME", "SCHEMA_VERSION", "SQLiteSnapshot", "SQLiteStore"]
 
 DB_FILENAME = "matcher.db"
 
-# Each entry is one schema version: the statements that take the previous version to it. Never
-# edit a released entry; append a new one. Each version is applied in its own transaction
-# (SQLite DDL is transactional), so a crash mid-migration leaves the previous version intact.
-_MIGRATIONS: list[tuple[str, ...]] = [
-    (
-        """CREATE TABLE meta (
-            key TEXT PRIMARY KEY,
-            value BLOB NOT NULL
-        )""",
-        """CREATE TABLE organisations (
-            id INTEGER PRIMARY KEY,
-            name TEXT NOT NULL UNIQUE,
-            created_at INTEGER NOT NULL
-        )""",
-        """CREATE TABLE cases (
-            id INTEGER PRIMARY KEY,
-            number TEXT NOT NULL UNIQUE,
-            org_id INTEGER NOT NULL REFERENCES organisations(id),
-            state TEXT NOT NULL CHECK (state IN ('active', 'withdrawn')),
-            secret_hash TEXT NOT NULL,
-            hash_count INTEGER NOT NULL DEFAULT 0,
-            reported_correct INTEGER NOT NULL DEFAULT 0,
-            reported_wrong INTEGER NOT NULL DEFAULT 0,
-            created_at INTEGER NOT NULL,
-            withdrawn_at INTEGER
-        )""",
-        "CREATE INDEX cases_by_org ON cases(org_id)",
-        # AUTOINCREMENT: ids are never reused, even after the highest rows are deleted, so a
-        # stale index (a lagging replica) can never find a new, unrelated hash behind an old id.
-        """CREATE TABLE hashes (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            case_id INTEGER NOT NULL REFERENCES cases(id),
-            signal TEXT NOT NULL,
-            value BLOB NOT NULL,
-            quality INTEGER,
-            created_at INTEGER NOT NULL
-        )""",
-        "CREATE INDEX hashes_by_case ON hashes(case_id)",
-        # Per-signal totals, updated in the same transactions as the hashes: statistics and
-        # start-up (progress total, exact preallocation) without a scan of 10M rows.
-        """CREATE TABLE signal_counts (
-            signal TEXT PRIMARY KEY,
-            hashes INTEGER NOT NULL
-        ) WITHOUT ROWID""",
-        # One row per run of consecutive hash ids, not per hash: an enrollment's ids are one
-        # block, so 10M hashes enrolled 10k at a time take 1k rows here instead of 10M
-        # (~270 MB). Ids never get reused, so a range never covers another case's hashes.
-        """CREATE TABLE changes (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            op TEXT NOT NULL CHECK (op IN ('add', 'remove')),
-            first_id INTEGER NOT NULL,
-            last_id INTEGER NOT NULL CHECK (last_id >= first_id),
-            at INTEGER NOT NULL
-        )""",
-        """CREATE TABLE feedback (
-            id INTEGER PRIMARY KEY,
-            case_id INTEGER NOT NULL REFERENCES cases(id),
-            correct INTEGER NOT NULL CHECK (correct IN (0, 1)),
-            actor TEXT NOT NULL,
-            org_id INTEGER,
-            at INTEGER NOT NULL
-        )""",
-        "CREATE INDEX feedback_by_case ON feedback(case_id)",
-        """CREATE TABLE audit (
-            id INTEGER PRIMARY KEY,
-            at INTEGER NOT NULL,
-            actor TEXT NOT NULL,
-            org_id INTEGER,
-            action TEXT NOT NULL,
-            case_id INTEGER,
-            detail TEXT NOT NULL DEFAULT '{}'
-        )""",
-        "CREATE INDEX audit_by_case ON audit(case_id)",
-        """CREATE TABLE api_keys (
-            id INTEGER PRIMARY KEY,
-            name TEXT NOT NULL,
-            role TEXT NOT NULL CHECK (role IN ('partner', 'practitioner', 'admin')),
-            org_id INTEGER REFERENCES organisations(id),
-            key_hash BLOB NOT NULL UNIQUE,
-            prefix TEXT NOT NULL,
-            created_at INTEGER NOT NULL,
-            revoked_at INTEGER
-        )""",
-    ),
-]
-
-SCHEMA_VERSION = len(_MIGRATIONS)
-
-# A last guard for rule 2: audit details are built by the bank from counts and names; anything
-# that looks like a hash (a long run of hex digits) is refused before it reaches the table.
-_HEXISH = re.compile(r"[0-9a-fA-F]{16,}")
 _CHUNK_ROWS = 1 << 16
+_ITEM_MASK = (1 << ITEM_BITS) - 1
 
 
 def _now_ms() -> int:
@@ -176,38 +92,67 @@ def _dt_required(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def _check_detail(detail: dict[str, object]) -> str:
-    for key, value in detail.items():
-        if not isinstance(value, int | str) or (isinstance(value, str) and len(value) > 100):
-            raise ValueError(f"audit detail {key!r} must be a count or a short name")
-        if isinstance(value, str) and _HEXISH.search(value):
-            raise ValueError(f"audit detail {key!r} looks like a hash value")
-    return json.dumps(detail, sort_keys=True)
+def _json_ids(ids: Sequence[int]) -> str:
+    # One JSON array parameter instead of thousands of "?" placeholders: SQLite's json_each
+    # turns it back into rows, and the statement text stays the same (cached) for any size.
+    return json.dumps([int(i) for i in ids])
 
 
-_CASE_COLUMNS = (
-    "id, number, org_id, state, secret_hash, hash_count, reported_correct, reported_wrong, "
-    "created_at, withdrawn_at"
+def _signal_dict(text: str) -> dict[str, int]:
+    counts = json.loads(text)
+    return {name: int(counts[name]) for name in SIGNALS if name in counts}
+
+
+# A case's counts derive from its items (no counters to keep in step).
+_CASE_SQL = (
+    "SELECT c.id, c.number, c.org_id, c.state, c.secret_hash, "
+    "count(i.id) FILTER (WHERE i.state = 'active'), "
+    "coalesce(sum(i.hash_count) FILTER (WHERE i.state = 'active'), 0), "
+    "coalesce(sum(i.reported_correct), 0), coalesce(sum(i.reported_wrong), 0), "
+    "c.created_at, c.withdrawn_at "
+    "FROM cases c LEFT JOIN items i ON i.case_id = c.id WHERE c.{column} = ? GROUP BY c.id"
+)
+_ITEM_COLUMNS = (
+    "id, case_id, number, kind, state, label, hash_count, signals, reported_correct, "
+    "reported_wrong, created_at, withdrawn_at"
 )
 _KEY_COLUMNS = "id, name, role, org_id, prefix, created_at, revoked_at"
 
 
-def _case(row: tuple) -> CaseRecord:
+def _case(row: tuple[Any, ...]) -> CaseRecord:
     return CaseRecord(
         id=row[0],
         number=row[1],
         org_id=row[2],
         state=CaseState(row[3]),
         secret_hash=row[4],
-        hash_count=row[5],
-        reported_correct=row[6],
-        reported_wrong=row[7],
-        created_at=_dt_required(row[8]),
-        withdrawn_at=_dt(row[9]),
+        item_count=int(row[5]),
+        hash_count=int(row[6]),
+        reported_correct=int(row[7]),
+        reported_wrong=int(row[8]),
+        created_at=_dt_required(row[9]),
+        withdrawn_at=_dt(row[10]),
     )
 
 
-def _key(row: tuple) -> ApiKeyRecord:
+def _item(row: tuple[Any, ...]) -> ItemRecord:
+    return ItemRecord(
+        id=row[0],
+        case_id=row[1],
+        number=row[2],
+        kind=ItemKind(row[3]),
+        state=ItemState(row[4]),
+        label=row[5],
+        hash_count=row[6],
+        hashes_by_signal=_signal_dict(row[7]),
+        reported_correct=row[8],
+        reported_wrong=row[9],
+        created_at=_dt_required(row[10]),
+        withdrawn_at=_dt(row[11]),
+    )
+
+
+def _key(row: tuple[Any, ...]) -> ApiKeyRecord:
     return ApiKeyRecord(
         id=row[0],
         name=row[1],
@@ -219,21 +164,29 @@ def _key(row: tuple) -> ApiKeyRecord:
     )
 
 
-def _runs(ids: Sequence[int]) -> list[tuple[int, int]]:
-    """Runs of consecutive values in sorted ``ids``: [1, 2, 3, 7, 8] -> [(1, 3), (7, 8)]."""
-    runs: list[tuple[int, int]] = []
-    for i in ids:
-        if runs and i == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], i)
-        else:
-            runs.append((i, i))
-    return runs
+def _item_range(item_id: int) -> tuple[int, int]:
+    """The first and last possible entry id (``hashes.id``) of an item."""
+    return item_id << ITEM_BITS, (item_id << ITEM_BITS) | _ITEM_MASK
 
 
-def _json_ids(ids: Sequence[int]) -> str:
-    # One JSON array parameter instead of thousands of "?" placeholders: SQLite's json_each
-    # turns it back into rows, and the statement text stays the same (cached) for any size.
-    return json.dumps([int(i) for i in ids])
+def _unique_hashes(hashes: Sequence[Hash]) -> list[Hash]:
+    """``hashes`` without repeats of a (signal, value), keeping the first one's quality."""
+    seen: set[tuple[str, bytes]] = set()
+    out: list[Hash] = []
+    for h in hashes:
+        key = (h.signal.name, h.value)
+        if key not in seen:
+            seen.add(key)
+            out.append(h)
+    return out
+
+
+def _parse_position(position: str) -> int:
+    if position == "":
+        return 0
+    if not position.isascii() or not position.isdigit():
+        raise InvalidInput("not a change-log position of this store", field="position")
+    return int(position)
 
 
 # One block of the start-up scan, as three aggregates over the same rows: every row feeds all
@@ -251,7 +204,7 @@ _BLOCK_SQL = (
 class SQLiteSnapshot:
     """A consistent read of every hash row (see ``Snapshot`` in ``matcher.store.base``)."""
 
-    mark: int
+    position: str
     counts: dict[str, int]
     _conn: sqlite3.Connection
 
@@ -261,10 +214,10 @@ class SQLiteSnapshot:
         return sum(self.counts.values())
 
     def chunks(self, rows: int = _CHUNK_ROWS) -> Iterator[CodeChunk]:
-        """Yield every stored hash, one signal type after another, each in id order."""
+        """Yield every stored hash, one signal type after another, each in entry-id order."""
         for name in self.counts:
             width = SIGNALS[name].byte_length
-            last = 0
+            last = -1
             while True:
                 n, top, ids, values = self._conn.execute(_BLOCK_SQL, (name, last, rows)).fetchone()
                 if not n:
@@ -283,7 +236,7 @@ class SQLiteStore:
     >>> import tempfile
     >>> with SQLiteStore(tempfile.mkdtemp()) as store:
     ...     store.schema_version
-    1
+    2
     """
 
     def __init__(
@@ -291,7 +244,7 @@ class SQLiteStore:
         data_dir: str | os.PathLike[str],
         *,
         busy_timeout: float = 30.0,
-        _migrations: list[tuple[str, ...]] | None = None,
+        _migrations: Sequence[Migration] | None = None,
     ) -> None:
         """Open (creating and migrating if needed) the store in ``data_dir``.
 
@@ -300,7 +253,7 @@ class SQLiteStore:
         """
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_FILENAME
-        self._migrations = _MIGRATIONS if _migrations is None else _migrations
+        self._migrations = list(MIGRATIONS if _migrations is None else _migrations)
         self._busy_timeout = busy_timeout
         self._write_lock = threading.Lock()
         self._local = threading.local()
@@ -308,6 +261,7 @@ class SQLiteStore:
         self._readers_lock = threading.Lock()
         self._closed = False
         self._purge_timer: threading.Timer | None = None
+        self._purge_pending = False
         try:
             # The folder holds sensitive hashes: readable by the owner only.
             self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -317,7 +271,7 @@ class SQLiteStore:
         try:
             self._writer.execute("PRAGMA journal_mode=WAL")
             self._migrate()
-            self._match_key = self._ensure_match_key()
+            self._key = self._ensure_secret_key()
         except BaseException:
             self._writer.close()
             raise
@@ -406,7 +360,7 @@ class SQLiteStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- schema
+    # -- schema and key
 
     @property
     def schema_version(self) -> int:
@@ -427,28 +381,40 @@ class SQLiteStore:
                 f"the data folder has schema version {current}, newer than this matcher "
                 f"({len(self._migrations)}): upgrade matcher"
             )
+        moved = False
         for version in range(current + 1, len(self._migrations) + 1):
             with self._write() as w:
                 # Re-check inside the transaction: another process may have migrated meanwhile.
                 done = w.execute("SELECT 1 FROM schema_version WHERE version = ?", (version,))
                 if done.fetchone():
                     continue
-                for statement in self._migrations[version - 1]:
-                    w.execute(statement)
+                step = self._migrations[version - 1]
+                if callable(step):
+                    step(w)
+                else:
+                    for statement in step:
+                        w.execute(statement)
                 w.execute("INSERT INTO schema_version VALUES (?, ?)", (version, _now_ms()))
+            moved = moved or current > 0
+        if moved:
+            # A migration of an existing folder may have copied hash values into new tables
+            # and dropped the old ones. secure_delete zeroes the freed pages; checkpointing now
+            # puts the zeroed pages into the database file at once (no VACUUM needed).
+            with self._write_lock:
+                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def _ensure_match_key(self) -> bytes:
+    def _ensure_secret_key(self) -> bytes:
         with self._write() as w:
             w.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('match_id_key', ?)",
-                (secrets.token_bytes(32),),
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('secret_key', ?)",
+                (os.urandom(32),),
             )
-            row = w.execute("SELECT value FROM meta WHERE key = 'match_id_key'").fetchone()
+            row = w.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
         return bytes(row[0])
 
-    def match_id_key(self) -> bytes:
-        """The key of the match-id permutation (stored, so ids are stable across restarts)."""
-        return self._match_key
+    def secret_key(self) -> bytes:
+        """The store's random key (item ids, fingerprints); stored, so stable across restarts."""
+        return self._key
 
     # -- audit
 
@@ -456,7 +422,7 @@ class SQLiteStore:
     def _audit(
         conn: sqlite3.Connection,
         actor: Principal,
-        action: str,
+        action: Action,
         *,
         case_id: int | None = None,
         detail: dict[str, object] | None = None,
@@ -468,9 +434,9 @@ class SQLiteStore:
                 at or _now_ms(),
                 actor.audit_name,
                 actor.org_id,
-                action,
+                str(Action(action)),
                 case_id,
-                _check_detail(detail or {}),
+                encode_detail(detail or {}),
             ),
         )
 
@@ -506,7 +472,7 @@ class SQLiteStore:
                     "INSERT INTO organisations(name, created_at) VALUES (?, ?)", (name, now)
                 )
                 org_id = int(cur.lastrowid or 0)
-                self._audit(w, actor, "organisation.create", detail={"org_id": org_id}, at=now)
+                self._audit(w, actor, Action.ORG_CREATE, detail={"org_id": org_id}, at=now)
         except sqlite3.IntegrityError:
             raise Conflict("an organisation with this name exists") from None
         return Organisation(org_id, name, _dt_required(now))
@@ -540,7 +506,7 @@ class SQLiteStore:
                     (number, org_id, secret_hash, now),
                 )
                 case_id = int(cur.lastrowid or 0)
-                self._audit(w, actor, "case.create", case_id=case_id, at=now)
+                self._audit(w, actor, Action.CASE_CREATE, case_id=case_id, at=now)
         except sqlite3.IntegrityError as exc:
             if "FOREIGN KEY" in str(exc):
                 raise NotFound("no such organisation") from None
@@ -549,30 +515,37 @@ class SQLiteStore:
         assert record is not None  # just committed; cases are never deleted
         return record
 
+    @staticmethod
+    def _case_by(conn: sqlite3.Connection, column: str, value: object) -> CaseRecord | None:
+        row = conn.execute(_CASE_SQL.format(column=column), (value,)).fetchone()
+        return None if row is None else _case(row)
+
     def get_case(self, number: str) -> CaseRecord | None:
         """The case with this number, or None."""
-        row = (
-            self._reader()
-            .execute(f"SELECT {_CASE_COLUMNS} FROM cases WHERE number = ?", (number,))
-            .fetchone()
-        )
-        return None if row is None else _case(row)
+        return self._case_by(self._reader(), "number", number)
 
     def get_case_by_id(self, case_id: int) -> CaseRecord | None:
-        """The case with this row id, or None."""
+        """The case with this id, or None."""
+        return self._case_by(self._reader(), "id", case_id)
+
+    def list_items(self, case_id: int) -> list[ItemRecord]:
+        """Every item of the case, withdrawn ones included, by number."""
+        rows = self._reader().execute(
+            f"SELECT {_ITEM_COLUMNS} FROM items WHERE case_id = ? ORDER BY number", (case_id,)
+        )
+        return [_item(r) for r in rows.fetchall()]
+
+    def get_item(self, case_id: int, number: int) -> ItemRecord | None:
+        """Item ``number`` of the case, or None."""
         row = (
             self._reader()
-            .execute(f"SELECT {_CASE_COLUMNS} FROM cases WHERE id = ?", (case_id,))
+            .execute(
+                f"SELECT {_ITEM_COLUMNS} FROM items WHERE case_id = ? AND number = ?",
+                (case_id, number),
+            )
             .fetchone()
         )
-        return None if row is None else _case(row)
-
-    def case_signal_counts(self, case_id: int) -> dict[str, int]:
-        """Number of stored hashes of the case, per signal type."""
-        rows = self._reader().execute(
-            "SELECT signal, count(*) FROM hashes WHERE case_id = ? GROUP BY signal", (case_id,)
-        )
-        return {name: int(n) for name, n in rows.fetchall()}
+        return None if row is None else _item(row)
 
     def case_counts(self) -> dict[str, int]:
         """Number of cases per state."""
@@ -583,20 +556,23 @@ class SQLiteStore:
         """Number of stored hashes per signal type (kept as counters: no scan)."""
         return self._signal_counts(self._reader())
 
+    def item_count(self) -> int:
+        """Number of active items."""
+        row = self._reader().execute("SELECT count(*) FROM items WHERE state = 'active'")
+        return int(row.fetchone()[0])
+
     @staticmethod
     def _signal_counts(conn: sqlite3.Connection) -> dict[str, int]:
         rows = dict(conn.execute("SELECT signal, hashes FROM signal_counts WHERE hashes > 0"))
         # In registry order, so that loading and statistics list signal types alike.
         return {name: int(rows[name]) for name in SIGNALS if name in rows}
 
-    # -- hashes
+    # -- enrollment
 
-    def add_hashes(self, case_id: int, hashes: Sequence[Hash], *, actor: Principal) -> AddedHashes:
-        """Insert ``hashes`` into an active case, with change-log and audit rows, atomically.
-
-        Hashes already in the case (same signal and value), or repeated in ``hashes``, are
-        skipped. ``NotFound`` if the case does not exist, ``Conflict`` if it is withdrawn.
-        """
+    def add_items(self, case_id: int, items: Sequence[NewItem], *, actor: Principal) -> AddedItems:
+        """Enroll ``items`` into an active case, all or none (see ``CaseStore.add_items``)."""
+        if not items:
+            raise InvalidInput("an enrollment needs at least one item", field="items")
         now = _now_ms()
         with self._write() as w:
             row = w.execute("SELECT state FROM cases WHERE id = ?", (case_id,)).fetchone()
@@ -604,103 +580,168 @@ class SQLiteStore:
                 raise NotFound("no such case")
             if row[0] != CaseState.ACTIVE:
                 raise Conflict("the case is withdrawn: open a new case to enroll again")
-            seen = {
-                (s, bytes(v))
-                for s, v in w.execute(
-                    "SELECT signal, value FROM hashes WHERE case_id = ?", (case_id,)
+            top = w.execute("SELECT max(number) FROM items WHERE case_id = ?", (case_id,))
+            number = int(top.fetchone()[0] or 0)
+            item_ids: list[int] = []
+            created: list[bool] = []
+            added: Counter[str] = Counter()
+            for item in items:
+                hashes = _unique_hashes(item.hashes)
+                fingerprint = item_fingerprint(self._key, hashes)
+                held = w.execute(
+                    "SELECT id FROM items WHERE case_id = ? AND fingerprint = ?",
+                    (case_id, fingerprint),
+                ).fetchone()
+                if held is not None:  # the same image again (a retry, or twice in one call)
+                    item_ids.append(int(held[0]))
+                    created.append(False)
+                    continue
+                number += 1
+                signals = Counter(h.signal.name for h in hashes)
+                cur = w.execute(
+                    "INSERT INTO items(case_id, number, kind, state, label, fingerprint, "
+                    "hash_count, signals, created_at) VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?)",
+                    (
+                        case_id,
+                        number,
+                        str(item.kind),
+                        item.label,
+                        fingerprint,
+                        len(hashes),
+                        json.dumps({n: signals[n] for n in SIGNALS if n in signals}),
+                        now,
+                    ),
                 )
-            }
-            fresh: list[Hash] = []
-            for h in hashes:
-                key = (h.signal.name, h.value)
-                if key not in seen:
-                    seen.add(key)
-                    fresh.append(h)
-            ids: list[int] = []
-            if fresh:
-                # Under BEGIN IMMEDIATE we are the only writer, and AUTOINCREMENT gives each
-                # row the next id after the highest ever used, so the new ids are the block
-                # right after the current sequence value; checked below, not assumed.
-                seq_row = w.execute("SELECT seq FROM sqlite_sequence WHERE name = 'hashes'")
-                first = int((seq_row.fetchone() or (0,))[0]) + 1
+                item_id = int(cur.lastrowid or 0)
+                base = item_id << ITEM_BITS
                 w.executemany(
-                    "INSERT INTO hashes(case_id, signal, value, quality, created_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [(case_id, h.signal.name, h.value, h.quality, now) for h in fresh],
-                )
-                last = w.execute("SELECT seq FROM sqlite_sequence WHERE name = 'hashes'")
-                if int(last.fetchone()[0]) != first + len(fresh) - 1:
-                    raise RuntimeError("hash row ids were not allocated as one block")
-                ids = list(range(first, first + len(fresh)))
-                w.execute(
-                    "INSERT INTO changes(op, first_id, last_id, at) VALUES ('add', ?, ?, ?)",
-                    (first, ids[-1], now),
+                    "INSERT INTO hashes(id, signal, value, quality) VALUES (?, ?, ?, ?)",
+                    [(base + p, h.signal.name, h.value, h.quality) for p, h in enumerate(hashes)],
                 )
                 w.execute(
-                    "UPDATE cases SET hash_count = hash_count + ? WHERE id = ?",
-                    (len(fresh), case_id),
+                    "INSERT INTO changes(op, item_id, hash_count, at) VALUES ('add', ?, ?, ?)",
+                    (item_id, len(hashes), now),
                 )
+                added.update(signals)
+                item_ids.append(item_id)
+                created.append(True)
+            if added:
                 w.executemany(
                     "INSERT INTO signal_counts(signal, hashes) VALUES (?, ?) "
                     "ON CONFLICT(signal) DO UPDATE SET hashes = hashes + excluded.hashes",
-                    Counter(h.signal.name for h in fresh).items(),
+                    added.items(),
                 )
-            hash_count = w.execute("SELECT hash_count FROM cases WHERE id = ?", (case_id,))
-            total = int(hash_count.fetchone()[0])
-            detail: dict[str, object] = dict(Counter(h.signal.name for h in fresh))
-            detail.update(added=len(fresh), duplicates=len(hashes) - len(fresh))
-            self._audit(w, actor, "case.enroll", case_id=case_id, detail=detail, at=now)
-        return AddedHashes(ids, fresh, len(hashes) - len(fresh), total)
+            detail: dict[str, object] = {n: added[n] for n in SIGNALS if n in added}
+            detail.update(items=sum(created), existing=len(created) - sum(created))
+            self._audit(w, actor, Action.CASE_ENROLL, case_id=case_id, detail=detail, at=now)
+            records = self._items_by_id(w, item_ids)
+            case = self._case_by(w, "id", case_id)
+        assert case is not None
+        return AddedItems([records[i] for i in item_ids], created, case)
 
-    def withdraw_case(self, case_id: int, *, actor: Principal) -> list[tuple[int, str]]:
-        """Delete every hash of the case and mark it withdrawn, atomically; return the removed
-        ``(hash id, signal)`` pairs. Withdrawing a withdrawn case removes nothing (idempotent).
+    @staticmethod
+    def _items_by_id(conn: sqlite3.Connection, item_ids: Sequence[int]) -> dict[int, ItemRecord]:
+        rows = conn.execute(
+            f"SELECT {_ITEM_COLUMNS} FROM items WHERE id IN (SELECT value FROM json_each(?))",
+            (_json_ids(item_ids),),
+        )
+        return {r[0]: _item(r) for r in rows.fetchall()}
 
-        After the commit the WAL is checkpointed and truncated (best effort; see
-        ``purge_wal``) so that the deleted values leave the files too.
-        """
+    # -- withdrawal
+
+    def _withdraw_items(
+        self, w: sqlite3.Connection, rows: Sequence[tuple[int, int, str]], now: int
+    ) -> int:
+        """Delete the hashes of active items ``(id, hash_count, signals)`` and mark them
+        withdrawn, with one "remove" change each; return the hashes removed."""
+        removed: Counter[str] = Counter()
+        for item_id, hash_count, signals in rows:
+            cur = w.execute("DELETE FROM hashes WHERE id BETWEEN ? AND ?", _item_range(item_id))
+            if cur.rowcount != hash_count:
+                raise RuntimeError("an item's hash rows do not match its hash count")
+            w.execute(
+                "INSERT INTO changes(op, item_id, hash_count, at) VALUES ('remove', ?, ?, ?)",
+                (item_id, hash_count, now),
+            )
+            removed.update(_signal_dict(signals))
+        if rows:
+            w.executemany(
+                "UPDATE items SET state = 'withdrawn', withdrawn_at = ?, fingerprint = NULL, "
+                "label = NULL, hash_count = 0, signals = '{}' WHERE id = ?",
+                [(now, r[0]) for r in rows],
+            )
+            w.executemany(
+                "UPDATE signal_counts SET hashes = hashes - ? WHERE signal = ?",
+                [(n, name) for name, n in removed.items()],
+            )
+        return sum(removed.values())
+
+    def withdraw_item(self, case_id: int, number: int, *, actor: Principal) -> ItemRecord:
+        """Withdraw one item for good (see ``CaseStore.withdraw_item``)."""
+        now = _now_ms()
+        with self._write() as w:
+            row = w.execute(
+                "SELECT id, state, hash_count, signals FROM items WHERE case_id = ? AND number = ?",
+                (case_id, number),
+            ).fetchone()
+            if row is None:
+                raise NotFound("no such item")
+            active = [(row[0], row[2], row[3])] if row[1] == ItemState.ACTIVE else []
+            removed = self._withdraw_items(w, active, now)
+            self._audit(
+                w,
+                actor,
+                Action.ITEM_WITHDRAW,
+                case_id=case_id,
+                detail={"item": number, "removed": removed},
+                at=now,
+            )
+            record = self._items_by_id(w, [row[0]])[row[0]]
+        if removed:
+            self._purge_wal()
+        return record
+
+    def withdraw_case(self, case_id: int, *, actor: Principal) -> CaseRecord:
+        """Withdraw a case and all its items (see ``CaseStore.withdraw_case``)."""
         now = _now_ms()
         with self._write() as w:
             row = w.execute("SELECT state FROM cases WHERE id = ?", (case_id,)).fetchone()
             if row is None:
                 raise NotFound("no such case")
-            removed = [
-                (int(i), s)
-                for i, s in w.execute(
-                    "SELECT id, signal FROM hashes WHERE case_id = ? ORDER BY id", (case_id,)
-                )
-            ]
-            if removed:
-                w.executemany(
-                    "INSERT INTO changes(op, first_id, last_id, at) VALUES ('remove', ?, ?, ?)",
-                    [(a, b, now) for a, b in _runs([i for i, _ in removed])],
-                )
-                w.execute("DELETE FROM hashes WHERE case_id = ?", (case_id,))
-                w.executemany(
-                    "UPDATE signal_counts SET hashes = hashes - ? WHERE signal = ?",
-                    [(n, name) for name, n in Counter(s for _, s in removed).items()],
-                )
+            active = w.execute(
+                "SELECT id, hash_count, signals FROM items WHERE case_id = ? AND state = 'active' "
+                "ORDER BY number",
+                (case_id,),
+            ).fetchall()
+            removed = self._withdraw_items(w, active, now)
             if row[0] == CaseState.ACTIVE:
                 w.execute(
-                    "UPDATE cases SET state = 'withdrawn', withdrawn_at = ?, hash_count = 0 "
-                    "WHERE id = ?",
+                    "UPDATE cases SET state = 'withdrawn', withdrawn_at = ? WHERE id = ?",
                     (now, case_id),
                 )
             self._audit(
-                w, actor, "case.withdraw", case_id=case_id, detail={"removed": len(removed)}, at=now
+                w,
+                actor,
+                Action.CASE_WITHDRAW,
+                case_id=case_id,
+                detail={"items": len(active), "removed": removed},
+                at=now,
             )
+            record = self._case_by(w, "id", case_id)
         if removed:
-            self.purge_wal()
-        return removed
+            self._purge_wal()
+        assert record is not None
+        return record
 
-    def purge_wal(self) -> bool:
+    def _purge_wal(self) -> bool:
         """Copy the WAL into the database file and truncate it; True when fully done.
 
         Deleted rows are zeroed in the database pages (secure_delete), but older WAL frames
         still hold the pages as they were until the WAL is reset. A reader in the middle of a
-        long read (e.g. start-up loading) holds the checkpoint back: rather than make the
+        long read (e.g. a start-up snapshot) holds the checkpoint back: rather than make the
         withdrawal wait for it, this gives up after a short wait, returns False, and retries
-        every second in the background until it succeeds (and once more on ``close``).
+        every second in the background until it succeeds, when a snapshot closes, and once
+        more on ``close``.
         """
         with self._write_lock:
             if self._closed:
@@ -713,7 +754,8 @@ class SQLiteStore:
                 busy = 1
             finally:
                 conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            done = busy == 0
+            done = bool(busy == 0)
+            self._purge_pending = not done
             if not done and self._purge_timer is None:
                 self._purge_timer = threading.Timer(1.0, self._retry_purge)
                 self._purge_timer.daemon = True
@@ -723,59 +765,43 @@ class SQLiteStore:
     def _retry_purge(self) -> None:
         with self._write_lock:
             self._purge_timer = None
-        self.purge_wal()
+        self._purge_wal()
 
-    def active_ids(self, ids: Sequence[int]) -> set[int]:
-        """The subset of ``ids`` whose hash rows exist now (one query for any number of ids)."""
-        if len(ids) == 0:
+    # -- matching
+
+    def active_items(self, item_ids: Sequence[int]) -> set[int]:
+        """The ids among ``item_ids`` of active items (one query for any number of ids)."""
+        if len(item_ids) == 0:
             return set()
         rows = self._reader().execute(
-            "SELECT id FROM hashes WHERE id IN (SELECT value FROM json_each(?))",
-            (_json_ids(ids),),
+            "SELECT id FROM items WHERE id IN (SELECT value FROM json_each(?)) "
+            "AND state = 'active'",
+            (_json_ids(item_ids),),
         )
         return {r[0] for r in rows.fetchall()}
 
-    def case_of_hash(self, hash_id: int) -> int | None:
-        """The case holding hash row ``hash_id``, or None if it does not exist (any more)."""
-        row = (
-            self._reader().execute("SELECT case_id FROM hashes WHERE id = ?", (hash_id,)).fetchone()
-        )
-        return None if row is None else int(row[0])
-
-    def hashes_by_id(self, ids: Sequence[int]) -> list[tuple[int, str, bytes]]:
-        """``(id, signal, value)`` of the hash rows among ``ids`` that still exist, by id.
-
-        For a follower applying "add" changes; rows withdrawn since are simply absent.
-        """
-        if len(ids) == 0:
-            return []
-        rows = self._reader().execute(
-            "SELECT id, signal, value FROM hashes WHERE id IN (SELECT value FROM json_each(?)) "
-            "ORDER BY id",
-            (_json_ids(ids),),
-        )
-        return [(int(i), s, bytes(v)) for i, s, v in rows.fetchall()]
-
-    # -- feedback
-
-    def record_feedback(self, case_id: int, correct: bool, *, actor: Principal) -> None:
-        """Count one "this match was right/wrong" report against the case."""
+    def record_feedback(self, item_id: int, correct: bool, *, actor: Principal) -> None:
+        """Count one "this match was right/wrong" report on an active item."""
         now = _now_ms()
         column = "reported_correct" if correct else "reported_wrong"
         with self._write() as w:
-            cur = w.execute(f"UPDATE cases SET {column} = {column} + 1 WHERE id = ?", (case_id,))
-            if cur.rowcount == 0:
-                raise NotFound("no such case")
+            row = w.execute(
+                "SELECT case_id, number FROM items WHERE id = ? AND state = 'active'", (item_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound("no such match (it may have been withdrawn)")
+            w.execute(f"UPDATE items SET {column} = {column} + 1 WHERE id = ?", (item_id,))
             w.execute(
-                "INSERT INTO feedback(case_id, correct, actor, org_id, at) VALUES (?,?,?,?,?)",
-                (case_id, int(correct), actor.audit_name, actor.org_id, now),
+                "INSERT INTO feedback(case_id, item_id, correct, actor, org_id, at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (row[0], item_id, int(correct), actor.audit_name, actor.org_id, now),
             )
             self._audit(
                 w,
                 actor,
-                "match.feedback",
-                case_id=case_id,
-                detail={"correct": int(correct)},
+                Action.MATCH_REPORT,
+                case_id=row[0],
+                detail={"item": row[1], "correct": bool(correct)},
                 at=now,
             )
 
@@ -802,7 +828,11 @@ class SQLiteStore:
                 )
                 key_id = int(cur.lastrowid or 0)
                 self._audit(
-                    w, actor, "key.create", detail={"key_id": key_id, "role": str(role)}, at=now
+                    w,
+                    actor,
+                    Action.KEY_CREATE,
+                    detail={"key_id": key_id, "role": str(role)},
+                    at=now,
                 )
         except sqlite3.IntegrityError as exc:
             if "FOREIGN KEY" in str(exc):
@@ -832,49 +862,105 @@ class SQLiteStore:
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                 (now, key_id),
             )
-            exists = w.execute("SELECT 1 FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+            exists = w.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)
+            ).fetchone()
             if exists is None:
                 raise NotFound("no such API key")
             if cur.rowcount:
-                self._audit(w, actor, "key.revoke", detail={"key_id": key_id}, at=now)
-        row = (
-            self._reader()
-            .execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
-            .fetchone()
-        )
-        return _key(row)
+                self._audit(w, actor, Action.KEY_REVOKE, detail={"key_id": key_id}, at=now)
+        return _key(exists)
 
     # -- loading and following
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[SQLiteSnapshot]:
-        """A consistent read of all hashes and the change-log mark it includes.
+        """A consistent read of all hashes and the change-log position it includes.
 
         Uses its own connection: the read transaction stays open while the caller iterates,
-        and must not hold a thread's shared reader connection.
+        and must not hold a thread's shared reader connection. A WAL purge the long read held
+        back is finished when it closes.
         """
+        if self._closed:
+            raise Unavailable("the store is closed")
         conn = self._connect()
         try:
             conn.execute("BEGIN")
-            # The first SELECT fixes the snapshot; both reads below see the same state.
-            mark = conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
+            # The first SELECT fixes the snapshot; every read below sees the same state.
+            # sqlite_sequence keeps the highest seq ever given, even once trimmed.
+            seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")
+            position = int((seq.fetchone() or (0,))[0])
             counts = self._signal_counts(conn)
             conn.text_factory = bytes  # the block query returns raw bytes (see _BLOCK_SQL)
-            yield SQLiteSnapshot(int(mark), counts, conn)
+            yield SQLiteSnapshot(str(position), counts, conn)
             conn.execute("COMMIT")
         finally:
             conn.close()
+            if self._purge_pending:
+                self._purge_wal()
 
-    def changes_since(self, seq: int, *, limit: int = 100_000) -> list[Change]:
-        """Change-log rows after ``seq``, oldest first, at most ``limit``."""
+    def _trimmed_through(self, conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'changes_trimmed_through'")
+        found = row.fetchone()
+        return 0 if found is None else int(found[0])
+
+    def changes_since(self, position: str, *, limit: int = 10_000) -> ChangeBatch:
+        """Changes committed after ``position``, oldest first (see ``ChangeFeed``)."""
+        seq = _parse_position(position)
+        conn = self._reader()
+        # One read transaction: the trim mark and the rows agree.
+        conn.execute("BEGIN")
+        try:
+            if seq < self._trimmed_through(conn):
+                raise Conflict("the change log was trimmed past this position: reload")
+            rows = conn.execute(
+                "SELECT seq, op, item_id, hash_count FROM changes WHERE seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        changes = [Change(op, int(item), int(n)) for _, op, item, n in rows]
+        last = int(rows[-1][0]) if rows else seq
+        return ChangeBatch(changes, str(last), more=len(rows) == limit)
+
+    def item_codes(self, item_ids: Sequence[int]) -> list[CodeChunk]:
+        """Codes and entry ids of the still-active items among ``item_ids``, per signal type."""
+        if len(item_ids) == 0:
+            return []
         rows = self._reader().execute(
-            "SELECT seq, op, first_id, last_id FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
-            (seq, limit),
+            "SELECT h.id, h.signal, h.value FROM (SELECT DISTINCT value AS item FROM "
+            "json_each(?)) AS j JOIN hashes AS h ON h.id BETWEEN (j.item << ?) "
+            "AND ((j.item << ?) | ?) ORDER BY h.id",
+            (_json_ids(item_ids), ITEM_BITS, ITEM_BITS, _ITEM_MASK),
         )
-        return [Change(int(s), op, int(a), int(b)) for s, op, a, b in rows.fetchall()]
+        by_signal: dict[str, tuple[list[int], list[bytes]]] = {}
+        for entry, signal, value in rows.fetchall():
+            ids, values = by_signal.setdefault(signal, ([], []))
+            ids.append(entry)
+            values.append(bytes(value))
+        out = []
+        for name in SIGNALS:
+            if name in by_signal:
+                ids, values = by_signal[name]
+                codes = np.frombuffer(b"".join(values), dtype=np.uint8)
+                out.append(
+                    CodeChunk(
+                        name,
+                        np.array(ids, dtype=np.int64),
+                        codes.reshape(len(ids), SIGNALS[name].byte_length),
+                    )
+                )
+        return out
 
-    def prune_changes(self, upto_seq: int) -> int:
-        """Delete change-log rows up to ``upto_seq`` (once every follower is past it)."""
+    def trim_changes(self, before: str) -> int:
+        """Delete the changes up to position ``before`` (once every follower is past it)."""
+        seq = _parse_position(before)
         with self._write() as w:
-            cur = w.execute("DELETE FROM changes WHERE seq <= ?", (upto_seq,))
+            cur = w.execute("DELETE FROM changes WHERE seq <= ?", (seq,))
+            w.execute(
+                "INSERT INTO meta(key, value) VALUES ('changes_trimmed_through', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+                (seq,),
+            )
         return cur.rowcount

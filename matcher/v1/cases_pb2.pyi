@@ -190,12 +190,14 @@ class WithdrawCaseWithSecretRequest(_message.Message):
     def __init__(self, case_number: _Optional[str] = ..., secret: _Optional[str] = ...) -> None: ...
 
 class WithdrawCaseWithSecretResponse(_message.Message):
-    __slots__ = ("state", "withdraw_time")
+    __slots__ = ("state", "withdraw_time", "case")
     STATE_FIELD_NUMBER: _ClassVar[int]
     WITHDRAW_TIME_FIELD_NUMBER: _ClassVar[int]
+    CASE_FIELD_NUMBER: _ClassVar[int]
     state: CaseState
     withdraw_time: _timestamp_pb2.Timestamp
-    def __init__(self, state: _Optional[_Union[CaseState, str]] = ..., withdraw_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    case: Case
+    def __init__(self, state: _Optional[_Union[CaseState, str]] = ..., withdraw_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., case: _Optional[_Union[Case, _Mapping]] = ...) -> None: ...
 
 class WithdrawItemWithSecretRequest(_message.Message):
     __slots__ = ("case_number", "secret", "item_number")

@@ -1,0 +1,117 @@
+"""Accounts: organisations, API keys and authentication. Needs the store only.
+
+Kept apart from matching so that the tools that manage keys (``matcher keys create``) open the
+store and nothing else: no index, no numba kernel to compile.
+
+>>> import tempfile
+>>> from matcher.principal import Principal, Role
+>>> with Accounts.open(tempfile.mkdtemp()) as accounts:
+...     new = accounts.create_api_key("acme", Role.PARTNER, by=Principal.operator())
+...     accounts.authenticate(new.key).role
+<Role.PARTNER: 'partner'>
+"""
+
+from __future__ import annotations
+
+import os
+
+from matcher import credentials
+from matcher.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
+from matcher.principal import Principal, Role
+from matcher.records import ApiKeyRecord, NewApiKey, Organisation
+from matcher.store.base import AccountStore
+
+__all__ = ["Accounts", "require"]
+
+
+def require(by: Principal, *roles: Role) -> None:
+    """Refuse (``PermissionDenied``) a caller that holds none of ``roles``."""
+    if not by.has(*roles):
+        raise PermissionDenied(f"requires role {' or '.join(str(r) for r in roles)}")
+
+
+class Accounts:
+    """Organisations and API keys over any ``AccountStore``. Safe to share between threads.
+
+    Every method but ``authenticate`` is for admins (and local operators, who act as admins).
+    """
+
+    def __init__(self, store: AccountStore) -> None:
+        self._store = store
+
+    @classmethod
+    def open(cls, store: str | os.PathLike[str]) -> Accounts:
+        """Accounts over the store at ``store`` (a folder or a store URL, see ``open_store``),
+        closed with ``close`` (or ``with``). Opens nothing but the store."""
+        from matcher.store import open_store
+
+        return cls(open_store(store))
+
+    def close(self) -> None:
+        """Close the store (the bank's too, for ``bank.accounts``: close the bank instead)."""
+        close = getattr(self._store, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Accounts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def create_organisation(self, name: str, *, by: Principal) -> Organisation:
+        """Create an organisation (admin). ``Conflict`` if the name is taken."""
+        require(by, Role.ADMIN)
+        name = name.strip()
+        if not name:
+            raise InvalidInput("organisation name must not be empty", field="name")
+        return self._store.create_organisation(name, actor=by)
+
+    def list_organisations(self, *, by: Principal) -> list[Organisation]:
+        """Every organisation (admin)."""
+        require(by, Role.ADMIN)
+        return self._store.list_organisations()
+
+    def get_organisation(self, org_id: int, *, by: Principal) -> Organisation:
+        """One organisation (admin); ``NotFound`` if there is none."""
+        require(by, Role.ADMIN)
+        org = self._store.get_organisation(org_id)
+        if org is None:
+            raise NotFound("no such organisation")
+        return org
+
+    def create_api_key(
+        self, name: str, role: Role, *, org_id: int | None = None, by: Principal
+    ) -> NewApiKey:
+        """Create an API key (admin); the key text is in the result and nowhere else.
+
+        Practitioner keys must belong to an organisation (their cases are its cases).
+        """
+        require(by, Role.ADMIN)
+        role = Role(role)
+        if role is Role.PRACTITIONER and org_id is None:
+            raise InvalidInput("a practitioner key needs an organisation", field="org_id")
+        if org_id is not None and self._store.get_organisation(org_id) is None:
+            raise NotFound("no such organisation")
+        key = credentials.new_api_key()
+        record = self._store.create_api_key(
+            name.strip(), role, org_id, credentials.hash_api_key(key), key[:7], actor=by
+        )
+        return NewApiKey(record, key)
+
+    def list_api_keys(self, *, by: Principal) -> list[ApiKeyRecord]:
+        """Every API key, without key material (admin)."""
+        require(by, Role.ADMIN)
+        return self._store.list_api_keys()
+
+    def revoke_api_key(self, key_id: int, *, by: Principal) -> ApiKeyRecord:
+        """Revoke an API key (admin); it stops working on its next use."""
+        require(by, Role.ADMIN)
+        return self._store.revoke_api_key(key_id, actor=by)
+
+    def authenticate(self, key: str) -> Principal:
+        """The principal behind an API key, or ``Unauthenticated`` (unknown or revoked)."""
+        record = self._store.find_api_key(credentials.hash_api_key(key))
+        if record is None or not record.active:
+            raise Unauthenticated("unknown or revoked API key")
+        return Principal.key(record.id, record.role, org_id=record.org_id, name=record.name)

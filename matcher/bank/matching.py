@@ -1,0 +1,429 @@
+"""The bank: cases and items, enrollment, matching, withdrawal, feedback, status, audit.
+
+The bank joins the durable store (the truth) and the in-memory index (the speed), kept in step
+by the ``IndexFollower``. It knows nothing of gRPC: the service converts requests into these
+calls (``matcher.contract``) and maps ``matcher.errors`` to status codes.
+
+How the two are kept honest:
+
+- **Enroll** commits to the store first and only then asks the follower to catch up, so an
+  acknowledged enrollment is durable (it survives a crash before the index update: start-up
+  rebuilds the index from the store) and matchable when the call returns.
+- **Withdraw** deletes from the store (commit), then the follower catches up (removal).
+- **Match** searches the index, groups the hits per item (an entry id's high bits are its item
+  id), then checks every candidate item against the store in one query (none at all when there
+  is no candidate, the usual case). The check reads in a fresh transaction that begins after
+  the index search, so any withdrawal committed before the match call began is visible to it:
+  a withdrawn item is never returned, even by a stale index (a lagging replica, a race with a
+  concurrent withdrawal).
+- There is no bank lock: the follower applies the change log in log order under its own lock,
+  whichever thread committed what, and the index allows searches alongside its mutations.
+
+Start-up: ``load()`` (or ``start_loading()`` in the background) compiles the index kernels
+(``warm_up``) and loads the index from a snapshot; until then ``ready`` is False and ``match``
+raises ``Unavailable``, while enrollment and withdrawal keep working (the load's catch-up picks
+them up). ``Bank.open(..., load=False)`` compiles nothing.
+
+Calling from asyncio: every method blocks (a commit waits for fsync, a secret check runs
+scrypt for tens of milliseconds, a large batch match takes a while), so a grpc.aio servicer
+should call them through ``asyncio.to_thread`` or its own executor, never on the event loop.
+
+Permissions are checked here as well as in the service's auth layer: a practitioner acts only
+for its own organisation's cases (others look like they do not exist: ``NotFound``); admins and
+local operators act for any organisation.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+from matcher import credentials
+from matcher.bank.accounts import Accounts, require
+from matcher.bank.follower import IndexFollower, Progress
+from matcher.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unavailable
+from matcher.index import warm_up
+from matcher.principal import Principal, Role
+from matcher.records import (
+    ITEM_BITS,
+    AuditEntry,
+    BankStats,
+    CaseRecord,
+    CaseStatus,
+    EnrollResult,
+    ItemMatch,
+    ItemRecord,
+    ItemStatus,
+    NewCase,
+    NewItem,
+    Query,
+)
+from matcher.signals import SIGNALS, SignalType
+from matcher.store import DEFAULT_DATA_DIR, Store, open_store
+
+__all__ = ["Bank"]
+
+_NO_CASE = "no case with this number and secret"
+_NO_ITEM = "no item with this case number, secret and item number"
+_SIGNAL_ORDER = {name: i for i, name in enumerate(SIGNALS)}
+
+
+def _item_status(case_number: str, item: ItemRecord) -> ItemStatus:
+    return ItemStatus(
+        case_number=case_number,
+        number=item.number,
+        kind=item.kind,
+        state=item.state,
+        label=item.label,
+        hash_count=item.hash_count,
+        hashes_by_signal=dict(item.hashes_by_signal),
+        reported_correct=item.reported_correct,
+        reported_wrong=item.reported_wrong,
+        created_at=item.created_at,
+        withdrawn_at=item.withdrawn_at,
+    )
+
+
+class Bank:
+    """The domain object the service (and the CLI) calls. Safe to share between threads.
+
+    >>> import tempfile
+    >>> from matcher.principal import Principal, Role
+    >>> from matcher.signals import Hash
+    >>> bank = Bank.open(tempfile.mkdtemp())
+    >>> org = bank.accounts.create_organisation("Helpline", by=Principal.operator())
+    >>> me = Principal.key(1, Role.PRACTITIONER, org_id=org.id)
+    >>> case = bank.create_case(by=me)
+    >>> h = Hash.parse("phash:" + "a5" * 8)
+    >>> bank.enroll(case.number, [NewItem([h])], by=me).added
+    1
+    >>> [m.distance for m in bank.match([Query([h])])[0]]
+    [0]
+    >>> bank.withdraw(case.number, by=me).state
+    <CaseState.WITHDRAWN: 'withdrawn'>
+    >>> bank.match([Query([h])])
+    [[]]
+    >>> bank.close()
+    """
+
+    def __init__(self, store: Store, *, follower: IndexFollower | None = None) -> None:
+        self._store = store
+        self._follower = IndexFollower(store) if follower is None else follower
+        self._ids = credentials.MatchIds(store.secret_key())
+        self._load_error: BaseException | None = None
+        self._loaded = threading.Event()
+        self.accounts = Accounts(store)
+        """Organisations, API keys and authentication (the same store)."""
+
+    @classmethod
+    def open(cls, store: str | os.PathLike[str] = DEFAULT_DATA_DIR, *, load: bool = True) -> Bank:
+        """Open the store at ``store`` (a folder or a store URL, see ``open_store``) and, by
+        default, compile the kernels and load the index before returning."""
+        bank = cls(open_store(store))
+        if load:
+            bank.load()
+        return bank
+
+    @property
+    def store(self) -> Store:
+        """The store behind this bank (for tooling and tests; the service uses the bank)."""
+        return self._store
+
+    @property
+    def follower(self) -> IndexFollower:
+        """The follower that keeps this bank's index in step with the store."""
+        return self._follower
+
+    def close(self) -> None:
+        """Close the store. The bank is unusable afterwards."""
+        self._store.close()
+
+    def __enter__(self) -> Bank:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- start-up
+
+    @property
+    def ready(self) -> bool:
+        """True once the index holds everything in the store: the service may serve."""
+        return self._follower.ready
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until loaded (True) or ``timeout`` (False); re-raise a failed load's error."""
+        done = self._loaded.wait(timeout)
+        if self._load_error is not None:
+            raise Unavailable("loading the index failed") from self._load_error
+        return done and self.ready
+
+    def start_loading(self, progress: Progress | None = None) -> threading.Thread:
+        """``load`` in a background thread (the service answers health checks meanwhile)."""
+
+        def run() -> None:
+            try:
+                self.load(progress)
+            except BaseException as exc:  # kept for wait_ready(); a thread has nobody to raise to
+                self._load_error = exc
+                self._loaded.set()
+
+        thread = threading.Thread(target=run, name="matcher-index-load", daemon=True)
+        thread.start()
+        return thread
+
+    def load(self, progress: Progress | None = None) -> float:
+        """Compile the index kernels, then load the index; return the load's seconds.
+
+        ``progress`` is called with ``(hashes done, total)`` while loading (the CLI draws it).
+        """
+        warm_up()
+        # The stand-in secret hash for unknown case numbers is made once per process: make it
+        # now, so that the first victim call for a missing case costs what every later one does.
+        credentials.verify_secret_absent("")
+        seconds = self._follower.load(progress)
+        self._loaded.set()
+        return seconds
+
+    # -- cases
+
+    def create_case(self, *, by: Principal, org_id: int | None = None) -> NewCase:
+        """Open a case for the caller's organisation (admins name ``org_id``).
+
+        Returns the case number and the withdrawal secret; the secret is shown only here.
+        """
+        owner = by.org_id if by.role is Role.PRACTITIONER else org_id
+        if owner is None or not by.may_act_for(owner):
+            raise PermissionDenied("only a practitioner (or an admin naming an org) opens cases")
+        secret = credentials.new_secret()
+        secret_hash = credentials.hash_secret(secret)
+        for _ in range(5):  # 60 random bits: a collision is astronomically rare, but cheap to retry
+            number = credentials.new_case_number()
+            try:
+                self._store.create_case(owner, number, secret_hash, actor=by)
+            except Conflict:
+                continue
+            return NewCase(number, secret)
+        raise Conflict("could not allocate a case number")
+
+    def enroll(self, case: str, items: Sequence[NewItem], *, by: Principal) -> EnrollResult:
+        """Enroll items (images) into a case: all of them or none.
+
+        Each ``NewItem`` was checked when it was built (hash count, quality floor, label). The
+        result is returned only after the store committed (acknowledged means durable) and the
+        index caught up (matchable now). An item the case already holds (the same hashes) is
+        not added again (``existing``), so a retry after a lost reply is safe.
+        """
+        if not items:
+            raise InvalidInput("an enrollment needs at least one item", field="items")
+        record = self._own_case(case, by)
+        added = self._store.add_items(record.id, items, actor=by)
+        self._follower.catch_up()
+        new = sum(added.created)
+        return EnrollResult(
+            case_number=record.number,
+            items=[_item_status(record.number, i) for i in added.items],
+            added=new,
+            existing=len(added.created) - new,
+            item_count=added.case.item_count,
+            hash_count=added.case.hash_count,
+        )
+
+    def case_status(self, case: str, *, by: Principal) -> CaseStatus:
+        """The case's state, counts and items (its organisation's practitioners, admins)."""
+        return self._status(self._own_case(case, by))
+
+    def case_status_with_secret(self, case_number: str, secret: str) -> CaseStatus:
+        """The case's state, counts and items, for its victim (case number and secret).
+
+        A wrong number and a wrong secret look alike and take the same time (``NotFound``).
+        """
+        return self._status(self._victim_case(case_number, secret))
+
+    def withdraw(self, case: str, *, by: Principal) -> CaseStatus:
+        """Withdraw a case for its organisation: delete the hashes of all its items, now.
+
+        When this returns, the hash rows are gone from the store and no match returns them.
+        Withdrawing a withdrawn case changes nothing and succeeds (safe to retry).
+        """
+        return self._withdraw_case(self._own_case(case, by), by)
+
+    def withdraw_item(self, case: str, number: int, *, by: Principal) -> ItemStatus:
+        """Withdraw one item of a case; its other items keep matching. Idempotent.
+
+        ``NotFound`` when the case has no item ``number``.
+        """
+        record = self._own_case(case, by)
+        return self._withdraw_item(record, number, by, missing="no such item")
+
+    def withdraw_with_secret(self, case_number: str, secret: str) -> CaseStatus:
+        """Withdraw a case as its victim, with the case number and the secret.
+
+        A wrong number and a wrong secret look alike and take the same time (``NotFound``),
+        so guessing learns nothing about which case numbers exist. The service rate-limits
+        failed attempts.
+        """
+        return self._withdraw_case(self._victim_case(case_number, secret), Principal.victim())
+
+    def withdraw_item_with_secret(self, case_number: str, secret: str, number: int) -> ItemStatus:
+        """Withdraw one item as the case's victim.
+
+        A wrong case number, a wrong secret and a wrong item number all give the same
+        ``NotFound`` after the same secret check, so none of them can be told apart.
+        """
+        record = self._victim_case(case_number, secret, missing=_NO_ITEM)
+        return self._withdraw_item(record, number, Principal.victim(), missing=_NO_ITEM)
+
+    def _victim_case(self, case_number: str, secret: str, *, missing: str = _NO_CASE) -> CaseRecord:
+        record = self._store.get_case(credentials.normalise_case_number(case_number))
+        if record is None:
+            credentials.verify_secret_absent(secret)
+            raise NotFound(missing)
+        if not credentials.verify_secret(secret, record.secret_hash):
+            raise NotFound(missing)
+        return record
+
+    def _withdraw_case(self, record: CaseRecord, by: Principal) -> CaseStatus:
+        fresh = self._store.withdraw_case(record.id, actor=by)
+        self._follower.catch_up()
+        return self._status(fresh)
+
+    def _withdraw_item(
+        self, record: CaseRecord, number: int, by: Principal, *, missing: str
+    ) -> ItemStatus:
+        if not isinstance(number, int) or number < 1:
+            raise NotFound(missing)
+        try:
+            item = self._store.withdraw_item(record.id, number, actor=by)
+        except NotFound:
+            raise NotFound(missing) from None
+        self._follower.catch_up()
+        return _item_status(record.number, item)
+
+    def _status(self, record: CaseRecord) -> CaseStatus:
+        items = self._store.list_items(record.id)
+        by_signal: Counter[str] = Counter()
+        for item in items:
+            by_signal.update(item.hashes_by_signal)
+        return CaseStatus(
+            number=record.number,
+            state=record.state,
+            item_count=record.item_count,
+            hash_count=record.hash_count,
+            hashes_by_signal={n: by_signal[n] for n in SIGNALS if by_signal[n]},
+            reported_correct=record.reported_correct,
+            reported_wrong=record.reported_wrong,
+            created_at=record.created_at,
+            withdrawn_at=record.withdrawn_at,
+            items=[_item_status(record.number, i) for i in items],
+            org_id=record.org_id,
+        )
+
+    def _own_case(self, case: str, by: Principal) -> CaseRecord:
+        if not by.has(Role.PRACTITIONER, Role.ADMIN):
+            raise PermissionDenied("only practitioners and admins may act on cases")
+        record = self._store.get_case(credentials.normalise_case_number(case))
+        # Another organisation's case looks exactly like a missing one.
+        if record is None or not by.may_act_for(record.org_id):
+            raise NotFound("no such case")
+        return record
+
+    # -- matching
+
+    def match(self, queries: Sequence[Query]) -> list[list[ItemMatch]]:
+        """For each query (one image), every active item with a hash within distance of one of
+        the query's hashes: one ``ItemMatch`` per item, best first. ``Unavailable`` until ready.
+
+        Per item: the closest hit (smallest distance relative to each signal's bit length, so
+        PDQ and pHash compare; ties go to the signal listed first in the registry) and
+        ``hits``, how many of the query's hashes hit the item. Items sort by that relative
+        distance, then by item id. Every candidate item is checked against the store first
+        (see the module docstring). Queries arrive validated (``Query.__post_init__``).
+        """
+        if not self._follower.ready:
+            raise Unavailable("the index is still loading")
+        index = self._follower.index
+        # Group the query hashes by (signal type, distance): one index search per group.
+        groups: dict[tuple[SignalType, int], list[tuple[int, bytes]]] = {}
+        for qi, query in enumerate(queries):
+            for h in query.hashes:
+                groups.setdefault((h.signal, query.distance_for(h.signal)), []).append(
+                    (qi, h.value)
+                )
+        best: list[dict[int, tuple[float, int, int, SignalType]]] = [{} for _ in queries]
+        hits: list[Counter[int]] = [Counter() for _ in queries]
+        for (signal, distance), entries in groups.items():
+            codes = np.frombuffer(b"".join(v for _, v in entries), dtype=np.uint8).reshape(
+                len(entries), signal.byte_length
+            )
+            order = _SIGNAL_ORDER[signal.name]
+            for (qi, _), (ids, dists) in zip(
+                entries, index.search(signal, codes, distance), strict=True
+            ):
+                if not len(ids):
+                    continue
+                # Results come sorted by distance: an item's first entry is its nearest.
+                items, first = np.unique(ids >> ITEM_BITS, return_index=True)
+                found = best[qi]
+                for item, d in zip(items.tolist(), dists[first].tolist(), strict=True):
+                    hits[qi][item] += 1
+                    key = (d / signal.bits, order, d, signal)
+                    held = found.get(item)
+                    if held is None or key[:2] < held[:2]:
+                        found[item] = key
+        candidates = [item for found in best for item in found]
+        active = self._store.active_items(candidates) if candidates else set()
+        out: list[list[ItemMatch]] = []
+        for found, counts in zip(best, hits, strict=True):
+            ranked = sorted(
+                (rel, self._ids.encode(item), signal, d, counts[item])
+                for item, (rel, _, d, signal) in found.items()
+                if item in active
+            )
+            out.append([ItemMatch(i, signal, d, n) for _, i, signal, d, n in ranked])
+        return out
+
+    def report(self, item_id: str, correct: bool, *, by: Principal) -> None:
+        """Record a partner's verdict on a matched item ("right" or "wrong").
+
+        ``NotFound`` when the id is none we gave or its item was withdrawn since.
+        """
+        require(by, Role.PARTNER, Role.ADMIN)
+        self._store.record_feedback(self._ids.decode(item_id), bool(correct), actor=by)
+
+    # -- operators
+
+    def stats(self, *, by: Principal) -> BankStats:
+        """Index sizes per signal type, stored hashes, cases per state, active items (admin)."""
+        require(by, Role.ADMIN)
+        index = self._follower.index
+        return BankStats(
+            ready=self.ready,
+            indexed={name: index.size(s) for name, s in SIGNALS.items()},
+            stored=self._store.hash_counts(),
+            cases=self._store.case_counts(),
+            items=self._store.item_count(),
+            load_seconds=self._follower.load_seconds,
+        )
+
+    def audit_log(
+        self,
+        *,
+        by: Principal,
+        case: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        """Recent audit rows, newest first: all (admin) or one case (its practitioners).
+
+        Page backwards with ``before`` = the last entry id of the previous page.
+        """
+        if case is None:
+            require(by, Role.ADMIN)
+            return self._store.audit_log(before=before, limit=limit)
+        case_id = self._own_case(case, by).id
+        return self._store.audit_log(case_id=case_id, before=before, limit=limit)

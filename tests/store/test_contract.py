@@ -1,0 +1,541 @@
+"""The store contract, written once, run against every backend (``conftest.backend``).
+
+Each test is one promise of ``matcher.store.base``; the backend-specific tests (SQLite's
+pragmas, its migrations, its file locking) are in ``tests/test_store.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from matcher.audit import check_detail
+from matcher.errors import Conflict, InvalidInput, NotFound, Unavailable
+from matcher.principal import Principal, Role
+from matcher.records import (
+    ItemKind,
+    ItemState,
+    NewItem,
+    entry_ids,
+    item_ids_of,
+)
+from matcher.signals import MD5, PDQ, PHASH, Hash
+from matcher.store import Store
+from tests.store.conftest import Backend
+
+OPERATOR = Principal.operator("test")
+PARTNER = Principal.key(5, Role.PARTNER)
+
+
+def pdq() -> Hash:
+    return Hash(PDQ, os.urandom(32), 90)
+
+
+def image(n: int = 3, *, label: str | None = None) -> NewItem:
+    """An item like an enrolled photo: ``n`` PDQ views, a pHash and an MD5."""
+    hashes = [pdq() for _ in range(n)] + [Hash(PHASH, os.urandom(8)), Hash(MD5, os.urandom(16))]
+    return NewItem(hashes, label=label)
+
+
+def values_of(item: NewItem) -> list[bytes]:
+    return [h.value for h in item.hashes]
+
+
+@pytest.fixture
+def org_id(store: Store) -> int:
+    return store.create_organisation("Helpline", actor=OPERATOR).id
+
+
+@pytest.fixture
+def case_id(store: Store, org_id: int) -> int:
+    return store.create_case(org_id, "AAAA-BBBB-CCCC", "scrypt$x", actor=OPERATOR).id
+
+
+def follow(store: Store, position: str = "") -> tuple[list[tuple[str, int, int]], str]:
+    """Every change after ``position``, as (op, item id, hash count), and the end position."""
+    out: list[tuple[str, int, int]] = []
+    while True:
+        batch = store.changes_since(position, limit=3)
+        out += [(c.op, c.item_id, c.hash_count) for c in batch.changes]
+        position = batch.position
+        if not batch.more:
+            return out, position
+
+
+def codes_by_entry(store: Store, item_ids: Sequence[int]) -> dict[int, tuple[str, bytes]]:
+    return {
+        int(i): (chunk.signal, code.tobytes())
+        for chunk in store.item_codes(item_ids)
+        for i, code in zip(chunk.ids, chunk.codes, strict=True)
+    }
+
+
+# -- accounts
+
+
+def test_organisations(store: Store) -> None:
+    org = store.create_organisation("One", actor=OPERATOR)
+    assert store.get_organisation(org.id) == org
+    assert store.get_organisation(org.id + 100) is None
+    with pytest.raises(Conflict):
+        store.create_organisation("One", actor=OPERATOR)
+    two = store.create_organisation("Two", actor=OPERATOR)
+    assert store.list_organisations() == [org, two]
+
+
+def test_api_keys_are_stored_by_hash_and_revocable(store: Store, org_id: int) -> None:
+    record = store.create_api_key(
+        "acme", Role.PARTNER, org_id, b"h" * 32, "mk_ABCD", actor=OPERATOR
+    )
+    assert store.find_api_key(b"h" * 32) == record
+    assert store.find_api_key(b"x" * 32) is None
+    assert store.list_api_keys() == [record]
+    with pytest.raises(Conflict):
+        store.create_api_key("again", Role.PARTNER, None, b"h" * 32, "mk_ABCD", actor=OPERATOR)
+    revoked = store.revoke_api_key(record.id, actor=OPERATOR)
+    assert not revoked.active
+    assert store.revoke_api_key(record.id, actor=OPERATOR).revoked_at == revoked.revoked_at
+    with pytest.raises(NotFound):
+        store.revoke_api_key(999, actor=OPERATOR)
+    with pytest.raises(NotFound):
+        store.create_api_key("x", Role.PARTNER, 999, b"y" * 32, "mk_X", actor=OPERATOR)
+
+
+def test_the_secret_key_is_stable_across_handles(backend: Backend, store: Store) -> None:
+    key = store.secret_key()
+    assert len(key) >= 32
+    assert backend.store().secret_key() == key
+
+
+# -- cases and enrollment
+
+
+def test_cases_are_created_once_per_number(store: Store, org_id: int) -> None:
+    case = store.create_case(org_id, "AAAA-AAAA-AAAA", "scrypt$x", actor=OPERATOR)
+    assert store.get_case("AAAA-AAAA-AAAA") == case == store.get_case_by_id(case.id)
+    assert (case.state, case.item_count, case.hash_count) == ("active", 0, 0)
+    assert store.get_case("ZZZZ-ZZZZ-ZZZZ") is None
+    with pytest.raises(Conflict):
+        store.create_case(org_id, "AAAA-AAAA-AAAA", "scrypt$y", actor=OPERATOR)
+    with pytest.raises(NotFound):
+        store.create_case(999, "BBBB-BBBB-BBBB", "scrypt$x", actor=OPERATOR)
+    assert store.case_counts() == {"active": 1}
+
+
+def test_add_items_commits_items_hashes_change_log_and_audit(store: Store, case_id: int) -> None:
+    photos = [image(3, label="photo 1"), image(1)]
+    added = store.add_items(case_id, photos, actor=OPERATOR)
+    assert added.created == [True, True]
+    first, second = added.items
+    assert [first.number, second.number] == [1, 2]
+    assert (first.kind, first.state, first.label) == (ItemKind.IMAGE, ItemState.ACTIVE, "photo 1")
+    assert (first.hash_count, dict(first.hashes_by_signal)) == (5, {"pdq": 3, "phash": 1, "md5": 1})
+    assert second.label is None and second.hash_count == 3
+    assert (added.case.item_count, added.case.hash_count) == (2, 8)
+    assert store.list_items(case_id) == [first, second]
+    assert store.get_item(case_id, 2) == second and store.get_item(case_id, 3) is None
+    assert store.hash_counts() == {"pdq": 4, "phash": 2, "md5": 2}
+    assert store.item_count() == 2
+    assert follow(store)[0] == [("add", first.id, 5), ("add", second.id, 3)]
+    # The item's codes, under its entry ids, in the order they were sent.
+    got = codes_by_entry(store, [first.id])
+    assert list(got) == entry_ids(first.id, 5).tolist()
+    assert [v for _, v in got.values()] == values_of(photos[0])
+    enroll = store.audit_log(case_id=case_id)[0]
+    assert enroll.action == "case.enroll"
+    assert enroll.detail["items"] == 2 and enroll.detail["pdq"] == 4
+
+
+def test_repeats_in_an_item_are_dropped_and_a_held_item_is_not_added_again(
+    store: Store, case_id: int
+) -> None:
+    a, b = pdq(), pdq()
+    first = store.add_items(case_id, [NewItem([a, b, a])], actor=OPERATOR)
+    (item,) = first.items
+    assert item.hash_count == 2
+    # The same set of hashes, in another order, again and twice more in one call: held.
+    again = store.add_items(
+        case_id, [NewItem([b, a]), NewItem([pdq()]), NewItem([a, b])], actor=OPERATOR
+    )
+    assert again.created == [False, True, False]
+    assert again.items[0] == item and again.items[2] == item
+    assert again.items[1].number == 2
+    assert again.case.item_count == 2 and again.case.hash_count == 3
+    # Two identical new items in one call are one item.
+    c = pdq()
+    twice = store.add_items(case_id, [NewItem([c]), NewItem([c])], actor=OPERATOR)
+    assert twice.created == [True, False] and twice.items[0] == twice.items[1]
+    assert [op for op, _, _ in follow(store)[0]] == ["add"] * 3
+
+
+def test_enrollment_is_refused_without_items_or_into_a_missing_or_withdrawn_case(
+    store: Store, case_id: int
+) -> None:
+    with pytest.raises(InvalidInput):
+        store.add_items(case_id, [], actor=OPERATOR)
+    with pytest.raises(NotFound):
+        store.add_items(12345, [image()], actor=OPERATOR)
+    store.withdraw_case(case_id, actor=OPERATOR)
+    with pytest.raises(Conflict):
+        store.add_items(case_id, [image()], actor=OPERATOR)
+    assert store.list_items(case_id) == [] and follow(store)[0] == []
+
+
+# -- withdrawal
+
+
+def test_withdrawing_an_item_deletes_its_hashes_and_keeps_the_others(
+    store: Store, case_id: int
+) -> None:
+    kept, gone = store.add_items(
+        case_id, [image(2), image(4, label="photo 2")], actor=OPERATOR
+    ).items
+    _, mark = follow(store)
+    record = store.withdraw_item(case_id, gone.number, actor=OPERATOR)
+    assert (record.id, record.number, record.state) == (gone.id, 2, ItemState.WITHDRAWN)
+    assert record.withdrawn_at is not None and record.created_at == gone.created_at
+    # Numbers and dates only: no label, no hash counts by signal.
+    assert (record.label, record.hash_count, dict(record.hashes_by_signal)) == (None, 0, {})
+    assert store.active_items([kept.id, gone.id]) == {kept.id}
+    assert codes_by_entry(store, [gone.id]) == {}
+    assert len(codes_by_entry(store, [kept.id, gone.id])) == kept.hash_count
+    assert follow(store, mark)[0] == [("remove", gone.id, gone.hash_count)]
+    case = store.get_case_by_id(case_id)
+    assert case is not None and (case.state, case.item_count, case.hash_count) == (
+        "active",
+        1,
+        kept.hash_count,
+    )
+    assert store.hash_counts() == {"pdq": 2, "phash": 1, "md5": 1}
+    # Idempotent: nothing more is removed or logged.
+    assert store.withdraw_item(case_id, gone.number, actor=OPERATOR) == record
+    assert follow(store, mark)[0] == [("remove", gone.id, gone.hash_count)]
+    with pytest.raises(NotFound):
+        store.withdraw_item(case_id, 3, actor=OPERATOR)
+    assert store.audit_log(case_id=case_id)[0].action == "item.withdraw"
+
+
+def test_a_withdrawn_item_can_be_enrolled_again_as_a_new_item(store: Store, case_id: int) -> None:
+    photo = image()
+    (first,) = store.add_items(case_id, [photo], actor=OPERATOR).items
+    store.withdraw_item(case_id, first.number, actor=OPERATOR)
+    again = store.add_items(case_id, [photo], actor=OPERATOR)
+    assert again.created == [True] and again.items[0].number == 2
+    assert again.items[0].id > first.id
+
+
+def test_withdrawing_a_case_withdraws_every_item(store: Store, case_id: int) -> None:
+    items = store.add_items(case_id, [image(), image(), image()], actor=OPERATOR).items
+    store.withdraw_item(case_id, 2, actor=OPERATOR)
+    _, mark = follow(store)
+    case = store.withdraw_case(case_id, actor=OPERATOR)
+    assert (case.state, case.item_count, case.hash_count) == ("withdrawn", 0, 0)
+    assert case.withdrawn_at is not None
+    assert [i.state for i in store.list_items(case_id)] == [ItemState.WITHDRAWN] * 3
+    assert follow(store, mark)[0] == [
+        ("remove", items[0].id, items[0].hash_count),
+        ("remove", items[2].id, items[2].hash_count),
+    ]
+    assert store.hash_counts() == {} and store.item_count() == 0
+    assert store.withdraw_case(case_id, actor=OPERATOR).withdrawn_at == case.withdrawn_at
+    assert follow(store, mark)[0][2:] == []
+    with pytest.raises(NotFound):
+        store.withdraw_case(12345, actor=OPERATOR)
+    assert store.case_counts() == {"withdrawn": 1}
+    assert store.audit_log(case_id=case_id)[0].detail == {"items": 0, "removed": 0}
+
+
+def test_withdrawn_values_are_gone_from_the_database_files(
+    backend: Backend, store: Store, case_id: int
+) -> None:
+    kept, gone, also_gone = image(), image(label="beach"), image()
+    store.add_items(case_id, [kept, gone], actor=OPERATOR)
+    case = store.get_case_by_id(case_id)
+    assert case is not None
+    other = store.create_case(
+        case.org_id,
+        "DDDD-EEEE-FFFF",
+        "scrypt$x",
+        actor=OPERATOR,  # type: ignore[union-attr]
+    )
+    store.add_items(other.id, [also_gone], actor=OPERATOR)
+    # Control: while stored, every value is in the files (database and/or WAL).
+    before = backend.raw_bytes()
+    assert all(v in before for item in (kept, gone, also_gone) for v in values_of(item))
+    assert b"beach" in before
+    store.withdraw_item(case_id, 2, actor=OPERATOR)
+    store.withdraw_case(other.id, actor=OPERATOR)
+    after = backend.raw_bytes()  # the store still open: no VACUUM, no close
+    for item in (gone, also_gone):
+        for h in item.hashes:
+            assert h.value not in after and h.hex.encode() not in after
+    assert b"beach" not in after
+    assert all(v in after for v in values_of(kept))
+
+
+def test_item_ids_are_never_reused(store: Store, case_id: int) -> None:
+    (first,) = store.add_items(case_id, [image()], actor=OPERATOR).items
+    store.withdraw_case(case_id, actor=OPERATOR)
+    org_id = store.get_case_by_id(case_id).org_id  # type: ignore[union-attr]
+    other = store.create_case(org_id, "DDDD-EEEE-FFFF", "scrypt$x", actor=OPERATOR)
+    (second,) = store.add_items(other.id, [image()], actor=OPERATOR).items
+    assert second.id > first.id
+
+
+# -- the match path
+
+
+def test_active_items_checks_many_ids_in_one_call(store: Store, case_id: int) -> None:
+    items = store.add_items(case_id, [image(1) for _ in range(300)], actor=OPERATOR).items
+    ids = [i.id for i in items]
+    probe = [*ids, *range(10**6, 10**6 + 20_000), ids[0]]
+    assert store.active_items(probe) == set(ids)
+    assert store.active_items([]) == set()
+    store.withdraw_item(case_id, items[5].number, actor=OPERATOR)
+    assert store.active_items(ids) == set(ids) - {items[5].id}
+
+
+def test_feedback_counts_per_item_and_sums_per_case(store: Store, case_id: int) -> None:
+    one, two = store.add_items(case_id, [image(), image()], actor=OPERATOR).items
+    store.record_feedback(one.id, True, actor=PARTNER)
+    store.record_feedback(one.id, False, actor=PARTNER)
+    store.record_feedback(two.id, True, actor=PARTNER)
+    got = {i.number: (i.reported_correct, i.reported_wrong) for i in store.list_items(case_id)}
+    assert got == {1: (1, 1), 2: (1, 0)}
+    store.withdraw_item(case_id, 2, actor=OPERATOR)
+    case = store.get_case_by_id(case_id)
+    # The case's counts sum over its items, withdrawn ones included.
+    assert case is not None and (case.reported_correct, case.reported_wrong) == (2, 1)
+    with pytest.raises(NotFound):
+        store.record_feedback(two.id, True, actor=PARTNER)
+    with pytest.raises(NotFound):
+        store.record_feedback(4242, True, actor=PARTNER)
+    entry = store.audit_log(case_id=case_id)[1]
+    assert (entry.action, entry.actor) == ("match.report", "key:5")
+
+
+# -- following
+
+
+def test_a_snapshot_holds_every_hash_with_its_entry_id_and_its_position(
+    store: Store, case_id: int
+) -> None:
+    photos = [image(4), image(9), image(2)]
+    items = store.add_items(case_id, photos, actor=OPERATOR).items
+    store.withdraw_item(case_id, 3, actor=OPERATOR)
+    with store.snapshot() as snap:
+        assert snap.counts == {"pdq": 13, "phash": 2, "md5": 2} and snap.total == 17
+        chunks = list(snap.chunks(rows=5))
+        # Writes after the snapshot began are not in it; they follow its position.
+        (late,) = store.add_items(case_id, [image(1)], actor=OPERATOR).items
+        assert sum(len(c.ids) for c in snap.chunks()) == 17
+        position = snap.position
+    assert follow(store, position)[0] == [("add", late.id, 3)]
+    # One signal type after another, each in entry-id order, in blocks of at most 5.
+    assert [(c.signal, len(c.ids)) for c in chunks] == [
+        ("pdq", 5),
+        ("pdq", 5),
+        ("pdq", 3),
+        ("phash", 2),
+        ("md5", 2),
+    ]
+    got: dict[int, tuple[str, bytes]] = {}
+    for c in chunks:
+        assert c.ids.dtype == np.int64 and c.codes.dtype == np.uint8
+        assert list(c.ids) == sorted(c.ids)
+        for i, code in zip(c.ids.tolist(), c.codes, strict=True):
+            got[i] = (c.signal, code.tobytes())
+    want = {
+        int(e): (h.signal.name, h.value)
+        for item, photo in zip(items[:2], photos[:2], strict=True)
+        for e, h in zip(entry_ids(item.id, item.hash_count), photo.hashes, strict=True)
+    }
+    assert got == want
+    assert set(item_ids_of(np.array(list(got))).tolist()) == {items[0].id, items[1].id}
+
+
+def test_awkward_bytes_survive_the_snapshot(store: Store, case_id: int) -> None:
+    values = [b"\x00" * 32, b"\xff" * 32, b"," * 32, b"\x00\xc3" * 16]
+    items = [NewItem([Hash(PDQ, v, 90)]) for v in values]
+    store.add_items(case_id, items, actor=OPERATOR)
+    with store.snapshot() as snap:
+        (chunk,) = list(snap.chunks())
+    assert [row.tobytes() for row in chunk.codes] == values
+
+
+def test_positions_are_opaque_and_followed_to_the_end(store: Store, case_id: int) -> None:
+    assert store.changes_since("").changes == []
+    items = store.add_items(case_id, [image(1) for _ in range(7)], actor=OPERATOR).items
+    first = store.changes_since("", limit=3)
+    assert len(first.changes) == 3 and first.more
+    rest, end = follow(store, first.position)
+    assert [item for _, item, _ in rest] == [i.id for i in items[3:]]
+    last = store.changes_since(end)
+    assert (last.changes, last.position, last.more) == ([], end, False)
+    with pytest.raises(InvalidInput):
+        store.changes_since("not a position")
+
+
+def test_trimmed_changes_are_gone_and_older_positions_refused(store: Store, case_id: int) -> None:
+    store.add_items(case_id, [image(1), image(1)], actor=OPERATOR)
+    changes, middle = follow(store)
+    (third,) = store.add_items(case_id, [image(1)], actor=OPERATOR).items
+    assert store.trim_changes(middle) == len(changes) == 2
+    assert follow(store, middle)[0] == [("add", third.id, 3)]
+    with pytest.raises(Conflict):
+        store.changes_since("")
+
+
+def test_item_codes_give_only_active_items(store: Store, case_id: int) -> None:
+    one, two = store.add_items(case_id, [image(2), image(2)], actor=OPERATOR).items
+    chunks = store.item_codes([one.id, two.id, 999_999])
+    assert [c.signal for c in chunks] == ["pdq", "phash", "md5"]
+    assert set(item_ids_of(np.concatenate([c.ids for c in chunks])).tolist()) == {one.id, two.id}
+    store.withdraw_item(case_id, 1, actor=OPERATOR)
+    assert set(codes_by_entry(store, [one.id, two.id])) == set(
+        entry_ids(two.id, two.hash_count).tolist()
+    )
+    assert store.item_codes([]) == []
+
+
+def test_two_writers_committing_concurrently_and_a_follower_that_misses_nothing(
+    backend: Backend, store: Store, case_id: int
+) -> None:
+    """Writers on their own handles (as two processes or replicas would be), each enrolling
+    and withdrawing; a follower on a third handle reads the log while they write. Whatever
+    order the commits land in relative to the item ids, the follower ends with exactly the
+    active items, having seen each add once and each remove after its add."""
+    org_id = store.get_case_by_id(case_id).org_id  # type: ignore[union-attr]
+    errors: list[BaseException] = []
+    done = threading.Event()
+    follower = backend.store()
+
+    def writer(n: int) -> None:
+        handle = backend.store()
+        try:
+            case = handle.create_case(org_id, f"WRIT-ER{n}0-0000", "scrypt$x", actor=OPERATOR)
+            for i in range(25):
+                # Big and small items alternate, so the two writers' commits interleave.
+                size = 40 if (i + n) % 2 else 1
+                items = handle.add_items(case.id, [image(size), image(1)], actor=OPERATOR).items
+                if i % 3 == 0:
+                    handle.withdraw_item(case.id, items[0].number, actor=OPERATOR)
+        except BaseException as exc:
+            errors.append(exc)
+
+    seen: dict[int, list[str]] = {}
+    position = ""
+
+    def read() -> None:
+        nonlocal position
+        while True:
+            batch = follower.changes_since(position, limit=7)
+            for c in batch.changes:
+                seen.setdefault(c.item_id, []).append(c.op)
+            position = batch.position
+            if not batch.more:
+                return
+
+    writers = [threading.Thread(target=writer, args=(n,)) for n in (1, 2)]
+    for t in writers:
+        t.start()
+    try:
+        while any(t.is_alive() for t in writers):
+            read()
+    finally:
+        for t in writers:
+            t.join()
+        done.set()
+    read()
+    assert errors == []
+    assert all(ops in (["add"], ["add", "remove"]) for ops in seen.values()), seen
+    live = {item for item, ops in seen.items() if ops == ["add"]}
+    assert len(seen) == 100 and len(live) == 100 - 18
+    cases = [store.get_case(c) for c in ("WRIT-ER10-0000", "WRIT-ER20-0000")]
+    all_ids = [i.id for c in cases if c is not None for i in store.list_items(c.id)]
+    assert len(all_ids) == 100
+    assert store.active_items(all_ids) == live
+
+
+# -- audit
+
+
+def test_audit_rows_never_hold_hash_values(backend: Backend, store: Store, case_id: int) -> None:
+    photos = [image(), image()]
+    (item, _) = store.add_items(case_id, photos, actor=OPERATOR).items
+    store.record_feedback(item.id, True, actor=PARTNER)
+    store.withdraw_item(case_id, 1, actor=OPERATOR)
+    store.withdraw_case(case_id, actor=OPERATOR)
+    text = repr(store.audit_log(limit=1000))
+    for photo in photos:
+        for h in photo.hashes:
+            assert h.hex not in text
+    for entry in store.audit_log(limit=1000):
+        assert check_detail(entry.detail) == entry.detail
+    assert [e.action for e in store.audit_log(case_id=case_id)] == [
+        "case.withdraw",
+        "item.withdraw",
+        "match.report",
+        "case.enroll",
+        "case.create",
+    ]
+    page = store.audit_log(case_id=case_id, before=store.audit_log(case_id=case_id)[1].id, limit=2)
+    assert [e.action for e in page] == ["match.report", "case.enroll"]
+
+
+# -- threads
+
+
+def test_reads_from_many_threads_while_writing(store: Store, case_id: int) -> None:
+    items = store.add_items(case_id, [image(1) for _ in range(50)], actor=OPERATOR).items
+    ids = [i.id for i in items]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                assert set(ids) <= store.active_items([*ids, 10**9])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(30):
+        store.add_items(case_id, [image(1)], actor=OPERATOR)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.get_case_by_id(case_id).item_count == 80  # type: ignore[union-attr]
+
+
+# -- handles
+
+
+def test_a_commit_is_seen_at_once_through_another_handle(
+    backend: Backend, store: Store, case_id: int
+) -> None:
+    other = backend.store()
+    (item,) = store.add_items(case_id, [image()], actor=OPERATOR).items
+    assert other.active_items([item.id]) == {item.id}
+    assert other.changes_since("").changes[-1].item_id == item.id
+    other.withdraw_item(case_id, 1, actor=OPERATOR)
+    assert store.active_items([item.id]) == set()
+
+
+def test_a_closed_store_refuses_calls(backend: Backend, case_id: int) -> None:
+    store = backend.open()
+    store.close()
+    store.close()  # twice is fine
+    with pytest.raises(Unavailable):
+        store.add_items(case_id, [image()], actor=OPERATOR)
+    with pytest.raises(Unavailable):
+        store.active_items([1])
+    with pytest.raises(Unavailable):
+        store.snapshot().__enter__()
