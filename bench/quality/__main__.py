@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         help="folder of the second photo set (default: $MATCHER_SECOND_SET or "
         "~/.cache/matcher/second-set; build it with python -m bench.quality.second_set)",
     )
+    parser.add_argument("--note", action="append", default=[], help="a line for the header")
     parser.add_argument(
         "--baseline-only", action="store_true", help="plain PDQ only (quick: one hash per image)"
     )
@@ -343,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             *edit_rows(results2, edit_index2),
             "",
         ]
+    for k, note in enumerate(args.note):
+        meta[f"note {k + 1}"] = note
     write_report(results, edit_index, args.out, meta, ablations, extra)
     print(f"wrote {args.out / 'quality.md'}", file=sys.stderr)
     print((args.out / "quality.md").read_text())
