@@ -327,6 +327,8 @@ _SHORT = {
     "D": "crops, rotations",
     "E": "overlays",
     "F": "30% crops, collages",
+    "G": "app screenshots",
+    "H": "picture in picture",
 }
 
 
