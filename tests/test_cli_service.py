@@ -129,7 +129,7 @@ def test_a_flat_image_is_enrolled_by_its_other_hashes_and_fails_nothing(
     assert "flat.png: too flat for PDQ" in result.stderr
     flat, astronaut = enrolled["items"]
     assert flat["hash_count"] == 3  # pHash, MD5, SHA-256: no PDQ, no view
-    assert astronaut["hash_count"] > 80  # the enroll profile's views (at most 95 PDQ)
+    assert astronaut["hash_count"] > 100
     items = _ok(_run(service, "practitioner", ["case", "status", case]))["items"]
     assert "pdq" not in items[0]["hashes_by_signal"]
 
@@ -175,7 +175,7 @@ def test_detection_profiles_end_to_end(service: Running, photos: dict[str, Path]
             ["enroll", case, "--profile", "enroll", str(photos["astronaut"])],
         )
     )
-    assert enrolled["hash_count"] > 80  # the views are stored too, in one item
+    assert enrolled["hash_count"] > 100  # the views are stored too, in one item
     [found] = _matches(service, photos["cropped"], profile="query")
     assert len(found) == 1, "one result for the image, however many of its views were hit"
     assert found[0]["hits"] >= 1

@@ -52,10 +52,6 @@ def hashes_of(name: str, profile: str) -> list[Hash]:
     views = []
     if profile == "enroll":
         views = enroll_views(image)
-    elif profile == "enroll-wide":  # issue 6's enroll profile, which made the fixture
-        from matcher.hashing.views import ENROLL_WIDE
-
-        views = enroll_views(image, ENROLL_WIDE)
     elif profile == "query":
         views = query_views(image)
     out = list(plain.values()) + [h for _, h in views]
@@ -157,11 +153,9 @@ def test_accounts_and_secrets_survive(bank: Bank) -> None:
 
 
 def test_re_enrolling_a_migrated_image_adds_nothing(bank: Bank) -> None:
-    # The fixture's maker sent astronaut's enroll profile (issue 6's, now ``enroll-wide``) as one
-    # call: the same hashes as one item are recognised as held (the migration fingerprinted
-    # each item).
-    hashes = hashes_of("astronaut", "enroll-wide")
-    result = bank.enroll(ACTIVE["number"], [NewItem(hashes)], by=OPERATOR)
+    # The fixture's maker sent astronaut's enroll profile as one call: the same hashes as one
+    # item are recognised as held (the migration fingerprinted each item).
+    result = bank.enroll(ACTIVE["number"], [NewItem(hashes_of("astronaut", "enroll"))], by=OPERATOR)
     assert (result.added, result.existing, result.items[0].number) == (0, 1, 1)
 
 

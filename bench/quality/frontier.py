@@ -107,29 +107,29 @@ PROFILES: tuple[Profile, ...] = (
         "`enroll-wide` with the shipped query profile (52 crops)",
     ),
     Profile(
-        "enroll (shipped) + query",
+        "enroll-compact + query",
         _COMPACT,
         _SHIPPED_QUERY,
-        "the shipped profiles: 3x3 grid at 95%, 4x4 at 90 and 80%, 3x3 at 75/70%; the query's "
-        "5x5 grid of 90% crops and 3x3 grids at 95, 85 and 80%",
+        "`enroll-compact` (3x3 grid at 95%, 4x4 at 90 and 80%, 3x3 at 75/70%; the query's "
+        "5x5 grid of 90% crops and 3x3 grids at 95, 85 and 80%)",
     ),
     Profile(
-        "enroll (shipped), issue 6 query",
+        "enroll-compact, issue 6 query",
         _COMPACT,
         _ISSUE6_QUERY,
-        "the shipped enroll profile with issue 6's 9 query crops: what the query crops buy",
+        "`enroll-compact` with issue 6's 9 query crops: what the query crops buy",
     ),
     Profile(
-        "enroll (shipped) + more query crops",
+        "enroll-compact + more query crops",
         _COMPACT,
         _MORE_QUERY,
-        "the shipped profiles, the query's 95% grid 5x5 instead of 3x3 (+16 query hashes)",
+        "`enroll-compact`, the query's 95% grid 5x5 instead of 3x3 (+16 query hashes)",
     ),
     Profile(
         "79 hashes",
         _enroll({0.95: _P3, 0.9: _P4, 0.85: None, 0.8: _P4, 0.75: None, 0.7: None}),
         _SHIPPED_QUERY,
-        "as shipped without the 75% and 70% grids",
+        "`enroll-compact` without the 75% and 70% grids",
     ),
     Profile(
         "enroll-light + query",
