@@ -21,12 +21,17 @@ from matcher.errors import InvalidInput
 from matcher.hashing import DIHEDRAL_NAMES, hash_file, pdq
 from matcher.hashing.views import (
     ENROLL,
+    ENROLL_COMPACT,
+    ENROLL_LIGHT,
+    ENROLL_WIDE,
     MATCH_DISTANCE,
     check_profile,
     content_box,
     enroll_views,
     matches,
+    picture_boxes,
     query_views,
+    view_names,
 )
 from matcher.signals import PDQ
 
@@ -139,6 +144,31 @@ def _screenshot(image: Image.Image) -> Image.Image:
     return screen
 
 
+def _desktop_browser(image: Image.Image) -> Image.Image:
+    """The photo at full page height between dark margins, under a browser's chrome that spans
+    the whole width (so no uniform border can be trimmed from the sides)."""
+    from PIL import ImageDraw
+
+    screen = Image.new("RGB", (1366, 768), (14, 14, 14))
+    d = ImageDraw.Draw(screen)
+    d.rectangle((0, 0, 1366, 86), fill=(222, 225, 230))
+    d.rounded_rectangle((12, 6, 220, 40), radius=8, fill=(255, 255, 255))
+    d.text((40, 14), "astronaut.png", fill=(30, 30, 30))
+    d.rounded_rectangle((130, 47, 1270, 79), radius=16, fill=(241, 243, 244))
+    d.text((150, 56), "https://example.com/astronaut.png", fill=(30, 30, 30))
+    screen.paste(image.resize((682, 682)), (342, 86))
+    return screen
+
+
+def _pasted(image: Image.Image) -> Image.Image:
+    """The photo at 55% of the frame, pasted off-centre over an unrelated photo."""
+    from skimage import data
+
+    background = Image.fromarray(np.asarray(data.coffee())).resize((640, 480))
+    background.paste(image.resize((264, 264)), (301, 167))
+    return background
+
+
 EDITS = {
     "mirror": lambda im: ImageOps.mirror(im),
     "rot90_half": lambda im: im.transpose(Image.Transpose.ROTATE_90).resize((256, 256)),
@@ -146,6 +176,8 @@ EDITS = {
     "crop_15%_offset": lambda im: im.crop((0, 77, 435, 512)),
     "border": lambda im: ImageOps.expand(im, border=60, fill=(20, 120, 200)),
     "screenshot": _screenshot,
+    "desktop_browser": _desktop_browser,
+    "pasted_over_a_photo": _pasted,
 }
 
 
@@ -158,6 +190,15 @@ def test_views_find_what_plain_pdq_misses(
     assert matches(query_views(query), astronaut_views)
 
 
+def test_picture_boxes_find_a_pasted_photo(astronaut: Image.Image) -> None:
+    boxes = picture_boxes(_reencode(_pasted(astronaut)))
+    assert any(
+        max(abs(a - b) for a, b in zip(box, (301, 167, 565, 431), strict=True)) <= 2
+        for box in boxes
+    )
+    assert picture_boxes(Image.new("RGB", (64, 64))) == []
+
+
 def test_views_tell_different_photos_apart(astronaut_views: list) -> None:
     from skimage import data
 
@@ -166,6 +207,18 @@ def test_views_tell_different_photos_apart(astronaut_views: list) -> None:
         other = Image.fromarray(pixels).convert("RGB")
         assert not matches(query_views(other), astronaut_views), name
         assert not matches(query_views(_reencode(ImageOps.mirror(other))), astronaut_views), name
+
+
+def test_lighter_and_wider_enroll_profiles(astronaut: Image.Image) -> None:
+    light = check_profile("enroll-light")(astronaut)  # type: ignore[misc]
+    wide = check_profile("enroll-wide")(astronaut)  # type: ignore[misc]
+    names = {n for n, _ in enroll_views(astronaut)}
+    assert {n for n, _ in light} <= names <= {n for n, _ in wide}
+    assert len(light) <= len(view_names(ENROLL_LIGHT)) == 39
+    assert len(wide) <= len(view_names(ENROLL_WIDE)) == 223
+    compact = check_profile("enroll-compact")(astronaut)  # type: ignore[misc]
+    assert {n for n, _ in compact} <= {n for n, _ in wide}
+    assert len(compact) <= len(view_names(ENROLL_COMPACT)) == 95  # issue 14: at most 100
 
 
 def test_unknown_profile_is_refused() -> None:

@@ -9,6 +9,7 @@ other. Generated pictures stay in memory; nothing is cached.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pickle
 import platform
@@ -25,16 +26,31 @@ from bench.quality.collect import (
     collect_originals,
 )
 from bench.quality.edits import EDITS, apply_edit
-from bench.quality.report import Ablation, Configuration, ablate, evaluate, write_report
+from bench.quality.frontier import evaluate_frontier, frontier_rows
+from bench.quality.report import (
+    Ablation,
+    Configuration,
+    ablate,
+    edit_rows,
+    evaluate,
+    false_rows,
+    tier_rows,
+    write_report,
+)
+from bench.quality.second_set import default_folder
 from matcher.hashing import decode_image, pdq
 from matcher.hashing.views import (
+    _P5,
     ENROLL,
+    ENROLL_WIDE,
     MATCH_DISTANCE,
     QUERY,
     EnrollConfig,
     QueryConfig,
+    _grid,
     enroll_views,
     query_views,
+    view_names,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,10 +64,29 @@ BASELINE = Configuration(
     description="one PDQ hash per original, one per query, match at distance <= 31 "
     "(what Meta's HMA and StopNCII do).",
 )
+
+
+_QUERY_CROPS = frozenset(f"qcrop{s:g}@{x:g},{y:g}" for s, x, y in QUERY.crops)
+
+
+def _extra_query(name: str) -> bool:
+    """Query views collected only for the frontier (not in the shipped query profile)."""
+    return name.startswith("qcrop") and name not in _QUERY_CROPS
+
+
+# The views collected: issue 6's enrollment profile (the shipped one is a subset of it), and the
+# shipped query profile plus a 5x5 grid of 95% crops, so that the frontier can weigh query-side
+# crops against enrolled ones from one collection.
+COLLECTED_QUERY = dataclasses.replace(
+    QUERY, crops=tuple(dict.fromkeys([*QUERY.crops, *_grid(0.95, _P5)]))
+)
+
+_SHIPPED_ENROLL = frozenset(view_names(ENROLL))
+
 SHIPPED = Configuration(
     "views (shipped)",
-    enroll=lambda name: True,
-    query=lambda name: True,
+    enroll=lambda name: name in _SHIPPED_ENROLL,
+    query=lambda name: not _extra_query(name),
     distance=MATCH_DISTANCE,
     description="`matcher hash --profile enroll` for the originals and `--profile query` for "
     f"every query (`matcher.hashing.views`); a match is any query hash within {MATCH_DISTANCE} "
@@ -102,22 +137,49 @@ def _ablations(bank: HashSet, queries: HashSet, origin: np.ndarray) -> list[Abla
         (
             "+ query: quadrants",
             lambda n: n == "full",
-            lambda n: not n.startswith("qcrop"),
+            lambda n: not n.startswith(("qcrop", "pic")),
         ),
         (
             "+ enroll: 8 rotations/flips",
             lambda n: head(n) in ("full", "dih"),
-            lambda n: not n.startswith("qcrop"),
+            lambda n: not n.startswith(("qcrop", "pic")),
         ),
         (
             "+ enroll: centred crops, small rotations",
             centred,
-            lambda n: not n.startswith("qcrop"),
+            lambda n: not n.startswith(("qcrop", "pic")),
         ),
-        ("+ enroll: off-centre crops", lambda n: True, lambda n: not n.startswith("qcrop")),
-        ("+ query: 90% crops (shipped)", lambda n: True, lambda n: True),
+        (
+            "+ enroll: off-centre crops",
+            SHIPPED.enroll,
+            lambda n: not n.startswith(("qcrop", "pic")),
+        ),
+        (
+            "+ query: 90% crops",
+            SHIPPED.enroll,
+            lambda n: not n.startswith("pic") and not _extra_query(n),
+        ),
+        ("+ query: pictures found inside (shipped)", SHIPPED.enroll, SHIPPED.query),
     ]
     return [ablate(name, e, q, bank, queries, origin) for name, e, q in steps]
+
+
+def _drop_originals(
+    queries: HashSet, origin: np.ndarray, edit_index: np.ndarray, drop: list[int]
+) -> tuple[HashSet, np.ndarray, np.ndarray]:
+    """The queries made from originals other than ``drop``."""
+    keep = ~np.isin(origin, drop)
+    remap = np.full(len(origin), -1)
+    remap[keep] = np.arange(int(keep.sum()))
+    rows = keep[queries.owner]
+    sub = HashSet(
+        queries.hashes[rows],
+        remap[queries.owner[rows]],
+        queries.name[rows],
+        queries.names,
+        int(keep.sum()),
+    )
+    return sub, origin[keep], edit_index[keep]
 
 
 def _plain_timing(originals: list[Path]) -> dict[str, float]:
@@ -142,6 +204,13 @@ def main(argv: list[str] | None = None) -> int:
         "from it if it exists, to redo only the matching and the report",
     )
     parser.add_argument(
+        "--second-set",
+        type=Path,
+        help="folder of the second photo set (default: $MATCHER_SECOND_SET or "
+        "~/.cache/matcher/second-set; build it with python -m bench.quality.second_set)",
+    )
+    parser.add_argument("--note", action="append", default=[], help="a line for the header")
+    parser.add_argument(
         "--baseline-only", action="store_true", help="plain PDQ only (quick: one hash per image)"
     )
     args = parser.parse_args(argv)
@@ -152,15 +221,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     originals = sorted((photos / "bsds500").rglob("*.jpg"))[:: max(1, args.originals)]
     distractors = sorted((photos / "clothing").rglob("*.jpg"))[:: max(1, args.distractors)]
+    second_dir = args.second_set or default_folder()
+    second_paths = sorted(second_dir.glob("*.jpg")) if second_dir.is_dir() else []
+    second_names = [p.stem for p in second_paths]
+    if not second_paths:
+        print(
+            f"bench-quality: no second photo set at {second_dir} "
+            "(build it: python -m bench.quality.second_set)",
+            file=sys.stderr,
+        )
 
     started = time.time()
     loaded = bool(args.hashes and args.hashes.exists())
     if loaded:
         with args.hashes.open("rb") as f:
-            bank, queries, origin, edit_index, dis, timing = pickle.load(f)
+            bank, queries, origin, edit_index, dis, timing, second = pickle.load(f)
     else:
         print(f"enrolling {len(originals)} originals...", file=sys.stderr, flush=True)
-        enroll, query = ENROLL, QUERY
+        enroll, query = ENROLL_WIDE, COLLECTED_QUERY
         if args.baseline_only:
             enroll = EnrollConfig(crops=(), rotations=())
             query = QueryConfig(dihedral=False, trim=False, quadrants=False)
@@ -185,9 +263,16 @@ def main(argv: list[str] | None = None) -> int:
             if not args.baseline_only
             else _plain_timing(originals)
         )
+        second = None
+        if second_paths:
+            print(f"second set: {len(second_paths)} photos...", file=sys.stderr, flush=True)
+            second = (
+                collect_originals(second_paths, enroll, args.jobs),
+                *collect_edits(second_paths, query, args.jobs, args.seed + 1),
+            )
         if args.hashes:
             with args.hashes.open("wb") as f:
-                pickle.dump((bank, queries, origin, edit_index, dis, timing), f)
+                pickle.dump((bank, queries, origin, edit_index, dis, timing, second), f)
 
     results = [evaluate(BASELINE, bank, queries, origin, dis, timing["plain"], timing["plain"])]
     if not args.baseline_only:
@@ -207,7 +292,61 @@ def main(argv: list[str] | None = None) -> int:
         "run time": f"{time.time() - started:.0f} s"
         + (" (matching and report only: hashes loaded with --hashes)" if loaded else ""),
     }
-    write_report(results, edit_index, args.out, meta, ablations)
+    extra: list[str] = []
+    if not args.baseline_only:
+        print("frontier...", file=sys.stderr, flush=True)
+        rows = evaluate_frontier(bank, queries, origin, dis)
+        extra += [
+            "## Frontier: recall per tier against stored hashes per image (issue 14)",
+            "",
+            "Each profile is a subset of the collected views (by name), on the same queries; "
+            "false matches are the distractors against the bank under that profile.",
+            "",
+            *frontier_rows(rows, edit_index),
+            "",
+        ]
+    if second is not None and not args.baseline_only:
+        print("second photo set...", file=sys.stderr, flush=True)
+        bank2, queries2, origin2, edit_index2 = second
+        # A photo whose every view is below the PDQ floor (too flat) enrolls no PDQ view: it is
+        # enrolled by pHash and digests, so its queries say nothing about the views.
+        flat2 = sorted(set(range(bank2.pictures)) - set(np.unique(bank2.owner).tolist()))
+        queries2, origin2, edit_index2 = _drop_originals(queries2, origin2, edit_index2, flat2)
+        results2 = [
+            evaluate(BASELINE, bank2, queries2, origin2, dis, timing["plain"], timing["plain"]),
+            evaluate(SHIPPED, bank2, queries2, origin2, dis, timing["enroll"], timing["query"]),
+        ]
+        rows2 = evaluate_frontier(bank2, queries2, origin2, None)
+        extra += [
+            "## Second photo set: photos not used to design the profiles (issue 14)",
+            "",
+            f"{bank2.pictures} photos (`python -m bench.quality.second_set`: the photographs "
+            "among the wallpapers of Debian's `mate-backgrounds` (GPL-2+) and "
+            "`plasma-workspace-wallpapers` (LGPL-3, one CC-BY-SA-4.0), and scikit-image's "
+            "astronaut, chelsea, coffee and rocket (public domain / CC0)), scaled to fit "
+            f"640x640; every edit of each, seed {args.seed + 1}: {len(origin2):,} queries. "
+            "Too flat for PDQ (no view at or above the quality floor), so enrolled by pHash and "
+            "digests and left out here: "
+            + (", ".join(f"`{second_names[i]}`" for i in flat2) or "none")
+            + ". "
+            "False matches: the same distractors against this bank.",
+            "",
+            *tier_rows(results2, edit_index2),
+            "",
+            *false_rows(results2),
+            "",
+            "Frontier on the second set (recall only):",
+            "",
+            *frontier_rows(rows2, edit_index2),
+            "",
+            "Recall per edit on the second set:",
+            "",
+            *edit_rows(results2, edit_index2),
+            "",
+        ]
+    for k, note in enumerate(args.note):
+        meta[f"note {k + 1}"] = note
+    write_report(results, edit_index, args.out, meta, ablations, extra)
     print(f"wrote {args.out / 'quality.md'}", file=sys.stderr)
     print((args.out / "quality.md").read_text())
     return 0

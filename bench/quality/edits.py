@@ -10,6 +10,8 @@ Tiers:
     A  photometric and re-encoding      D  crops of 5-20% and rotations of 2-5 degrees
     B  mirror and quarter turns         E  overlays: caption bar, sticker, text, watermark
     C  borders and screenshots          F  30% crops and 2x2 collages
+    G  the photo inside a desktop, phone or messaging screenshot (issue 14)
+    H  the photo pasted at 40-80% over another photo (issue 14)
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ TIERS: dict[str, str] = {
     "D": "crops 5-20%, rotations 2-5 degrees",
     "E": "overlays: caption, sticker, text, watermark",
     "F": "30% crops and 2x2 collages",
+    "G": "desktop, phone-landscape and messaging screenshots",
+    "H": "picture in picture: pasted at 40-80% over another photo",
 }
 
 Others = Sequence[Image.Image]
@@ -369,6 +373,293 @@ def _collage(gutter: bool) -> EditFn:
     return fn
 
 
+# --- G: screenshots of windows and apps (issue 14) ------------------------------------------
+
+_DARK_CHROME = {
+    "bar": (32, 33, 36),
+    "tab": (53, 54, 58),
+    "field": (32, 33, 36),
+    "fg": (232, 234, 237),
+}
+_LIGHT_CHROME = {
+    "bar": (222, 225, 230),
+    "tab": (255, 255, 255),
+    "field": (241, 243, 244),
+    "fg": (32, 33, 36),
+}
+
+
+def _browser_chrome(
+    d: ImageDraw.ImageDraw,
+    x0: int,
+    y0: int,
+    w: int,
+    rng: np.random.Generator,
+    theme: dict[str, tuple[int, int, int]],
+    scale: float,
+) -> int:
+    """Draw a browser's tab strip, toolbar and (maybe) bookmarks bar; return the chrome height."""
+    tab_h, bar_h = round(40 * scale), round(46 * scale)
+    bookmarks = bool(rng.random() < 0.5)
+    height = tab_h + bar_h + (round(30 * scale) if bookmarks else 0)
+    d.rectangle((x0, y0, x0 + w, y0 + height), fill=theme["bar"])
+    x = x0 + round(12 * scale)
+    for k in range(int(rng.integers(1, 6))):
+        tw = round(rng.uniform(140, 240) * scale)
+        fill = theme["tab"] if k == 0 else theme["bar"]
+        d.rounded_rectangle(
+            (x, y0 + round(6 * scale), x + tw, y0 + tab_h), radius=round(8 * scale), fill=fill
+        )
+        d.text(
+            (x + round(30 * scale), y0 + round(14 * scale)),
+            _phrase(rng, 2)[:18],
+            fill=theme["fg"],
+            font=_font(13 * scale),
+        )
+        d.ellipse(
+            (
+                x + round(10 * scale),
+                y0 + round(16 * scale),
+                x + round(22 * scale),
+                y0 + round(28 * scale),
+            ),
+            fill=_colour(rng),
+        )
+        x += tw + round(2 * scale)
+    top = y0 + tab_h
+    d.rectangle((x0, top, x0 + w, top + bar_h), fill=theme["tab"])
+    for i in range(3):  # back, forward, reload
+        cx = x0 + round((20 + 34 * i) * scale)
+        d.ellipse(
+            (cx, top + round(15 * scale), cx + round(16 * scale), top + round(31 * scale)),
+            outline=theme["fg"],
+            width=max(1, round(2 * scale)),
+        )
+    fx = x0 + round(130 * scale)
+    d.rounded_rectangle(
+        (fx, top + round(7 * scale), x0 + w - round(90 * scale), top + bar_h - round(7 * scale)),
+        radius=round(16 * scale),
+        fill=theme["field"],
+    )
+    d.text(
+        (fx + round(16 * scale), top + round(15 * scale)),
+        "https://example.com/" + "/".join(_phrase(rng, 3).split()) + ".jpg",
+        fill=theme["fg"],
+        font=_font(14 * scale),
+    )
+    for i in range(3):
+        cx = x0 + w - round((70 - 22 * i) * scale)
+        d.ellipse(
+            (cx, top + round(17 * scale), cx + round(12 * scale), top + round(29 * scale)),
+            fill=theme["fg"],
+        )
+    if bookmarks:
+        by = top + bar_h
+        for i in range(int(rng.integers(3, 9))):
+            bx = x0 + round((16 + 110 * i) * scale)
+            d.text(
+                (bx, by + round(8 * scale)),
+                _phrase(rng, 1),
+                fill=theme["fg"],
+                font=_font(12 * scale),
+            )
+    d.line(
+        (x0, y0 + height - 1, x0 + w, y0 + height - 1),
+        fill=(0, 0, 0) if theme is _DARK_CHROME else (200, 200, 200),
+    )
+    return height
+
+
+def _fit(im: Image.Image, w: int, h: int) -> Image.Image:
+    s = min(w / im.width, h / im.height)
+    return im.resize(
+        (max(1, round(im.width * s)), max(1, round(im.height * s))), Image.Resampling.BICUBIC
+    )
+
+
+def _desktop_browser(windowed: bool) -> EditFn:
+    """A desktop screenshot of a browser showing the photo by itself: chrome across the window's
+    width, the photo at the full height of the page between dark margins (how browsers show an
+    image), light or dark theme, maybe a taskbar; maximised, or a window over a photo wallpaper."""
+
+    def fn(im: Image.Image, rng: np.random.Generator, others: Others) -> bytes:
+        sw, sh = [(1366, 768), (1440, 900), (1920, 1080), (1280, 800)][int(rng.integers(4))]
+        scale = 1.0 if sw <= 1440 else 1.25
+        theme = _DARK_CHROME if rng.random() < 0.5 else _LIGHT_CHROME
+        if windowed:
+            wallpaper = others[int(rng.integers(len(others)))]
+            screen = wallpaper.resize((sw, sh), Image.Resampling.BICUBIC)
+            ww, wh = round(sw * rng.uniform(0.6, 0.85)), round(sh * rng.uniform(0.7, 0.9))
+            x0, y0 = int(rng.integers(0, sw - ww)), int(rng.integers(0, sh - wh))
+        else:
+            screen = Image.new("RGB", (sw, sh))
+            ww, wh, x0, y0 = sw, sh, 0, 0
+        d = ImageDraw.Draw(screen)
+        taskbar = round(40 * scale) if (not windowed and rng.random() < 0.5) else 0
+        chrome = _browser_chrome(d, x0, y0, ww, rng, theme, scale)
+        margin = (14, 14, 14) if rng.random() < 0.5 else (38, 38, 38)
+        page_top, page_bottom = y0 + chrome, y0 + wh - taskbar
+        d.rectangle((x0, page_top, x0 + ww - 1, page_bottom - 1), fill=margin)
+        photo = _fit(im, ww, page_bottom - page_top)
+        screen.paste(
+            photo,
+            (x0 + (ww - photo.width) // 2, page_top + (page_bottom - page_top - photo.height) // 2),
+        )
+        if taskbar:
+            d.rectangle(
+                (0, sh - taskbar, sw, sh),
+                fill=(20, 24, 32) if theme is _DARK_CHROME else (235, 238, 242),
+            )
+            for i in range(int(rng.integers(4, 10))):
+                d.rounded_rectangle(
+                    (sw // 3 + i * 48, sh - taskbar + 6, sw // 3 + i * 48 + 28, sh - 6),
+                    radius=6,
+                    fill=_colour(rng),
+                )
+            d.text(
+                (sw - 90, sh - taskbar + 12),
+                f"{rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}",
+                fill=(230, 230, 230) if theme is _DARK_CHROME else (30, 30, 30),
+                font=_font(14),
+            )
+        if rng.random() < 0.5:
+            return _encode(screen, "PNG")
+        return _jpeg(screen, 90)
+
+    return fn
+
+
+def _phone_landscape(im: Image.Image, rng: np.random.Generator, others: Others) -> bytes:
+    """A phone held sideways in a gallery or video app: the photo at full height between black
+    side bars, with the app's controls drawn over the bars and the top of the photo."""
+    sw, sh = [(1560, 720), (1480, 720), (1600, 740)][int(rng.integers(3))]
+    screen = Image.new("RGB", (sw, sh))
+    photo = _fit(im, sw, sh)
+    screen.paste(photo, ((sw - photo.width) // 2, (sh - photo.height) // 2))
+    d = ImageDraw.Draw(screen)
+    fg = (240, 240, 240)
+    d.text(
+        (40, 16), f"{rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}", fill=fg, font=_font(24)
+    )
+    d.rounded_rectangle((sw - 100, 18, sw - 50, 40), radius=5, outline=fg, width=3)
+    for i in range(3):  # share, edit, delete icons on the bottom of the right bar
+        y = sh // 2 - 90 + i * 70
+        d.rounded_rectangle((sw - 80, y, sw - 40, y + 40), radius=8, outline=fg, width=3)
+    d.ellipse((30, sh // 2 - 20, 70, sh // 2 + 20), outline=fg, width=3)  # back button
+    if rng.random() < 0.5:
+        return _encode(screen, "PNG")
+    return _jpeg(screen, 90)
+
+
+def _messaging(im: Image.Image, rng: np.random.Generator, others: Others) -> bytes:
+    """A phone screenshot of a chat: header with a contact, message bubbles, the photo sent as a
+    message in a rounded bubble of 60-80% of the screen width, a time stamp, the input bar."""
+    dark = bool(rng.random() < 0.5)
+    sw, sh = 720, 1560
+    bg = (11, 20, 26) if dark else (236, 229, 221)
+    fg = (233, 237, 239) if dark else (17, 27, 33)
+    bubble = (0, 92, 75) if dark else (217, 253, 211)
+    other_bubble = (32, 44, 51) if dark else (255, 255, 255)
+    screen = Image.new("RGB", (sw, sh), bg)
+    d = ImageDraw.Draw(screen)
+    if rng.random() < 0.5:  # a faint doodle wallpaper
+        for _ in range(80):
+            x, y = int(rng.integers(0, sw)), int(rng.integers(0, sh))
+            c = tuple(min(255, max(0, v + int(rng.integers(-12, 12)))) for v in bg)
+            d.ellipse((x, y, x + 24, y + 24), outline=c, width=2)
+    header = (31, 44, 52) if dark else (0, 128, 105)
+    d.rectangle((0, 0, sw, 150), fill=header)
+    d.text(
+        (28, 14),
+        f"{rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}",
+        fill=(255, 255, 255),
+        font=_font(26),
+    )
+    d.ellipse((80, 70, 140, 130), fill=_colour(rng))
+    d.text((160, 82), _phrase(rng, 2), fill=(255, 255, 255), font=_font(28))
+    y = 180
+    for _ in range(int(rng.integers(1, 4))):
+        bw = int(rng.integers(200, 520))
+        d.rounded_rectangle((24, y, 24 + bw, y + 70), radius=16, fill=other_bubble)
+        d.text((44, y + 20), _phrase(rng, 4)[:40], fill=fg, font=_font(24))
+        y += 90
+    pw = round(sw * rng.uniform(0.6, 0.8))
+    photo = im.resize((pw, round(im.height * pw / im.width)), Image.Resampling.BICUBIC)
+    pad = 8
+    bx1 = sw - 24
+    bx0 = bx1 - pw - 2 * pad
+    avail = sh - 140 - y - 60
+    if photo.height > avail:
+        photo = _fit(photo, pw, avail)
+        bx0 = bx1 - photo.width - 2 * pad
+    d.rounded_rectangle((bx0, y, bx1, y + photo.height + 2 * pad + 36), radius=18, fill=bubble)
+    mask = Image.new("L", photo.size, 0)
+    ImageDraw.Draw(mask).rounded_rectangle(
+        (0, 0, photo.width - 1, photo.height - 1), radius=14, fill=255
+    )
+    screen.paste(photo, (bx0 + pad, y + pad), mask)
+    d.text(
+        (bx1 - 90, y + photo.height + pad + 6),
+        f"{rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}",
+        fill=fg,
+        font=_font(20),
+    )
+    d.rectangle((0, sh - 110, sw, sh), fill=bg)
+    d.rounded_rectangle((16, sh - 100, sw - 110, sh - 30), radius=35, fill=other_bubble)
+    d.text((48, sh - 80), "Message", fill=(140, 140, 140), font=_font(26))
+    d.ellipse((sw - 95, sh - 100, sw - 25, sh - 30), fill=header)
+    if rng.random() < 0.5:
+        return _encode(screen, "PNG")
+    return _jpeg(screen, 90)
+
+
+# --- H: picture in picture (issue 14) -------------------------------------------------------
+
+
+def _pasted(frame: str, second: bool = False) -> EditFn:
+    """The photo scaled to 40-80% of the frame (its longer side against the background's) and
+    pasted at a random place over another photo: as is, with a white frame, or with a drop
+    shadow; ``second`` pastes a further unrelated photo beside it (a loose collage)."""
+
+    def fn(im: Image.Image, rng: np.random.Generator, others: Others) -> bytes:
+        picks = rng.choice(len(others), size=2, replace=False)
+        background = others[int(picks[0])].copy()
+        bw, bh = background.size
+        f = float(rng.uniform(0.4, 0.8))
+        s = f * min(bw / im.width, bh / im.height)
+        photo = im.resize(
+            (max(8, round(im.width * s)), max(8, round(im.height * s))), Image.Resampling.BICUBIC
+        )
+        if frame == "white":
+            photo = ImageOps.expand(
+                photo, border=max(2, round(photo.width * 0.03)), fill=(255, 255, 255)
+            )
+        x = int(rng.integers(0, max(1, bw - photo.width + 1)))
+        y = int(rng.integers(0, max(1, bh - photo.height + 1)))
+        if second:
+            extra = others[int(picks[1])]
+            es = float(rng.uniform(0.3, 0.5)) * min(bw / extra.width, bh / extra.height)
+            extra = extra.resize(
+                (max(8, round(extra.width * es)), max(8, round(extra.height * es)))
+            )
+            # In the corner farthest from our photo, overlapping it at most a little.
+            ex = 0 if x + photo.width / 2 > bw / 2 else bw - extra.width
+            ey = 0 if y + photo.height / 2 > bh / 2 else bh - extra.height
+            background.paste(extra, (ex, ey))
+        if frame == "shadow":
+            shadow = Image.new("L", background.size, 0)
+            off = max(2, round(photo.width * 0.02))
+            ImageDraw.Draw(shadow).rectangle(
+                (x + off, y + off, x + photo.width + off, y + photo.height + off), fill=160
+            )
+            shadow = shadow.filter(ImageFilter.GaussianBlur(off))
+            background.paste(Image.new("RGB", background.size, (0, 0, 0)), (0, 0), shadow)
+        background.paste(photo, (x, y))
+        return _jpeg(background)
+
+    return fn
+
+
 EDITS: tuple[Edit, ...] = (
     Edit("jpeg_q20", "A", _jpeg_q(20)),
     Edit("jpeg_q35", "A", _jpeg_q(35)),
@@ -419,6 +710,14 @@ EDITS: tuple[Edit, ...] = (
     Edit("crop_30%_offset", "F", _crop(0.30, False)),
     Edit("collage_2x2", "F", _collage(False)),
     Edit("collage_2x2_gutter", "F", _collage(True)),
+    Edit("desktop_browser", "G", _desktop_browser(False)),
+    Edit("desktop_browser_window", "G", _desktop_browser(True)),
+    Edit("phone_landscape", "G", _phone_landscape),
+    Edit("messaging", "G", _messaging),
+    Edit("pasted_40-80%", "H", _pasted("none")),
+    Edit("pasted_white_frame", "H", _pasted("white")),
+    Edit("pasted_shadow", "H", _pasted("shadow")),
+    Edit("pasted_with_another", "H", _pasted("none", second=True)),
 )
 
 

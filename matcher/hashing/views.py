@@ -10,7 +10,9 @@ quarter turn, a 10% crop, a border or a screenshot. Views close most of that gap
 - **Query** (``query_views``): the platform's client hashes the upload as it is, its eight
   rotations and flips (one pass: ``pdq_dihedral``), the content block left once uniform borders,
   letterboxes and app chrome are trimmed (a photo inside a screenshot), its four quadrants
-  (a photo inside a 2x2 collage, an overlay that spares three of them) and nine crops of 90%.
+  (a photo inside a 2x2 collage, an overlay that spares three of them), nine crops of 90%, and
+  the rectangles with straight outlines found inside it (a photo in a desktop browser or a chat,
+  a photo pasted over another one: ``picture_boxes``).
 
 What the service must do (the decision rule, as data: ``MATCH_DISTANCE``):
 
@@ -33,6 +35,7 @@ measured by ``make bench-quality`` (``bench/results/quality.md``).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -46,6 +49,9 @@ from matcher.signals import PDQ, Hash
 
 __all__ = [
     "ENROLL",
+    "ENROLL_COMPACT",
+    "ENROLL_LIGHT",
+    "ENROLL_WIDE",
     "MATCH_DISTANCE",
     "PROFILES",
     "QUERY",
@@ -56,7 +62,9 @@ __all__ = [
     "content_boxes",
     "enroll_views",
     "matches",
+    "picture_boxes",
     "query_views",
+    "view_names",
 ]
 
 View = tuple[str, Hash]
@@ -86,7 +94,10 @@ class EnrollConfig:
 
 @dataclass(frozen=True, slots=True)
 class QueryConfig:
-    """Which views a query hashes: the dihedral variants, the trimmed content block, quadrants."""
+    """Which views a query hashes: the dihedral variants, the trimmed content block, quadrants,
+    crops of the upload, and up to ``rectangles`` pictures found inside it (``picture_boxes``);
+    ``nested`` (n, m): up to m pictures found again inside each of the first n (a photo in a
+    browser window over a desktop wallpaper: the window is found first)."""
 
     dihedral: bool = True
     trim: bool = True
@@ -94,6 +105,8 @@ class QueryConfig:
     tile_dihedral: bool = True
     halves: bool = False
     crops: tuple[tuple[float, float, float], ...] = ()
+    rectangles: int = 0
+    nested: tuple[int, int] = (0, 0)
 
 
 def _grid(scale: float, positions: Sequence[float]) -> list[tuple[float, float, float]]:
@@ -107,6 +120,7 @@ def _off_centre(scale: float, positions: Sequence[float]) -> list[tuple[float, f
 _P5 = (0.0, 0.25, 0.5, 0.75, 1.0)
 _P7 = (0.0, 1 / 6, 1 / 3, 0.5, 2 / 3, 5 / 6, 1.0)
 _P3 = (0.0, 0.5, 1.0)
+_P4 = (0.0, 1 / 3, 2 / 3, 1.0)  # a subset of _P7: the names of its crops are those of ENROLL_WIDE
 
 # Why so many crops: PDQ is very sensitive to where a crop falls. On the BSDS500 photos a centred
 # crop 2% smaller than an enrolled one moves PDQ by ~25 bits, and a window shifted by 1% of the
@@ -117,32 +131,86 @@ _P3 = (0.0, 0.5, 1.0)
 # Quadrants serve stickers and other overlays (three quadrants stay intact) and heavy crops;
 # rotations are enrolled both cut to their inner rectangle and with the black corners a naive
 # editor leaves.
-ENROLL = EnrollConfig(
+_CENTRED = tuple(
+    (s, 0.5, 0.5)
+    for s in (0.975, 0.95, 0.925, 0.9, 0.875, 0.85, 0.825, 0.8, 0.775, 0.75, 0.725, 0.7)
+)
+_HALVES = (*[(0.5, x, y) for y in (0.0, 1.0) for x in (0.0, 1.0)], (0.5, 0.5, 0.5))
+_ROTATIONS = (-5.0, -3.5, -2.5, -1.5, 1.5, 2.5, 3.5, 5.0)
+_FILLED = (-5.0, -3.5, -2.0, 2.0, 3.5, 5.0)
+
+ENROLL_WIDE = EnrollConfig(
     crops=(
-        *[(s, 0.5, 0.5) for s in (0.975, 0.95, 0.925, 0.9, 0.875, 0.85, 0.825, 0.8, 0.775)],
-        *[(s, 0.5, 0.5) for s in (0.75, 0.725, 0.7)],
+        *_CENTRED,
         *_off_centre(0.95, _P5),
         *_off_centre(0.9, _P7),
         *_off_centre(0.85, _P7),
         *_off_centre(0.8, _P7),
         *_off_centre(0.75, _P3),
         *_off_centre(0.7, _P3),
-        *[(0.5, x, y) for y in (0.0, 1.0) for x in (0.0, 1.0)],
-        (0.5, 0.5, 0.5),
+        *_HALVES,
     ),
-    rotations=(-5.0, -3.5, -2.5, -1.5, 1.5, 2.5, 3.5, 5.0),
-    filled_rotations=(-5.0, -3.5, -2.0, 2.0, 3.5, 5.0),
+    rotations=_ROTATIONS,
+    filled_rotations=_FILLED,
     dihedral=True,
 )
-"""The shipped enrollment profile: the full picture, its 7 quarter turns and flips, 201 crops and
-14 small rotations (at most 223 hashes; flat crops are left out)."""
+"""The enrollment profile of issue 6 (``enroll-wide``): the full picture, its 7 quarter turns and
+flips, 201 crops and 14 small rotations (at most 223 hashes; flat crops are left out)."""
+
+# Issue 14: the same recall for fewer stored hashes. The query side now hashes grids of crops of
+# the upload (5x5 at 90%, 3x3 at 95, 85 and 80%): a crop of a crop of the original is a crop of
+# the original, so each query crop meets an enrolled one at other offsets, and sparser enrolled
+# grids cover what the 7x7 grids did. Measured on 75 of the design photos (tier D, crops and small
+# rotations): issue 6's 223 hashes with its 9 query crops 93.0%, these 95 hashes with the 52 query
+# crops 93.2%, and without them 85.1%.
+ENROLL_COMPACT = EnrollConfig(
+    crops=(
+        *_CENTRED,
+        *_off_centre(0.95, _P3),
+        *_off_centre(0.9, _P4),
+        *_off_centre(0.8, _P4),
+        *_off_centre(0.75, _P3),
+        *_off_centre(0.7, _P3),
+        *_HALVES,
+    ),
+    rotations=_ROTATIONS,
+    filled_rotations=_FILLED,
+    dihedral=True,
+)
+"""The compact enrollment profile (``enroll-compact``): the full picture, its 7 quarter turns
+and flips, 73 crops (a ladder of centred ones, off-centre grids of 3x3 at 95%, 4x4 at 90 and
+80%, 3x3 at 75 and 70%, the 50% corners) and 14 small rotations: at most 95 hashes (flat views
+are left out). Not the default yet: the query crops are not mirrored, so a mirrored and
+off-centre-cropped upload that ``enroll-wide`` finds through a dihedral variant of the whole
+upload can be missed (``tests/test_service.py``'s mirrored 8% crop is)."""
+
+ENROLL = ENROLL_WIDE
+"""The shipped enrollment profile (``enroll``): ``ENROLL_WIDE`` for now."""
+
+ENROLL_LIGHT = EnrollConfig(
+    crops=(*_CENTRED, *_HALVES), rotations=_ROTATIONS, filled_rotations=_FILLED, dihedral=True
+)
+"""The lighter enrollment profile (``enroll-light``, 39 hashes): no off-centre crop but the 50%
+corners; the full picture, its turns and flips, centred crops and small rotations."""
 
 QUERY = QueryConfig(
-    dihedral=True, trim=True, quadrants=True, tile_dihedral=False, crops=tuple(_grid(0.9, _P3))
+    dihedral=True,
+    trim=True,
+    quadrants=True,
+    tile_dihedral=False,
+    crops=tuple(
+        dict.fromkeys([*_grid(0.9, _P5), *_grid(0.95, _P3), *_grid(0.85, _P3), *_grid(0.8, _P3)])
+    ),
+    rectangles=8,
+    nested=(2, 4),
 )
 """The shipped query profile: the picture and its trimmed content block(s) with their 8 rotations
-and flips, its 4 quadrants (and their trimmed blocks), and 9 crops of 90% of each side (with the
-enrolled crops, these cover more positions of an off-centre crop)."""
+and flips, its 4 quadrants (and their trimmed blocks), 52 crops (5x5 at 90% of each side, 3x3 at
+95, 85 and 80%: with the enrolled crops, these cover the positions of an off-centre crop), and up
+to 8 pictures found
+inside it (``picture_boxes``: a photo in a browser or chat screenshot, or pasted over another
+photo), each as found and with its margins trimmed, and up to 4 more inside each of the first
+two (a photo inside a window inside a screenshot)."""
 
 
 # PIL's transposes for DIHEDRAL_NAMES (rotations counter-clockwise, as pdq_dihedral names them).
@@ -235,7 +303,22 @@ def _edge_run(lines: np.ndarray) -> int:
     if (np.abs(first - colour).max(axis=1) <= _TRIM_START_TOLERANCE).mean() < _TRIM_START_FRACTION:
         return 0
     limit = int(len(lines) * (1 - _TRIM_MIN_KEEP))
-    near = (np.abs(lines[:limit] - colour).max(axis=2) <= _TRIM_TOLERANCE).mean(axis=1)
+    # In blocks, stopping once no later line can bring the running mean back to _TRIM_MEAN
+    # (each line adds at most 1): the same answer as measuring every line, without reading
+    # most of a photo whose first line happens to be flat.
+    parts: list[np.ndarray] = []
+    done, total, block = 0, 0.0, 16
+    while done < limit:
+        end = min(limit, done + block)
+        part = (np.abs(lines[done:end] - colour).max(axis=2) <= _TRIM_TOLERANCE).mean(axis=1)
+        parts.append(part)
+        total += float(part.sum())
+        done = end
+        deficit = _TRIM_MEAN * done - total
+        if deficit > 0 and done + deficit / (1 - _TRIM_MEAN) > limit:
+            break
+        block *= 2
+    near = np.concatenate(parts) if parts else np.zeros(0)
     mean_so_far = np.cumsum(near) / np.arange(1, len(near) + 1)
     ok = np.flatnonzero((near >= _TRIM_CLEAN) & (mean_so_far >= _TRIM_MEAN))
     return int(ok[-1]) + 1 if ok.size else 0
@@ -323,6 +406,182 @@ def content_box(image: Image.Image) -> Box | None:
     return boxes[-1] if boxes else None
 
 
+# Pictures inside the upload. A photo shown in a browser, sent in a chat or pasted over another
+# photo keeps its straight edges: each side is a line along which the grey level steps between two
+# neighbouring pixels. ``picture_boxes`` finds such lines (columns and rows where steps that are a
+# local maximum across the line pile up, well above the lines around them), and returns the
+# rectangles whose four sides lie on them (or on the frame), strongest first. Uniform borders are
+# not needed: the chrome above a desktop screenshot's dark margins, or an unrelated photo around a
+# pasted one, no longer hides the picture. The search runs on a copy of at most 768 pixels a side.
+_RECT_MAX_SIDE = 768
+_RECT_STEP = 10.0  # grey levels between two neighbouring pixels
+_RECT_LINES = 24  # strongest candidate lines per direction
+_RECT_COVER = 0.6  # every side lies on a step along at least this share of its inner 80%
+_RECT_CHANCE = 0.5  # the cover a line through texture reaches by chance
+_RECT_MIN_SIDE = 0.15  # a picture spans at least this share of the upload's width and height
+_RECT_RIM = 0.01  # lines this close to the frame are taken for the frame
+_RECT_MIN_CUT = 0.02  # and differs from the whole upload by at least this share of a side
+
+
+def _steps(g: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where the grey level steps across ``axis`` by at least ``_RECT_STEP``, more than at the
+    neighbouring pixels; and the same widened by one pixel across the line (a resize blurs the
+    step), which is what the cover of a side is measured on."""
+    d = np.abs(np.diff(g, axis=axis))
+    before = np.roll(d, 1, axis=axis)
+    after = np.roll(d, -1, axis=axis)
+    ind = (d >= _RECT_STEP) & (d >= before) & (d >= after)
+    return ind, ind | np.roll(ind, 1, axis=axis) | np.roll(ind, -1, axis=axis)
+
+
+def _strong_lines(ind: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` lines (columns of ``ind``) with the most steps above their neighbourhood."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    counts = ind.sum(axis=0).astype(np.float32)
+    k = 15
+    local = np.median(sliding_window_view(np.pad(counts, k, mode="edge"), 2 * k + 1), axis=1)
+    score = counts - local
+    picked: list[int] = []
+    for i in np.argsort(-score, kind="stable"):
+        if score[i] < 0.05 * ind.shape[0] or len(picked) >= n:
+            break
+        if all(abs(int(i) - p) > 2 for p in picked):
+            picked.append(int(i))
+    return np.asarray(sorted(picked), dtype=np.int64)
+
+
+def _side_cover(
+    prefix: np.ndarray, lines: np.ndarray, ends: np.ndarray, part: tuple[float, float]
+) -> np.ndarray:
+    """cover[i, a, b]: the share of line ``lines[i]`` between positions ``ends[a]`` and
+    ``ends[b]`` that lies on steps, over the ``part`` (fractions) of that stretch
+    (``prefix``: cumulative steps along the lines)."""
+    lo, hi = ends[:, None], ends[None, :]
+    start = np.clip(lo + ((hi - lo) * part[0]).astype(np.int64), 0, prefix.shape[0] - 1)
+    stop = np.clip(lo + ((hi - lo) * part[1]).astype(np.int64), 0, prefix.shape[0] - 1)
+    length = np.maximum(1, stop - start)
+    p = prefix[:, lines]  # (positions + 1, lines)
+    return (p[stop] - p[start]).transpose(2, 0, 1) / length[None]
+
+
+# A side is measured on its inner 80% (rounded corners, a drop shadow), and must be on steps along
+# each third of that too: a line of the background that runs on past the picture's corner, or a
+# short piece of texture, does not make a side.
+_RECT_PARTS = ((0.1, 0.9), (0.1, 0.37), (0.37, 0.63), (0.63, 0.9))
+_RECT_THIRD_COVER = 0.3
+
+
+def _covers(prefix: np.ndarray, lines: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """cover of the inner 80%, or 0 where a third of it falls below ``_RECT_THIRD_COVER``."""
+    whole, *thirds = (_side_cover(prefix, lines, ends, part) for part in _RECT_PARTS)
+    return np.where(np.minimum.reduce(thirds) >= _RECT_THIRD_COVER, whole, 0.0)
+
+
+def picture_boxes(image: Image.Image, limit: int = 4) -> list[Box]:
+    """Rectangles inside ``image`` that are likely a picture of their own (a photo in a
+    screenshot, a photo pasted over another), strongest first, at most ``limit``.
+
+    A rectangle qualifies when each of its sides is the frame or a line of steps covering at
+    least ``_RECT_COVER`` of the side; its strength is the length of its sides on steps.
+    """
+    w0, h0 = image.size
+    f = min(1.0, _RECT_MAX_SIDE / max(w0, h0))
+    small = image.resize((max(1, round(w0 * f)), max(1, round(h0 * f))), Image.Resampling.BILINEAR)
+    g = np.asarray(small.convert("L"), dtype=np.float32)
+    h, w = g.shape
+    if h < 16 or w < 16:
+        return []
+    sv, sv_wide = _steps(g, 1)  # (h, w - 1): a step between columns x and x + 1
+    sh, sh_wide = _steps(g, 0)  # (h - 1, w)
+    pv = np.vstack([np.zeros((1, w - 1), np.int32), np.cumsum(sv_wide, axis=0, dtype=np.int32)])
+    ph = np.vstack([np.zeros((1, h - 1), np.int32), np.cumsum(sh_wide.T, axis=0, dtype=np.int32)])
+    lx, ly = _strong_lines(sv, _RECT_LINES), _strong_lines(sh.T, _RECT_LINES)
+    # Lines hugging the frame are the frame (a photo's own dark rim, JPEG edge blocks).
+    lx = lx[(lx + 1 > _RECT_RIM * w) & (lx + 1 < (1 - _RECT_RIM) * w)]
+    ly = ly[(ly + 1 > _RECT_RIM * h) & (ly + 1 < (1 - _RECT_RIM) * h)]
+    # Candidate sides: the frame, then the lines (a step after column x is an edge at x + 1).
+    ex = np.concatenate([[0], lx + 1, [w]])
+    ey = np.concatenate([[0], ly + 1, [h]])
+    nx, ny = len(ex), len(ey)
+    cv = np.ones((nx, ny, ny))
+    ch = np.ones((ny, nx, nx))
+    cv[1:-1] = _covers(pv, lx, ey)  # cv[i, c, d]: line x_i between rows y_c and y_d
+    ch[1:-1] = _covers(ph, ly, ex)
+    real_x = np.r_[0.0, np.ones(nx - 2), 0.0]
+    real_y = np.r_[0.0, np.ones(ny - 2), 0.0]
+    a, b, c, d = np.ix_(np.arange(nx), np.arange(nx), np.arange(ny), np.arange(ny))
+    left, right = cv[a, c, d], cv[b, c, d]
+    top, bottom = ch[c, a, b], ch[d, a, b]
+    ok = (a < b) & (c < d)
+    ok &= (ex[b] - ex[a] >= _RECT_MIN_SIDE * w) & (ey[d] - ey[c] >= _RECT_MIN_SIDE * h)
+    ok &= np.minimum(np.minimum(left, right), np.minimum(top, bottom)) >= _RECT_COVER
+    # Strength: the length of the sides that lie on steps (frame sides count nothing), so that a
+    # long, straight outline outranks the short ones that texture makes by chance.
+    # Each side counts by how far its cover exceeds what texture gives by chance (about half).
+    width, height = ex[b] - ex[a], ey[d] - ey[c]
+    lean = _RECT_CHANCE
+    strength = ((left - lean) * real_x[a] + (right - lean) * real_x[b]) * height
+    strength = strength + ((top - lean) * real_y[c] + (bottom - lean) * real_y[d]) * width
+    ok &= strength > 0
+    idx = np.flatnonzero(ok)
+    # Two rankings, taken in turn: by the length on steps (long outlines: a pasted photo), and by
+    # the mean cover of the sides that are not the frame (a photo touching the frame, whose other
+    # sides are short but clean).
+    sides = real_x[a] + real_x[b] + real_y[c] + real_y[d]
+    mean_cover = (left * real_x[a] + right * real_x[b] + top * real_y[c] + bottom * real_y[d]) / (
+        np.maximum(sides, 1)
+    )
+    by_length = idx[np.argsort(-strength.ravel()[idx], kind="stable")]
+    by_cover = idx[np.argsort(-mean_cover.ravel()[idx], kind="stable")]
+    order = [int(v) for pair in zip(by_length, by_cover, strict=True) for v in pair]
+    out: list[Box] = []
+    for flat in order:
+        ia, ib, ic, idd = np.unravel_index(flat, ok.shape)
+        x0, x1, y0, y1 = int(ex[ia]), int(ex[ib]), int(ey[ic]), int(ey[idd])
+        # Each side to the pixel where its own stretch steps most often (a line's position
+        # comes from its whole length, which may hold other outlines); a pixel off is ~1% of a
+        # small picture, enough to move PDQ by tens of bits.
+        x0, x1 = (_refine(sv, x, y0, y1) if 0 < x < w else x for x in (x0, x1))
+        y0, y1 = (_refine(sh.T, y, x0, x1) if 0 < y < h else y for y in (y0, y1))
+        box = (round(x0 / f), round(y0 / f), min(w0, round(x1 / f)), min(h0, round(y1 / f)))
+        if not _big_cut_rect(box, w0, h0) or any(_alike(box, o) for o in out):
+            continue
+        out.append(box)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _refine(steps: np.ndarray, edge: int, lo: int, hi: int) -> int:
+    """The edge among ``edge - 1 .. edge + 1`` with the most steps between ``lo`` and ``hi``
+    (``steps[:, i]``: a step between pixel ``i`` and ``i + 1``, an edge at ``i + 1``)."""
+    best, best_count = edge, -1
+    margin = (hi - lo) // 10
+    for e in (edge, edge - 1, edge + 1):
+        if 1 <= e <= steps.shape[1]:
+            count = int(steps[lo + margin : hi - margin, e - 1].sum())
+            if count > best_count:
+                best, best_count = e, count
+    return best
+
+
+def _alike(a: Box, b: Box) -> bool:
+    """Boxes whose four sides are within 2 pixels of each other: one outline found twice.
+    (Suppressing boxes that share only three sides loses the true outline to a stronger
+    variant that runs on along a line of the background.)"""
+    return sum(abs(p - q) <= 2 for p, q in zip(a, b, strict=True)) >= _RECT_ALIKE
+
+
+_RECT_ALIKE = 4
+
+
+def _big_cut_rect(box: Box, w: int, h: int) -> bool:
+    left, top, right, bottom = box
+    m = _RECT_MIN_CUT
+    return left > w * m or top > h * m or w - right > w * m or h - bottom > h * m
+
+
 def _hash_view(name: str, image: Image.Image, dihedral: bool) -> list[View]:
     if not dihedral:
         h = pdq(image)
@@ -371,11 +630,33 @@ def query_views(image: Image.Image, config: QueryConfig = QUERY) -> list[View]:
             views += [
                 v for v in _hash_view(f"{name}t", trimmed, config.tile_dihedral) if _usable(v)
             ]
+    for k, box in enumerate(picture_boxes(image, config.rectangles) if config.rectangles else []):
+        picture = image.crop(box)
+        views += [v for v in _hash_view(f"pic{k + 1}", picture, False) if _usable(v)]
+        inner = content_box(picture)  # the margins left around a photo in a screenshot
+        if inner is not None:
+            views += [
+                v for v in _hash_view(f"pic{k + 1}t", picture.crop(inner), False) if _usable(v)
+            ]
+        if k < config.nested[0]:
+            for j, box2 in enumerate(picture_boxes(picture, config.nested[1])):
+                name = f"pic{k + 1}/{j + 1}"
+                views += [v for v in _hash_view(name, picture.crop(box2), False) if _usable(v)]
     for scale, x, y in config.crops:
         view = (f"qcrop{scale:g}@{x:g},{y:g}", pdq(_crop(base, scale, x, y)))
         if _usable(view):
             views.append(view)
     return views
+
+
+def view_names(config: EnrollConfig) -> list[str]:
+    """The names of the views ``enroll_views`` makes with ``config`` (before any is dropped)."""
+    names = ["full"]
+    names += [f"crop{scale:g}@{x:g},{y:g}" for scale, x, y in config.crops]
+    names += [f"rot{degrees:+g}" for degrees in config.rotations]
+    names += [f"dih/{name}" for name in _DIHEDRAL_OPS] if config.dihedral else []
+    names += [f"rotfill{degrees:+g}" for degrees in config.filled_rotations]
+    return names
 
 
 def matches(
@@ -389,9 +670,14 @@ def matches(
 PROFILES: dict[str, Callable[[Image.Image], list[View]] | None] = {
     "plain": None,
     "enroll": enroll_views,
+    "enroll-wide": functools.partial(enroll_views, config=ENROLL_WIDE),
+    "enroll-compact": functools.partial(enroll_views, config=ENROLL_COMPACT),
+    "enroll-light": functools.partial(enroll_views, config=ENROLL_LIGHT),
     "query": query_views,
 }
-"""Hashing profiles by name: ``plain`` (no views), ``enroll`` and ``query``."""
+"""Hashing profiles by name: ``plain`` (no views), ``enroll`` (the shipped enrollment views),
+``enroll-wide`` (issue 6's 223), ``enroll-compact`` (95), ``enroll-light`` (39) and
+``query``."""
 
 
 def check_profile(profile: str) -> Callable[[Image.Image], list[View]] | None:
