@@ -22,7 +22,7 @@ from matcher.cli._common import INPUT_FILE, Remote, echo_json, hashed_files, rem
 )
 @click.option(
     "--profile",
-    type=click.Choice(["plain", "enroll"]),
+    type=click.Choice(["plain", "enroll", "enroll-wide", "enroll-compact", "enroll-light"]),
     default="plain",
     show_default=True,
     help="enroll: also the detection views of each image (crops, turns; ~223 PDQ hashes).",

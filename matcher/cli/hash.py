@@ -40,7 +40,9 @@ from matcher.errors import MatcherError
 )
 @click.option(
     "--profile",
-    type=click.Choice(["plain", "enroll", "query"]),
+    type=click.Choice(
+        ["plain", "enroll", "enroll-wide", "enroll-compact", "enroll-light", "query", "query-wide"]
+    ),
     default="plain",
     show_default=True,
     help="Also output named PDQ views (pdq_views) that survive crops, flips, borders and "

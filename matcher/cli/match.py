@@ -23,7 +23,7 @@ _BATCH = 500
 @click.option("--max-distance", type=int, help="A stricter match distance for every hash.")
 @click.option(
     "--profile",
-    type=click.Choice(["plain", "query"]),
+    type=click.Choice(["plain", "query", "query-wide"]),
     default="plain",
     show_default=True,
     help="query: also ask about each image's detection views (trimmed borders, tiles; ~25).",

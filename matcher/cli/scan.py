@@ -77,7 +77,7 @@ from matcher.errors import InvalidInput, MatcherError
 @click.option("--max-distance", type=int, help="A stricter match distance for every hash.")
 @click.option(
     "--profile",
-    type=click.Choice(["plain", "query"]),
+    type=click.Choice(["plain", "query", "query-wide"]),
     default="plain",
     show_default=True,
     help="query: also ask about each image's detection views (trimmed borders, tiles; ~25).",
