@@ -12,6 +12,8 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +22,14 @@ from matcher.records import Query
 from matcher.service import ServerConfig
 from matcher.service.servicer import ServiceLimits
 from matcher.signals import PDQ, Hash
-from matcher.v1 import admin_pb2, cases_pb2, match_pb2
+from matcher.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    cases_pb2,
+    cases_pb2_grpc,
+    match_pb2,
+    match_pb2_grpc,
+)
 from tests.service_fixtures import Running, start_server, stop_server
 
 ALLOWED = {
@@ -210,3 +219,54 @@ def test_bytes_that_are_not_a_message_are_invalid_argument_and_counted(fuzzed: R
         assert "DecodeError" not in (err.value.details() or "")
     after = metrics.get_sample_value("matcher_invalid_requests_total", {"method": "Match"})
     assert after == before + 2
+
+
+def test_the_malformed_inputs_of_issue_10_are_invalid_argument_with_their_field(
+    fuzzed: Running,
+) -> None:
+    from matcher.errors import InvalidInput, NotFound
+
+    rng = np.random.default_rng(3)
+    with fuzzed.client("admin") as admin, fuzzed.client("partner") as partner:
+        for name in ("", " ", "x" * 1_000_000):
+            with pytest.raises(InvalidInput) as err:
+                admin.create_organization(name)
+            assert err.value.field == "display_name"
+        with pytest.raises(InvalidInput) as err:
+            admin.create_api_key("", "partner", organization=None)
+        assert err.value.field == "display_name"
+        for ids in rng.integers(0, 2**63, 20, dtype=np.uint64).tolist():
+            with pytest.raises(NotFound):
+                partner.report(f"m_{ids:016x}", correct=True)
+        for request, stub, method, field in (
+            (cases_pb2.CreateCaseRequest(organization="organizations/²"), "cases", "CreateCase",
+             "organization"),
+            (admin_pb2.RevokeApiKeyRequest(name="apiKeys/99999999999999999999"), "admin",
+             "RevokeApiKey", "name"),
+            (admin_pb2.ListApiKeysRequest(page_token="9" * 5000), "admin", "ListApiKeys",
+             "page_token"),
+            (match_pb2.ReportMatchRequest(item_id="m_0123456789abcdef", verdict=7), "match",
+             "ReportMatch", "verdict"),
+        ):  # fmt: skip
+            assert _field_violation(fuzzed, stub, method, request) == field, method
+
+
+def _field_violation(running: Running, stub: str, method: str, request: Any) -> str:
+    """Call through the generated stub; the field of the INVALID_ARGUMENT it must give."""
+    stubs = {
+        "cases": cases_pb2_grpc.CaseServiceStub,
+        "admin": admin_pb2_grpc.AdminServiceStub,
+        "match": match_pb2_grpc.MatchServiceStub,
+    }
+    metadata = (("authorization", f"Bearer {running.keys['admin']}"),)
+    call = getattr(stubs[stub](_channel(running)), method)
+    with pytest.raises(grpc.RpcError) as err:
+        call(request, timeout=5, metadata=metadata)
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(err.value)
+    assert status is not None
+    for detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            return bad.field_violations[0].field
+    return ""

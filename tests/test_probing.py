@@ -262,3 +262,61 @@ def test_an_honest_workload_trips_nothing_and_loses_no_match(
     assert _alarms(guarded) == {}
     actions = {r.action for r in guarded.bank.audit_log(by=Principal.operator(), limit=1000)}
     assert not actions & {"match.probe", "key.suspend"}
+
+
+# -- limits per hash, caps, budgets, thresholds per key
+
+
+def test_limits_charge_per_hash_and_cap_queries_and_requests(tmp_path: Path) -> None:
+    limits = ServiceLimits(max_request_hashes=300)
+    config = ServerConfig(
+        address="127.0.0.1:0", metrics_address=None, rate=1.0, burst=100, limits=limits
+    )
+    running, thread = start_server(tmp_path / "data", config)
+    rng = np.random.default_rng(5)
+    try:
+        assert running.bank.wait_ready(120)
+        with running.client("exact") as other:  # (its own bucket)
+            with pytest.raises(InvalidInput) as err:  # 6 queries of 60: over the request cap
+                other.match([Query([balanced(rng) for _ in range(60)]) for _ in range(6)])
+            assert err.value.field == "queries"
+        with running.client("partner") as partner:
+            partner.match([Query([balanced(rng) for _ in range(60)])])  # 60 of 100 tokens
+            with pytest.raises(RateLimited):  # one query, but 60 more hashes
+                partner.match([Query([balanced(rng) for _ in range(60)])])
+    finally:
+        stop_server(running, thread)
+
+
+def test_thresholds_are_the_servers_and_stricter_per_key(
+    guarded: Running, rng: np.random.Generator
+) -> None:
+    stored = _enrolled(guarded, rng)
+    upload = flip_bits(stored, 24, rng)
+    me = Principal.operator("tests")
+    accounts = guarded.bank.accounts
+    with guarded.client("partner") as partner, guarded.client("exact") as exact:
+        with pytest.raises(PermissionDenied) as err:  # a radius of one's own: a distance oracle
+            partner.match([Query([upload], max_distance=30)])
+        assert "max_distance" in str(err.value)
+        [result] = partner.match([Query([upload])])
+        assert [(m.band, m.distance) for m in result.matches] == [(MatchBand.WEAK, None)]
+        [granted] = exact.match([Query([upload], max_distance=30)])
+        assert [m.distance for m in granted.matches] == [24]
+        key_id = next(k.id for k in accounts.list_api_keys(by=me) if k.name == "acme")
+        accounts.update_key_policy(key_id, max_distance={"pdq": 20}, by=me)
+        time.sleep(2.1)  # the key cache period
+        assert partner.match([Query([upload])])[0].matches == []
+        assert len(partner.match([Query([flip_bits(stored, 12, rng)])])[0].matches) == 1
+
+
+def test_a_daily_budget_refuses_until_midnight(guarded: Running, rng: np.random.Generator) -> None:
+    me = Principal.operator("tests")
+    accounts = guarded.bank.accounts
+    key_id = next(k.id for k in accounts.list_api_keys(by=me) if k.name == "acme")
+    accounts.update_key_policy(key_id, daily_hashes=10, by=me)
+    with guarded.client("partner") as partner:
+        partner.match([Query([balanced(rng)]) for _ in range(10)])
+        with pytest.raises(RateLimited) as err:
+            partner.match([Query([balanced(rng)])])
+        assert 0 < err.value.retry_after <= 86_400 and "00:00 UTC" in str(err.value)
