@@ -66,7 +66,7 @@ class ServerConfig:
     """``host:port`` for Prometheus ``/metrics``; None turns it off; port 0 picks one."""
     limits: ServiceLimits = field(default_factory=ServiceLimits)
     rate: float = 20_000.0
-    """Queries per second per API key, sustained..."""
+    """Query hashes per second per API key, sustained (a query of 11 hashes costs 11)..."""
     burst: float = 40_000.0
     """...and in a burst."""
     key_cache_seconds: float = 2.0
