@@ -328,6 +328,9 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 8 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
+    # With a target naming several replicas ("dns:///matcher-headless:50051"), spread the
+    # calls over all of them (one address: the same as the default).
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 
 

@@ -46,7 +46,9 @@ def coffee() -> Image.Image:
     return Image.fromarray(np.asarray(data.coffee()))
 
 
-pytest_plugins = ["tests.service_fixtures"]
+# tests.store.postgres_server: one throwaway PostgreSQL server per session (postgres_server),
+# a fresh database per test (postgres_url), for every module that asks.
+pytest_plugins = ["tests.service_fixtures", "tests.store.postgres_server"]
 
 # A script that made the v1 fixture with the schema-1 code; importing it would run it.
 collect_ignore = ["fixtures/make_v1_data.py", "fixtures/make_reencodings.py"]

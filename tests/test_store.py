@@ -65,8 +65,6 @@ def test_open_store_takes_a_path_or_a_url(tmp_path: Path) -> None:
     with open_store(str(tmp_path / "a")) as again:
         assert again.secret_key() == a.secret_key()
     for url, message in (
-        ("postgresql://db.example/matcher", "PostgreSQL store arrives with the replicas issue"),
-        ("postgres://db.example/matcher", "PostgreSQL store arrives with the replicas issue"),
         ("mysql://db.example/matcher", "unknown store URL scheme 'mysql'"),
         ("sqlite://", "needs a folder path"),
     ):

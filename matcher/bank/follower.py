@@ -9,6 +9,17 @@ loop (``catch_up`` on a timer or a notification). Applying a change twice is har
 replaces an entry's code, a remove of an absent entry does nothing), so a failure halfway
 through a batch is retried from the same position.
 
+Replicas (several ``matcher serve`` on one PostgreSQL store) keep their index current with
+``start_following``: a loop that waits for the store's notification of a write (PostgreSQL's
+LISTEN/NOTIFY, ``wait_for_changes``) or at most ``poll`` seconds, then catches up. The
+notification only wakes it; the log is the truth. When the log was trimmed past the follower's
+position (``Conflict``: it was down or behind for longer than the log is kept), it reloads
+from a fresh snapshot, serving from the old index meanwhile (matches stay correct: every
+candidate is checked against the store). ``healthy`` is what the service's readiness reports:
+loaded, and the last catch-up reached the end of the log less than ``stale_after`` seconds ago.
+The loop also trims the log, keeping ``keep_log`` seconds of it: it deletes up to the position
+it had that long ago, so only a replica further behind than that must reload.
+
 The log names items, never values: an "add" reads the item's codes from the store by id
 (nothing if it was withdrawn since: its "remove" comes later in the log), a "remove" removes
 the entry ids ``entry_ids(item_id, hash_count)`` with no read at all.
@@ -16,18 +27,23 @@ the entry ids ``entry_ids(item_id, hash_count)`` with no read at all.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
 
+from matcher.errors import Conflict, MatcherError
 from matcher.index import Index
 from matcher.records import Change, CodeChunk, entry_ids
 from matcher.signals import SIGNALS
 from matcher.store.base import ChangeFeed
 
 __all__ = ["IndexFollower", "Progress"]
+
+log = logging.getLogger("matcher.follower")
 
 Progress = Callable[[int, int], None]
 """A progress callback: ``(hashes done, hashes in total)``."""
@@ -48,6 +64,17 @@ class IndexFollower:
         self._ready = threading.Event()
         self._position = ""
         self._load_seconds: float | None = None
+        self._caught_up_at: float | None = None  # monotonic time the log's end was last reached
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.stale_after = 5.0
+        """Seconds without reaching the log's end after which ``healthy`` turns False."""
+        self.reloads = 0
+        """How many times the follow loop reloaded from a snapshot (the log was trimmed)."""
+        self.applied_total = 0
+        """Changes applied since start (by every path)."""
+        self.errors = 0
+        """Failed catch-ups of the follow loop (the store unreachable, say)."""
 
     @property
     def index(self) -> Index:
@@ -68,6 +95,81 @@ class IndexFollower:
     def load_seconds(self) -> float | None:
         """How long the last ``load`` took, or None."""
         return self._load_seconds
+
+    @property
+    def lag_seconds(self) -> float | None:
+        """Seconds since a catch-up last reached the end of the change log (None before the
+        first load). Stays below the poll interval while the store is reachable."""
+        at = self._caught_up_at
+        return None if at is None else max(0.0, time.monotonic() - at)
+
+    @property
+    def healthy(self) -> bool:
+        """Loaded, and caught up with the log less than ``stale_after`` seconds ago."""
+        lag = self.lag_seconds
+        return self.ready and lag is not None and lag < self.stale_after
+
+    def start_following(self, *, poll: float = 0.25, keep_log: float | None = 3600.0) -> None:
+        """Follow the store in a background thread until ``stop_following`` (see the module
+        docstring). ``keep_log``: seconds of change log to keep (None: never trim)."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._follow_loop, args=(poll, keep_log), name="matcher-follow", daemon=True
+        )
+        self._thread.start()
+
+    def stop_following(self, timeout: float = 5.0) -> None:
+        """Stop the follow loop (waits up to ``timeout`` s for it)."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+
+    def _follow_loop(self, poll: float, keep_log: float | None) -> None:
+        wait = getattr(self._store, "wait_for_changes", None)
+        marks: deque[tuple[float, str]] = deque()  # (monotonic time, position then)
+        backoff = poll
+        while not self._stop.is_set():
+            try:
+                if wait is not None:
+                    wait(poll)
+                else:
+                    self._stop.wait(poll)
+                if self._stop.is_set():
+                    return
+                if not self.ready:
+                    continue
+                try:
+                    self.catch_up()
+                except Conflict:
+                    log.warning("the change log was trimmed past this replica: reloading")
+                    self.reloads += 1
+                    self.load()
+                if keep_log is not None:
+                    self._trim(marks, keep_log)
+                backoff = poll
+            except MatcherError as exc:
+                self.errors += 1
+                log.warning("following the store failed (%s); retrying", type(exc).__name__)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception:
+                self.errors += 1
+                log.exception("following the store failed; retrying")
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _trim(self, marks: deque[tuple[float, str]], keep: float) -> None:
+        now = time.monotonic()
+        if not marks or now - marks[-1][0] >= min(keep / 10, 60.0):
+            marks.append((now, self._position))
+        old = None
+        while marks and now - marks[0][0] >= keep:
+            old = marks.popleft()[1]
+        if old:
+            self._store.trim_changes(old)
 
     def load(self, progress: Progress | None = None) -> float:
         """Build a fresh index from a store snapshot, catch up, swap it in; return seconds.
@@ -114,10 +216,12 @@ class IndexFollower:
             index.add_codes(SIGNALS[name], ids, codes)
             del ids, codes  # free this signal's arrays before the next one is added
         with self._lock:
-            _, position = self._follow(index, position)
+            applied, position = self._follow(index, position)
             self._index = index
             self._position = position
             self._load_seconds = time.perf_counter() - started
+            self._caught_up_at = time.monotonic()
+            self.applied_total += applied
             self._ready.set()
         return self._load_seconds
 
@@ -131,6 +235,8 @@ class IndexFollower:
             if not self._ready.is_set():
                 return 0
             applied, self._position = self._follow(self._index, self._position)
+            self._caught_up_at = time.monotonic()
+            self.applied_total += applied
             return applied
 
     def _follow(self, index: Index, position: str) -> tuple[int, str]:

@@ -139,7 +139,9 @@ class Bank:
         return self._follower
 
     def close(self) -> None:
-        """Close the store. The bank is unusable afterwards."""
+        """Stop following the store (if a follow loop runs) and close it. The bank is unusable
+        afterwards."""
+        self._follower.stop_following()
         self._store.close()
 
     def __enter__(self) -> Bank:

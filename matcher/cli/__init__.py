@@ -1,10 +1,10 @@
 """The ``matcher`` command: a package of thin commands over the library.
 
-One module per command group (``hash``, ``serve``, ``keys``, ``case``, ``enroll``, ``match``,
-``scan``, ``victim``). Each command parses its arguments, opens one library object, calls it
-and prints; a library error (``MatcherError``) becomes a one-line message and exit status 1
-in one place (``_common.MatcherGroup``); bad usage exits 2. Every command's help ends with an
-example, and a test checks that each one is in the README.
+One module per command group (``hash``, ``serve`` and ``health``, ``keys``, ``case``,
+``enroll``, ``match``, ``scan``, ``victim``). Each command parses its arguments, opens one
+library object, calls it and prints; a library error (``MatcherError``) becomes a one-line
+message and exit status 1 in one place (``_common.MatcherGroup``); bad usage exits 2. Every
+command's help ends with an example, and a test checks that each one is in the README.
 
 Each module imports only what it uses, and heavy libraries (gRPC, the index, tqdm) only inside
 the commands that need them: ``matcher hash`` on one file starts in a fraction of the time the
@@ -33,6 +33,7 @@ _COMMANDS = {
     "case": "matcher.cli.case:case_group",
     "enroll": "matcher.cli.enroll:enroll_command",
     "hash": "matcher.cli.hash:hash_command",
+    "health": "matcher.cli.serve:health_command",
     "keys": "matcher.cli.keys:keys_group",
     "match": "matcher.cli.match:match_command",
     "scan": "matcher.cli.scan:scan_command",

@@ -3,29 +3,57 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
 from matcher.cli._common import data_options, program_name
 
 
+def _env(name: str) -> dict[str, Any]:
+    """The environment variable an option also reads, shown in ``--help``."""
+    return {"envvar": f"MATCHER_{name}", "show_envvar": True}
+
+
 @click.command("serve")
 @data_options
-@click.option("--address", default="127.0.0.1:50051", show_default=True, help="gRPC host:port.")
+@click.option(
+    "--address",
+    default="127.0.0.1:50051",
+    show_default=True,
+    help="gRPC host:port.",
+    **_env("ADDRESS"),
+)
 @click.option(
     "--metrics-address",
     default="127.0.0.1:9464",
     show_default=True,
     help="host:port for Prometheus /metrics; 'off' to disable.",
+    **_env("METRICS_ADDRESS"),
 )
-@click.option("--rate", type=float, default=20_000, show_default=True, help="Queries/s per key.")
-@click.option("--burst", type=float, default=40_000, show_default=True, help="Burst per key.")
+@click.option(
+    "--rate",
+    type=float,
+    default=20_000,
+    show_default=True,
+    help="Queries/s per key.",
+    **_env("RATE"),
+)
+@click.option(
+    "--burst",
+    type=float,
+    default=40_000,
+    show_default=True,
+    help="Burst per key.",
+    **_env("BURST"),
+)
 @click.option(
     "--max-batch",
     type=click.IntRange(1, 100_000),
     default=1000,
     show_default=True,
     help="Most queries per Match request or stream message.",
+    **_env("MAX_BATCH"),
 )
 @click.option(
     "--grace",
@@ -33,23 +61,59 @@ from matcher.cli._common import data_options, program_name
     default=10.0,
     show_default=True,
     help="Seconds in-flight calls get to finish on SIGTERM/SIGINT.",
+    **_env("GRACE"),
 )
 @click.option(
     "--require-deadline/--no-require-deadline",
     default=True,
     show_default=True,
     help="Refuse Match calls that set no deadline.",
+    **_env("REQUIRE_DEADLINE"),
 )
 @click.option(
-    "--tls-cert", type=click.Path(dir_okay=False, exists=True), help="Server certificate (PEM)."
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Server certificate (PEM).",
+    **_env("TLS_CERT"),
 )
 @click.option(
-    "--tls-key", type=click.Path(dir_okay=False, exists=True), help="Server private key (PEM)."
+    "--tls-key",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Server private key (PEM).",
+    **_env("TLS_KEY"),
 )
 @click.option(
     "--tls-client-ca",
     type=click.Path(dir_okay=False, exists=True),
     help="Require client certificates signed by this CA (mutual TLS).",
+    **_env("TLS_CLIENT_CA"),
+)
+@click.option(
+    "--follow-poll",
+    type=click.FloatRange(0.01, 60),
+    default=0.25,
+    show_default=True,
+    help="Read the store's change log at least this often, in seconds (on PostgreSQL a "
+    "notification wakes the replica sooner).",
+    **_env("FOLLOW_POLL"),
+)
+@click.option(
+    "--keep-log",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    help="Seconds of change log to keep when trimming it (0: never trim). A replica down "
+    "for longer reloads from a snapshot.",
+    **_env("KEEP_LOG"),
+)
+@click.option(
+    "--stale-after",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Readiness turns NOT_SERVING when the index has not caught up with the store for "
+    "this many seconds.",
+    **_env("STALE_AFTER"),
 )
 @click.option(
     "--log-format",
@@ -57,8 +121,15 @@ from matcher.cli._common import data_options, program_name
     default="text",
     show_default=True,
     help="Log lines as text or JSON lines.",
+    **_env("LOG_FORMAT"),
 )
-@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING...")
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    help="DEBUG, INFO, WARNING...",
+    **_env("LOG_LEVEL"),
+)
 def serve_command(
     data: str,
     store_url: str | None,
@@ -72,18 +143,26 @@ def serve_command(
     tls_cert: str | None,
     tls_key: str | None,
     tls_client_ca: str | None,
+    follow_poll: float,
+    keep_log: float,
+    stale_after: float,
     log_format: str,
     log_level: str,
 ) -> None:
     """Run the matcher gRPC service on the bank in a data folder (or --store).
 
-    The port opens at once; health reports NOT_SERVING until the index is loaded from the store,
-    then SERVING. SIGTERM or SIGINT stops it gracefully (exit status 0).
+    The port opens at once; health reports NOT_SERVING until the index is loaded from the store
+    and caught up with its change log, then SERVING while it stays caught up (the readiness
+    probe; the health service name "liveness" answers SERVING while the process is up).
+    Several replicas share one PostgreSQL store (--store postgresql://...): each follows the
+    others' writes. Every option can also be set by the environment variable shown.
+    SIGTERM or SIGINT stops it gracefully (exit status 0).
 
     \b
     Examples:
       matcher serve --data ./matcher-data
       matcher serve --address 0.0.0.0:50051 --log-format json --tls-cert s.pem --tls-key s.key
+      MATCHER_STORE=postgresql://matcher@db/matcher MATCHER_ADDRESS=0.0.0.0:50051 matcher serve
     """
     import asyncio
     from pathlib import Path
@@ -112,6 +191,9 @@ def serve_command(
         burst=burst,
         grace_seconds=grace,
         tls=tls,
+        follow_poll_seconds=follow_poll,
+        keep_log_seconds=keep_log or None,
+        stale_after_seconds=stale_after,
     )
     bank = Bank.open(store_url or data, load=False)
     try:
@@ -129,3 +211,45 @@ def serve_command(
             sys.exit(1)
     finally:
         bank.close()
+
+
+@click.command("health")
+@click.option(
+    "--server",
+    default="127.0.0.1:50051",
+    show_default=True,
+    envvar="MATCHER_SERVER",
+    show_envvar=True,
+    help="The service's host:port.",
+)
+@click.option(
+    "--service",
+    default="",
+    help="Health service name: '' (default) is readiness (loaded and caught up with the "
+    "store), 'liveness' answers SERVING while the process is up.",
+)
+@click.option("--timeout", type=float, default=3.0, show_default=True, help="Deadline (s).")
+@click.option(
+    "--tls-ca",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Connect with TLS, trusting this CA certificate (PEM).",
+)
+def health_command(server: str, service: str, timeout: float, tls_ca: str | None) -> None:
+    """Ask a running service whether it is SERVING: exit 0 if so, 1 if not (a probe).
+
+    For container health checks and scripts that wait for a replica to be ready.
+
+    \b
+    Examples:
+      matcher health --server 127.0.0.1:50051
+      matcher health --service liveness
+    """
+    from pathlib import Path
+
+    from matcher.client import Client
+
+    roots = Path(tls_ca).read_bytes() if tls_ca else None
+    with Client(server, None, timeout=timeout, root_certificates=roots) as client:
+        serving = client.healthy(service)
+    click.echo("SERVING" if serving else "NOT_SERVING")
+    sys.exit(0 if serving else 1)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from matcher.bank import Bank
@@ -28,7 +28,7 @@ class _BankCollector(Collector):
     def __init__(self, bank: Bank) -> None:
         self._bank = bank
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         stats = self._bank.stats(by=Principal.operator("metrics"))
         size = GaugeMetricFamily(
             "matcher_index_hashes", "Hashes in the in-memory index", labels=["signal"]
@@ -48,6 +48,26 @@ class _BankCollector(Collector):
         yield cases
         yield GaugeMetricFamily(
             "matcher_items", "Active items (enrolled images) in the bank", value=stats.items
+        )
+        follower = self._bank.follower
+        lag = follower.lag_seconds
+        yield GaugeMetricFamily(
+            "matcher_follower_lag_seconds",
+            "Seconds since this replica's index last reached the end of the store's change log",
+            value=-1.0 if lag is None else lag,
+        )
+        yield GaugeMetricFamily(
+            "matcher_follower_healthy", "1 while the index is caught up", value=follower.healthy
+        )
+        yield CounterMetricFamily(
+            "matcher_follower_changes",
+            "Change-log entries applied to this replica's index",
+            value=follower.applied_total,
+        )
+        yield CounterMetricFamily(
+            "matcher_follower_reloads",
+            "Reloads from a snapshot because the change log was trimmed past this replica",
+            value=follower.reloads,
         )
 
 

@@ -4,6 +4,12 @@ graceful stop.
 Start-up order: the port opens at once with health NOT_SERVING (load balancers and the tests
 can watch it), the bank compiles its kernels (``warm_up``) and loads its index in a background
 thread, then health turns SERVING. Nothing slow runs before the port opens.
+Once loaded, the bank's follower follows the store's change log in the background (replicas
+on one PostgreSQL see each other's writes within a fraction of a second), and health follows
+it: SERVING only while the follower is caught up (``IndexFollower.healthy``), NOT_SERVING when
+it falls behind or loses the store; that is the readiness probe (service ``""``). The service
+name ``liveness`` reports SERVING as long as the process answers at all: the liveness probe,
+which must not restart a replica that is only reloading or waiting for its database.
 Shutdown (SIGTERM/SIGINT, or ``Server.stop``): health turns NOT_SERVING first so balancers move
 traffic away, in-flight calls get ``grace`` seconds to finish, then the process exits 0.
 """
@@ -36,9 +42,12 @@ from matcher.v1 import (
     match_pb2,
 )
 
-__all__ = ["Server", "ServerConfig", "TlsConfig", "configure_logging", "serve"]
+__all__ = ["LIVENESS", "Server", "ServerConfig", "TlsConfig", "configure_logging", "serve"]
 
 log = logging.getLogger("matcher.service")
+
+LIVENESS = "liveness"
+"""The health service name that answers SERVING while the process is up (liveness probe)."""
 
 SERVICE_NAMES = (
     match_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name,
@@ -83,6 +92,15 @@ class ServerConfig:
     keepalive_timeout_ms: int = 20_000
     min_client_ping_interval_ms: int = 10_000
     max_connection_idle_ms: int = 30 * 60_000
+    follow_poll_seconds: float = 0.25
+    """The follow loop reads the change log at least this often (a notification wakes it
+    sooner on PostgreSQL)."""
+    keep_log_seconds: float | None = 3600.0
+    """Seconds of change log the follow loop keeps when it trims (None: never trim); a
+    replica down for longer reloads from a snapshot."""
+    stale_after_seconds: float = 5.0
+    """Readiness turns NOT_SERVING when the follower has not reached the log's end for this
+    long (the store is unreachable, say)."""
 
 
 def _handlers(module: Any, servicer: Any) -> grpc.GenericRpcHandler:
@@ -176,6 +194,7 @@ class Server:
         self = cls(bank, config or ServerConfig())
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self._server.start()
         if self.config.metrics_address:
             host, _, port = self.config.metrics_address.rpartition(":")
@@ -187,8 +206,12 @@ class Server:
 
     async def _serve_when_ready(self) -> None:
         await asyncio.to_thread(self.bank.wait_ready)
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        follower = self.bank.follower
+        follower.stale_after = self.config.stale_after_seconds
+        follower.start_following(
+            poll=self.config.follow_poll_seconds, keep_log=self.config.keep_log_seconds
+        )
+        await self._set_health(True)
         stats = self.bank.stats(by=Principal.operator("server"))
         log.info(
             "serving: %s items, %s hashes indexed in %.1f s",
@@ -196,12 +219,34 @@ class Server:
             f"{sum(stats.indexed.values()):,}",
             stats.load_seconds or 0.0,
         )
+        serving = True
+        while True:
+            await asyncio.sleep(min(0.25, self.config.follow_poll_seconds))
+            healthy = follower.healthy
+            if healthy != serving:
+                serving = healthy
+                await self._set_health(healthy)
+                lag = follower.lag_seconds or 0.0
+                if healthy:
+                    log.info("caught up with the store again: SERVING")
+                else:
+                    log.warning("%.1f s behind the store's change log: NOT_SERVING", lag)
+
+    async def _set_health(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
 
     async def stop(self, grace: float | None = None, *, drain: float | None = None) -> None:
         """Health NOT_SERVING; after ``drain`` s refuse new calls, give in-flight ones ``grace``."""
         await self.health.enter_graceful_shutdown()
         if self._ready_task is not None:
             self._ready_task.cancel()
+        await asyncio.to_thread(self.bank.follower.stop_following)
         await asyncio.sleep(self.config.drain_seconds if drain is None else drain)
         await self._server.stop(self.config.grace_seconds if grace is None else grace)
         self.metrics.close()

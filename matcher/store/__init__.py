@@ -1,7 +1,8 @@
 """The durable store: the source of truth behind the in-memory index.
 
 ``open_store(url_or_path)`` opens a backend by URL: a folder path (or ``sqlite:///abs/path``)
-is the embedded SQLite default; ``postgresql://...`` arrives with the replicas issue. The
+is the embedded SQLite default; ``postgresql://...`` is the PostgreSQL store that several
+replicas share (``matcher.store.postgres``, loaded only when asked for). The
 protocols every backend implements are in ``matcher.store.base``; the values they return are
 those of ``matcher.records``.
 """
@@ -48,17 +49,21 @@ def open_store(url: str | os.PathLike[str] = DEFAULT_DATA_DIR) -> Store:
     """Open (creating and migrating if needed) the store that ``url`` names.
 
     A path, or ``sqlite:///abs/path/to/folder``, is the SQLite store in that folder;
-    ``postgresql://...`` is refused for now with ``InvalidInput`` (the PostgreSQL store
-    arrives with the replicas issue), as is any other scheme.
+    ``postgresql://user@host:port/db`` (or ``postgres://``) is the PostgreSQL store in that
+    database (``pip install 'matcher[postgres]'``); any other scheme is ``InvalidInput``.
 
-    >>> open_store("postgresql://db/matcher")
+    >>> open_store("mysql://db/matcher")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    matcher.errors.InvalidInput: the PostgreSQL store arrives with the replicas issue
+    matcher.errors.InvalidInput: unknown store URL scheme 'mysql' (use a folder path, ...)
     """
     text = os.fspath(url)
     if text.startswith(_POSTGRES):
-        raise InvalidInput("the PostgreSQL store arrives with the replicas issue", field="store")
+        try:
+            from matcher.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise InvalidInput(str(exc), field="store") from None
+        return PostgresStore(text)
     if text.startswith(_SQLITE):
         folder = text[len(_SQLITE) :]
         if not folder:

@@ -1,0 +1,906 @@
+"""The PostgreSQL store: one database shared by several ``matcher serve`` replicas.
+
+Opened by ``open_store("postgresql://user@host/db")`` (psycopg 3, ``pip install
+matcher[postgres]``). It keeps every promise of ``matcher.store.base``; the points where
+PostgreSQL needs its own means:
+
+- **Acknowledged means committed.** Every connection runs with ``synchronous_commit = on``
+  (set by the store, whatever the server's default), so a commit returns only once its WAL
+  is flushed. Connections come from a pool (``psycopg_pool``); each write is one transaction
+  on one connection.
+- **Concurrent writers.** Each write that touches a case first locks the case row
+  (``SELECT ... FOR UPDATE``): writes to one case are serialised (item numbers, the
+  fingerprint check), writes to different cases run in parallel. The lock is the transaction's
+  first write, so it also takes its transaction id: two writes to one case get transaction ids
+  in commit order, which keeps an item's "remove" after its "add" in the log's order.
+  ``signal_counts`` rows are updated in one fixed order, so two enrollments never deadlock.
+
+Positions (the rule of ``matcher.store.base``). A change row carries its transaction's id
+(``xid8``). Sequence values are handed out before commit, so ``seq`` alone is not commit
+order: a reader that remembered "the highest seq so far" would skip, for ever, a row of a
+slower transaction that committed a moment later with a lower seq. Instead, the log is read in
+``(xid, seq)`` order and only below the **horizon**, the oldest transaction id still running
+(``pg_snapshot_xmin(pg_current_snapshot())``): every transaction below it has finished, and
+transaction ids only grow, so no row can ever appear below the horizon after it was read. A
+position is ``"xid:seq"``, the last row handed out when a batch was cut at its limit, else
+``"horizon:0"`` ("everything below the horizon"). The cost: a long transaction anywhere in the
+cluster that holds a transaction id (not a plain read) holds every follower back until it ends
+(the lag metric shows it); matcher's own writes are short.
+
+Notifications: every write that adds to the log sends ``NOTIFY matcher_changes`` (delivered
+at commit), and ``wait_for_changes`` waits for one, so replicas follow within milliseconds
+instead of polling. The notification only wakes a follower: the log is the truth, and a
+follower also polls (a notification can be lost with its connection).
+
+Withdrawal: the hash rows are deleted in the withdrawing transaction, as on SQLite, and the
+store runs ``VACUUM`` on the hash table afterwards (in the background, at most one at a time),
+so the dead rows are pruned from the table's pages. PostgreSQL gives no equivalent of
+SQLite's ``secure_delete``: a pruned page's free space and older WAL segments may still hold
+the bytes until they are overwritten. Encrypting the values at rest is what closes that
+(see the README, "Deployment").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from matcher.audit import Action, encode_detail
+from matcher.credentials import item_fingerprint
+from matcher.errors import Conflict, InvalidInput, NotFound, Unavailable
+from matcher.principal import Principal, Role
+from matcher.records import (
+    ITEM_BITS,
+    ApiKeyRecord,
+    AuditEntry,
+    CaseRecord,
+    CaseState,
+    Change,
+    ChangeBatch,
+    CodeChunk,
+    ItemRecord,
+    ItemState,
+    NewItem,
+    Organisation,
+)
+from matcher.signals import SIGNALS
+from matcher.store.base import AddedItems
+from matcher.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
+from matcher.store.sqlite import (
+    _case,
+    _dt_required,
+    _item,
+    _key,
+    _now_ms,
+    _signal_dict,
+    _unique_hashes,
+)
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg_pool import ConnectionPool, PoolTimeout
+except ImportError as exc:  # pragma: no cover - the dev extra installs it
+    raise ImportError(
+        "the PostgreSQL store needs psycopg 3: pip install 'matcher[postgres]'"
+    ) from exc
+
+__all__ = ["CHANNEL", "SCHEMA_VERSION", "PostgresSnapshot", "PostgresStore"]
+
+CHANNEL = "matcher_changes"
+"""The NOTIFY channel every write to the change log signals on."""
+
+_CHUNK_ROWS = 1 << 16
+_ITEM_MASK = (1 << ITEM_BITS) - 1
+_MIGRATE_LOCK = 0x6D61746368  # any constant: one advisory lock for migrations
+
+_CASE_SQL = (
+    "SELECT c.id, c.number, c.org_id, c.state, c.secret_hash, "
+    "count(i.id) FILTER (WHERE i.state = 'active'), "
+    "coalesce(sum(i.hash_count) FILTER (WHERE i.state = 'active'), 0), "
+    "coalesce(sum(i.reported_correct), 0), coalesce(sum(i.reported_wrong), 0), "
+    "c.created_at, c.withdrawn_at "
+    "FROM cases c LEFT JOIN items i ON i.case_id = c.id WHERE c.{column} = %s GROUP BY c.id"
+)
+_ITEM_COLUMNS = (
+    "id, case_id, number, kind, state, label, hash_count, signals, reported_correct, "
+    "reported_wrong, created_at, withdrawn_at"
+)
+_KEY_COLUMNS = "id, name, role, org_id, prefix, created_at, revoked_at"
+
+# One block of the start-up scan as two aggregates over the same ordered rows: the ids as
+# big-endian 8-byte values and the codes, each one bytea (no Python object per row).
+_BLOCK_SQL = (
+    "SELECT count(*), max(id), string_agg(int8send(id), ''::bytea ORDER BY id), "
+    "string_agg(value, ''::bytea ORDER BY id) FROM ("
+    "SELECT id, value FROM hashes WHERE signal = %s AND id > %s ORDER BY id LIMIT %s) AS b"
+)
+
+Position = tuple[int, int]
+
+
+def _parse_position(position: str) -> Position:
+    if position == "":
+        return (0, 0)
+    xid, sep, seq = position.partition(":")
+    if not sep or not (xid.isascii() and xid.isdigit() and seq.isascii() and seq.isdigit()):
+        raise InvalidInput("not a change-log position of this store", field="position")
+    return (int(xid), int(seq))
+
+
+def _format_position(position: Position) -> str:
+    return f"{position[0]}:{position[1]}"
+
+
+@dataclass
+class PostgresSnapshot:
+    """A consistent read of every hash row (see ``Snapshot`` in ``matcher.store.base``)."""
+
+    position: str
+    counts: dict[str, int]
+    _conn: psycopg.Connection[Any]
+
+    @property
+    def total(self) -> int:
+        """Number of hashes in the snapshot."""
+        return sum(self.counts.values())
+
+    def chunks(self, rows: int = _CHUNK_ROWS) -> Iterator[CodeChunk]:
+        """Yield every stored hash, one signal type after another, each in entry-id order."""
+        for name in self.counts:
+            width = SIGNALS[name].byte_length
+            last = -1
+            while True:
+                row = self._conn.execute(_BLOCK_SQL, (name, last, rows)).fetchone()
+                assert row is not None
+                n, top, ids, values = row
+                if not n:
+                    break
+                id_arr = np.frombuffer(ids, dtype=">i8").astype(np.int64)
+                if len(id_arr) != n or len(values) != n * width:
+                    raise RuntimeError("the store returned a malformed block of hashes")
+                codes = np.frombuffer(values, dtype=np.uint8).reshape(n, width)
+                yield CodeChunk(name, id_arr, codes)
+                last = int(top)
+
+
+class PostgresStore:
+    """The PostgreSQL store (see the module docstring). Safe to share between threads."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_connections: int = 1,
+        max_connections: int = 10,
+        timeout: float = 30.0,
+    ) -> None:
+        """Connect to ``url`` (a libpq URL), create or migrate the schema, read the key.
+
+        ``timeout`` is how long a call waits for a free connection (or the server) before
+        ``Unavailable``.
+        """
+        self.url = url
+        self._closed = False
+        self._vacuum_lock = threading.Lock()
+        self._vacuum_pending = False
+        self._listener: psycopg.Connection[Any] | None = None
+        self._listener_lock = threading.Lock()
+        try:
+            self._pool = ConnectionPool(
+                url,
+                min_size=min_connections,
+                max_size=max_connections,
+                timeout=timeout,
+                kwargs={"autocommit": True, "options": "-c synchronous_commit=on"},
+                open=True,
+                name="matcher-store",
+            )
+            self._pool.wait(timeout)
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise Unavailable(f"cannot connect to the PostgreSQL store: {_reason(exc)}") from exc
+        try:
+            self._migrate()
+            self._key = self._ensure_secret_key()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    # -- connections and transactions
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection (autocommit: each statement is its own transaction)."""
+        if self._closed:
+            raise Unavailable("the store is closed")
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise Unavailable("the store is busy; retry later") from exc
+        except pg_errors.UniqueViolation:
+            raise
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise Unavailable(f"the store failed: {_reason(exc)}; retry later") from exc
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[psycopg.Connection[Any]]:
+        """One write transaction: commits on success (durably: synchronous_commit), rolls
+        back on any exception. Nothing is acknowledged unless COMMIT returned."""
+        with self._conn() as conn, conn.transaction():
+            yield conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[psycopg.Connection[Any]]:
+        """One consistent read of several statements (REPEATABLE READ, read only)."""
+        with self._conn() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield conn
+
+    def close(self) -> None:
+        """Close every connection; the store is unusable afterwards."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._listener_lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+        with self._vacuum_lock:
+            self._pool.close()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema and key
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the database."""
+        with self._conn() as conn:
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        return int(row[0] or 0) if row else 0
+
+    def _migrate(self) -> None:
+        with self._conn() as conn:
+            # A session lock across the whole migration: replicas starting together wait here
+            # and then find the work done.
+            conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATE_LOCK,))
+            try:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version ("
+                    "version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
+                )
+                row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+                current = int(row[0] or 0) if row else 0
+                if current > len(MIGRATIONS):
+                    raise Unavailable(
+                        f"the database has schema version {current}, newer than this matcher "
+                        f"({len(MIGRATIONS)}): upgrade matcher"
+                    )
+                for version in range(current + 1, len(MIGRATIONS) + 1):
+                    with conn.transaction():
+                        for statement in MIGRATIONS[version - 1]:
+                            conn.execute(statement)
+                        conn.execute(
+                            "INSERT INTO schema_version VALUES (%s, %s)", (version, _now_ms())
+                        )
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATE_LOCK,))
+
+    def _ensure_secret_key(self) -> bytes:
+        with self._write() as w:
+            w.execute(
+                "INSERT INTO meta(key, value) VALUES ('secret_key', %s) ON CONFLICT DO NOTHING",
+                (os.urandom(32),),
+            )
+            row = w.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
+        assert row is not None
+        return bytes(row[0])
+
+    def secret_key(self) -> bytes:
+        """The store's random key (item ids, fingerprints): one for every replica."""
+        return self._key
+
+    # -- audit
+
+    @staticmethod
+    def _audit(
+        conn: psycopg.Connection[Any],
+        actor: Principal,
+        action: Action,
+        *,
+        case_id: int | None = None,
+        detail: dict[str, object] | None = None,
+        at: int | None = None,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO audit(at, actor, org_id, action, case_id, detail) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (
+                at or _now_ms(),
+                actor.audit_name,
+                actor.org_id,
+                str(Action(action)),
+                case_id,
+                encode_detail(detail or {}),
+            ),
+        )
+
+    def audit_log(
+        self, *, case_id: int | None = None, before: int | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
+        """The most recent audit rows, newest first, optionally for one case."""
+        sql = "SELECT id, at, actor, org_id, action, case_id, detail FROM audit WHERE true"
+        args: list[object] = []
+        if case_id is not None:
+            sql += " AND case_id = %s"
+            args.append(case_id)
+        if before is not None:
+            sql += " AND id < %s"
+            args.append(before)
+        with self._conn() as conn:
+            rows = conn.execute(sql + " ORDER BY id DESC LIMIT %s", (*args, limit)).fetchall()
+        return [
+            AuditEntry(r[0], _dt_required(r[1]), r[2], r[3], r[4], r[5], json.loads(r[6]))
+            for r in rows
+        ]
+
+    # -- organisations
+
+    def create_organisation(self, name: str, *, actor: Principal) -> Organisation:
+        """Create an organisation; ``Conflict`` if the name is taken."""
+        now = _now_ms()
+        try:
+            with self._write() as w:
+                row = w.execute(
+                    "INSERT INTO organisations(name, created_at) VALUES (%s, %s) RETURNING id",
+                    (name, now),
+                ).fetchone()
+                assert row is not None
+                org_id = int(row[0])
+                self._audit(w, actor, Action.ORG_CREATE, detail={"org_id": org_id}, at=now)
+        except pg_errors.UniqueViolation:
+            raise Conflict("an organisation with this name exists") from None
+        return Organisation(org_id, name, _dt_required(now))
+
+    def get_organisation(self, org_id: int) -> Organisation | None:
+        """One organisation, or None."""
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT id, name, created_at FROM organisations WHERE id = %s", (org_id,)
+            ).fetchone()
+        return None if row is None else Organisation(row[0], row[1], _dt_required(row[2]))
+
+    def list_organisations(self) -> list[Organisation]:
+        """Every organisation, by id."""
+        with self._conn() as conn:
+            rows = conn.execute("SELECT id, name, created_at FROM organisations ORDER BY id")
+            return [Organisation(r[0], r[1], _dt_required(r[2])) for r in rows.fetchall()]
+
+    # -- cases
+
+    def create_case(
+        self, org_id: int, number: str, secret_hash: str, *, actor: Principal
+    ) -> CaseRecord:
+        """Create an active case; ``Conflict`` if the number is taken, ``NotFound`` for the org."""
+        now = _now_ms()
+        try:
+            with self._write() as w:
+                row = w.execute(
+                    "INSERT INTO cases(number, org_id, state, secret_hash, created_at) "
+                    "VALUES (%s, %s, 'active', %s, %s) RETURNING id",
+                    (number, org_id, secret_hash, now),
+                ).fetchone()
+                assert row is not None
+                case_id = int(row[0])
+                self._audit(w, actor, Action.CASE_CREATE, case_id=case_id, at=now)
+                record = self._case_by(w, "id", case_id)
+        except pg_errors.ForeignKeyViolation:
+            raise NotFound("no such organisation") from None
+        except pg_errors.UniqueViolation:
+            raise Conflict("a case with this number exists") from None
+        assert record is not None
+        return record
+
+    @staticmethod
+    def _case_by(conn: psycopg.Connection[Any], column: str, value: object) -> CaseRecord | None:
+        row = conn.execute(_CASE_SQL.format(column=column), (value,)).fetchone()
+        return None if row is None else _case(row)
+
+    def get_case(self, number: str) -> CaseRecord | None:
+        """The case with this number, or None."""
+        with self._conn() as conn:
+            return self._case_by(conn, "number", number)
+
+    def get_case_by_id(self, case_id: int) -> CaseRecord | None:
+        """The case with this id, or None."""
+        with self._conn() as conn:
+            return self._case_by(conn, "id", case_id)
+
+    def list_items(self, case_id: int) -> list[ItemRecord]:
+        """Every item of the case, withdrawn ones included, by number."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM items WHERE case_id = %s ORDER BY number",
+                (case_id,),
+            ).fetchall()
+        return [_item(r) for r in rows]
+
+    def get_item(self, case_id: int, number: int) -> ItemRecord | None:
+        """Item ``number`` of the case, or None."""
+        with self._conn() as conn:
+            row = conn.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM items WHERE case_id = %s AND number = %s",
+                (case_id, number),
+            ).fetchone()
+        return None if row is None else _item(row)
+
+    def case_counts(self) -> dict[str, int]:
+        """Number of cases per state."""
+        with self._conn() as conn:
+            rows = conn.execute("SELECT state, count(*) FROM cases GROUP BY state").fetchall()
+        return {state: int(n) for state, n in rows}
+
+    def hash_counts(self) -> dict[str, int]:
+        """Number of stored hashes per signal type (kept as counters: no scan)."""
+        with self._conn() as conn:
+            return self._signal_counts(conn)
+
+    def item_count(self) -> int:
+        """Number of active items."""
+        with self._conn() as conn:
+            row = conn.execute("SELECT count(*) FROM items WHERE state = 'active'").fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def _signal_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
+        rows = dict(
+            conn.execute("SELECT signal, hashes FROM signal_counts WHERE hashes > 0").fetchall()
+        )
+        return {name: int(rows[name]) for name in SIGNALS if name in rows}
+
+    @staticmethod
+    def _lock_case(w: psycopg.Connection[Any], case_id: int) -> str:
+        """Lock the case row (the transaction's first write: see the module docstring) and
+        return its state; ``NotFound`` if there is no such case."""
+        row = w.execute("SELECT state FROM cases WHERE id = %s FOR UPDATE", (case_id,)).fetchone()
+        if row is None:
+            raise NotFound("no such case")
+        return str(row[0])
+
+    @staticmethod
+    def _count_signals(w: psycopg.Connection[Any], delta: Counter[str], sign: int) -> None:
+        # Sorted: every transaction locks these rows in one order, so none deadlock.
+        for name in sorted(delta):
+            w.execute(
+                "INSERT INTO signal_counts(signal, hashes) VALUES (%s, %s) "
+                "ON CONFLICT (signal) DO UPDATE SET hashes = signal_counts.hashes + "
+                "excluded.hashes",
+                (name, sign * delta[name]),
+            )
+
+    # -- enrollment
+
+    def add_items(self, case_id: int, items: Sequence[NewItem], *, actor: Principal) -> AddedItems:
+        """Enroll ``items`` into an active case, all or none (see ``CaseStore.add_items``)."""
+        if not items:
+            raise InvalidInput("an enrollment needs at least one item", field="items")
+        now = _now_ms()
+        with self._write() as w:
+            if self._lock_case(w, case_id) != CaseState.ACTIVE:
+                raise Conflict("the case is withdrawn: open a new case to enroll again")
+            top = w.execute("SELECT max(number) FROM items WHERE case_id = %s", (case_id,))
+            number = int((top.fetchone() or (0,))[0] or 0)
+            item_ids: list[int] = []
+            created: list[bool] = []
+            added: Counter[str] = Counter()
+            for item in items:
+                hashes = _unique_hashes(item.hashes)
+                fingerprint = item_fingerprint(self._key, hashes)
+                held = w.execute(
+                    "SELECT id FROM items WHERE case_id = %s AND fingerprint = %s",
+                    (case_id, fingerprint),
+                ).fetchone()
+                if held is not None:
+                    item_ids.append(int(held[0]))
+                    created.append(False)
+                    continue
+                number += 1
+                signals = Counter(h.signal.name for h in hashes)
+                row = w.execute(
+                    "INSERT INTO items(case_id, number, kind, state, label, fingerprint, "
+                    "hash_count, signals, created_at) "
+                    "VALUES (%s, %s, %s, 'active', %s, %s, %s, %s, %s) RETURNING id",
+                    (
+                        case_id,
+                        number,
+                        str(item.kind),
+                        item.label,
+                        fingerprint,
+                        len(hashes),
+                        json.dumps({n: signals[n] for n in SIGNALS if n in signals}),
+                        now,
+                    ),
+                ).fetchone()
+                assert row is not None
+                item_id = int(row[0])
+                base = item_id << ITEM_BITS
+                with (
+                    w.cursor() as cur,
+                    cur.copy("COPY hashes (id, signal, value, quality) FROM STDIN") as copy,
+                ):
+                    for p, h in enumerate(hashes):
+                        copy.write_row((base + p, h.signal.name, h.value, h.quality))
+                w.execute(
+                    "INSERT INTO changes(op, item_id, hash_count, at) VALUES ('add', %s, %s, %s)",
+                    (item_id, len(hashes), now),
+                )
+                added.update(signals)
+                item_ids.append(item_id)
+                created.append(True)
+            if added:
+                self._count_signals(w, added, 1)
+                w.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            detail: dict[str, object] = {n: added[n] for n in SIGNALS if n in added}
+            detail.update(items=sum(created), existing=len(created) - sum(created))
+            self._audit(w, actor, Action.CASE_ENROLL, case_id=case_id, detail=detail, at=now)
+            records = self._items_by_id(w, item_ids)
+            case = self._case_by(w, "id", case_id)
+        assert case is not None
+        return AddedItems([records[i] for i in item_ids], created, case)
+
+    @staticmethod
+    def _items_by_id(
+        conn: psycopg.Connection[Any], item_ids: Sequence[int]
+    ) -> dict[int, ItemRecord]:
+        rows = conn.execute(
+            f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ANY(%s::bigint[])",
+            ([int(i) for i in item_ids],),
+        ).fetchall()
+        return {r[0]: _item(r) for r in rows}
+
+    # -- withdrawal
+
+    def _withdraw_items(
+        self, w: psycopg.Connection[Any], rows: Sequence[tuple[int, int, str]], now: int
+    ) -> int:
+        removed: Counter[str] = Counter()
+        for item_id, hash_count, signals in rows:
+            first, last = item_id << ITEM_BITS, (item_id << ITEM_BITS) | _ITEM_MASK
+            cur = w.execute("DELETE FROM hashes WHERE id BETWEEN %s AND %s", (first, last))
+            if cur.rowcount != hash_count:
+                raise RuntimeError("an item's hash rows do not match its hash count")
+            w.execute(
+                "INSERT INTO changes(op, item_id, hash_count, at) VALUES ('remove', %s, %s, %s)",
+                (item_id, hash_count, now),
+            )
+            removed.update(_signal_dict(signals))
+        if rows:
+            with w.cursor() as cur:
+                cur.executemany(
+                    "UPDATE items SET state = 'withdrawn', withdrawn_at = %s, fingerprint = NULL, "
+                    "label = NULL, hash_count = 0, signals = '{}' WHERE id = %s",
+                    [(now, r[0]) for r in rows],
+                )
+            self._count_signals(w, removed, -1)
+            w.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+        return sum(removed.values())
+
+    def withdraw_item(self, case_id: int, number: int, *, actor: Principal) -> ItemRecord:
+        """Withdraw one item for good (see ``CaseStore.withdraw_item``)."""
+        now = _now_ms()
+        with self._write() as w:
+            row = w.execute(
+                "SELECT i.id, i.state, i.hash_count, i.signals FROM cases c JOIN items i "
+                "ON i.case_id = c.id WHERE c.id = %s AND i.number = %s FOR UPDATE OF c",
+                (case_id, number),
+            ).fetchone()
+            if row is None:
+                raise NotFound("no such item")
+            active = [(row[0], row[2], row[3])] if row[1] == ItemState.ACTIVE else []
+            removed = self._withdraw_items(w, active, now)
+            self._audit(
+                w,
+                actor,
+                Action.ITEM_WITHDRAW,
+                case_id=case_id,
+                detail={"item": number, "removed": removed},
+                at=now,
+            )
+            record = self._items_by_id(w, [row[0]])[row[0]]
+        if removed:
+            self._vacuum_soon()
+        return record
+
+    def withdraw_case(self, case_id: int, *, actor: Principal) -> CaseRecord:
+        """Withdraw a case and all its items (see ``CaseStore.withdraw_case``)."""
+        now = _now_ms()
+        with self._write() as w:
+            state = self._lock_case(w, case_id)
+            active = w.execute(
+                "SELECT id, hash_count, signals FROM items WHERE case_id = %s "
+                "AND state = 'active' ORDER BY number",
+                (case_id,),
+            ).fetchall()
+            removed = self._withdraw_items(w, active, now)
+            if state == CaseState.ACTIVE:
+                w.execute(
+                    "UPDATE cases SET state = 'withdrawn', withdrawn_at = %s WHERE id = %s",
+                    (now, case_id),
+                )
+            self._audit(
+                w,
+                actor,
+                Action.CASE_WITHDRAW,
+                case_id=case_id,
+                detail={"items": len(active), "removed": removed},
+                at=now,
+            )
+            record = self._case_by(w, "id", case_id)
+        if removed:
+            self._vacuum_soon()
+        assert record is not None
+        return record
+
+    def _vacuum_soon(self) -> None:
+        """Prune the withdrawn rows from the hash table's pages, in the background (one
+        VACUUM at a time; a withdrawal meanwhile asks for one more run)."""
+        self._vacuum_pending = True
+        if not self._vacuum_lock.acquire(blocking=False):
+            return
+
+        def run() -> None:
+            try:
+                while self._vacuum_pending and not self._closed:
+                    self._vacuum_pending = False
+                    with contextlib.suppress(Exception), self._pool.connection() as conn:
+                        conn.execute("VACUUM hashes")
+            finally:
+                self._vacuum_lock.release()
+
+        threading.Thread(target=run, name="matcher-vacuum", daemon=True).start()
+
+    # -- matching
+
+    def active_items(self, item_ids: Sequence[int]) -> set[int]:
+        """The ids among ``item_ids`` of active items (one query for any number of ids)."""
+        if len(item_ids) == 0:
+            return set()
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT id FROM items WHERE id = ANY(%s::bigint[]) AND state = 'active'",
+                ([int(i) for i in item_ids],),
+            ).fetchall()
+        return {int(r[0]) for r in rows}
+
+    def record_feedback(self, item_id: int, correct: bool, *, actor: Principal) -> None:
+        """Count one "this match was right/wrong" report on an active item."""
+        now = _now_ms()
+        column = "reported_correct" if correct else "reported_wrong"
+        with self._write() as w:
+            row = w.execute(
+                "SELECT case_id, number FROM items WHERE id = %s AND state = 'active' FOR UPDATE",
+                (item_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFound("no such match (it may have been withdrawn)")
+            w.execute(f"UPDATE items SET {column} = {column} + 1 WHERE id = %s", (item_id,))
+            w.execute(
+                "INSERT INTO feedback(case_id, item_id, correct, actor, org_id, at) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (row[0], item_id, int(correct), actor.audit_name, actor.org_id, now),
+            )
+            self._audit(
+                w,
+                actor,
+                Action.MATCH_REPORT,
+                case_id=row[0],
+                detail={"item": row[1], "correct": bool(correct)},
+                at=now,
+            )
+
+    # -- API keys
+
+    def create_api_key(
+        self,
+        name: str,
+        role: Role,
+        org_id: int | None,
+        key_hash: bytes,
+        prefix: str,
+        *,
+        actor: Principal,
+    ) -> ApiKeyRecord:
+        """Store a new API key (its hash only); ``NotFound`` for an unknown organisation."""
+        now = _now_ms()
+        try:
+            with self._write() as w:
+                row = w.execute(
+                    "INSERT INTO api_keys(name, role, org_id, key_hash, prefix, created_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                    (name, str(role), org_id, key_hash, prefix, now),
+                ).fetchone()
+                assert row is not None
+                key_id = int(row[0])
+                self._audit(
+                    w,
+                    actor,
+                    Action.KEY_CREATE,
+                    detail={"key_id": key_id, "role": str(role)},
+                    at=now,
+                )
+        except pg_errors.ForeignKeyViolation:
+            raise NotFound("no such organisation") from None
+        except pg_errors.UniqueViolation:
+            raise Conflict("this key exists") from None
+        return ApiKeyRecord(key_id, name, role, org_id, prefix, _dt_required(now), None)
+
+    def find_api_key(self, key_hash: bytes) -> ApiKeyRecord | None:
+        """The key with this hash (revoked or not), or None."""
+        with self._conn() as conn:
+            row = conn.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = %s",
+                (key_hash,),
+            ).fetchone()
+        return None if row is None else _key(row)
+
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every key, by id (no key material: only the display prefix)."""
+        with self._conn() as conn:
+            rows = conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY id").fetchall()
+        return [_key(r) for r in rows]
+
+    def revoke_api_key(self, key_id: int, *, actor: Principal) -> ApiKeyRecord:
+        """Revoke a key (idempotent); ``NotFound`` if there is no such key."""
+        now = _now_ms()
+        with self._write() as w:
+            cur = w.execute(
+                "UPDATE api_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL",
+                (now, key_id),
+            )
+            exists = w.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = %s",
+                (key_id,),
+            ).fetchone()
+            if exists is None:
+                raise NotFound("no such API key")
+            if cur.rowcount:
+                self._audit(w, actor, Action.KEY_REVOKE, detail={"key_id": key_id}, at=now)
+        return _key(exists)
+
+    # -- loading and following
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[PostgresSnapshot]:
+        """A consistent read of all hashes and the change-log position it includes.
+
+        One REPEATABLE READ transaction; its position is the horizon of its snapshot, so a
+        follower starting there may see a change the snapshot already holds once more
+        (harmless: the follower's changes are idempotent), never miss one.
+        """
+        with self._read() as conn:
+            row = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
+            assert row is not None
+            counts = self._signal_counts(conn)
+            yield PostgresSnapshot(_format_position((int(row[0]), 0)), counts, conn)
+
+    def _trimmed_through(self, conn: psycopg.Connection[Any]) -> Position:
+        row = conn.execute(
+            "SELECT value FROM meta WHERE key = 'changes_trimmed_through'"
+        ).fetchone()
+        return (0, 0) if row is None else _parse_position(bytes(row[0]).decode())
+
+    def changes_since(self, position: str, *, limit: int = 10_000) -> ChangeBatch:
+        """Changes committed after ``position``, in ``(xid, seq)`` order, below the horizon
+        (see "Positions" in the module docstring)."""
+        after = _parse_position(position)
+        with self._read() as conn:
+            if after < self._trimmed_through(conn):
+                raise Conflict("the change log was trimmed past this position: reload")
+            row = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
+            assert row is not None
+            horizon = int(row[0])
+            rows = conn.execute(
+                "SELECT xid::text, seq, op, item_id, hash_count FROM changes "
+                "WHERE (xid, seq) > (%s::text::xid8, %s) AND xid < %s::text::xid8 "
+                "ORDER BY xid, seq LIMIT %s",
+                (str(after[0]), after[1], str(horizon), limit),
+            ).fetchall()
+        changes = [Change(op, int(item), int(n)) for _, _, op, item, n in rows]
+        if len(rows) == limit:
+            return ChangeBatch(changes, _format_position((int(rows[-1][0]), rows[-1][1])), True)
+        return ChangeBatch(changes, _format_position(max(after, (horizon, 0))), False)
+
+    def item_codes(self, item_ids: Sequence[int]) -> list[CodeChunk]:
+        """Codes and entry ids of the still-active items among ``item_ids``, per signal type."""
+        if len(item_ids) == 0:
+            return []
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT h.id, h.signal, h.value FROM (SELECT DISTINCT unnest(%s::bigint[]) "
+                "AS item) AS j JOIN hashes AS h ON h.id BETWEEN (j.item << %s) "
+                "AND ((j.item << %s) | %s) ORDER BY h.id",
+                ([int(i) for i in item_ids], ITEM_BITS, ITEM_BITS, _ITEM_MASK),
+            ).fetchall()
+        by_signal: dict[str, tuple[list[int], list[bytes]]] = {}
+        for entry, signal, value in rows:
+            ids, values = by_signal.setdefault(signal, ([], []))
+            ids.append(entry)
+            values.append(bytes(value))
+        out = []
+        for name in SIGNALS:
+            if name in by_signal:
+                ids, values = by_signal[name]
+                codes = np.frombuffer(b"".join(values), dtype=np.uint8)
+                out.append(
+                    CodeChunk(
+                        name,
+                        np.array(ids, dtype=np.int64),
+                        codes.reshape(len(ids), SIGNALS[name].byte_length),
+                    )
+                )
+        return out
+
+    def trim_changes(self, before: str) -> int:
+        """Delete the changes up to position ``before`` (a follower behind it reloads)."""
+        upto = _parse_position(before)
+        with self._write() as w:
+            cur = w.execute(
+                "DELETE FROM changes WHERE (xid, seq) <= (%s::text::xid8, %s)",
+                (str(upto[0]), upto[1]),
+            )
+            mark = max(self._trimmed_through(w), upto)
+            w.execute(
+                "INSERT INTO meta(key, value) VALUES ('changes_trimmed_through', %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (_format_position(mark).encode(),),
+            )
+        return cur.rowcount
+
+    def wait_for_changes(self, timeout: float) -> bool:
+        """Block until a write to the change log is notified (True) or ``timeout`` s pass.
+
+        Only a wake-up: the caller then reads ``changes_since`` (the truth). Uses one
+        dedicated listening connection, opened on first use and reopened after a failure.
+        """
+        if self._closed:
+            raise Unavailable("the store is closed")
+        with self._listener_lock:
+            try:
+                if self._listener is None or self._listener.closed:
+                    self._listener = psycopg.connect(self.url, autocommit=True)
+                    self._listener.execute(f"LISTEN {CHANNEL}")
+                listener = self._listener
+                got = False
+                for _ in listener.notifies(timeout=timeout, stop_after=1):
+                    got = True
+                # Take every other pending notification too: one read covers them all.
+                if got:
+                    for _ in listener.notifies(timeout=0.0):
+                        pass
+                return got
+            except psycopg.Error:
+                if self._listener is not None:
+                    self._listener.close()
+                self._listener = None
+                time.sleep(min(timeout, 0.5))
+                return False
+
+
+def _reason(exc: BaseException) -> str:
+    """The server's one-line reason, without the URL (it may hold a password)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

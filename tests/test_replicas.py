@@ -1,0 +1,278 @@
+"""Several replicas on one real PostgreSQL: real ``matcher serve`` processes on real ports.
+
+Enroll through one replica, match through the other; withdraw through one and never get a
+match through the other; SIGKILL one, the other keeps serving, the restarted one catches up.
+And, in process, a follower that fell behind a trimmed log reloads from a snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from matcher.bank import Bank
+from matcher.client import Client
+from matcher.errors import Conflict
+from matcher.principal import Principal, Role
+from matcher.records import NewItem, Query
+from matcher.signals import MD5, PDQ, PHASH, Hash
+from matcher.store.postgres import PostgresStore
+
+OPERATOR = Principal.operator("test")
+
+
+def photo() -> NewItem:
+    return NewItem(
+        [Hash(PDQ, os.urandom(32), 90), Hash(PHASH, os.urandom(8)), Hash(MD5, os.urandom(16))]
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Replica:
+    """One ``matcher serve`` process on the shared store."""
+
+    url: str
+    port: int
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        # Configured through the environment only, as a container would be.
+        env = dict(
+            os.environ,
+            MATCHER_STORE=self.url,
+            MATCHER_ADDRESS=self.target,
+            MATCHER_METRICS_ADDRESS="off",
+            MATCHER_FOLLOW_POLL="0.2",
+            MATCHER_GRACE="0",
+        )
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "matcher.cli", "serve"], env=env, stdout=out, stderr=out
+            )
+
+    def wait_serving(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        with Client(self.target, timeout=2) as c:
+            while not c.healthy():
+                assert self.process is not None and self.process.poll() is None, (
+                    self.log.read_text()
+                )
+                if time.monotonic() > deadline:
+                    raise AssertionError("replica never turned SERVING:\n" + self.log.read_text())
+                time.sleep(0.1)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+@dataclass
+class Cluster:
+    a: Replica
+    b: Replica
+    keys: dict[str, str]
+
+    def client(self, replica: Replica, role: str) -> Client:
+        return Client(replica.target, self.keys[role], timeout=10)
+
+
+@pytest.fixture
+def cluster(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    with Bank.open(postgres_url, load=False) as bank:
+        org = bank.accounts.create_organisation("Helpline", by=OPERATOR)
+        keys = {
+            "practitioner": bank.accounts.create_api_key(
+                "h", Role.PRACTITIONER, org_id=org.id, by=OPERATOR
+            ).key,
+            "partner": bank.accounts.create_api_key(
+                "p", Role.PARTNER, org_id=None, by=OPERATOR
+            ).key,
+        }
+    a = Replica(postgres_url, _free_port(), tmp_path / "a.log")
+    b = Replica(postgres_url, _free_port(), tmp_path / "b.log")
+    for r in (a, b):
+        r.start()
+    try:
+        for r in (a, b):
+            r.wait_serving()
+        yield Cluster(a, b, keys)
+    finally:
+        for r in (a, b):
+            r.stop()
+
+
+def _matched(client: Client, item: NewItem) -> bool:
+    (result,) = client.match([item.hashes])
+    return bool(result.matches)
+
+
+def test_enroll_on_one_replica_match_on_the_other_withdraw_and_never_match(
+    cluster: Cluster,
+) -> None:
+    with (
+        cluster.client(cluster.a, "practitioner") as a,
+        cluster.client(cluster.b, "partner") as b,
+        cluster.client(cluster.a, "partner") as a_partner,
+    ):
+        case = a.create_case()
+        for _ in range(20):
+            item = photo()
+            a.add_items(case.number, [item])
+            acked = time.monotonic()
+            # Matchable on the other replica soon after the acknowledgement (the bench
+            # measures how soon: README, "Deployment").
+            while not _matched(b, item):
+                assert time.monotonic() - acked < 10, "never propagated"
+                time.sleep(0.005)
+            assert _matched(a_partner, item)
+            number = a.get_case(case.number).items[-1].number
+            a.withdraw_item(case.number, number)
+            # At once after the acknowledgement, B may still hold the item in its index
+            # (mid-catch-up): the store check keeps it out of every answer.
+            assert not _matched(b, item)
+        b_status = a.get_case(case.number)
+        assert b_status.item_count == 0
+
+
+def test_a_killed_replica_leaves_the_other_serving_and_catches_up_on_restart(
+    cluster: Cluster,
+) -> None:
+    with cluster.client(cluster.a, "practitioner") as a, cluster.client(cluster.a, "partner") as m:
+        case = a.create_case()
+        before = photo()
+        a.add_items(case.number, [before])
+        cluster.b.kill()
+        # A keeps serving while B is down, and takes writes.
+        assert _matched(m, before)
+        during = [photo() for _ in range(5)]
+        a.add_items(case.number, during)
+        a.withdraw_item(case.number, 1)
+        assert all(_matched(m, item) for item in during)
+    cluster.b.start()
+    cluster.b.wait_serving()
+    with cluster.client(cluster.b, "partner") as b:
+        # Serving means loaded and caught up: everything committed while it was down is there.
+        assert all(_matched(b, item) for item in during)
+        assert not _matched(b, before)
+        with cluster.client(cluster.a, "practitioner") as a:
+            after = photo()
+            a.add_items(case.number, [after])
+        deadline = time.monotonic() + 10
+        while not _matched(b, after):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+
+def test_a_follower_behind_a_trimmed_log_reloads_from_a_snapshot(postgres_url: str) -> None:
+    with PostgresStore(postgres_url) as writer, Bank.open(postgres_url) as replica:
+        org = writer.create_organisation("Helpline", actor=OPERATOR)
+        case = writer.create_case(org.id, "AAAA-AAAA-AAAA", "scrypt$x", actor=OPERATOR)
+        follower = replica.follower
+        stale = follower.position
+        items = [photo() for _ in range(3)]
+        writer.add_items(case.id, items, actor=OPERATOR)
+        # Another replica trims the log past this one's position.
+        end = writer.changes_since(stale).position
+        assert writer.trim_changes(end) == 3
+        follower.start_following(poll=0.05, keep_log=None)
+        try:
+            deadline = time.monotonic() + 30
+            while follower.reloads == 0 or not follower.healthy:
+                assert time.monotonic() < deadline, "never reloaded"
+                time.sleep(0.02)
+        finally:
+            follower.stop_following()
+        found = replica.match([Query(item.hashes) for item in items])
+        assert all(found)
+
+
+def test_the_follow_loop_trims_the_log_it_has_kept_long_enough(postgres_url: str) -> None:
+    with PostgresStore(postgres_url) as writer, Bank.open(postgres_url) as replica:
+        org = writer.create_organisation("Helpline", actor=OPERATOR)
+        case = writer.create_case(org.id, "AAAA-AAAA-AAAA", "scrypt$x", actor=OPERATOR)
+        writer.add_items(case.id, [photo(), photo()], actor=OPERATOR)
+        follower = replica.follower
+        follower.start_following(poll=0.05, keep_log=0.3)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    writer.changes_since("")
+                except Conflict:  # trimmed: the loop kept 0.3 s of log, then deleted it
+                    break
+                assert time.monotonic() < deadline, "never trimmed"
+                time.sleep(0.05)
+            assert follower.healthy and follower.reloads == 0
+        finally:
+            follower.stop_following()
+
+
+def test_readiness_follows_the_follower_and_liveness_the_process(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from matcher.cli import main
+    from matcher.service import ServerConfig
+    from tests.service_fixtures import start_server, stop_server
+
+    config = ServerConfig(address="127.0.0.1:0", metrics_address=None, stale_after_seconds=0.5)
+    running, thread = start_server(tmp_path / "data", config, load=False)
+    runner = CliRunner()
+
+    def health(service: str = "") -> tuple[int, str]:
+        got = runner.invoke(main, ["health", "--server", running.target, "--service", service])
+        return got.exit_code, got.output.strip()
+
+    try:
+        # Not loaded: not ready, but alive (a liveness probe must not restart it).
+        assert health() == (1, "NOT_SERVING")
+        assert health("liveness") == (0, "SERVING")
+        running.bank.load()
+        deadline = time.monotonic() + 30
+        while health()[0] != 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # The follower stops reaching the log's end (as when its store is unreachable):
+        # readiness turns NOT_SERVING after stale_after, liveness stays.
+        running.bank.follower.stop_following()
+        deadline = time.monotonic() + 30
+        while health() != (1, "NOT_SERVING"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert health("liveness") == (0, "SERVING")
+        running.bank.follower.start_following(poll=0.05)
+        deadline = time.monotonic() + 30
+        while health() != (0, "SERVING"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        stop_server(running, thread)
