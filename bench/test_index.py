@@ -303,7 +303,8 @@ def _pdq_of(path: str) -> list[tuple[bytes, int, bytes]]:
 
 
 def bucket_sizes(index: HammingIndex) -> list[np.ndarray]:
-    """Rows per key, per table, of an index with one segment (read from its directory)."""
+    """Rows per key, per table, of an index with one segment (read from its directory, whose
+    lanes hold running totals per block)."""
     (segment,) = index._segments
     t = segment.tables
     assert t is not None
@@ -314,7 +315,9 @@ def bucket_sizes(index: HammingIndex) -> list[np.ndarray]:
         at = int(t.dir_base[table]) * K.BLOCK
         lanes = t.directory[at : at + blocks * K.BLOCK].reshape(blocks, K.BLOCK)[:, :60]
         dtype = {1: np.uint8, 2: np.uint16, 4: np.uint32}[width]
-        out.append(np.ascontiguousarray(lanes).view(dtype).reshape(-1)[: 1 << length])
+        totals = np.ascontiguousarray(lanes).view(dtype).astype(np.int64)  # running totals
+        sizes = np.diff(totals, axis=1, prepend=0)
+        out.append(sizes.reshape(-1)[: 1 << length])
     return out
 
 
@@ -412,3 +415,34 @@ def test_real_photos(benchmark: object) -> None:
         f"{shuffled.max():.1f}x)."
     )
     write_results()
+
+
+def test_real_views(benchmark: object) -> None:
+    """Rule 5 on the service's workload at full size: the ``enroll``-profile views of the
+    cached photos (``bench.views_cache``), padded with random codes to the first size of
+    ``MATCHER_BENCH_SIZES``, searched with every view of the cached ``query``-profile uploads;
+    matcher against brute force, result for result."""
+    from bench import views_cache
+
+    photos = views_cache.cached()
+    if not photos:
+        pytest.skip("no cached views: python -m bench.views_cache -j 2 (see its docstring)")
+    real = np.concatenate(views_cache.enrolled(photos))
+    n = max(SIZES[0], len(real))
+    rng = np.random.default_rng(15)
+    bank = np.concatenate([real, rng.integers(0, 256, (n - len(real), 32), dtype=np.uint8)])
+    bank = bank[rng.permutation(n)]
+    queries = np.concatenate([codes for codes, _ in views_cache.uploads(photos)])
+    label = f"real views {len(real):,} + random, {n / 1e6:g}M"
+    NOTES.append(
+        f"Real views: {len(real):,} enroll-profile PDQ views of {len(photos):,} photos padded "
+        f"with random codes to {n:,}; queries: the {len(queries):,} query-profile views of "
+        f"edited copies of the same photos."
+    )
+    found, ours = bench_matcher(benchmark, label, bank, queries)
+    truth, flat = bench_flat(label, bank, queries, singles=20)
+    ROWS[-2]["x flat"] = f"{ours / flat:.1f}"
+    ROWS[-2]["recall"] = recall(found, truth)
+    write_results()
+    assert found == truth, "matcher must return exactly what brute force returns"
+    assert sum(map(len, truth)) > len(photos) // 2  # the edits do find their photos

@@ -99,20 +99,29 @@ def _extract(row, start, length):  # type: ignore[no-untyped-def]
     return v & ((np.uint64(1) << np.uint64(length)) - np.uint64(1))
 
 
-# Bucket directory: per table, blocks of 64 bytes (one cache line), each holding the sizes of
-# ``60 // width`` consecutive keys (``width``-byte lanes, little-endian, bytes 0-59) and, in
-# bytes 60-63, where the first of those buckets starts in the table's row list. A bucket starts
-# at its block's start plus the sizes of the keys before it in the block. One line read per
-# probe, at about 1.07 bytes per key with 1-byte sizes (4 bytes for plain offsets); that pays
-# for longer substrings, which means fewer candidates. A table whose largest bucket exceeds 255
-# rows (skewed codes) uses 2- or 4-byte lanes: slower, never wrong.
+# Bucket directory: per table, blocks of 64 bytes (one cache line), each covering ``60 // width``
+# consecutive keys with ``width``-byte lanes (little-endian, bytes 0-59) and, in bytes 60-63,
+# where the first of those buckets starts in the table's row list. Lane ``k`` holds the number of
+# rows in the block's buckets 0..k (a running total), so a bucket starts at its block's start
+# plus the lane before it, and its size is the difference of the two: two byte reads per probe,
+# whatever the lane (a sum of the sizes before the lane cost a third of a search). One line read
+# per probe, at about 1.07 bytes per key with 1-byte lanes (4 bytes for plain offsets); that pays
+# for longer substrings, which means fewer candidates. A table whose fullest block holds more
+# than 255 rows (skewed codes) uses 2- or 4-byte lanes: slower, never wrong.
 BLOCK = 64
 _BLOCK_DATA = 60
 
 
-def lane_width(largest: int) -> int:
-    """Bytes per bucket size in a table whose largest bucket holds ``largest`` rows."""
-    return 1 if largest <= 0xFF else 2 if largest <= 0xFFFF else 4
+def lane_width(hist: np.ndarray) -> int:
+    """Bytes per lane for a table with these rows per key: the narrowest whose blocks'
+    running totals fit."""
+    for width, most in ((1, 0xFF), (2, 0xFFFF)):
+        per_block = _BLOCK_DATA // width
+        pad = -len(hist) % per_block
+        totals = np.concatenate([hist, np.zeros(pad, hist.dtype)]).astype(np.int64)
+        if int(totals.reshape(-1, per_block).sum(axis=1).max(initial=0)) <= most:
+            return width
+    return 4
 
 
 def directory_blocks(length: int, width: int) -> int:
@@ -132,7 +141,8 @@ def histogram(codes, start, length, hist):  # type: ignore[no-untyped-def]
 
 @numba.njit(nogil=True, cache=True)
 def fill_table(codes, start, length, hist, width, directory, perm):  # type: ignore[no-untyped-def]
-    """Write one table's directory (see ``BLOCK``) and row list from its ``histogram``.
+    """Write one table's directory (see ``BLOCK``: running totals per block) and row list
+    from its ``histogram``.
 
     ``perm`` (size ``n + PAD``) receives row numbers grouped by key, ascending within a bucket.
     ``hist`` is used up (it becomes the fill positions).
@@ -144,15 +154,16 @@ def fill_table(codes, start, length, hist, width, directory, perm):  # type: ign
         at = blk * BLOCK
         for b in range(4):
             directory[at + _BLOCK_DATA + b] = (pos >> (8 * b)) & 0xFF
+        total = 0
         for lane in range(per_block):
             k = blk * per_block + lane
-            c = 0
             if k < nkeys:
                 c = hist[k]
                 hist[k] = pos
                 pos += c
+                total += c
             for b in range(width):
-                directory[at + lane * width + b] = (c >> (8 * b)) & 0xFF
+                directory[at + lane * width + b] = (total >> (8 * b)) & 0xFF
     for i in range(codes.shape[0]):
         k = _extract(codes[i], start, length)
         perm[hist[k]] = i
@@ -298,9 +309,8 @@ def mih_search(  # type: ignore[no-untyped-def]
                 np_ += 1
         for i in range(np_, np_ + _AHEAD):
             probe_blk[i] = 0
-        # Phase 2: where each non-empty bucket's rows start in the flattened row lists. With
-        # 1-byte sizes, the sizes before the lane are summed branch-free, 8 bytes at a time: a
-        # loop of varying length would cost a mispredicted branch per probe.
+        # Phase 2: where each non-empty bucket's rows start in the flattened row lists (two
+        # lanes of its directory line: see ``BLOCK``).
         nb = 0
         for t in range(m):
             table_start[t] = nb
@@ -366,32 +376,14 @@ def mih_search(  # type: ignore[no-untyped-def]
         counts[qi] = c
 
 
-# _BYTES_BELOW[k] keeps the k low bytes of a word.
-_BYTES_BELOW = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
-
-
-@numba.njit(inline="always")
-def _byte_sum(x):  # type: ignore[no-untyped-def]
-    """Sum of the 8 bytes of a uint64 (pairs first, so that no lane overflows)."""
-    pairs = (x & np.uint64(0x00FF00FF00FF00FF)) + (
-        (x >> np.uint64(8)) & np.uint64(0x00FF00FF00FF00FF)
-    )
-    return np.int64((pairs * np.uint64(0x0001000100010001)) >> np.uint64(48))
-
-
 @numba.njit(inline="always")
 def _bucket(dir8, dir32, dir64, blk, lane, width):  # type: ignore[no-untyped-def]
     """(start in the row list, size) of the bucket at ``lane`` of directory block ``blk``."""
     start = np.int64(dir32[blk * (BLOCK // 4) + _BLOCK_DATA // 4])
-    if width == 1:
-        w = blk * (BLOCK // 8)
-        for j in range(BLOCK // 8):
-            below = min(max(lane - 8 * j, 0), 8)
-            start += _byte_sum(dir64[w + j] & _BYTES_BELOW[below])
-        return start, np.int64(dir8[blk * BLOCK + lane])
-    for j in range(lane):
-        start += _lane(dir8, blk * BLOCK + j * width, width)
-    return start, _lane(dir8, blk * BLOCK + lane * width, width)
+    at = blk * BLOCK + lane * width
+    upto = _lane(dir8, at, width)
+    before = _lane(dir8, at - width, width) if lane > 0 else np.int64(0)
+    return start + before, upto - before
 
 
 @numba.njit(nogil=True, cache=True)

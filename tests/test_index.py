@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from matcher.errors import InvalidDistance, InvalidHash
-from matcher.index import ExactIndex, HammingIndex, Index, codes_of
+from matcher.index import ExactIndex, HammingIndex, Index, codes_of, one_thread
 from matcher.signals import MD5, PDQ, PHASH, SHA256, Hash, SignalType
 
 _POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
@@ -528,3 +528,59 @@ def test_an_index_compiles_nothing_until_warm_up_is_called() -> None:
         "assert m._warm\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+
+
+def test_real_enroll_and_query_views_against_brute_force() -> None:
+    """Rule 5 on the workload the service sees: the shipped ``enroll`` profile's views of real
+    photos stored (correlated hashes: crops, rotations, turns of one picture), the ``query``
+    profile's views of edited copies searched, in one batch and one upload at a time (the
+    shapes the match dispatcher sends), through the multi-index tables."""
+    from PIL import Image, ImageOps
+
+    from matcher.hashing import enroll_views, query_views
+
+    photos = sorted((DATA / "photos" / "clothing").glob("*.jpg"))[:6]
+    if not photos:
+        pytest.skip(f"photos not found under {DATA} (set MATCHER_TEST_DATA)")
+    stored, uploads = [], []
+    for k, path in enumerate(photos):
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+        stored += [h.value for _, h in enroll_views(image)]
+        edited = image.crop((6, 0, image.width, image.height - 4)).resize(
+            (image.width * 4 // 5, image.height * 4 // 5)
+        )
+        if k % 2:
+            edited = ImageOps.mirror(edited)
+        uploads.append(codes_of([h for _, h in query_views(edited)]))
+    rng = np.random.default_rng(15)
+    padding = rng.integers(0, 256, (3000, 32), dtype=np.uint8)
+    codes = np.concatenate([np.frombuffer(b"".join(stored), np.uint8).reshape(-1, 32), padding])
+    entries = {i: c.tobytes() for i, c in enumerate(codes)}
+    index = HammingIndex(PDQ, flat_below=0)
+    index.add(np.arange(len(codes)), codes)
+    batch = np.concatenate(uploads)
+    found = 0
+    for results in (index.search(batch, 31), [r for u in uploads for r in index.search(u, 31)]):
+        for q, result in zip(batch, results, strict=True):
+            assert as_pairs(result) == reference(entries, q, 31)
+            found += len(result[0])
+    assert found > 0  # edited copies find their photos' views
+
+
+def test_one_thread_keeps_a_batch_on_the_calling_thread() -> None:
+    """Inside ``one_thread`` a large batch is searched on the caller's thread (the match
+    dispatcher already keeps a search per core): same answers, no hand-off to the pool."""
+    rng = np.random.default_rng(16)
+    codes = clustered_codes(rng, 4000, 32, 40)
+    queries = np.concatenate([codes[:100], rng.integers(0, 256, (100, 32), dtype=np.uint8)])
+    index = HammingIndex(PDQ, flat_below=0, threads=2)
+    index.add(np.arange(len(codes)), codes)
+    assert index._pool._executor is not None  # the build used the index's threads
+    index._pool._executor.shutdown()  # from now on a hand-off would raise
+    with one_thread():
+        got = index.search(queries, 31)
+    with pytest.raises(RuntimeError):
+        index.search(queries, 31)  # outside the block, the batch is split over the pool
+    entries = {i: c.tobytes() for i, c in enumerate(codes)}
+    assert [as_pairs(r) for r in got] == [reference(entries, q, 31) for q in queries]

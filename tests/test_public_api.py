@@ -108,7 +108,7 @@ PUBLIC: dict[str, set[str]] = {
     },
     "matcher.principal": {"Principal", "Role"},
     "matcher.audit": {"Action", "check_detail", "encode_detail"},
-    "matcher.index": {"ExactIndex", "HammingIndex", "Index", "codes_of", "warm_up"},
+    "matcher.index": {"ExactIndex", "HammingIndex", "Index", "codes_of", "one_thread", "warm_up"},
     "matcher.store": {
         "DEFAULT_DATA_DIR",
         "AccountStore",

@@ -3,8 +3,8 @@
 Auth, limits, metrics and error mapping are the guard's (``auth.Guard``); conversions and
 validation are ``matcher.contract``'s. The bank is synchronous: calls that may take long
 (commits with fsync, scrypt for a victim's secret, big match batches) run in a thread so the
-event loop keeps serving; small matches run inline, where a thread hop would cost more than the
-search.
+event loop keeps serving. Matches go through ``dispatch.MatchDispatcher``: on a worker thread per
+core, concurrent requests gathered into one search.
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ from matcher.errors import (
     RateLimited,
     Unavailable,
 )
+from matcher.index import one_thread
 from matcher.principal import Principal, Role
 from matcher.records import ItemMatch, KeyPolicy, Query
 from matcher.service.auth import _SUSPENDED, PUBLIC, Guard, Malformed, peer_host, rpc, stream
+from matcher.service.dispatch import MatchDispatcher
 from matcher.service.limits import Limiter
 from matcher.service.metrics import Metrics
 from matcher.v1 import (
@@ -62,8 +64,12 @@ class ServiceLimits:
     """...and most hashes over all of them (a message of about 4 MB)."""
     require_deadline: bool = True
     """Refuse Match calls without a deadline: a partner pipeline must say how long it waits."""
-    inline_hashes: int = 64
-    """Matches of up to this many hashes run on the event loop; bigger ones in a thread."""
+    match_workers: int | None = None
+    """Matches searched at once, each on its own thread (None: one per core; 0: every match
+    inline on the event loop, as requests of up to 64 hashes, one upload, ran before issue 15;
+    kept for comparison in the benchmarks)..."""
+    batch_hashes: int = 2048
+    """...and the most hashes of concurrent requests gathered into one search."""
     max_query_hashes: int = 64
     """Most hashes in one query (one image: the query profile's views fit easily)..."""
     max_request_hashes: int = 32_000
@@ -149,6 +155,20 @@ class MatchServicer(_Base, match_pb2_grpc.MatchServiceServicer):
         self.probes = ProbeDetector(limits.probing)
         self._band_key = bank.store.secret_key()
         self._daily: dict[int, tuple[int, int]] = {}
+        self.dispatcher: MatchDispatcher[Query, list[ItemMatch]] = MatchDispatcher(
+            self._search,
+            workers=limits.match_workers,
+            batch_hashes=limits.batch_hashes,
+            size=lambda queries: sum(len(q.hashes) for q in queries),
+        )
+
+    def _search(self, queries: Sequence[Query]) -> list[list[ItemMatch]]:
+        # A batch running beside another uses its own thread only (each core already has a
+        # search); a batch alone may still split over the index's threads.
+        if self.dispatcher.in_flight > 1:
+            with one_thread():
+                return self.bank.match(queries)
+        return self.bank.match(queries)
 
     def _spend_daily(self, who: Principal, policy: KeyPolicy, hashes: int) -> None:
         budget = policy.daily_hashes
@@ -283,10 +303,7 @@ class MatchServicer(_Base, match_pb2_grpc.MatchServiceServicer):
         if alarm is not None:
             await self._alarm(who, alarm)
         searched = self._bounded(queries, policy)
-        if total <= self.limits.inline_hashes:
-            results = self.bank.match(searched)
-        else:
-            results = await _run(self.bank.match, searched)
+        results = await self.dispatcher.match(searched)
         alarm = self.probes.after(key_id, searched, results, self._thresholds(policy))
         if alarm is not None:
             await self._alarm(who, alarm)
