@@ -8,11 +8,17 @@ file:
 
 - ``read file``: reading the database file's bytes, the I/O floor (warm page cache here: a
   cold start adds the file size over the disk's bandwidth to every row);
-- ``SELECT rows``: ``SELECT id, signal, value FROM hashes`` fetched into Python tuples, the
-  naive way to read a store;
-- ``bank.load``: the real start-up (snapshot read in 64k-row blocks straight into numpy, one
-  bulk add per signal type, catch-up from the change log), with the kernels already compiled
-  (``warm_up`` is its own step: seconds once, well under one when numba's cache is warm).
+- ``SELECT rows``: ``SELECT item_id, sealed FROM item_codes`` fetched into Python tuples
+  (one sealed blob per item), the naive way to read a store;
+- ``snapshot (plain)`` and ``snapshot``: reading every hash from a store snapshot (what the
+  encryption touches: reading the blobs, opening them, unpacking into numpy), in CPU seconds
+  of the process (less moved by other load than wall time), plain against sealed;
+- ``bank.load (plain)``: the real start-up over a second store filled alike whose "cipher"
+  only copies (same layout, same calls, no AES-GCM): the baseline of the encryption's cost;
+- ``bank.load``: the real start-up (sealed items read in blocks of 512, opened with AES-GCM
+  and unpacked straight into numpy, one bulk add per signal type, catch-up from the change
+  log), with the kernels already compiled (``warm_up`` is its own step: seconds once, well
+  under one when numba's cache is warm). The table gives its ratio to the plain load.
 
 The store is filled as enrollments would fill it: items of ``_PER_ITEM`` hashes (an
 enroll-profile image holds about 230), ``_PER_CASE`` hashes per enrollment call.
@@ -43,6 +49,7 @@ from matcher.principal import Principal
 from matcher.records import NewItem
 from matcher.signals import PDQ, Hash
 from matcher.store import open_store
+from matcher.store.crypto import ItemCipher
 from matcher.store.sqlite import DB_FILENAME
 
 SIZES = [int(s) for s in os.environ.get("MATCHER_BENCH_SIZES", "1000000").split(",") if s]
@@ -74,10 +81,48 @@ print(json.dumps({"seconds": seconds, "rows": None, "before": before, "after": r
 import sqlite3
 conn = sqlite3.connect(sys.argv[1] + "/matcher.db")
 before = rss_mb(); t = time.perf_counter()
-rows = conn.execute("SELECT id, signal, value FROM hashes ORDER BY id").fetchall()
+rows = conn.execute("SELECT item_id, sealed FROM item_codes ORDER BY item_id").fetchall()
 seconds = time.perf_counter() - t
-print(json.dumps({"seconds": seconds, "rows": len(rows), "before": before, "after": rss_mb(),
+print(json.dumps({"seconds": seconds, "rows": None, "before": before, "after": rss_mb(),
     "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+""",
+    "snapshot (plain)": """
+import matcher.store.sqlite
+from bench.test_startup import PlainCipher
+matcher.store.sqlite.ItemCipher = PlainCipher
+from matcher.store import open_store
+store = open_store(sys.argv[1] + "-plain")
+before = rss_mb(); t = time.process_time()
+with store.snapshot() as snap:
+    rows = sum(len(c.ids) for c in snap.chunks())
+seconds = time.process_time() - t
+print(json.dumps({"seconds": seconds, "rows": rows, "before": before, "after": rss_mb(),
+    "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+""",
+    "snapshot": """
+from matcher.store import open_store
+store = open_store(sys.argv[1])
+before = rss_mb(); t = time.process_time()
+with store.snapshot() as snap:
+    rows = sum(len(c.ids) for c in snap.chunks())
+seconds = time.process_time() - t
+print(json.dumps({"seconds": seconds, "rows": rows, "before": before, "after": rss_mb(),
+    "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+""",
+    "bank.load (plain)": """
+import matcher.store.sqlite
+from bench.test_startup import PlainCipher
+matcher.store.sqlite.ItemCipher = PlainCipher
+from matcher.bank import Bank
+from matcher.index import warm_up
+from matcher.store import open_store
+bank = Bank(open_store(sys.argv[1] + "-plain"))
+warm_up()
+before = rss_mb(); t = time.perf_counter()
+bank.load()
+seconds = time.perf_counter() - t
+print(json.dumps({"seconds": seconds, "rows": len(bank.follower.index), "before": before,
+    "after": rss_mb(), "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """,
     "bank.load": """
 from matcher.bank import Bank
@@ -92,6 +137,18 @@ print(json.dumps({"seconds": seconds, "rows": len(bank.follower.index), "before"
     "after": rss_mb(), "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """,
 }
+
+
+class PlainCipher(ItemCipher):
+    """The baseline: the sealed layout (header, nonce, payload, tag-sized tail) with the
+    payload copied in clear, so a load over it does everything but AES-GCM."""
+
+    def seal(self, plain: bytes, context: bytes) -> bytes:
+        return bytes(1 + 4 + 12) + plain + bytes(16)
+
+    def open(self, blob: bytes, context: bytes) -> bytes:
+        return bytes(blob)[17:-16]
+
 
 _results: dict[tuple[int, str], list[dict]] = {}
 _fill_seconds: dict[int, float] = {}
@@ -122,6 +179,12 @@ def filled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         started = time.perf_counter()
         _fill(folder, n)
         _fill_seconds[n] = time.perf_counter() - started
+    plain = folder.with_name(folder.name + "-plain")
+    if not (plain / "filled").exists():
+        import unittest.mock
+
+        with unittest.mock.patch("matcher.store.sqlite.ItemCipher", PlainCipher):
+            _fill(plain, n)
     return folder
 
 
@@ -174,7 +237,14 @@ def _table() -> str:
         peak = max(r["peak"] for r in runs)
         db_mb = (Path(_data_dirs[n]) / DB_FILENAME).stat().st_size / 2**20
         target = ""
+        if method == "snapshot" and (n, "snapshot (plain)") in _results:
+            base = statistics.median(r["seconds"] for r in _results[(n, "snapshot (plain)")])
+            method = f"snapshot, CPU s ({seconds / base:.2f}x plain)"
         if method == "bank.load":
+            plain = _results.get((n, "bank.load (plain)"))
+            if plain:
+                base = statistics.median(r["seconds"] for r in plain)
+                method = f"bank.load ({seconds / base:.2f}x plain)"
             scaled = seconds * 10_000_000 / n
             verdict = "meets" if scaled < TARGET_SECONDS else "MISSES"
             target = f"{verdict} < {TARGET_SECONDS:.0f} s at 10M" + (

@@ -9,6 +9,7 @@ report; case B held chelsea and was withdrawn. The images are hashed again here 
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import shutil
@@ -103,7 +104,7 @@ def test_the_fixture_is_schema_1() -> None:
 
 
 def test_each_v1_enrollment_call_becomes_one_item(data: Path, bank: Bank) -> None:
-    assert bank.store.schema_version == 2  # type: ignore[attr-defined]
+    assert bank.store.schema_version == 3  # type: ignore[attr-defined]
     status = bank.case_status(ACTIVE["number"], by=OPERATOR)
     astronaut, coffee = status.items
     assert (astronaut.number, astronaut.hash_count) == (1, ACTIVE["calls"][0]["hashes"])
@@ -159,20 +160,44 @@ def test_re_enrolling_a_migrated_image_adds_nothing(bank: Bank) -> None:
     assert (result.added, result.existing, result.items[0].number) == (0, 1, 1)
 
 
-def test_a_migrated_item_withdrawn_by_the_victim_leaves_the_files(data: Path, bank: Bank) -> None:
-    values = v1_values(ACTIVE["number"])
-    blob = file_bytes(data)
-    assert values and all(v in blob for v in values)
+def forms(value: bytes) -> list[bytes]:
+    """A value as it could sit in a file: raw, hex (both cases), base64."""
+    return [value, value.hex().encode(), value.hex().upper().encode(), base64.b64encode(value)]
+
+
+def test_a_migrated_folder_holds_no_value_in_clear_and_a_withdrawn_item_goes(
+    data: Path, bank: Bank
+) -> None:
+    values = v1_values(ACTIVE["number"]) | v1_values(WITHDRAWN["number"])
+    assert values and all(v in FIXTURE.joinpath(DB_FILENAME).read_bytes() for v in values)
+    blob = file_bytes(data)  # v1 -> v2 -> v3: sealed, the v1 and v2 tables' pages zeroed
+    assert not any(form in blob for v in values for form in forms(v))
     item = bank.withdraw_item_with_secret(ACTIVE["number"], ACTIVE["secret"], 1)
     assert item.state is ItemState.WITHDRAWN
     (coffee,) = bank.match([Query(hashes_of("coffee", "plain"))])
     assert len(coffee) == 1
     assert bank.match([Query(hashes_of("astronaut", "query"))]) == [[]]
-    coffee_values = {h.value for h in hashes_of("coffee", "plain")}
     blob = file_bytes(data)  # the database file and its WAL, the store still open
-    for value in values - coffee_values:
-        assert value not in blob  # not in the new table, nor in pages of the dropped v1 one
-    assert all(v in blob for v in coffee_values)
+    assert not any(form in blob for v in values for form in forms(v))
+
+
+def test_a_v2_folder_is_sealed_in_place(data: Path) -> None:
+    with SQLiteStore(data, _migrations=MIGRATIONS[:2]) as v2:
+        assert v2.schema_version == 2
+        key = v2.secret_key()
+    values = v1_values(ACTIVE["number"])
+    assert all(v in file_bytes(data) for v in values)  # control: v2 holds them in clear
+    assert key in file_bytes(data)
+    with SQLiteStore(data) as v3:
+        assert v3.schema_version == 3
+        assert v3.secret_key() == key  # match ids and fingerprints unchanged
+        case = v3.get_case(ACTIVE["number"])
+        assert case is not None and case.hash_count == 230
+    blob = file_bytes(data)
+    assert not any(form in blob for v in [*values, key] for form in forms(v))
+    assert (data.parent / "data.key").stat().st_mode & 0o777 == 0o600
+    with Bank.open(data) as bank:
+        assert len(bank.match([Query(hashes_of("coffee", "plain"))])[0]) == 1
 
 
 def test_the_audit_trail_is_kept_with_the_new_names(bank: Bank) -> None:
@@ -187,7 +212,7 @@ def test_migrating_is_done_once(data: Path) -> None:
         position = store.changes_since("").position
         key = store.secret_key()
     with SQLiteStore(data) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == 3
         assert store.changes_since("").position == position == "0"  # the log starts empty
         assert store.secret_key() == key
         assert len(store.list_items(store.get_case(ACTIVE["number"]).id)) == 2  # type: ignore[union-attr]

@@ -240,6 +240,22 @@ def _held_bytes(data: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(data.rglob("*")) if p.is_file())
 
 
+def _sealed_blob(data: Path, item_number: int) -> bytes:
+    """The sealed codes of item ``item_number`` of the (only) case, as stored."""
+    import sqlite3
+
+    conn = sqlite3.connect(data / "matcher.db")
+    try:
+        row = conn.execute(
+            "SELECT sealed FROM item_codes JOIN items ON items.id = item_codes.item_id "
+            "WHERE items.number = ?",
+            (item_number,),
+        ).fetchone()
+        return bytes(row[0])
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("by", ["practitioner", "victim"])
 def test_withdrawing_one_item(service: Running, rng: np.random.Generator, by: str) -> None:
     """The withdrawn item never matches again and its values leave the database files; the
@@ -247,7 +263,11 @@ def test_withdrawing_one_item(service: Running, rng: np.random.Generator, by: st
     photos = [[random_pdq(rng), random_phash(rng)] for _ in range(3)]
     case, _ = service.enroll(photos)
     gone = photos[1]
-    assert all(h.value in _held_bytes(service.data) for h in gone)
+    # Values are sealed at rest (tests/test_at_rest.py): the files hold them never in clear,
+    # and the withdrawn item's sealed blob must go.
+    blob = _sealed_blob(service.data, 2)
+    assert blob in _held_bytes(service.data)
+    assert not any(h.value in _held_bytes(service.data) for p in photos for h in p)
     with service.client("partner") as partner:
         [before] = partner.match([gone[:1]])
         gone_id = before.matches[0].item_id
@@ -277,8 +297,8 @@ def test_withdrawing_one_item(service: Running, rng: np.random.Generator, by: st
     ]
     assert status.items[1].hashes_by_signal == {}
     held = _held_bytes(service.data)
-    assert not any(h.value in held for h in gone)
-    assert all(h.value in held for h in photos[0] + photos[2])
+    assert blob not in held
+    assert all(_sealed_blob(service.data, n) in held for n in (1, 3))
 
 
 def test_feedback_on_ids_that_name_no_item(service: Running) -> None:

@@ -75,13 +75,13 @@ def test_open_store_takes_a_path_or_a_url(tmp_path: Path) -> None:
 
 def test_an_empty_folder_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "new") as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
         tables = {r[0] for r in raw(store, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {
         "organisations",
         "cases",
         "items",
-        "hashes",
+        "item_codes",
         "changes",
         "audit",
         "feedback",
@@ -89,6 +89,20 @@ def test_an_empty_folder_is_migrated_to_the_current_schema(tmp_path: Path) -> No
     } <= tables
     assert (tmp_path / "new" / DB_FILENAME).exists()
     assert (tmp_path / "new").stat().st_mode & 0o077 == 0  # owner-only folder
+    assert "hashes" not in tables  # values live sealed in item_codes only
+    assert (tmp_path / "new" / DB_FILENAME).stat().st_mode & 0o777 == 0o600
+    # The key is beside the folder, not in it, and owner-only too.
+    assert (tmp_path / "new.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_old_folder_made_with_mode_0644_is_made_owner_only(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with SQLiteStore(data):
+        pass
+    (data / DB_FILENAME).chmod(0o644)
+    with SQLiteStore(data):
+        for name in (DB_FILENAME, f"{DB_FILENAME}-wal", f"{DB_FILENAME}-shm"):
+            assert (data / name).stat().st_mode & 0o777 == 0o600, name
 
 
 def test_a_folder_that_cannot_be_used_is_unavailable(tmp_path: Path) -> None:
@@ -131,15 +145,18 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 # -- how rows are laid out
 
 
-def test_an_items_hash_rows_are_its_entry_ids_and_the_log_holds_no_values(
+def test_an_item_is_one_sealed_row_that_opens_to_its_entry_ids_and_the_log_holds_no_values(
     store: SQLiteStore, case_id: int
 ) -> None:
     hashes = [Hash(PDQ, os.urandom(32), 90) for _ in range(3)]
     (record,) = store.add_items(case_id, [NewItem(hashes)], actor=OPERATOR).items
-    rows = raw(store, "SELECT id, value FROM hashes ORDER BY id")
-    assert [(r[0], bytes(r[1])) for r in rows] == [
-        ((record.id << 16) + i, h.value) for i, h in enumerate(hashes)
-    ]
+    ((item_id, sealed),) = raw(store, "SELECT item_id, sealed FROM item_codes")
+    assert item_id == record.id
+    assert not any(h.value in bytes(sealed) for h in hashes)
+    assert store.cipher.open_item_hashes(item_id, sealed) == hashes
+    (chunk,) = store.item_codes([record.id])
+    assert chunk.ids.tolist() == [(record.id << 16) + i for i in range(3)]
+    assert [c.tobytes() for c in chunk.codes] == [h.value for h in hashes]
     assert raw(store, "SELECT op, item_id, hash_count FROM changes") == [("add", record.id, 3)]
     # Positions are this backend's own: the decimal seq of the last change read.
     assert store.changes_since("").position == "1"
@@ -171,7 +188,9 @@ def test_a_long_reader_delays_the_wal_purge_but_not_the_withdrawal(tmp_path: Pat
         case = store.create_case(org.id, "GONE-0000-0000", "scrypt$x", actor=OPERATOR)
         photo = item()
         (record,) = store.add_items(case.id, [photo], actor=OPERATOR).items
-        value = photo.hashes[0].value
+        # The value is sealed: what must leave the files is its sealed blob.
+        (value,) = (bytes(r[0]) for r in raw(store, "SELECT sealed FROM item_codes"))
+        assert value in all_file_bytes(data)
         with store.snapshot() as snap:  # a start-up load in progress
             started = time.monotonic()
             store.withdraw_item(case.id, 1, actor=OPERATOR)

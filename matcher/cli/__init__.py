@@ -1,10 +1,11 @@
 """The ``matcher`` command: a package of thin commands over the library.
 
 One module per command group (``hash``, ``serve`` and ``health``, ``keys``, ``case``,
-``enroll``, ``match``, ``scan``, ``victim``). Each command parses its arguments, opens one
-library object, calls it and prints; a library error (``MatcherError``) becomes a one-line
-message and exit status 1 in one place (``_common.MatcherGroup``); bad usage exits 2. Every
-command's help ends with an example, and a test checks that each one is in the README.
+``enroll``, ``match``, ``scan``, ``victim``, ``backup`` with ``restore`` and ``rotate-key``).
+Each command parses its arguments, opens one library object, calls it and prints; a library
+error (``MatcherError``) becomes a one-line message and exit status 1 in one place
+(``_common.MatcherGroup``); bad usage exits 2. Every command's help ends with an example, and a
+test checks that each one is in the README.
 
 Each module imports only what it uses, and heavy libraries (gRPC, the index, tqdm) only inside
 the commands that need them: ``matcher hash`` on one file starts in a fraction of the time the
@@ -30,12 +31,15 @@ __all__ = ["main"]
 # Command name -> "module:object". A command's module is imported only when it runs (or when
 # --help lists it), so `matcher hash` never builds the options of `scan` or `serve`.
 _COMMANDS = {
+    "backup": "matcher.cli.backup:backup_command",
     "case": "matcher.cli.case:case_group",
     "enroll": "matcher.cli.enroll:enroll_command",
     "hash": "matcher.cli.hash:hash_command",
     "health": "matcher.cli.serve:health_command",
     "keys": "matcher.cli.keys:keys_group",
     "match": "matcher.cli.match:match_command",
+    "restore": "matcher.cli.backup:restore_command",
+    "rotate-key": "matcher.cli.backup:rotate_key_command",
     "scan": "matcher.cli.scan:scan_command",
     "serve": "matcher.cli.serve:serve_command",
     "status": "matcher.cli.victim:status_command",

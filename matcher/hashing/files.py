@@ -97,33 +97,44 @@ class FileHashes:
         path = str(record.get("path", ""))
         if record.get("error"):
             return cls(path, error=str(record["error"]), error_kind=record.get("error_kind"))
-        quality = record.get("pdq_quality")
+        quality = _quality(record.get("pdq_quality"), "pdq_quality")
         hashes = {
             name: Hash.from_hex(
-                name, record[name], quality=quality if name == "pdq" else None, field=name
+                name,
+                _hex(record[name], name),
+                quality=quality if name == "pdq" else None,
+                field=name,
             )
             for name in DEFAULT_SIGNALS
             if record.get(name)
         }
-        variants = record.get("pdq_dihedral")
+        variants = _mapping(record.get("pdq_dihedral"), "pdq_dihedral")
         dihedral = None
         if variants:
             dihedral = {
-                name: Hash.from_hex("pdq", value, quality=quality, field=f"pdq_dihedral.{name}")
+                name: Hash.from_hex(
+                    "pdq",
+                    _hex(value, f"pdq_dihedral.{name}"),
+                    quality=quality,
+                    field=f"pdq_dihedral.{name}",
+                )
                 for name, value in variants.items()
             }
             if "pdq" in hashes:
                 dihedral = {"original": hashes["pdq"], **dihedral}
         # Lines written before ``pdq_views_quality`` existed: the views carry the picture's.
-        scores = record.get("pdq_views_quality") or {}
+        scores = _mapping(record.get("pdq_views_quality"), "pdq_views_quality")
         views = [
             (
                 name,
                 Hash.from_hex(
-                    "pdq", value, quality=scores.get(name, quality), field=f"pdq_views.{name}"
+                    "pdq",
+                    _hex(value, f"pdq_views.{name}"),
+                    quality=_quality(scores.get(name, quality), f"pdq_views_quality.{name}"),
+                    field=f"pdq_views.{name}",
                 ),
             )
-            for name, value in (record.get("pdq_views") or {}).items()
+            for name, value in _mapping(record.get("pdq_views"), "pdq_views").items()
         ] or None
         return cls(path, hashes, dihedral, views)
 
@@ -197,6 +208,31 @@ def _unique(hashes: Iterable[Hash], *, keep: Callable[[Hash], bool]) -> list[Has
             seen.add(key)
             out.append(h)
     return out
+
+
+def _quality(value: object, field: str) -> int | None:
+    """A PDQ quality score from a line: none, or a whole number from 0 to 100."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+        raise InvalidInput("must be a whole number from 0 to 100", field=field)
+    return value
+
+
+def _hex(value: object, field: str) -> str:
+    """A hash's hex text from a line (a JSON string)."""
+    if not isinstance(value, str):
+        raise InvalidInput("must be a hex string", field=field)
+    return value
+
+
+def _mapping(value: object, field: str) -> dict[str, Any]:
+    """An object of a line (views, variants, their scores): none, or a JSON object."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput("must be a JSON object", field=field)
+    return value
 
 
 def read_hash_lines(lines: Iterable[str], source: str = "hashes") -> Iterator[FileHashes]:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+from matcher.errors import InvalidInput
 from matcher.hashing import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_SIGNALS,
@@ -40,11 +41,38 @@ def is_url(item: str) -> bool:
     return bool(sep) and len(scheme) > 1 and scheme.replace("+", "").isalnum()
 
 
+# The fsspec backends of the usual URL schemes, to name the package in the error.
+_BACKENDS = {
+    "s3": "s3fs",
+    "s3a": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+    "abfss": "adlfs",
+    "hf": "huggingface_hub",
+    "sftp": "paramiko",
+}
+
+
 @functools.lru_cache(maxsize=16)
 def _filesystem(protocol: str) -> Any:
+    """The fsspec filesystem of ``protocol``; ``InvalidInput`` naming the missing backend
+    package (e.g. s3fs for s3://) or the unknown scheme, instead of fsspec's traceback."""
     import fsspec
 
-    return fsspec.filesystem(protocol)
+    try:
+        return fsspec.filesystem(protocol)
+    except ImportError:
+        package = _BACKENDS.get(protocol, f"the fsspec backend for {protocol}://")
+        raise InvalidInput(
+            f"{protocol}:// URLs need {package}, which is not installed (pip install {package})"
+            if protocol in _BACKENDS
+            else f"{protocol}:// URLs need {package}, which is not installed",
+            field="paths",
+        ) from None
+    except ValueError:
+        raise InvalidInput(f"unknown URL scheme {protocol}://", field="paths") from None
 
 
 def _split(url: str) -> tuple[Any, str]:

@@ -1,7 +1,8 @@
 """Prometheus metrics, served on their own HTTP port (never on the gRPC port).
 
 Labels are method names, status codes and signal type names: never a hash value, a case number
-or a key. Index sizes are read from the bank when Prometheus scrapes, so they are never stale.
+or a key. The standard ``process_*`` series (memory, CPU, open files) come with them. Index
+sizes are read from the bank when Prometheus scrapes, so they are never stale.
 """
 
 from __future__ import annotations
@@ -9,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -118,6 +125,10 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_BankCollector(bank))
+        # The process itself, read from /proc at each scrape: resident and virtual memory,
+        # CPU seconds, open and allowed file descriptors, start time (process_* series), so
+        # an operator can alert on a leak or on descriptors running out.
+        ProcessCollector(registry=self.registry)
         self._server: object | None = None
         self._children: dict[tuple[str, ...], Any] = {}
 

@@ -45,12 +45,18 @@ _SQLITE = "sqlite://"
 _POSTGRES = ("postgresql://", "postgres://")
 
 
-def open_store(url: str | os.PathLike[str] = DEFAULT_DATA_DIR) -> Store:
+def open_store(
+    url: str | os.PathLike[str] = DEFAULT_DATA_DIR,
+    *,
+    key_file: str | os.PathLike[str] | None = None,
+) -> Store:
     """Open (creating and migrating if needed) the store that ``url`` names.
 
     A path, or ``sqlite:///abs/path/to/folder``, is the SQLite store in that folder;
     ``postgresql://user@host:port/db`` (or ``postgres://``) is the PostgreSQL store in that
     database (``pip install 'matcher[postgres]'``); any other scheme is ``InvalidInput``.
+    ``key_file`` is where the store key is (see ``matcher.store.crypto``: ``MATCHER_STORE_KEY``
+    wins; default ``MATCHER_KEY_FILE``, else ``<folder>.key`` beside a SQLite folder).
 
     >>> open_store("mysql://db/matcher")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -68,11 +74,11 @@ def open_store(url: str | os.PathLike[str] = DEFAULT_DATA_DIR) -> Store:
         folder = text[len(_SQLITE) :]
         if not folder:
             raise InvalidInput("a sqlite:// store URL needs a folder path", field="store")
-        return SQLiteStore(folder)
+        return SQLiteStore(folder, key_file=key_file)
     if "://" in text:
         scheme = text.partition("://")[0]
         raise InvalidInput(
             f"unknown store URL scheme {scheme!r} (use a folder path, sqlite:// or postgresql://)",
             field="store",
         )
-    return SQLiteStore(text)
+    return SQLiteStore(text, key_file=key_file)

@@ -15,7 +15,10 @@ Promises every backend keeps (DESIGN.md rules 2-4):
   what could identify the image (its fingerprint, its label); the item row keeps numbers and
   dates only. The backend also makes sure the deleted values leave its files (SQLite:
   secure_delete and a WAL reset; PostgreSQL: its own means), without a caller asking.
-- **Hash values stay in one table.** Only the hash rows hold values. The change log records
+- **Hash values are sealed at rest.** Every backend stores an item's codes only as the blob of
+  ``matcher.store.crypto.ItemCipher.seal_item`` (AES-GCM, its key outside the database) and
+  its secret key only wrapped (``seal_secret``); no value is ever in its files in clear.
+- **Hash values stay in one table.** Only the sealed item codes hold values. The change log records
   (op, item id, hash count); a follower reads an added item's codes by item id
   (``item_codes``), so after a withdrawal no copy of a value remains anywhere in the store.
   Audit rows carry counts and names, checked by ``matcher.audit.check_detail``.
@@ -252,8 +255,10 @@ class Snapshot(Protocol):
         ...
 
     def chunks(self, rows: int = ...) -> Iterator[CodeChunk]:
-        """Every stored hash in blocks of at most ``rows`` entries: one signal type after
-        another, each in entry-id order, with index entry ids."""
+        """Every stored hash in blocks of about ``rows`` entries, with index entry ids: each
+        chunk holds one signal type, and each signal type's entry ids ascend across its chunks
+        (chunks of different types may interleave: a backend that seals whole items, see
+        ``matcher.store.crypto``, yields one chunk per type per block of items)."""
         ...
 
 

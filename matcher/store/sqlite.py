@@ -71,14 +71,20 @@ from matcher.records import (
 )
 from matcher.signals import SIGNALS, Hash
 from matcher.store.base import AddedItems
+from matcher.store.crypto import KEY_FILE_ENV, ItemCipher, Keyring, default_key_file, load_keyring
 from matcher.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, Migration
 
-__all__ = ["DB_FILENAME", "SCHEMA_VERSION", "SQLiteSnapshot", "SQLiteStore"]
+__all__ = ["DB_FILENAME", "LEDGER_FILENAME", "SCHEMA_VERSION", "SQLiteSnapshot", "SQLiteStore"]
 
 DB_FILENAME = "matcher.db"
+LEDGER_FILENAME = "withdrawals.jsonl"
+"""The withdrawal ledger beside the database: one JSON line per withdrawal (ids and times, no
+hash value), written and fsynced before the withdrawal commits, and re-applied by ``restore``
+so that a restored backup never brings back what was withdrawn after it was taken."""
+
+_SEALED_FROM = 3  # the first schema version whose values are sealed
 
 _CHUNK_ROWS = 1 << 16
-_ITEM_MASK = (1 << ITEM_BITS) - 1
 
 
 def _now_ms() -> int:
@@ -190,11 +196,6 @@ def _policy_from_json(text: str | bytes) -> KeyPolicy:
     )
 
 
-def _item_range(item_id: int) -> tuple[int, int]:
-    """The first and last possible entry id (``hashes.id``) of an item."""
-    return item_id << ITEM_BITS, (item_id << ITEM_BITS) | _ITEM_MASK
-
-
 def _unique_hashes(hashes: Sequence[Hash]) -> list[Hash]:
     """``hashes`` without repeats of a (signal, value), keeping the first one's quality."""
     seen: set[tuple[str, bytes]] = set()
@@ -215,15 +216,31 @@ def _parse_position(position: str) -> int:
     return int(position)
 
 
-# One block of the start-up scan, as three aggregates over the same rows: every row feeds all
-# three in the same step, so the i-th id and the i-th code always belong together whatever
-# order SQLite feeds them in. group_concat joins the blob values in C (text_factory=bytes
-# keeps them raw, and their lengths keep embedded zero bytes), which is about four times
-# faster than fetching a Python tuple per row. Lengths are checked below, not trusted.
-_BLOCK_SQL = (
-    "SELECT count(*), max(id), group_concat(id), group_concat(value, '') FROM ("
-    "SELECT id, value FROM hashes WHERE signal = ? AND id > ? ORDER BY id LIMIT ?)"
-)
+# One block of the start-up scan: sealed items in id order (one blob per item, so a block of
+# 512 items holds ~100k hashes and costs 512 AES-GCM calls).
+_BLOCK_SQL = "SELECT item_id, sealed FROM item_codes WHERE item_id > ? ORDER BY item_id LIMIT ?"
+_BLOCK_ITEMS = 512
+
+
+def _codes_by_signal(cipher: ItemCipher, rows: Sequence[tuple[int, bytes]]) -> Iterator[CodeChunk]:
+    """Open sealed items and yield one chunk per signal type, entry ids ascending."""
+    parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    for item_id, sealed in rows:
+        opened = cipher.open_item(int(item_id), sealed)
+        base = np.int64(int(item_id) << ITEM_BITS)
+        for name, (positions, codes) in opened.signals.items():
+            ids, blocks = parts.setdefault(name, ([], []))
+            ids.append(positions.astype(np.int64) + base)
+            blocks.append(codes)
+    for name in SIGNALS:
+        if name in parts:
+            ids, blocks = parts[name]
+            id_arr = np.concatenate(ids)
+            order = np.argsort(id_arr, kind="stable")
+            codes = np.concatenate(blocks)
+            if np.any(order != np.arange(len(order))):
+                id_arr, codes = id_arr[order], codes[order]
+            yield CodeChunk(name, id_arr, codes)
 
 
 @dataclass
@@ -233,6 +250,7 @@ class SQLiteSnapshot:
     position: str
     counts: dict[str, int]
     _conn: sqlite3.Connection
+    _cipher: ItemCipher
 
     @property
     def total(self) -> int:
@@ -240,20 +258,17 @@ class SQLiteSnapshot:
         return sum(self.counts.values())
 
     def chunks(self, rows: int = _CHUNK_ROWS) -> Iterator[CodeChunk]:
-        """Yield every stored hash, one signal type after another, each in entry-id order."""
-        for name in self.counts:
-            width = SIGNALS[name].byte_length
-            last = -1
-            while True:
-                n, top, ids, values = self._conn.execute(_BLOCK_SQL, (name, last, rows)).fetchone()
-                if not n:
-                    break
-                id_arr = np.fromstring(ids, dtype=np.int64, sep=",")
-                if len(id_arr) != n or len(values) != n * width:
-                    raise RuntimeError("the store returned a malformed block of hashes")
-                codes = np.frombuffer(values, dtype=np.uint8).reshape(n, width)
-                yield CodeChunk(name, id_arr, codes)
-                last = top
+        """Yield every stored hash in blocks of whole items: per block one chunk per signal
+        type, each signal's entry ids ascending across blocks. ``rows`` bounds a block's
+        hashes roughly (a block is at least one item)."""
+        last = -1
+        items = max(1, min(_BLOCK_ITEMS, rows // 128))
+        while True:
+            block = self._conn.execute(_BLOCK_SQL, (last, items)).fetchall()
+            if not block:
+                break
+            yield from _codes_by_signal(self._cipher, block)
+            last = int(block[-1][0])
 
 
 class SQLiteStore:
@@ -262,7 +277,7 @@ class SQLiteStore:
     >>> import tempfile
     >>> with SQLiteStore(tempfile.mkdtemp()) as store:
     ...     store.schema_version
-    2
+    3
     """
 
     def __init__(
@@ -270,15 +285,25 @@ class SQLiteStore:
         data_dir: str | os.PathLike[str],
         *,
         busy_timeout: float = 30.0,
+        key_file: str | os.PathLike[str] | None = None,
+        keyring: Keyring | None = None,
         _migrations: Sequence[Migration] | None = None,
     ) -> None:
         """Open (creating and migrating if needed) the store in ``data_dir``.
 
         ``busy_timeout`` is how many seconds a write waits for another process's write lock
-        before giving up with ``Unavailable``.
+        before giving up with ``Unavailable``. The store key (``matcher.store.crypto``) is
+        ``keyring`` if given, else ``MATCHER_STORE_KEY``, else ``key_file`` (default:
+        ``MATCHER_KEY_FILE``, else ``<data_dir>.key`` beside the folder). A new store, or one
+        whose values are not sealed yet (schema 1-2), gets a new key file; a sealed store whose
+        key is missing is refused with ``Unavailable``.
         """
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_FILENAME
+        self.ledger_path = self.data_dir / LEDGER_FILENAME
+        if key_file is None:
+            key_file = os.environ.get(KEY_FILE_ENV) or default_key_file(self.data_dir)
+        self.key_file = Path(key_file)
         self._migrations = list(MIGRATIONS if _migrations is None else _migrations)
         self._busy_timeout = busy_timeout
         self._write_lock = threading.Lock()
@@ -289,13 +314,22 @@ class SQLiteStore:
         self._purge_timer: threading.Timer | None = None
         self._purge_pending = False
         try:
-            # The folder holds sensitive hashes: readable by the owner only.
+            # The folder holds sensitive hashes: readable by the owner only, and so are its
+            # files (SQLite gives the WAL and shared-memory files the database file's mode).
             self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.chmod(f"{self.path}{suffix}", 0o600)
             self._writer = self._connect()
         except (OSError, sqlite3.Error) as exc:
             raise Unavailable(f"cannot open the store in {self.data_dir}: {exc}") from exc
         try:
             self._writer.execute("PRAGMA journal_mode=WAL")
+            sealed = self._stored_version() >= _SEALED_FROM
+            if keyring is None:
+                keyring = load_keyring(self.key_file, create=not sealed)
+            self._cipher = ItemCipher(keyring)
             self._migrate()
             self._key = self._ensure_secret_key()
         except BaseException:
@@ -394,6 +428,21 @@ class SQLiteStore:
         row = self._reader().execute("SELECT max(version) FROM schema_version").fetchone()
         return int(row[0] or 0)
 
+    def _stored_version(self) -> int:
+        conn = self._writer
+        with self._write_lock:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            ).fetchone()
+            if not found:
+                return 0
+            return int(conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0)
+
+    @property
+    def cipher(self) -> ItemCipher:
+        """The store's cipher (its keyring): for backup, restore and key rotation."""
+        return self._cipher
+
     def _migrate(self) -> None:
         conn = self._writer
         with self._write_lock:
@@ -416,7 +465,7 @@ class SQLiteStore:
                     continue
                 step = self._migrations[version - 1]
                 if callable(step):
-                    step(w)
+                    step(w, self._cipher)
                 else:
                     for statement in step:
                         w.execute(statement)
@@ -430,16 +479,29 @@ class SQLiteStore:
                 self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _ensure_secret_key(self) -> bytes:
+        """The store's secret key, made on first open; stored wrapped by the store key (from
+        schema 3 on), so opening it also checks that the keyring fits this database."""
+        sealed = len(self._migrations) >= _SEALED_FROM
         with self._write() as w:
+            fresh = os.urandom(32)
             w.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('secret_key', ?)",
-                (os.urandom(32),),
+                (self._cipher.seal_secret("secret_key", fresh) if sealed else fresh,),
             )
             row = w.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
-        return bytes(row[0])
+        if not sealed:
+            return bytes(row[0])
+        try:
+            return self._cipher.open_secret("secret_key", bytes(row[0]))
+        except Unavailable as exc:
+            raise Unavailable(
+                f"the store key ({self._cipher.ring.source or 'given'}) does not open the data "
+                f"in {self.data_dir}: {exc}"
+            ) from None
 
     def secret_key(self) -> bytes:
-        """The store's random key (item ids, fingerprints); stored, so stable across restarts."""
+        """The store's random key (item ids, fingerprints); stored wrapped, so stable across
+        restarts and the same for every handle."""
         return self._key
 
     # -- audit
@@ -639,10 +701,9 @@ class SQLiteStore:
                     ),
                 )
                 item_id = int(cur.lastrowid or 0)
-                base = item_id << ITEM_BITS
-                w.executemany(
-                    "INSERT INTO hashes(id, signal, value, quality) VALUES (?, ?, ?, ?)",
-                    [(base + p, h.signal.name, h.value, h.quality) for p, h in enumerate(hashes)],
+                w.execute(
+                    "INSERT INTO item_codes(item_id, sealed) VALUES (?, ?)",
+                    (item_id, self._cipher.seal_item(item_id, hashes)),
                 )
                 w.execute(
                     "INSERT INTO changes(op, item_id, hash_count, at) VALUES ('add', ?, ?, ?)",
@@ -682,9 +743,9 @@ class SQLiteStore:
         withdrawn, with one "remove" change each; return the hashes removed."""
         removed: Counter[str] = Counter()
         for item_id, hash_count, signals in rows:
-            cur = w.execute("DELETE FROM hashes WHERE id BETWEEN ? AND ?", _item_range(item_id))
-            if cur.rowcount != hash_count:
-                raise RuntimeError("an item's hash rows do not match its hash count")
+            cur = w.execute("DELETE FROM item_codes WHERE item_id = ?", (item_id,))
+            if cur.rowcount != (1 if hash_count else 0):
+                raise RuntimeError("an item's sealed codes are missing")
             w.execute(
                 "INSERT INTO changes(op, item_id, hash_count, at) VALUES ('remove', ?, ?, ?)",
                 (item_id, hash_count, now),
@@ -702,8 +763,11 @@ class SQLiteStore:
             )
         return sum(removed.values())
 
-    def withdraw_item(self, case_id: int, number: int, *, actor: Principal) -> ItemRecord:
-        """Withdraw one item for good (see ``CaseStore.withdraw_item``)."""
+    def withdraw_item(
+        self, case_id: int, number: int, *, actor: Principal, ledger: bool = True
+    ) -> ItemRecord:
+        """Withdraw one item for good (see ``CaseStore.withdraw_item``); the withdrawal goes
+        to the ledger first (``ledger=False`` only when re-applying the ledger itself)."""
         now = _now_ms()
         with self._write() as w:
             row = w.execute(
@@ -713,6 +777,8 @@ class SQLiteStore:
             if row is None:
                 raise NotFound("no such item")
             active = [(row[0], row[2], row[3])] if row[1] == ItemState.ACTIVE else []
+            if active and ledger:
+                self._ledger({"at": now, "case": case_id, "item": row[0]})
             removed = self._withdraw_items(w, active, now)
             self._audit(
                 w,
@@ -727,8 +793,9 @@ class SQLiteStore:
             self._purge_wal()
         return record
 
-    def withdraw_case(self, case_id: int, *, actor: Principal) -> CaseRecord:
-        """Withdraw a case and all its items (see ``CaseStore.withdraw_case``)."""
+    def withdraw_case(self, case_id: int, *, actor: Principal, ledger: bool = True) -> CaseRecord:
+        """Withdraw a case and all its items (see ``CaseStore.withdraw_case``), written to the
+        ledger first as ``withdraw_item`` does."""
         now = _now_ms()
         with self._write() as w:
             row = w.execute("SELECT state FROM cases WHERE id = ?", (case_id,)).fetchone()
@@ -739,6 +806,8 @@ class SQLiteStore:
                 "ORDER BY number",
                 (case_id,),
             ).fetchall()
+            if ledger and (active or row[0] == CaseState.ACTIVE):
+                self._ledger({"at": now, "case": case_id, "item": None})
             removed = self._withdraw_items(w, active, now)
             if row[0] == CaseState.ACTIVE:
                 w.execute(
@@ -758,6 +827,96 @@ class SQLiteStore:
             self._purge_wal()
         assert record is not None
         return record
+
+    def rotate_key(self, ring: Keyring) -> int:
+        """Seal every item's codes and the secret key again under ``ring``'s current key, in
+        one transaction (``ring`` must still hold the keys they are sealed with now); return
+        the number of items resealed. Then this handle uses ``ring``.
+
+        The caller saves ``ring`` (with the old keys) before, and may drop the old keys after:
+        a crash at any point leaves blobs that the saved keyring opens.
+        """
+        cipher = ItemCipher(ring)
+        done = 0
+        with self._write() as w:
+            last = -1
+            while True:
+                rows = w.execute(
+                    "SELECT item_id, sealed FROM item_codes WHERE item_id > ? ORDER BY item_id "
+                    "LIMIT 1000",
+                    (last,),
+                ).fetchall()
+                if not rows:
+                    break
+                w.executemany(
+                    "UPDATE item_codes SET sealed = ? WHERE item_id = ?",
+                    [
+                        (cipher.reseal(sealed, cipher.item_context(item_id)), item_id)
+                        for item_id, sealed in rows
+                    ],
+                )
+                done += len(rows)
+                last = int(rows[-1][0])
+            w.execute(
+                "UPDATE meta SET value = ? WHERE key = 'secret_key'",
+                (cipher.seal_secret("secret_key", self._key),),
+            )
+            self._cipher = cipher
+        # The blobs under the old key are now only in free pages (zeroed) and old WAL frames.
+        self._purge_wal()
+        return done
+
+    def _ledger(self, entry: dict[str, object]) -> None:
+        """Append one withdrawal to the ledger and fsync it (before the withdrawal commits:
+        a crash in between leaves a ledger line for a withdrawal that was asked for, which a
+        restore applies; never a committed withdrawal missing from the ledger)."""
+        fd = os.open(self.ledger_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (json.dumps(entry, separators=(",", ":")) + "\n").encode())
+            os.fsync(fd)
+        except OSError as exc:
+            raise Unavailable(f"cannot write the withdrawal ledger: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+
+    def reapply_withdrawals(self, entries: Sequence[dict[str, Any]], *, actor: Principal) -> int:
+        """Withdraw again every item and case of ledger ``entries`` that is active here (after
+        a restore); return how many withdrawals took effect. Unknown ids (enrolled after the
+        backup, so not in it) are skipped."""
+        applied = 0
+        for entry in entries:
+            case_id, item_id = entry.get("case"), entry.get("item")
+            if item_id is not None:
+                row = (
+                    self._reader()
+                    .execute(
+                        "SELECT case_id, number FROM items WHERE id = ? AND state = 'active'",
+                        (int(item_id),),
+                    )
+                    .fetchone()
+                )
+                if row is not None:
+                    self.withdraw_item(row[0], row[1], actor=actor, ledger=False)
+                    applied += 1
+            elif case_id is not None:
+                case = self.get_case_by_id(int(case_id))
+                if case is not None and (case.state == CaseState.ACTIVE or case.item_count):
+                    self.withdraw_case(case.id, actor=actor, ledger=False)
+                    applied += 1
+        return applied
+
+    def read_ledger(self) -> list[dict[str, Any]]:
+        """Every entry of this folder's withdrawal ledger (empty if there is none)."""
+        try:
+            text = self.ledger_path.read_text()
+        except FileNotFoundError:
+            return []
+        # A crash mid-append can leave a last partial line: skip what does not parse.
+        out = []
+        for line in text.splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
 
     def _purge_wal(self) -> bool:
         """Copy the WAL into the database file and truncate it; True when fully done.
@@ -965,8 +1124,7 @@ class SQLiteStore:
             seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")
             position = int((seq.fetchone() or (0,))[0])
             counts = self._signal_counts(conn)
-            conn.text_factory = bytes  # the block query returns raw bytes (see _BLOCK_SQL)
-            yield SQLiteSnapshot(str(position), counts, conn)
+            yield SQLiteSnapshot(str(position), counts, conn, self._cipher)
             conn.execute("COMMIT")
         finally:
             conn.close()
@@ -1003,29 +1161,11 @@ class SQLiteStore:
         if len(item_ids) == 0:
             return []
         rows = self._reader().execute(
-            "SELECT h.id, h.signal, h.value FROM (SELECT DISTINCT value AS item FROM "
-            "json_each(?)) AS j JOIN hashes AS h ON h.id BETWEEN (j.item << ?) "
-            "AND ((j.item << ?) | ?) ORDER BY h.id",
-            (_json_ids(item_ids), ITEM_BITS, ITEM_BITS, _ITEM_MASK),
+            "SELECT item_id, sealed FROM item_codes WHERE item_id IN "
+            "(SELECT value FROM json_each(?)) ORDER BY item_id",
+            (_json_ids(item_ids),),
         )
-        by_signal: dict[str, tuple[list[int], list[bytes]]] = {}
-        for entry, signal, value in rows.fetchall():
-            ids, values = by_signal.setdefault(signal, ([], []))
-            ids.append(entry)
-            values.append(bytes(value))
-        out = []
-        for name in SIGNALS:
-            if name in by_signal:
-                ids, values = by_signal[name]
-                codes = np.frombuffer(b"".join(values), dtype=np.uint8)
-                out.append(
-                    CodeChunk(
-                        name,
-                        np.array(ids, dtype=np.int64),
-                        codes.reshape(len(ids), SIGNALS[name].byte_length),
-                    )
-                )
-        return out
+        return list(_codes_by_signal(self._cipher, rows.fetchall()))
 
     def trim_changes(self, before: str) -> int:
         """Delete the changes up to position ``before`` (once every follower is past it)."""

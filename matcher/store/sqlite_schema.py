@@ -23,7 +23,16 @@ Schema version 2 (items)::
     api_keys(id PK, name, role, org_id -> organisations, key_hash UNIQUE, prefix,
              created_at, revoked_at)
 
-Why ``hashes.id`` is the index entry id: an item's rows are one rowid range, so deleting,
+Schema version 3 (sealed at rest): ``hashes`` is replaced by::
+
+    item_codes(item_id PK -> items, sealed)   an active item's hashes, one AES-GCM blob
+    meta.secret_key                           now wrapped by the store key
+
+The values live only in ``item_codes``; their key is outside the database (see
+``matcher.store.crypto``). Entry ids are still ``item_id << 16 | position``: the position is
+kept inside the blob.
+
+Why ``hashes.id`` was the index entry id (v2): an item's rows are one rowid range, so deleting,
 reading (``item_codes``) or counting an item's hashes is a range seek with no secondary index,
 and the start-up scan hands entry ids to the index as stored.
 
@@ -62,10 +71,12 @@ from matcher.audit import RENAMED_V1
 from matcher.credentials import item_fingerprint
 from matcher.records import ITEM_BITS, MAX_ITEM_HASHES
 from matcher.signals import SIGNALS, Hash
+from matcher.store.crypto import ItemCipher
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration"]
 
-Migration = tuple[str, ...] | Callable[[sqlite3.Connection], None]
+Migration = tuple[str, ...] | Callable[[sqlite3.Connection, ItemCipher], None]
+"""A migration: statements, or a function of the open connection and the store's cipher."""
 
 # Version 1: the first release (cases of hashes).
 _V1: tuple[str, ...] = (
@@ -186,7 +197,7 @@ _V2_CHANGES = """CREATE TABLE changes (
 )"""
 
 
-def _v2_items(conn: sqlite3.Connection) -> None:
+def _v2_items(conn: sqlite3.Connection, cipher: ItemCipher) -> None:
     """Schema 2: items (see the module docstring for how v1 rows map to them)."""
     conn.execute(_V2_ITEMS)
     conn.execute(_V2_HASHES.format(name="hashes_v2"))
@@ -255,7 +266,50 @@ def _v2_items(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_V1, _v2_items]
+_V3_ITEM_CODES = """CREATE TABLE item_codes (
+    item_id INTEGER PRIMARY KEY REFERENCES items(id),
+    sealed BLOB NOT NULL
+)"""
+
+
+def _v3_sealed(conn: sqlite3.Connection, cipher: ItemCipher) -> None:
+    """Schema 3: hash values sealed at rest, one blob per item; the secret key wrapped.
+
+    Each active item's hash rows become one sealed blob (``crypto.ItemCipher.seal_item``), in
+    position order, qualities kept; the hash table is dropped (secure_delete zeroes its pages,
+    and the store checkpoints the WAL after a migration). The store's secret key is replaced
+    by its wrapped form.
+    """
+    conn.execute(_V3_ITEM_CODES)
+    item_id: int | None = None
+    hashes: list[Hash] = []
+
+    def flush() -> None:
+        if item_id is not None and hashes:
+            conn.execute(
+                "INSERT INTO item_codes(item_id, sealed) VALUES (?, ?)",
+                (item_id, cipher.seal_item(item_id, hashes)),
+            )
+
+    for entry, signal, value, quality in conn.execute(
+        "SELECT id, signal, value, quality FROM hashes ORDER BY id"
+    ):
+        owner = int(entry) >> ITEM_BITS
+        if owner != item_id:
+            flush()
+            item_id, hashes = owner, []
+        hashes.append(Hash(SIGNALS[signal], bytes(value), quality))
+    flush()
+    conn.execute("DROP TABLE hashes")
+    row = conn.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
+    if row is not None:
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE key = 'secret_key'",
+            (cipher.seal_secret("secret_key", bytes(row[0])),),
+        )
+
+
+MIGRATIONS: list[Migration] = [_V1, _v2_items, _v3_sealed]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this code writes."""

@@ -1,13 +1,15 @@
 """The backends the store conformance suite runs against: one fixture, one parameter each.
 
 A backend here is a real store (a real SQLite file in a fresh folder; a fresh database on a
-real PostgreSQL server, ``tests.store.postgres_server``) plus the two things only its harness
-knows: how to open a second handle on the same data (another process, another replica) and
-how to read its raw bytes, to check that withdrawn values are really gone.
+real PostgreSQL server, ``tests.store.postgres_server``) plus what only its harness knows: how
+to open a second handle on the same data (another process, another replica), how to read its
+raw bytes, and (for a backend that seals values at rest) where an item's sealed blob is, to
+check that no value is ever in its files and that withdrawn blobs are really gone.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from matcher.store import SQLiteStore, Store
+from matcher.store.sqlite import DB_FILENAME
 
 __all__ = ["Backend", "backend", "store"]
 
@@ -26,6 +29,9 @@ class Backend:
     name: str
     open: Callable[[], Store]
     raw_bytes: Callable[[], bytes]
+    sealed: Callable[[int], bytes] | None
+    """The sealed blob of an item's codes as the backend stores it (to look for it in files);
+    None for a backend that does not seal values yet (PostgreSQL: issue 10, section 5)."""
     opened: list[Store] = field(default_factory=list)
 
     def store(self) -> Store:
@@ -39,7 +45,15 @@ def _sqlite(folder: Path) -> Backend:
     def raw_bytes() -> bytes:
         return b"".join(p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file())
 
-    return Backend("sqlite", lambda: SQLiteStore(folder), raw_bytes)
+    def sealed(item_id: int) -> bytes:
+        conn = sqlite3.connect(folder / DB_FILENAME)
+        try:
+            row = conn.execute("SELECT sealed FROM item_codes WHERE item_id = ?", (item_id,))
+            return bytes(row.fetchone()[0])
+        finally:
+            conn.close()
+
+    return Backend("sqlite", lambda: SQLiteStore(folder), raw_bytes, sealed)
 
 
 def _postgres(url: str) -> Backend:
@@ -64,7 +78,7 @@ def _postgres(url: str) -> Backend:
                         out += block
         return bytes(out)
 
-    return Backend("postgres", lambda: PostgresStore(url), raw_bytes)
+    return Backend("postgres", lambda: PostgresStore(url), raw_bytes, None)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

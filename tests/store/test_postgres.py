@@ -158,8 +158,8 @@ def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
         s.close()
 
 
-def _sqlite_columns(folder: Path) -> dict[str, list[str]]:
-    with SQLiteStore(folder):
+def _sqlite_columns(folder: Path, version: int) -> dict[str, list[str]]:
+    with SQLiteStore(folder, _migrations=sqlite_schema.MIGRATIONS[:version]):
         pass
     conn = sqlite3.connect(folder / "matcher.db")
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
@@ -174,10 +174,14 @@ def _sqlite_columns(folder: Path) -> dict[str, list[str]]:
 
 def test_migrations_are_kept_in_step_with_sqlite(postgres_url: str, tmp_path: Path) -> None:
     """One schema version means the same tables and columns on both backends (PostgreSQL's
-    ``changes.xid`` is its one addition, for the position rule)."""
-    assert len(postgres_schema.MIGRATIONS) == len(sqlite_schema.MIGRATIONS)
-    assert postgres_schema.SCHEMA_VERSION == sqlite_schema.SCHEMA_VERSION
-    lite = _sqlite_columns(tmp_path / "lite")
+    ``changes.xid`` is its one addition, for the position rule).
+
+    SQLite is one version ahead: version 3 seals hash values at rest (``matcher.store.crypto``),
+    which the PostgreSQL store does not apply yet (issue 10, section 5, what is left). The
+    versions both have are compared."""
+    assert postgres_schema.SCHEMA_VERSION == len(postgres_schema.MIGRATIONS) == 2
+    assert sqlite_schema.SCHEMA_VERSION == 3
+    lite = _sqlite_columns(tmp_path / "lite", postgres_schema.SCHEMA_VERSION)
     with PostgresStore(postgres_url) as store, store._conn() as conn:
         rows = conn.execute(
             "SELECT table_name, column_name FROM information_schema.columns "
