@@ -69,12 +69,12 @@ def sqlite_only(data: Path) -> None:
 
 def hash_rows(data: Path) -> int:
     """How many rows holding hash values the store has, read directly from the database (one
-    per hash on PostgreSQL; one sealed blob per item on SQLite)."""
+    sealed blob per item, on both backends)."""
     if isinstance(data, str):
         import psycopg
 
         with psycopg.connect(data) as conn:
-            return int(conn.execute("SELECT count(*) FROM hashes").fetchone()[0])  # type: ignore[index]
+            return int(conn.execute("SELECT count(*) FROM item_codes").fetchone()[0])  # type: ignore[index]
     conn = sqlite3.connect(data / "matcher.db")
     try:
         return int(conn.execute("SELECT count(*) FROM item_codes").fetchone()[0])
@@ -121,13 +121,12 @@ def file_bytes(data: Path) -> bytes:
 
 
 def sealed_items(data: Path) -> int:
-    """How many items' codes the database holds (SQLite: sealed blobs; PostgreSQL, which does
-    not seal yet: the items its hash rows belong to)."""
+    """How many items' sealed codes the database holds (on both backends)."""
     if isinstance(data, str):
         import psycopg
 
         with psycopg.connect(data) as conn:
-            row = conn.execute("SELECT count(DISTINCT id >> 16) FROM hashes").fetchone()
+            row = conn.execute("SELECT count(*) FROM item_codes").fetchone()
             return int(row[0])  # type: ignore[index]
     conn = sqlite3.connect(data / "matcher.db")
     try:

@@ -69,7 +69,7 @@ def open_store(
             from matcher.store.postgres import PostgresStore
         except ImportError as exc:
             raise InvalidInput(str(exc), field="store") from None
-        return PostgresStore(text)
+        return PostgresStore(text, key_file=key_file)
     if text.startswith(_SQLITE):
         folder = text[len(_SQLITE) :]
         if not folder:

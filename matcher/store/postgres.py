@@ -32,12 +32,15 @@ at commit), and ``wait_for_changes`` waits for one, so replicas follow within mi
 instead of polling. The notification only wakes a follower: the log is the truth, and a
 follower also polls (a notification can be lost with its connection).
 
-Withdrawal: the hash rows are deleted in the withdrawing transaction, as on SQLite, and the
-store runs ``VACUUM`` on the hash table afterwards (in the background, at most one at a time),
-so the dead rows are pruned from the table's pages. PostgreSQL gives no equivalent of
-SQLite's ``secure_delete``: a pruned page's free space and older WAL segments may still hold
-the bytes until they are overwritten. Encrypting the values at rest is what closes that
-(see the README, "Deployment").
+Sealed at rest (schema 3, as SQLite): an item's codes are one AES-GCM blob
+(``matcher.store.crypto``) in ``item_codes``, the secret key is stored wrapped, and the key is
+outside the database (``MATCHER_STORE_KEY``, or a key file: the same keyring on every
+replica). No hash value is ever in the cluster's files, its WAL or a dump in clear.
+Withdrawal deletes the item's blob in the withdrawing transaction and the store runs
+``VACUUM`` on the table afterwards (in the background, one at a time). PostgreSQL has no
+``secure_delete``: a withdrawn item's sealed blob may linger in free page space or an older
+WAL segment until overwritten, still sealed. The withdrawal ledger and ``matcher backup`` /
+``restore`` are SQLite's (a PostgreSQL database is backed up with PostgreSQL's own tools).
 """
 
 from __future__ import annotations
@@ -52,14 +55,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from matcher.audit import Action, encode_detail
 from matcher.credentials import item_fingerprint
 from matcher.errors import Conflict, InvalidInput, NotFound, Unavailable
 from matcher.principal import Principal, Role
 from matcher.records import (
-    ITEM_BITS,
     ApiKeyRecord,
     AuditEntry,
     CaseRecord,
@@ -69,18 +69,23 @@ from matcher.records import (
     CodeChunk,
     ItemRecord,
     ItemState,
+    KeyPolicy,
     NewItem,
     Organisation,
 )
 from matcher.signals import SIGNALS
 from matcher.store.base import AddedItems
+from matcher.store.crypto import KEY_FILE_ENV, ItemCipher, Keyring, load_keyring
 from matcher.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from matcher.store.sqlite import (
     _case,
+    _codes_by_signal,
     _dt_required,
     _item,
     _key,
     _now_ms,
+    _policy_from_json,
+    _policy_to_json,
     _signal_dict,
     _unique_hashes,
 )
@@ -100,7 +105,8 @@ CHANNEL = "matcher_changes"
 """The NOTIFY channel every write to the change log signals on."""
 
 _CHUNK_ROWS = 1 << 16
-_ITEM_MASK = (1 << ITEM_BITS) - 1
+_BLOCK_ITEMS = 512
+_SEALED_FROM = 3  # the first schema version whose values are sealed
 _MIGRATE_LOCK = 0x6D61746368  # any constant: one advisory lock for migrations
 
 _CASE_SQL = (
@@ -117,13 +123,8 @@ _ITEM_COLUMNS = (
 )
 _KEY_COLUMNS = "id, name, role, org_id, prefix, created_at, revoked_at"
 
-# One block of the start-up scan as two aggregates over the same ordered rows: the ids as
-# big-endian 8-byte values and the codes, each one bytea (no Python object per row).
-_BLOCK_SQL = (
-    "SELECT count(*), max(id), string_agg(int8send(id), ''::bytea ORDER BY id), "
-    "string_agg(value, ''::bytea ORDER BY id) FROM ("
-    "SELECT id, value FROM hashes WHERE signal = %s AND id > %s ORDER BY id LIMIT %s) AS b"
-)
+# One block of the start-up scan: sealed items in id order (one blob per item).
+_BLOCK_SQL = "SELECT item_id, sealed FROM item_codes WHERE item_id > %s ORDER BY item_id LIMIT %s"
 
 Position = tuple[int, int]
 
@@ -148,6 +149,7 @@ class PostgresSnapshot:
     position: str
     counts: dict[str, int]
     _conn: psycopg.Connection[Any]
+    _cipher: ItemCipher
 
     @property
     def total(self) -> int:
@@ -155,22 +157,15 @@ class PostgresSnapshot:
         return sum(self.counts.values())
 
     def chunks(self, rows: int = _CHUNK_ROWS) -> Iterator[CodeChunk]:
-        """Yield every stored hash, one signal type after another, each in entry-id order."""
-        for name in self.counts:
-            width = SIGNALS[name].byte_length
-            last = -1
-            while True:
-                row = self._conn.execute(_BLOCK_SQL, (name, last, rows)).fetchone()
-                assert row is not None
-                n, top, ids, values = row
-                if not n:
-                    break
-                id_arr = np.frombuffer(ids, dtype=">i8").astype(np.int64)
-                if len(id_arr) != n or len(values) != n * width:
-                    raise RuntimeError("the store returned a malformed block of hashes")
-                codes = np.frombuffer(values, dtype=np.uint8).reshape(n, width)
-                yield CodeChunk(name, id_arr, codes)
-                last = int(top)
+        """Yield every stored hash in blocks of whole items (see ``Snapshot.chunks``)."""
+        last = -1
+        items = max(1, min(_BLOCK_ITEMS, rows // 128))
+        while True:
+            block = self._conn.execute(_BLOCK_SQL, (last, items)).fetchall()
+            if not block:
+                break
+            yield from _codes_by_signal(self._cipher, [(int(i), bytes(b)) for i, b in block])
+            last = int(block[-1][0])
 
 
 class PostgresStore:
@@ -180,14 +175,20 @@ class PostgresStore:
         self,
         url: str,
         *,
+        key_file: str | os.PathLike[str] | None = None,
+        keyring: Keyring | None = None,
         min_connections: int = 1,
         max_connections: int = 10,
         timeout: float = 30.0,
     ) -> None:
         """Connect to ``url`` (a libpq URL), create or migrate the schema, read the key.
 
-        ``timeout`` is how long a call waits for a free connection (or the server) before
-        ``Unavailable``.
+        The store key (``matcher.store.crypto``) is ``keyring`` if given, else
+        ``MATCHER_STORE_KEY``, else ``key_file`` (default ``MATCHER_KEY_FILE``); there is no
+        default file (a database has no folder to put it beside), and every replica must use
+        the same keyring. A new database gets a new key file when a path is given; a sealed
+        database whose key is missing is refused with ``Unavailable``. ``timeout`` is how long
+        a call waits for a free connection (or the server) before ``Unavailable``.
         """
         self.url = url
         self._closed = False
@@ -208,7 +209,12 @@ class PostgresStore:
             self._pool.wait(timeout)
         except (psycopg.Error, PoolTimeout) as exc:
             raise Unavailable(f"cannot connect to the PostgreSQL store: {_reason(exc)}") from exc
+        if key_file is None:
+            key_file = os.environ.get(KEY_FILE_ENV) or None
         try:
+            if keyring is None:
+                keyring = load_keyring(key_file, create=self._stored_version() < _SEALED_FROM)
+            self._cipher = ItemCipher(keyring)
             self._migrate()
             self._key = self._ensure_secret_key()
         except BaseException:
@@ -273,6 +279,18 @@ class PostgresStore:
             row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
         return int(row[0] or 0) if row else 0
 
+    def _stored_version(self) -> int:
+        with self._conn() as conn:
+            if conn.execute("SELECT to_regclass('schema_version')").fetchone() == (None,):
+                return 0
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        return int(row[0] or 0) if row else 0
+
+    @property
+    def cipher(self) -> ItemCipher:
+        """The store's cipher (its keyring)."""
+        return self._cipher
+
     def _migrate(self) -> None:
         with self._conn() as conn:
             # A session lock across the whole migration: replicas starting together wait here
@@ -292,8 +310,12 @@ class PostgresStore:
                     )
                 for version in range(current + 1, len(MIGRATIONS) + 1):
                     with conn.transaction():
-                        for statement in MIGRATIONS[version - 1]:
-                            conn.execute(statement)
+                        step = MIGRATIONS[version - 1]
+                        if callable(step):
+                            step(conn, self._cipher)
+                        else:
+                            for statement in step:
+                                conn.execute(statement)
                         conn.execute(
                             "INSERT INTO schema_version VALUES (%s, %s)", (version, _now_ms())
                         )
@@ -301,14 +323,22 @@ class PostgresStore:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATE_LOCK,))
 
     def _ensure_secret_key(self) -> bytes:
+        """The store's secret key, made on first open and stored wrapped by the store key, so
+        opening it also checks that the keyring fits this database."""
         with self._write() as w:
             w.execute(
                 "INSERT INTO meta(key, value) VALUES ('secret_key', %s) ON CONFLICT DO NOTHING",
-                (os.urandom(32),),
+                (self._cipher.seal_secret("secret_key", os.urandom(32)),),
             )
             row = w.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
         assert row is not None
-        return bytes(row[0])
+        try:
+            return self._cipher.open_secret("secret_key", bytes(row[0]))
+        except Unavailable as exc:
+            raise Unavailable(
+                f"the store key ({self._cipher.ring.source or 'given'}) does not open this "
+                f"database: {exc}"
+            ) from None
 
     def secret_key(self) -> bytes:
         """The store's random key (item ids, fingerprints): one for every replica."""
@@ -537,13 +567,10 @@ class PostgresStore:
                 ).fetchone()
                 assert row is not None
                 item_id = int(row[0])
-                base = item_id << ITEM_BITS
-                with (
-                    w.cursor() as cur,
-                    cur.copy("COPY hashes (id, signal, value, quality) FROM STDIN") as copy,
-                ):
-                    for p, h in enumerate(hashes):
-                        copy.write_row((base + p, h.signal.name, h.value, h.quality))
+                w.execute(
+                    "INSERT INTO item_codes(item_id, sealed) VALUES (%s, %s)",
+                    (item_id, self._cipher.seal_item(item_id, hashes)),
+                )
                 w.execute(
                     "INSERT INTO changes(op, item_id, hash_count, at) VALUES ('add', %s, %s, %s)",
                     (item_id, len(hashes), now),
@@ -579,10 +606,9 @@ class PostgresStore:
     ) -> int:
         removed: Counter[str] = Counter()
         for item_id, hash_count, signals in rows:
-            first, last = item_id << ITEM_BITS, (item_id << ITEM_BITS) | _ITEM_MASK
-            cur = w.execute("DELETE FROM hashes WHERE id BETWEEN %s AND %s", (first, last))
-            if cur.rowcount != hash_count:
-                raise RuntimeError("an item's hash rows do not match its hash count")
+            cur = w.execute("DELETE FROM item_codes WHERE item_id = %s", (item_id,))
+            if cur.rowcount != (1 if hash_count else 0):
+                raise RuntimeError("an item's sealed codes are missing")
             w.execute(
                 "INSERT INTO changes(op, item_id, hash_count, at) VALUES ('remove', %s, %s, %s)",
                 (item_id, hash_count, now),
@@ -599,7 +625,9 @@ class PostgresStore:
             w.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
         return sum(removed.values())
 
-    def withdraw_item(self, case_id: int, number: int, *, actor: Principal) -> ItemRecord:
+    def withdraw_item(
+        self, case_id: int, number: int, *, actor: Principal, ledger: bool = True
+    ) -> ItemRecord:
         """Withdraw one item for good (see ``CaseStore.withdraw_item``)."""
         now = _now_ms()
         with self._write() as w:
@@ -625,7 +653,7 @@ class PostgresStore:
             self._vacuum_soon()
         return record
 
-    def withdraw_case(self, case_id: int, *, actor: Principal) -> CaseRecord:
+    def withdraw_case(self, case_id: int, *, actor: Principal, ledger: bool = True) -> CaseRecord:
         """Withdraw a case and all its items (see ``CaseStore.withdraw_case``)."""
         now = _now_ms()
         with self._write() as w:
@@ -667,7 +695,7 @@ class PostgresStore:
                 while self._vacuum_pending and not self._closed:
                     self._vacuum_pending = False
                     with contextlib.suppress(Exception), self._pool.connection() as conn:
-                        conn.execute("VACUUM hashes")
+                        conn.execute("VACUUM item_codes")
             finally:
                 self._vacuum_lock.release()
 
@@ -781,6 +809,52 @@ class PostgresStore:
                 self._audit(w, actor, Action.KEY_REVOKE, detail={"key_id": key_id}, at=now)
         return _key(exists)
 
+    # Key policies live in ``meta`` (one JSON row per key, ``key_policy:{id}``), as in SQLite.
+
+    def key_policy(self, key_id: int) -> KeyPolicy:
+        """The key's policy, or the default one (read fresh: every replica sees a change)."""
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT value FROM meta WHERE key = %s", (f"key_policy:{key_id}",)
+            ).fetchone()
+        return KeyPolicy() if row is None else _policy_from_json(bytes(row[0]))
+
+    def set_key_policy(
+        self,
+        key_id: int,
+        policy: KeyPolicy,
+        *,
+        actor: Principal,
+        action: str,
+        detail: dict[str, object] | None = None,
+    ) -> KeyPolicy:
+        """Replace the key's policy and audit it, in one transaction."""
+        now = _now_ms()
+        with self._write() as w:
+            if w.execute("SELECT 1 FROM api_keys WHERE id = %s", (key_id,)).fetchone() is None:
+                raise NotFound("no such API key")
+            w.execute(
+                "INSERT INTO meta(key, value) VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (f"key_policy:{key_id}", _policy_to_json(policy).encode()),
+            )
+            self._audit(
+                w, actor, Action(action), detail={"key_id": key_id, **(detail or {})}, at=now
+            )
+        return policy
+
+    def record_audit(
+        self,
+        action: str,
+        *,
+        actor: Principal,
+        case_id: int | None = None,
+        detail: dict[str, object] | None = None,
+    ) -> None:
+        """One audit row on its own."""
+        with self._write() as w:
+            self._audit(w, actor, Action(action), case_id=case_id, detail=detail)
+
     # -- loading and following
 
     @contextlib.contextmanager
@@ -795,7 +869,7 @@ class PostgresStore:
             row = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
             assert row is not None
             counts = self._signal_counts(conn)
-            yield PostgresSnapshot(_format_position((int(row[0]), 0)), counts, conn)
+            yield PostgresSnapshot(_format_position((int(row[0]), 0)), counts, conn, self._cipher)
 
     def _trimmed_through(self, conn: psycopg.Connection[Any]) -> Position:
         row = conn.execute(
@@ -830,29 +904,11 @@ class PostgresStore:
             return []
         with self._conn() as conn:
             rows = conn.execute(
-                "SELECT h.id, h.signal, h.value FROM (SELECT DISTINCT unnest(%s::bigint[]) "
-                "AS item) AS j JOIN hashes AS h ON h.id BETWEEN (j.item << %s) "
-                "AND ((j.item << %s) | %s) ORDER BY h.id",
-                ([int(i) for i in item_ids], ITEM_BITS, ITEM_BITS, _ITEM_MASK),
+                "SELECT item_id, sealed FROM item_codes WHERE item_id = ANY(%s::bigint[]) "
+                "ORDER BY item_id",
+                (sorted({int(i) for i in item_ids}),),
             ).fetchall()
-        by_signal: dict[str, tuple[list[int], list[bytes]]] = {}
-        for entry, signal, value in rows:
-            ids, values = by_signal.setdefault(signal, ([], []))
-            ids.append(entry)
-            values.append(bytes(value))
-        out = []
-        for name in SIGNALS:
-            if name in by_signal:
-                ids, values = by_signal[name]
-                codes = np.frombuffer(b"".join(values), dtype=np.uint8)
-                out.append(
-                    CodeChunk(
-                        name,
-                        np.array(ids, dtype=np.int64),
-                        codes.reshape(len(ids), SIGNALS[name].byte_length),
-                    )
-                )
-        return out
+        return list(_codes_by_signal(self._cipher, [(int(i), bytes(b)) for i, b in rows]))
 
     def trim_changes(self, before: str) -> int:
         """Delete the changes up to position ``before`` (a follower behind it reloads)."""

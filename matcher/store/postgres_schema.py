@@ -17,11 +17,26 @@ Differences from SQLite, each for a reason:
 - ids are ``bigint`` identities: a sequence never hands out a value twice, even after a
   rollback, so ids are never reused.
 - times are ``bigint`` milliseconds since the Unix epoch, as in SQLite, so records convert alike.
+
+Schema version 3 (sealed at rest), as on SQLite: ``hashes`` is replaced by
+``item_codes(item_id PK -> items, sealed)``, one AES-GCM blob per active item under the store
+key (outside the database: ``MATCHER_STORE_KEY`` or a key file, the same for every replica),
+and ``meta.secret_key`` is stored wrapped. A version-2 database is sealed in place.
 """
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+from collections.abc import Callable
+from typing import Any
+
+from matcher.records import ITEM_BITS
+from matcher.signals import SIGNALS, Hash
+from matcher.store.crypto import ItemCipher
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration"]
+
+Migration = tuple[str, ...] | Callable[[Any, ItemCipher], None]
+"""Statements, or a function of the open connection (in its transaction) and the cipher."""
 
 # Version 1 never existed on PostgreSQL (see the module docstring).
 _V1: tuple[str, ...] = ()
@@ -115,7 +130,43 @@ _V2: tuple[str, ...] = (
     )""",
 )
 
-MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2]
+
+def _v3_sealed(conn: Any, cipher: ItemCipher) -> None:
+    """Schema 3, as SQLite's: an item's hashes become one sealed blob (``item_codes``), the
+    hash table is dropped, the secret key is wrapped (``matcher.store.crypto``)."""
+    conn.execute(
+        "CREATE TABLE item_codes ("
+        "item_id BIGINT PRIMARY KEY REFERENCES items(id), sealed BYTEA NOT NULL)"
+    )
+    item_id: int | None = None
+    hashes: list[Hash] = []
+
+    def flush() -> None:
+        if item_id is not None and hashes:
+            conn.execute(
+                "INSERT INTO item_codes(item_id, sealed) VALUES (%s, %s)",
+                (item_id, cipher.seal_item(item_id, hashes)),
+            )
+
+    with conn.cursor(name="matcher_v3") as rows:
+        rows.execute("SELECT id, signal, value, quality FROM hashes ORDER BY id")
+        for entry, signal, value, quality in rows:
+            owner = int(entry) >> ITEM_BITS
+            if owner != item_id:
+                flush()
+                item_id, hashes = owner, []
+            hashes.append(Hash(SIGNALS[signal], bytes(value), quality))
+    flush()
+    conn.execute("DROP TABLE hashes")
+    row = conn.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
+    if row is not None:
+        conn.execute(
+            "UPDATE meta SET value = %s WHERE key = 'secret_key'",
+            (cipher.seal_secret("secret_key", bytes(row[0])),),
+        )
+
+
+MIGRATIONS: list[Migration] = [_V1, _V2, _v3_sealed]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this code writes (the same number as SQLite's)."""

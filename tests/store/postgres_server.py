@@ -144,8 +144,13 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
-    """A fresh database on the session's server, dropped after the test."""
+def postgres_url(postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh database on the session's server, dropped after the test. Its store key is a
+    fresh keyring in ``MATCHER_STORE_KEY`` (a database has no folder to keep a key file
+    beside), which every handle and every replica process of the test shares."""
+    from matcher.store.crypto import KEY_ENV, Keyring
+
+    monkeypatch.setenv(KEY_ENV, Keyring.generate().text())
     url = postgres_server.database()
     yield url
     postgres_server.drop(url)

@@ -174,13 +174,10 @@ def _sqlite_columns(folder: Path, version: int) -> dict[str, list[str]]:
 
 def test_migrations_are_kept_in_step_with_sqlite(postgres_url: str, tmp_path: Path) -> None:
     """One schema version means the same tables and columns on both backends (PostgreSQL's
-    ``changes.xid`` is its one addition, for the position rule).
-
-    SQLite is one version ahead: version 3 seals hash values at rest (``matcher.store.crypto``),
-    which the PostgreSQL store does not apply yet (issue 10, section 5, what is left). The
-    versions both have are compared."""
-    assert postgres_schema.SCHEMA_VERSION == len(postgres_schema.MIGRATIONS) == 2
-    assert sqlite_schema.SCHEMA_VERSION == 3
+    ``changes.xid`` is its one addition, for the position rule): both at version 3, sealed at
+    rest (``matcher.store.crypto``)."""
+    assert len(postgres_schema.MIGRATIONS) == len(sqlite_schema.MIGRATIONS)
+    assert postgres_schema.SCHEMA_VERSION == sqlite_schema.SCHEMA_VERSION == 3
     lite = _sqlite_columns(tmp_path / "lite", postgres_schema.SCHEMA_VERSION)
     with PostgresStore(postgres_url) as store, store._conn() as conn:
         rows = conn.execute(
@@ -192,3 +189,27 @@ def test_migrations_are_kept_in_step_with_sqlite(postgres_url: str, tmp_path: Pa
         pg.setdefault(table, []).append(column)
     assert pg.pop("changes")[:-1] == lite.pop("changes")
     assert {t: sorted(c) for t, c in pg.items()} == {t: sorted(c) for t, c in lite.items()}
+
+
+def test_no_value_is_ever_in_the_cluster_files_in_clear(
+    postgres_url: str,
+    postgres_server,  # type: ignore[no-untyped-def]
+) -> None:
+    """Sealed at rest on PostgreSQL too: after enrolling, withdrawing and a checkpoint, no
+    hash value is anywhere in the cluster's files (tables, WAL), raw, hex or base64."""
+    import base64
+
+    with PostgresStore(postgres_url) as store:
+        org = store.create_organisation("Helpline", actor=OPERATOR)
+        case = store.create_case(org.id, "AAAA-AAAA-AAAA", "scrypt$x", actor=OPERATOR)
+        items = [pdq_item(), md5_item(), pdq_item()]
+        store.add_items(case.id, items, actor=OPERATOR)
+        store.withdraw_item(case.id, 2, actor=OPERATOR)
+        with store._conn() as conn:
+            conn.execute("CHECKPOINT")
+        files = postgres_server.data_bytes()
+        assert store.secret_key() not in files
+    for item in items:
+        for h in item.hashes:
+            for form in (h.value, h.value.hex().encode(), base64.b64encode(h.value)):
+                assert form not in files
