@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -733,6 +734,9 @@ def test_metrics_and_logs_carry_no_hash_values(
     assert 'matcher_hashes_total{op="enroll",signal="phash"} 1.0' in text
     assert "matcher_request_seconds_bucket" in text and "matcher_index_hashes" in text
     assert "matcher_items 0.0" in text
+    # Per partner, by key id: the one Match sent one hash and got one match back.
+    assert re.search(r'matcher_partner_hashes_total\{key="\d+"\} 1\.0', text)
+    assert re.search(r'matcher_partner_matches_total\{key="\d+"\} 1\.0', text)
     assert h.hex not in text and h.hex not in caplog.text
     assert h.hex[:16] not in text and h.hex[:16] not in caplog.text
 

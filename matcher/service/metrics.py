@@ -1,7 +1,8 @@
 """Prometheus metrics, served on their own HTTP port (never on the gRPC port).
 
-Labels are method names, status codes and signal type names: never a hash value, a case number
-or a key. The standard ``process_*`` series (memory, CPU, open files) come with them. Index
+Labels are method names, status codes, signal type names and API key ids (the number in
+``apiKeys/{id}``, for the per-partner series): never a hash value, a case number or key
+material. The standard ``process_*`` series (memory, CPU, open files) come with them. Index
 sizes are read from the bank when Prometheus scrapes, so they are never stale.
 """
 
@@ -112,6 +113,21 @@ class Metrics:
             ["kind", "action"],
             registry=self.registry,
         )
+        # Per partner, by API key id: an operator can see which partner's traffic moved (a
+        # pipeline gone quiet, a sudden flood) and alert per partner. Key ids are few (one per
+        # partner integration) and carry nothing secret.
+        self.partner_hashes = Counter(
+            "matcher_partner_hashes",
+            "Hashes partners sent to match, by API key id",
+            ["key"],
+            registry=self.registry,
+        )
+        self.partner_matches = Counter(
+            "matcher_partner_matches",
+            "Matches returned, by API key id",
+            ["key"],
+            registry=self.registry,
+        )
         self.invalid = Counter(
             "matcher_invalid_requests",
             "Requests refused as malformed (INVALID_ARGUMENT), by method",
@@ -159,6 +175,19 @@ class Metrics:
         if child is None:
             child = self._children[key] = self.hashes.labels(op, signal)
         child.inc(n)
+
+    def partner(self, key_id: int, hashes: int, matches: int) -> None:
+        """Count one partner request's hashes and the matches it was answered with."""
+        key = ("partner", str(key_id))
+        children = self._children.get(key)
+        if children is None:
+            label = str(key_id)
+            children = self._children[key] = (
+                self.partner_hashes.labels(label),
+                self.partner_matches.labels(label),
+            )
+        children[0].inc(hashes)
+        children[1].inc(matches)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         """Serve ``/metrics`` over HTTP on ``addr:port`` (0 picks a free port); return the port."""

@@ -309,7 +309,9 @@ class MatchServicer(_Base, match_pb2_grpc.MatchServiceServicer):
             await self._alarm(who, alarm)
         for name, count in signals.items():
             self.metrics.count_hashes("match", name, count)
-        self.metrics.matches.inc(sum(map(len, results)))
+        matched = sum(map(len, results))
+        self.metrics.matches.inc(matched)
+        self.metrics.partner(key_id, total, matched)
         return contract.results_to_pb(queries, self._answer(who, policy, searched, results))
 
     @rpc(*_PARTNER, cost=_queries_cost)
