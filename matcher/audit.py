@@ -34,6 +34,11 @@ class Action(enum.StrEnum):
     CASE_WITHDRAW = "case.withdraw"
     ITEM_WITHDRAW = "item.withdraw"
     MATCH_REPORT = "match.report"
+    KEY_POLICY = "key.policy"
+    KEY_SUSPEND = "key.suspend"
+    KEY_RESTORE = "key.restore"
+    MATCH_PROBE = "match.probe"
+    VICTIM_REFUSED = "victim.refused"
 
 
 # Names of the schema-1 actions that schema 2 renamed (the migration rewrites old rows).

@@ -48,6 +48,7 @@ from matcher.records import (
     EnrollResult,
     ItemMatch,
     ItemStatus,
+    KeyPolicy,
     NewApiKey,
     NewCase,
     NewItem,
@@ -55,7 +56,7 @@ from matcher.records import (
     Query,
     QueryResult,
 )
-from matcher.signals import Hash, SignalType
+from matcher.signals import SIGNALS, Hash, SignalType
 from matcher.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -256,6 +257,41 @@ class _Calls:
         request = admin_pb2.RevokeApiKeyRequest(name=contract.api_key_name(key_id))
         return _Call(
             "admin", "RevokeApiKey", request, lambda r: contract.api_key_from_pb(r.api_key)
+        )
+
+    @staticmethod
+    def update_key_policy(
+        key_id: int,
+        exact_distances: bool | None,
+        max_distance: dict[str, int] | None,
+        daily_hashes: int | None,
+    ) -> _Call[KeyPolicy]:
+        request = admin_pb2.UpdateApiKeyPolicyRequest(name=contract.api_key_name(key_id))
+        if exact_distances is not None:
+            request.exact_distances = exact_distances
+        if max_distance is not None:
+            request.set_max_distances = True
+            for name, distance in max_distance.items():
+                request.max_distances.add(
+                    signal_type=contract.signal_to_pb(SIGNALS[name]), distance=distance
+                )
+        if daily_hashes is not None:
+            request.daily_hash_budget = daily_hashes
+        return _Call(
+            "admin",
+            "UpdateApiKeyPolicy",
+            request,
+            lambda r: contract.key_policy_from_pb(r.api_key.policy),
+        )
+
+    @staticmethod
+    def restore_api_key(key_id: int) -> _Call[KeyPolicy]:
+        request = admin_pb2.RestoreApiKeyRequest(name=contract.api_key_name(key_id))
+        return _Call(
+            "admin",
+            "RestoreApiKey",
+            request,
+            lambda r: contract.key_policy_from_pb(r.api_key.policy),
         )
 
     @staticmethod
@@ -469,6 +505,28 @@ class Client(_ClientBase):
         """Revoke an API key (admin); the server refuses it within seconds."""
         return self._invoke(_Calls.revoke_api_key(key_id))
 
+    def update_key_policy(
+        self,
+        key_id: int,
+        *,
+        exact_distances: bool | None = None,
+        max_distance: dict[str, int] | None = None,
+        daily_hashes: int | None = None,
+    ) -> KeyPolicy:
+        """Change what a key may learn and spend (admin); None leaves a setting as it is.
+
+        ``exact_distances=True`` is a risk: that key's matches carry exact distances, enough
+        to read a stored hash back from one re-upload. ``max_distance`` (per signal name,
+        stricter than the bank's; ``{}`` clears), ``daily_hashes`` (0 clears).
+        """
+        return self._invoke(
+            _Calls.update_key_policy(key_id, exact_distances, max_distance, daily_hashes)
+        )
+
+    def restore_api_key(self, key_id: int) -> KeyPolicy:
+        """Lift the suspension probing detection put on a key (admin)."""
+        return self._invoke(_Calls.restore_api_key(key_id))
+
     def create_organization(self, name: str) -> Organisation:
         """Create an organisation (admin)."""
         return self._invoke(_Calls.create_organization(name))
@@ -609,6 +667,23 @@ class AsyncClient(_ClientBase):
     async def revoke_api_key(self, key_id: int) -> ApiKeyRecord:
         """Revoke an API key (see ``Client.revoke_api_key``)."""
         return await self._invoke(_Calls.revoke_api_key(key_id))
+
+    async def update_key_policy(
+        self,
+        key_id: int,
+        *,
+        exact_distances: bool | None = None,
+        max_distance: dict[str, int] | None = None,
+        daily_hashes: int | None = None,
+    ) -> KeyPolicy:
+        """Change a key's policy (see ``Client.update_key_policy``)."""
+        return await self._invoke(
+            _Calls.update_key_policy(key_id, exact_distances, max_distance, daily_hashes)
+        )
+
+    async def restore_api_key(self, key_id: int) -> KeyPolicy:
+        """Lift a key's suspension (see ``Client.restore_api_key``)."""
+        return await self._invoke(_Calls.restore_api_key(key_id))
 
     async def create_organization(self, name: str) -> Organisation:
         """Create an organisation (see ``Client.create_organization``)."""

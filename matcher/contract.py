@@ -61,6 +61,8 @@ from matcher.records import (
     ItemMatch,
     ItemState,
     ItemStatus,
+    KeyPolicy,
+    MatchBand,
     NewApiKey,
     NewCase,
     NewItem,
@@ -74,7 +76,10 @@ from matcher.v1 import admin_pb2, cases_pb2, hashes_pb2, match_pb2
 __all__ = [
     "ERROR_CODES",
     "ERROR_DOMAIN",
+    "MAX_CASE_NUMBER_LENGTH",
     "MAX_ID",
+    "MAX_NAME_LENGTH",
+    "MAX_SECRET_LENGTH",
     "api_key_from_pb",
     "api_key_name",
     "api_key_to_pb",
@@ -86,6 +91,7 @@ __all__ = [
     "case_to_pb",
     "check_item_number",
     "code_of",
+    "display_name_from_pb",
     "enroll_result_from_pb",
     "enroll_result_to_pb",
     "error_of",
@@ -99,6 +105,8 @@ __all__ = [
     "item_to_pb",
     "items_from_pb",
     "items_to_pb",
+    "key_policy_from_pb",
+    "key_policy_to_pb",
     "kind_from_pb",
     "kind_to_pb",
     "new_api_key_from_pb",
@@ -114,6 +122,7 @@ __all__ = [
     "results_to_pb",
     "role_from_pb",
     "role_to_pb",
+    "signal_distances_from_pb",
     "signal_from_pb",
     "signal_to_pb",
     "stats_from_pb",
@@ -128,6 +137,12 @@ MAX_ID = (1 << 63) - 1
 """The largest id a resource name may carry (the store's ids are signed 64-bit)."""
 
 _MAX_ITEM_NUMBER = (1 << 31) - 1  # the wire's item_number is an int32
+
+MAX_CASE_NUMBER_LENGTH = 64
+"""The longest case number read (ours are 14 characters; typed forms add spaces)."""
+
+MAX_SECRET_LENGTH = 200
+"""The longest secret read (ours are 23 characters)."""
 
 
 # -- enums: every table is read from the contract, so the two cannot drift apart
@@ -149,6 +164,8 @@ _ITEM_STATE_TO_PB = _enum_table(cases_pb2.ItemState, "ITEM_STATE_", ItemState)
 _ITEM_STATE_FROM_PB = {v: k for k, v in _ITEM_STATE_TO_PB.items()}
 _KIND_TO_PB = _enum_table(hashes_pb2.ItemKind, "ITEM_KIND_", ItemKind)
 _KIND_FROM_PB = {v: k for k, v in _KIND_TO_PB.items()}
+_BAND_TO_PB = _enum_table(match_pb2.MatchBand, "MATCH_BAND_", MatchBand)
+_BAND_FROM_PB = {v: k for k, v in _BAND_TO_PB.items()}
 
 
 def signal_from_pb(value: int, *, field: str = "signal_type") -> SignalType:
@@ -232,6 +249,26 @@ def _required_time(message: Any, name: str) -> datetime:
 # -- resource names
 
 
+def _is_number(text: str, most: int) -> bool:
+    # ASCII digits only ("²".isdigit() is True, and int() refuses it), and few of them (int()
+    # of thousands of digits is slow, then refused).
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+
+
+MAX_NAME_LENGTH = 200
+"""The longest display name (of an organisation or an API key) stored."""
+
+
+def display_name_from_pb(name: str, *, field: str = "display_name") -> str:
+    """A display name as sent, stripped: required, at most ``MAX_NAME_LENGTH`` characters."""
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidInput(f"{field} is at most {MAX_NAME_LENGTH} characters", field=field)
+    name = name.strip()
+    if not name:
+        raise InvalidInput(f"{field} is required", field=field)
+    return name
+
+
 def case_name(number: str) -> str:
     """``cases/{number}``."""
     return f"cases/{number}"
@@ -243,7 +280,7 @@ def case_number_from_name(name: str, *, field: str = "name") -> str:
     The number is returned as typed; the bank normalises it (``normalise_case_number``).
     """
     number = name.strip().removeprefix("cases/").strip()
-    if not number or "/" in number:
+    if not number or "/" in number or len(number) > MAX_CASE_NUMBER_LENGTH:
         raise InvalidInput("a case name like cases/{case_number} is required", field=field)
     return number
 
@@ -261,7 +298,7 @@ def item_ref_from_name(name: str, *, field: str = "name") -> tuple[str, int]:
         or parts[0] != "cases"
         or not parts[1].strip()
         or parts[2] != "items"
-        or not parts[3].isdigit()
+        or not _is_number(parts[3], 10)
         or not 1 <= int(parts[3]) <= _MAX_ITEM_NUMBER
     ):
         raise InvalidInput(
@@ -281,6 +318,12 @@ def case_secret_from_pb(case_number: str, secret: str) -> tuple[str, str]:
     """A victim's case number and secret as sent; ``InvalidInput`` naming the empty one.
     Whether they match is the bank's to say (``NotFound`` either way), and the bank
     normalises the number."""
+    if len(case_number) > MAX_CASE_NUMBER_LENGTH:
+        raise InvalidInput(
+            f"case_number is at most {MAX_CASE_NUMBER_LENGTH} characters", field="case_number"
+        )
+    if len(secret) > MAX_SECRET_LENGTH:
+        raise InvalidInput(f"secret is at most {MAX_SECRET_LENGTH} characters", field="secret")
     if not case_number.strip():
         raise InvalidInput("case_number is required", field="case_number")
     if not secret.strip():
@@ -300,7 +343,7 @@ def item_id_from_pb(item_id: str, *, field: str = "item_id") -> str:
 def id_from_name(name: str, collection: str, *, field: str) -> int:
     """The integer id in ``{collection}/{id}``, or ``InvalidInput`` (also when out of range)."""
     prefix, _, tail = name.strip().partition("/")
-    if prefix != collection or not tail.isdigit() or not 1 <= int(tail) <= MAX_ID:
+    if prefix != collection or not _is_number(tail, 19) or not 1 <= int(tail) <= MAX_ID:
         raise InvalidInput(f"expected a name like {collection}/123", field=field)
     return int(tail)
 
@@ -368,11 +411,32 @@ def _batch_size(n: int, most: int, what: str, field: str) -> None:
 
 
 def queries_from_pb(
-    messages: Sequence[match_pb2.Query], *, max_batch: int, field: str = "queries"
+    messages: Sequence[match_pb2.Query],
+    *,
+    max_batch: int,
+    max_query_hashes: int = 64,
+    max_hashes: int = 32_000,
+    field: str = "queries",
 ) -> list[Query]:
-    """Validated queries; ``InvalidInput`` at the bad field for an empty or oversized batch,
-    an empty query, a malformed hash or a distance above a signal type's maximum."""
+    """Validated queries; ``InvalidInput`` at the bad field for an empty or oversized batch
+    (more than ``max_batch`` queries or ``max_hashes`` hashes over all of them), an empty
+    query or one of more than ``max_query_hashes`` hashes, a malformed hash or a distance
+    above a signal type's maximum. The sizes are checked before any hash is read."""
     _batch_size(len(messages), max_batch, "query", field)
+    total = 0
+    for i, q in enumerate(messages):
+        n = len(q.hashes)
+        if n > max_query_hashes:
+            raise InvalidInput(
+                f"at most {max_query_hashes} hashes per query, got {n}: one query is one image",
+                field=f"{field}[{i}].hashes",
+            )
+        total += n
+    if total > max_hashes:
+        raise InvalidInput(
+            f"at most {max_hashes} hashes per request, got {total}: split the batch",
+            field=field,
+        )
     queries = []
     for i, q in enumerate(messages):
         where = f"{field}[{i}]"
@@ -418,12 +482,15 @@ def queries_to_pb(queries: Iterable[Query | Sequence[Hash]]) -> list[match_pb2.Q
 
 
 def _match_to_pb(m: ItemMatch) -> match_pb2.MatchResult:
-    return match_pb2.MatchResult(
+    message = match_pb2.MatchResult(
         item_id=m.item_id,
         signal_type=_SIGNAL_TO_PB[m.signal.name],
-        distance=m.distance,
         hits=m.hits,
+        band=_BAND_TO_PB[m.band],
     )
+    if m.distance is not None:  # only for keys granted exact distances
+        message.distance = m.distance
+    return message
 
 
 def results_to_pb(
@@ -442,7 +509,13 @@ def results_from_pb(messages: Iterable[match_pb2.QueryResult]) -> list[QueryResu
         QueryResult(
             r.query_id,
             [
-                ItemMatch(m.item_id, signal_from_pb(m.signal_type), m.distance, m.hits)
+                ItemMatch(
+                    m.item_id,
+                    signal_from_pb(m.signal_type),
+                    m.distance if m.HasField("distance") else None,
+                    m.hits,
+                    _BAND_FROM_PB.get(m.band, MatchBand.WEAK),
+                )
                 for m in r.matches
             ],
         )
@@ -648,8 +721,43 @@ def organization_from_pb(message: admin_pb2.Organization) -> Organisation:
     )
 
 
-def api_key_to_pb(record: ApiKeyRecord) -> admin_pb2.ApiKey:
-    """The wire form of an API key's record (never its key material)."""
+def key_policy_to_pb(policy: KeyPolicy) -> admin_pb2.KeyPolicy:
+    """The wire form of a key's policy."""
+    return admin_pb2.KeyPolicy(
+        exact_distances=policy.exact_distances,
+        max_distances=[
+            admin_pb2.SignalDistance(signal_type=_SIGNAL_TO_PB[name], distance=d)
+            for name, d in sorted(policy.max_distance.items())
+        ],
+        daily_hash_budget=policy.daily_hashes or 0,
+        suspend_time=timestamp(policy.suspended_at),
+        suspend_reason=policy.suspend_reason,
+    )
+
+
+def signal_distances_from_pb(
+    messages: Iterable[admin_pb2.SignalDistance], *, field: str = "max_distances"
+) -> dict[str, int]:
+    """Per-signal distances as sent (the bank checks their range)."""
+    out = {}
+    for i, m in enumerate(messages):
+        out[signal_from_pb(m.signal_type, field=f"{field}[{i}].signal_type").name] = m.distance
+    return out
+
+
+def key_policy_from_pb(message: admin_pb2.KeyPolicy) -> KeyPolicy:
+    """The SDK's reading of a ``KeyPolicy``."""
+    return KeyPolicy(
+        exact_distances=message.exact_distances,
+        max_distance=signal_distances_from_pb(message.max_distances),
+        daily_hashes=message.daily_hash_budget or None,
+        suspended_at=_time(message, "suspend_time"),
+        suspend_reason=message.suspend_reason,
+    )
+
+
+def api_key_to_pb(record: ApiKeyRecord, policy: KeyPolicy | None = None) -> admin_pb2.ApiKey:
+    """The wire form of an API key's record (never its key material), with its policy."""
     return admin_pb2.ApiKey(
         name=api_key_name(record.id),
         display_name=record.name,
@@ -658,6 +766,7 @@ def api_key_to_pb(record: ApiKeyRecord) -> admin_pb2.ApiKey:
         key_prefix=record.prefix,
         create_time=timestamp(record.created_at),
         revoke_time=timestamp(record.revoked_at),
+        policy=key_policy_to_pb(policy or KeyPolicy()),
     )
 
 

@@ -53,6 +53,8 @@ __all__ = [
     "ItemRecord",
     "ItemState",
     "ItemStatus",
+    "KeyPolicy",
+    "MatchBand",
     "NewApiKey",
     "NewCase",
     "NewItem",
@@ -132,6 +134,31 @@ class ApiKeyRecord:
     def active(self) -> bool:
         """False once revoked."""
         return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPolicy:
+    """What the server lets one API key learn and spend, set by an admin (stored per key).
+
+    ``exact_distances``: the key's matches carry exact Hamming distances and its queries may
+    choose their own (stricter) ``max_distance``. A risk, granted explicitly: with exact
+    distances one re-upload and its 256 one-bit flips read a stored PDQ hash back.
+    ``max_distance``: per signal type name, a threshold stricter than the bank's for this key.
+    ``daily_hashes``: at most this many query hashes per UTC day (None: no budget).
+    ``suspended_at``: set when probing detection suspended the key (``suspend_reason`` says
+    which bound); the key is refused until an admin restores it.
+    """
+
+    exact_distances: bool = False
+    max_distance: Mapping[str, int] = field(default_factory=dict)
+    daily_hashes: int | None = None
+    suspended_at: datetime | None = None
+    suspend_reason: str = ""
+
+    @property
+    def suspended(self) -> bool:
+        """True while probing detection holds the key suspended."""
+        return self.suspended_at is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,20 +423,33 @@ class Query:
         return signal.check_distance(asked, field="max_distance")
 
 
+class MatchBand(enum.StrEnum):
+    """How close a match is, coarsely: what a partner learns instead of a distance."""
+
+    STRONG = "strong"
+    """Well inside the bank's threshold: almost surely a re-upload."""
+    WEAK = "weak"
+    """Near the bank's threshold: check before acting."""
+
+
 @dataclass(frozen=True, slots=True)
 class ItemMatch:
     """One enrolled item that matched a query.
 
     ``item_id`` is opaque and stable (it decodes to nothing outside the service): report
-    feedback with it. ``distance`` and ``signal`` are those of the query's closest hash to any
-    of the item's hashes (closest relative to each signal's length); ``hits`` is how many of
-    the query's hashes matched the item.
+    feedback with it. ``signal`` is that of the query's closest hash to any of the item's
+    hashes (closest relative to each signal's length) and ``band`` how close it is, coarsely;
+    ``hits`` is how many of the query's hashes matched the item. ``distance`` is the exact
+    Hamming distance of that closest hash: the bank always knows it, but the service sends it
+    only to keys an admin granted exact distances (``KeyPolicy.exact_distances``), since exact
+    distances let a partner read a stored hash back; elsewhere it is None.
     """
 
     item_id: str
     signal: SignalType
-    distance: int
+    distance: int | None
     hits: int
+    band: MatchBand = MatchBand.STRONG
 
 
 @dataclass(frozen=True, slots=True)

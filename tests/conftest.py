@@ -51,4 +51,4 @@ def coffee() -> Image.Image:
 pytest_plugins = ["tests.service_fixtures", "tests.store.postgres_server"]
 
 # A script that made the v1 fixture with the schema-1 code; importing it would run it.
-collect_ignore = ["fixtures/make_v1_data.py"]
+collect_ignore = ["fixtures/make_v1_data.py", "fixtures/make_reencodings.py"]

@@ -63,6 +63,10 @@ def start_server(
     }
     keys["admin"] = accounts.create_api_key("ops", Role.ADMIN, org_id=None, by=me).key
     keys["partner"] = accounts.create_api_key("acme", Role.PARTNER, org_id=None, by=me).key
+    # A partner an admin granted exact distances (and its own max_distance): a risk, on purpose.
+    exact = accounts.create_api_key("audited", Role.PARTNER, org_id=None, by=me)
+    accounts.update_key_policy(exact.record.id, exact_distances=True, by=me)
+    keys["exact"] = exact.key
     keys["practitioner"] = accounts.create_api_key(
         "a", Role.PRACTITIONER, org_id=orgs["Helpline A"], by=me
     ).key

@@ -23,6 +23,11 @@ def test_the_vocabulary() -> None:
         "case.withdraw",
         "item.withdraw",
         "match.report",
+        "key.policy",
+        "key.suspend",
+        "key.restore",
+        "match.probe",
+        "victim.refused",
     }
 
 

@@ -127,3 +127,45 @@ def test_hash_on_one_file_imports_only_what_hashing_needs(photos: Path) -> None:
     )
     assert proc.stderr.splitlines() == ["[]", "1"]
     assert len(_lines(proc.stdout)) == 1
+
+
+def test_keys_policy_and_restore_change_a_key_in_the_data_folder(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from matcher.bank import Accounts
+    from matcher.principal import Principal
+
+    data = str(tmp_path / "data")
+    runner = CliRunner()
+    created = runner.invoke(
+        main, ["keys", "create", "--data", data, "--role", "partner", "--name", "p"]
+    )
+    assert created.exit_code == 0, created.output
+    shown = runner.invoke(main, ["keys", "policy", "--data", data, "1"])
+    assert json.loads(shown.stdout) == {
+        "id": 1, "exact_distances": False, "max_distance": {}, "daily_hashes": None,
+        "suspended": None, "suspend_reason": None,
+    }  # fmt: skip
+    changed = runner.invoke(
+        main,
+        ["keys", "policy", "--data", data, "1", "--max-distance", "pdq=24", "--daily-hashes", "9"],
+    )
+    assert changed.exit_code == 0, changed.output
+    assert json.loads(changed.stdout)["max_distance"] == {"pdq": 24}
+    looser = runner.invoke(
+        main, ["keys", "policy", "--data", data, "1", "--max-distance", "pdq=40"]
+    )
+    assert looser.exit_code == 1 and "stricter" in looser.output
+    granted = runner.invoke(main, ["keys", "policy", "--data", data, "1", "--exact-distances"])
+    assert json.loads(granted.stdout)["exact_distances"] is True
+    assert "RISK" in granted.stderr or "read stored hashes" in granted.stderr
+    with Accounts.open(data) as accounts:
+        accounts.suspend_api_key(1, reason="near", by=Principal.operator("tests"))
+    listed = runner.invoke(main, ["keys", "list", "--data", data])
+    assert json.loads(listed.stdout)["suspended"] <= datetime.now(UTC).isoformat()
+    restored = runner.invoke(main, ["keys", "restore", "--data", data, "1"])
+    assert restored.exit_code == 0, restored.output
+    assert (
+        json.loads(runner.invoke(main, ["keys", "list", "--data", data]).stdout)["suspended"]
+        is None
+    )

@@ -46,7 +46,8 @@ def test_sync_and_async_clients_have_the_same_methods() -> None:
         "match", "stream_match", "report", "create_case", "add_items", "enroll", "get_case",
         "get_case_with_secret", "withdraw", "withdraw_item", "withdraw_with_secret",
         "withdraw_item_with_secret", "create_api_key", "list_api_keys", "revoke_api_key",
-        "create_organization", "stats", "healthy", "close",
+        "create_organization", "stats", "healthy", "close", "update_key_policy",
+        "restore_api_key",
     }  # fmt: skip
     assert planned == set(sync)
 
@@ -56,6 +57,8 @@ _EXPECTED: dict[str, type | tuple[type, ...]] = {
     "create_api_key": records.NewApiKey,
     "list_api_keys": records.ApiKeyRecord,
     "revoke_api_key": records.ApiKeyRecord,
+    "update_key_policy": records.KeyPolicy,
+    "restore_api_key": records.KeyPolicy,
     "create_case": records.NewCase,
     "add_items": records.EnrollResult,
     "enroll": records.EnrollResult,
@@ -101,6 +104,9 @@ def test_the_sync_client_returns_records(service: Running, rng: np.random.Genera
         got["create_organization"] = org = admin.create_organization("Platform D")
         got["create_api_key"] = new = admin.create_api_key("d", "partner", organization=org.id)
         got["list_api_keys"] = admin.list_api_keys()
+        got["update_key_policy"] = admin.update_key_policy(new.record.id, daily_hashes=10**6)
+        got["restore_api_key"] = admin.restore_api_key(new.record.id)
+        assert got["restore_api_key"].daily_hashes == 10**6
         got["revoke_api_key"] = admin.revoke_api_key(new.record.id)
         got["create_case"] = case = c.create_case()
         got["add_items"] = c.add_items(case.number, [NewItem([photo], label="one")])
@@ -145,6 +151,8 @@ def test_the_async_client_returns_records(service: Running, rng: np.random.Gener
                 "d", "partner", organization=org.id
             )
             got["list_api_keys"] = await admin.list_api_keys()
+            got["update_key_policy"] = await admin.update_key_policy(new.record.id, daily_hashes=5)
+            got["restore_api_key"] = await admin.restore_api_key(new.record.id)
             got["revoke_api_key"] = await admin.revoke_api_key(new.record.id)
             got["create_case"] = case = await c.create_case()
             got["add_items"] = await c.add_items(case.number, [NewItem([photo], label="one")])

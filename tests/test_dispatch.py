@@ -142,7 +142,7 @@ def test_matches_through_grpc_from_many_callers(service: Running) -> None:
     from matcher.client import AsyncClient
 
     async def main() -> list[list[list[tuple[str, int]]]]:
-        async with AsyncClient(service.target, service.keys["partner"]) as client:
+        async with AsyncClient(service.target, service.keys["exact"]) as client:  # distances
             answers = await asyncio.gather(*(client.match(r) for r in requests))
         return [[[(m.item_id, m.distance) for m in q.matches] for q in a] for a in answers]
 

@@ -95,6 +95,8 @@ PUBLIC: dict[str, set[str]] = {
         "ItemRecord",
         "ItemState",
         "ItemStatus",
+        "KeyPolicy",
+        "MatchBand",
         "NewApiKey",
         "NewCase",
         "NewItem",

@@ -101,7 +101,9 @@ def catalogue(tmp_path: Path, service: Running) -> dict:
 
 
 def _scan_args(service: Running, *args: str) -> list[str]:
-    return ["scan", "--server", service.target, "--api-key", service.keys["partner"], *args]
+    # A key granted exact distances: the report's distances are checked (with a default
+    # partner key they are null: partners get bands).
+    return ["scan", "--server", service.target, "--api-key", service.keys["exact"], *args]
 
 
 def test_scan_reports_matches_mirrored_copies_and_failures(
@@ -239,7 +241,7 @@ def test_stopped_mid_job_then_the_same_command_finishes_with_every_file_once(
         sys.executable, "-m", "matcher.cli", "scan", "--server", service.target,
         "-j", "2", "--batch-size", "4", "--clean-rows", "-o", str(report), str(tmp_path / "many"),
     ]  # fmt: skip
-    env = {**os.environ, "MATCHER_API_KEY": service.keys["partner"]}
+    env = {**os.environ, "MATCHER_API_KEY": service.keys["exact"]}
     proc = subprocess.Popen(command, env=env, start_new_session=True, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
@@ -289,7 +291,7 @@ def test_memory_stays_flat_when_the_job_is_ten_times_longer(
     service: Running, tmp_path: Path
 ) -> None:
     rng = np.random.default_rng(3)
-    env = {**os.environ, "MATCHER_API_KEY": service.keys["partner"]}
+    env = {**os.environ, "MATCHER_API_KEY": service.keys["exact"]}
     peaks = {}
     for n in (3_000, 30_000):
         hashes = tmp_path / f"h{n}.jsonl"
@@ -310,7 +312,8 @@ def test_memory_stays_flat_when_the_job_is_ten_times_longer(
 def test_rate_limited_streams_wait_and_resend_exactly_the_unanswered_batches(
     tmp_path: Path,
 ) -> None:
-    # 30 queries/s with a burst of 30, batches of 4: the stream is cut again and again.
+    # 30 hashes/s with a burst of 30, batches of 4 images (4 hashes each): the stream is cut
+    # again and again.
     config = ServerConfig(address="127.0.0.1:0", metrics_address=None, rate=30, burst=30)
     running, thread = start_server(tmp_path / "data", config)
     try:
@@ -318,7 +321,7 @@ def test_rate_limited_streams_wait_and_resend_exactly_the_unanswered_batches(
         photos = make_photos(tmp_path / "p", 60)
         enroll_files(running, photos[:3])
         waits: list[float] = []
-        with running.client("partner") as client, Journal(tmp_path / "r.jsonl") as journal:
+        with running.client("exact") as client, Journal(tmp_path / "r.jsonl") as journal:
             summary = scan(
                 map(str, photos),
                 client,
@@ -361,7 +364,7 @@ def test_server_gone_mid_stream_and_back_loses_and_repeats_nothing(
             threading.Thread(target=bounce).start()
 
     retry = RetryPolicy(attempts=20, initial=0.1, maximum=0.5)
-    with service.client("partner") as client, Journal(tmp_path / "r.jsonl") as journal:
+    with service.client("exact") as client, Journal(tmp_path / "r.jsonl") as journal:
         summary = scan(
             map(str, photos),
             client,
@@ -384,7 +387,7 @@ def test_kill_9_of_the_scan_leaves_no_process_behind(service: Running, tmp_path:
         sys.executable, "-m", "matcher.cli", "scan", "--server", service.target, "-j", "2",
         "-o", str(tmp_path / "r.jsonl"), str(tmp_path / "many"),
     ]  # fmt: skip
-    env = {**os.environ, "MATCHER_API_KEY": service.keys["partner"]}
+    env = {**os.environ, "MATCHER_API_KEY": service.keys["exact"]}
     proc = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     try:
         assert wait_until(lambda: len(children_of(proc.pid)) >= 2, 60), "no hashing workers"

@@ -52,7 +52,7 @@ def test_a_worker_killed_mid_job_loses_no_file_and_duplicates_none(
             summary = scan_dask(
                 dc,
                 map(str, photos),
-                Service(service.target, service.keys["partner"]),
+                Service(service.target, service.keys["exact"]),
                 journal,
                 partition_size=8,
                 clean_rows=True,

@@ -13,12 +13,17 @@ store and nothing else: no index, no numba kernel to compile.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from matcher import credentials
+from matcher.audit import Action
 from matcher.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from matcher.principal import Principal, Role
-from matcher.records import ApiKeyRecord, NewApiKey, Organisation
+from matcher.records import ApiKeyRecord, KeyPolicy, NewApiKey, Organisation
+from matcher.signals import SIGNALS
 from matcher.store.base import AccountStore
 
 __all__ = ["Accounts", "require"]
@@ -33,7 +38,8 @@ def require(by: Principal, *roles: Role) -> None:
 class Accounts:
     """Organisations and API keys over any ``AccountStore``. Safe to share between threads.
 
-    Every method but ``authenticate`` is for admins (and local operators, who act as admins).
+    Every method but ``authenticate`` and ``policy`` is for admins (and local operators, who
+    act as admins).
     """
 
     def __init__(self, store: AccountStore) -> None:
@@ -115,3 +121,90 @@ class Accounts:
         if record is None or not record.active:
             raise Unauthenticated("unknown or revoked API key")
         return Principal.key(record.id, record.role, org_id=record.org_id, name=record.name)
+
+    # -- key policies: grants, stricter thresholds, budgets, suspension
+
+    def policy(self, key_id: int) -> KeyPolicy:
+        """The key's policy, for the service's guard (which caches it with the key)."""
+        return self._store.key_policy(key_id)
+
+    def _policy(self, key_id: int) -> KeyPolicy:
+        if not any(k.id == key_id for k in self._store.list_api_keys()):
+            raise NotFound("no such API key")
+        return self._store.key_policy(key_id)
+
+    def update_key_policy(
+        self,
+        key_id: int,
+        *,
+        exact_distances: bool | None = None,
+        max_distance: Mapping[str, int] | None = None,
+        daily_hashes: int | None = None,
+        by: Principal,
+    ) -> KeyPolicy:
+        """Change what a key may learn and spend (admin); arguments left None stay as they are.
+
+        ``exact_distances=True`` is a risk an admin takes knowingly: that key's matches carry
+        exact distances, enough to read a stored hash back from one re-upload. ``max_distance``
+        may only be stricter than the bank's threshold (an empty mapping clears it);
+        ``daily_hashes`` of 0 clears the budget. A suspension is left as it is (see
+        ``restore_api_key``).
+        """
+        require(by, Role.ADMIN)
+        held = self._policy(key_id)
+        changes: dict[str, object] = {}
+        detail: dict[str, object] = {}
+        if exact_distances is not None:
+            changes["exact_distances"] = bool(exact_distances)
+            detail["exact_distances"] = bool(exact_distances)
+        if max_distance is not None:
+            checked = {}
+            for name, distance in max_distance.items():
+                signal = SIGNALS.get(name)
+                if signal is None:
+                    raise InvalidInput(f"unknown signal type {name!r}", field="max_distance")
+                if not 0 <= distance <= signal.default_distance:
+                    raise InvalidInput(
+                        f"a key's {name} threshold must be 0-{signal.default_distance} "
+                        "(stricter than the bank's)",
+                        field="max_distance",
+                    )
+                checked[name] = int(distance)
+                detail[f"max_{name}"] = int(distance)
+            changes["max_distance"] = checked
+        if daily_hashes is not None:
+            if daily_hashes < 0:
+                raise InvalidInput("daily_hashes must not be negative", field="daily_hashes")
+            changes["daily_hashes"] = daily_hashes or None
+            detail["daily_hashes"] = daily_hashes
+        policy = dataclasses.replace(held, **changes)  # type: ignore[arg-type]
+        return self._store.set_key_policy(
+            key_id, policy, actor=by, action=Action.KEY_POLICY, detail=detail
+        )
+
+    def suspend_api_key(
+        self, key_id: int, *, reason: str, detail: Mapping[str, int] | None = None, by: Principal
+    ) -> KeyPolicy:
+        """Suspend a key (probing detection does, as an operator): refused until restored.
+        ``detail`` holds counts only (audited); a suspended key stays suspended."""
+        require(by, Role.ADMIN)
+        held = self._store.key_policy(key_id)
+        if held.suspended:
+            return held
+        policy = dataclasses.replace(held, suspended_at=datetime.now(UTC), suspend_reason=reason)
+        return self._store.set_key_policy(
+            key_id,
+            policy,
+            actor=by,
+            action=Action.KEY_SUSPEND,
+            detail={"reason": reason, **(detail or {})},
+        )
+
+    def restore_api_key(self, key_id: int, *, by: Principal) -> KeyPolicy:
+        """Lift a key's suspension (admin); restoring an active key changes nothing."""
+        require(by, Role.ADMIN)
+        held = self._policy(key_id)
+        if not held.suspended:
+            return held
+        policy = dataclasses.replace(held, suspended_at=None, suspend_reason="")
+        return self._store.set_key_policy(key_id, policy, actor=by, action=Action.KEY_RESTORE)

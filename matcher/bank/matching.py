@@ -389,6 +389,14 @@ class Bank:
             out.append([ItemMatch(i, signal, d, n) for _, i, signal, d, n in ranked])
         return out
 
+    def item_number(self, item_id: str) -> int | None:
+        """The store's id of the item behind a partner-facing id (for audit rows: an id, not
+        a hash value), or None for an id we never made."""
+        try:
+            return self._ids.decode(item_id)
+        except NotFound:
+            return None
+
     def report(self, item_id: str, correct: bool, *, by: Principal) -> None:
         """Record a partner's verdict on a matched item ("right" or "wrong").
 

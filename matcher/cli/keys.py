@@ -11,7 +11,8 @@ from matcher.cli._common import data_options, echo_json
 
 @click.group("keys")
 def keys_group() -> None:
-    """Create, list and revoke API keys, directly in the data folder (operators).
+    """Create, list, revoke and restore API keys and set their policies, directly in the data
+    folder (operators).
 
     \b
     Example:
@@ -21,6 +22,17 @@ def keys_group() -> None:
 
 if TYPE_CHECKING:
     from matcher.bank import Accounts
+    from matcher.records import KeyPolicy
+
+
+def _policy_json(policy: KeyPolicy) -> dict[str, object]:
+    return {
+        "exact_distances": policy.exact_distances,
+        "max_distance": dict(policy.max_distance),
+        "daily_hashes": policy.daily_hashes,
+        "suspended": policy.suspended_at.isoformat() if policy.suspended_at else None,
+        "suspend_reason": policy.suspend_reason or None,
+    }
 
 
 def _accounts(data: str, store_url: str | None) -> Accounts:
@@ -90,6 +102,7 @@ def keys_list(data: str, store_url: str | None) -> None:
                     "prefix": k.prefix,
                     "created": k.created_at.isoformat(),
                     "revoked": k.revoked_at.isoformat() if k.revoked_at else None,
+                    **_policy_json(accounts.policy(k.id)),
                 }
             )
 
@@ -109,3 +122,102 @@ def keys_revoke(data: str, store_url: str | None, key_id: int) -> None:
     with _accounts(data, store_url) as accounts:
         accounts.revoke_api_key(key_id, by=Principal.operator("cli"))
     click.echo(f"API key {key_id} revoked", err=True)
+
+
+@keys_group.command("restore")
+@data_options
+@click.argument("key_id", type=int)
+def keys_restore(data: str, store_url: str | None, key_id: int) -> None:
+    """Lift the suspension probing detection put on a key (see `matcher keys list`).
+
+    Look at the audit first: a key is suspended when its queries looked like reading stored
+    hashes back (near-identical bursts, many hashes at one item's edge). A running server
+    accepts the key again within seconds.
+
+    \b
+    Example:
+      matcher keys restore 3
+    """
+    from matcher.principal import Principal
+
+    with _accounts(data, store_url) as accounts:
+        accounts.restore_api_key(key_id, by=Principal.operator("cli"))
+    click.echo(f"API key {key_id} restored", err=True)
+
+
+def _distance(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    if not sep or not value.strip().isdigit():
+        raise click.BadParameter("give SIGNAL=BITS, e.g. pdq=24")
+    return name.strip(), int(value)
+
+
+@keys_group.command("policy")
+@data_options
+@click.argument("key_id", type=int)
+@click.option(
+    "--exact-distances/--no-exact-distances",
+    default=None,
+    help="Grant (or withdraw) exact distances in matches. A RISK: with exact distances one "
+    "re-upload and its one-bit flips read a stored hash back. Grant only to partners you "
+    "audit.",
+)
+@click.option(
+    "--max-distance",
+    multiple=True,
+    metavar="SIGNAL=BITS",
+    help="A threshold stricter than the bank's for this key (repeatable), e.g. pdq=24.",
+)
+@click.option("--clear-max-distance", is_flag=True, help="Drop the key's stricter thresholds.")
+@click.option(
+    "--daily-hashes",
+    type=click.IntRange(min=0),
+    help="At most this many query hashes per UTC day (0: no budget).",
+)
+def keys_policy(
+    data: str,
+    store_url: str | None,
+    key_id: int,
+    exact_distances: bool | None,
+    max_distance: tuple[str, ...],
+    clear_max_distance: bool,
+    daily_hashes: int | None,
+) -> None:
+    """Set what a partner key may learn and spend, and print its policy as JSON.
+
+    By default a key gets bands (strong / weak), never exact distances, at the bank's
+    thresholds, with no daily budget.
+
+    \b
+    Examples:
+      matcher keys policy 3 --max-distance pdq=24 --daily-hashes 5000000
+      matcher keys policy 3 --exact-distances
+      matcher keys policy 3
+    """
+    from matcher.principal import Principal
+
+    distances = dict(_distance(d) for d in max_distance)
+    with _accounts(data, store_url) as accounts:
+        me = Principal.operator("cli")
+        if (
+            exact_distances is not None
+            or distances
+            or clear_max_distance
+            or daily_hashes is not None
+        ):
+            policy = accounts.update_key_policy(
+                key_id,
+                exact_distances=exact_distances,
+                max_distance=distances if distances or clear_max_distance else None,
+                daily_hashes=daily_hashes,
+                by=me,
+            )
+        else:
+            policy = accounts.policy(key_id)
+    echo_json({"id": key_id, **_policy_json(policy)})
+    if exact_distances:
+        click.echo(
+            f"API key {key_id} now gets exact distances: it can read stored hashes back from "
+            "re-uploads. Withdraw with --no-exact-distances.",
+            err=True,
+        )

@@ -20,7 +20,11 @@ _BATCH = 500
     type=INPUT_FILE,
     help="Match the JSON lines of `matcher hash` ('-': stdin).",
 )
-@click.option("--max-distance", type=int, help="A stricter match distance for every hash.")
+@click.option(
+    "--max-distance",
+    type=int,
+    help="A stricter match distance for every hash (only for keys granted exact distances).",
+)
 @click.option(
     "--profile",
     type=click.Choice(["plain", "query"]),
@@ -40,8 +44,8 @@ def match_command(
     Each image is sent as one query: its PDQ hash with its 8 rotations and flips (and with
     --profile query its detection views), its pHash and its file digests. Writes one JSON line
     per image: its path and its matches, one per matched enrolled image, best first: an opaque
-    item_id (for feedback), the smallest distance and its signal, and how many of the image's
-    hashes hit it.
+    item_id (for feedback), its band (strong or weak) and signal, and how many of the image's
+    hashes hit it; the exact distance only for keys an admin granted it (else null).
 
     \b
     Examples:
@@ -65,6 +69,7 @@ def match_command(
                         "matches": [
                             {
                                 "item_id": m.item_id,
+                                "band": str(m.band),
                                 "distance": m.distance,
                                 "signal": m.signal.name,
                                 "hits": m.hits,

@@ -3,14 +3,19 @@ and its secret (no API key). A wrong number and a wrong secret look alike."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from matcher.cli._common import F, Remote, remote_options
 
 if TYPE_CHECKING:
+    from matcher.client import Client
     from matcher.records import CaseStatus, ItemStatus
+
+T = TypeVar("T")
 
 
 def _secret_option(fn: F) -> F:
@@ -21,6 +26,20 @@ def _secret_option(fn: F) -> F:
         envvar="MATCHER_CASE_SECRET",
         help="The secret you were given (asked for when not set; or MATCHER_CASE_SECRET).",
     )(fn)
+
+
+def _retrying(remote: Remote, fn: Callable[[Client], T]) -> T:
+    """``remote.call(fn)``; when refused for too many failed attempts, say when to try again."""
+    from matcher.errors import RateLimited
+
+    try:
+        return remote.call(fn)
+    except RateLimited as exc:
+        when = datetime.now(UTC) + timedelta(seconds=exc.retry_after)
+        raise click.ClickException(
+            f"{exc} (at {when:%H:%M:%S} UTC). Your secret still works then: nobody else's "
+            "attempts can lock you out."
+        ) from None
 
 
 def _day(item: ItemStatus | CaseStatus) -> str:
@@ -53,7 +72,7 @@ def status_command(remote: Remote, case_number: str, secret: str) -> None:
     Example:
       matcher status K7QP-2MXR-9TDA
     """
-    status = remote.call(lambda c: c.get_case_with_secret(case_number, secret))
+    status = _retrying(remote, lambda c: c.get_case_with_secret(case_number, secret))
     withdrawn = sum(1 for i in status.items if i.withdrawn_at is not None)
     more = f" ({withdrawn} withdrawn)" if withdrawn else ""
     click.echo(f"case {status.number}: {status.state}, {len(status.items)} photos{more}")
@@ -74,7 +93,8 @@ def withdraw_command(remote: Remote, case_number: str, item: int | None, secret:
     """Withdraw your case, or one photo of it, with its number and secret (no API key needed).
 
     Once this says "withdrawn", no partner gets a match for those images any more, and their
-    hashes are deleted. Wrong attempts are limited.
+    hashes are deleted. Wrong attempts are limited per address (the message says when to try
+    again); nobody else's attempts can lock you out.
 
     \b
     Examples:
@@ -82,8 +102,8 @@ def withdraw_command(remote: Remote, case_number: str, item: int | None, secret:
       matcher withdraw K7QP-2MXR-9TDA --item 2
     """
     if item is None:
-        case = remote.call(lambda c: c.withdraw_with_secret(case_number, secret))
+        case = _retrying(remote, lambda c: c.withdraw_with_secret(case_number, secret))
         click.echo(f"case {case.number}: {case.state}")
     else:
-        done = remote.call(lambda c: c.withdraw_item_with_secret(case_number, secret, item))
+        done = _retrying(remote, lambda c: c.withdraw_item_with_secret(case_number, secret, item))
         click.echo(f"photo {done.number} of case {done.case_number}: {done.state}")

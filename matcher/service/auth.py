@@ -12,8 +12,9 @@ runs on (``servicer.guard``: one per server). In order, it:
 4. runs the handler, and turns any exception into a status (``status.to_status``);
 5. counts the call and its latency in the metrics.
 
-API keys are looked up in the store (as SHA-256 digests) and the answer is cached for
-``key_cache_seconds``: a revoked key stops working within that time.
+API keys are looked up in the store (as SHA-256 digests), with their policy, and the answer is
+cached for ``key_cache_seconds``: a revoked or suspended key stops working within that time
+(streams re-check their key at least that often, ``Guard.recheck``).
 """
 
 from __future__ import annotations
@@ -28,18 +29,51 @@ from typing import Any
 import grpc
 
 from matcher.bank import Accounts
-from matcher.errors import PermissionDenied, Unauthenticated
+from matcher.errors import InvalidInput, PermissionDenied, Unauthenticated
 from matcher.principal import Principal, Role
+from matcher.records import KeyPolicy
 from matcher.service.limits import Limiter
 from matcher.service.metrics import Metrics
 from matcher.service.status import code_of, to_status
 
-__all__ = ["PUBLIC", "Guard", "peer_host", "rpc", "stream"]
+__all__ = ["PUBLIC", "Guard", "Malformed", "peer_host", "rpc", "safe_deserializer", "stream"]
 
 log = logging.getLogger("matcher.service")
 
 PUBLIC = "public"
 """Marker for methods that need no API key (the victim's withdrawal)."""
+
+
+class Malformed:
+    """What a request that does not parse becomes (``safe_deserializer``): the handler's
+    wrapper refuses it as INVALID_ARGUMENT, counted like every other refusal, instead of gRPC
+    answering UNKNOWN with the parser's exception text."""
+
+    __slots__ = ("type_name",)
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+    def error(self, field: str = "request") -> InvalidInput:
+        return InvalidInput(
+            f"the request is not a valid {self.type_name} message (truncated or corrupt bytes, "
+            "or a string that is not UTF-8)",
+            field=field,
+        )
+
+
+def safe_deserializer(message_class: Any) -> Callable[[bytes], Any]:
+    """``message_class.FromString`` that returns a ``Malformed`` instead of raising."""
+    parse = message_class.FromString
+    name = message_class.DESCRIPTOR.full_name
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception:  # DecodeError, and whatever else a hostile byte string provokes
+            return Malformed(name)
+
+    return deserialize
 
 
 def peer_host(context: grpc.aio.ServicerContext) -> str:
@@ -53,6 +87,13 @@ def peer_host(context: grpc.aio.ServicerContext) -> str:
 class _Cached:
     principal: Principal | None
     until: float
+    policy: KeyPolicy
+
+
+_SUSPENDED = (
+    "this key is suspended: its queries looked like probing for stored hashes; "
+    "an admin must restore it (matcher keys restore)"
+)
 
 
 class Guard:
@@ -70,7 +111,10 @@ class Guard:
         self.metrics = metrics
         self._limiter = limiter
         self._key_cache_seconds = key_cache_seconds
+        self.key_cache_seconds = key_cache_seconds
+        """How long a key's lookup is trusted: a revoked key works at most this long."""
         self._keys: dict[str, _Cached] = {}
+        self._policies: dict[int, KeyPolicy] = {}
 
     def authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
         """The principal behind the call's API key, or ``Unauthenticated``."""
@@ -86,16 +130,45 @@ class Guard:
         now = time.monotonic()
         cached = self._keys.get(key)
         if cached is None or cached.until < now:
+            if len(key) > 200:  # ours are ~50 characters: keep nothing longer
+                raise Unauthenticated("unknown or revoked API key")
             try:
                 principal: Principal | None = self._accounts.authenticate(key)
             except Unauthenticated:
                 principal = None
+            policy = KeyPolicy()
+            if principal is not None and principal.key_id is not None:
+                policy = self._accounts.policy(principal.key_id)
             if len(self._keys) > 10_000:  # many wrong keys: don't let the cache grow unbounded
                 self._keys.clear()
-            cached = self._keys[key] = _Cached(principal, now + self._key_cache_seconds)
+                self._policies.clear()
+            cached = self._keys[key] = _Cached(principal, now + self._key_cache_seconds, policy)
+            if principal is not None and principal.key_id is not None:
+                self._policies[principal.key_id] = policy
         if cached.principal is None:
             raise Unauthenticated("unknown or revoked API key")
+        if cached.policy.suspended:
+            raise PermissionDenied(_SUSPENDED)
         return cached.principal
+
+    def policy(self, principal: Principal) -> KeyPolicy:
+        """The cached policy of an authenticated key (the default one if none is cached)."""
+        if principal.key_id is None:
+            return KeyPolicy()
+        return self._policies.get(principal.key_id, KeyPolicy())
+
+    def forget(self, key_id: int) -> None:
+        """Drop a key from the cache (suspended or changed here: effective at once)."""
+        self._keys = {
+            k: c
+            for k, c in self._keys.items()
+            if c.principal is None or c.principal.key_id != key_id
+        }
+        self._policies.pop(key_id, None)
+
+    def recheck(self, context: grpc.aio.ServicerContext) -> Principal:
+        """Authenticate a stream's key again (cached): revoked or suspended keys end there."""
+        return self.authenticate(context)
 
     def admit_more(self, principal: Principal, cost: int) -> None:
         """Take ``cost`` more tokens from the principal's bucket (streams, per message)."""
@@ -147,6 +220,8 @@ def rpc(
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
+                if isinstance(request, Malformed):
+                    raise request.error()
                 who = None if public else guard.admit(context, roles, cost, request)
                 return await handler(servicer, request, context, who)
             except Exception as exc:

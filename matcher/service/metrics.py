@@ -105,6 +105,25 @@ class Metrics:
         self.matches = Counter(
             "matcher_matches", "Matches returned to partners", registry=self.registry
         )
+        self.probe_alarms = Counter(
+            "matcher_probe_alarms",
+            "Probing alarms (partner keys throttled or suspended), by bound and action: "
+            "alert on any",
+            ["kind", "action"],
+            registry=self.registry,
+        )
+        self.invalid = Counter(
+            "matcher_invalid_requests",
+            "Requests refused as malformed (INVALID_ARGUMENT), by method",
+            ["method"],
+            registry=self.registry,
+        )
+        self.victim_refused = Counter(
+            "matcher_victim_refused",
+            "Victim calls refused: wrong number or secret, or too many failures from an address",
+            ["reason"],
+            registry=self.registry,
+        )
         self.registry.register(_BankCollector(bank))
         # The process itself, read from /proc at each scrape: resident and virtual memory,
         # CPU seconds, open and allowed file descriptors, start time (process_* series), so
@@ -122,10 +141,16 @@ class Metrics:
         if child is None:
             child = self._children[key] = self.requests.labels(method, code)
         child.inc()
+        if code == "INVALID_ARGUMENT":
+            self.invalid.labels(method).inc()
         latency = self._children.get((method,))
         if latency is None:
             latency = self._children[(method,)] = self.latency.labels(method)
         latency.observe(seconds)
+
+    def probe_alarm(self, kind: str, action: str) -> None:
+        """Count one probing alarm."""
+        self.probe_alarms.labels(kind, action).inc()
 
     def count_hashes(self, op: str, signal: str, n: int = 1) -> None:
         """Count hashes received for ``op`` (match, enroll) of one signal type."""

@@ -10,19 +10,29 @@ core, concurrent requests gathered into one search.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from matcher import contract, credentials
+from matcher.audit import Action
 from matcher.bank import Bank
-from matcher.errors import InvalidInput, NotFound
+from matcher.bank.probing import Alarm, Banding, ProbeDetector, ProbeLimits
+from matcher.errors import (
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    Unavailable,
+)
 from matcher.index import one_thread
 from matcher.principal import Principal, Role
-from matcher.records import ItemMatch, Query
-from matcher.service.auth import PUBLIC, Guard, peer_host, rpc, stream
+from matcher.records import ItemMatch, KeyPolicy, Query
+from matcher.service.auth import _SUSPENDED, PUBLIC, Guard, Malformed, peer_host, rpc, stream
 from matcher.service.dispatch import MatchDispatcher
 from matcher.service.limits import Limiter
 from matcher.service.metrics import Metrics
@@ -60,10 +70,28 @@ class ServiceLimits:
     kept for comparison in the benchmarks)..."""
     batch_hashes: int = 2048
     """...and the most hashes of concurrent requests gathered into one search."""
+    max_query_hashes: int = 64
+    """Most hashes in one query (one image: the query profile's views fit easily)..."""
+    max_request_hashes: int = 32_000
+    """...and over all queries of one request or stream message."""
+    stream_idle_seconds: float = 600.0
+    """A StreamMatch that sends nothing for this long is closed (UNAVAILABLE)."""
+    banding: Banding = field(default_factory=Banding)
+    """The bank's thresholds and bands (what partners learn)."""
+    probing: ProbeLimits = field(default_factory=ProbeLimits)
+    """Probing detection's bounds."""
     secret_failures: int = 5
-    """Failed victim calls (wrong number or secret) allowed per case and per peer..."""
+    """Failed victim calls (wrong number or secret) allowed per peer address, refused with
+    RetryInfo beyond (a victim is refused only for their own address's failures)..."""
     secret_window_seconds: float = 900.0
-    """...refilled over this many seconds."""
+    """...refilled over this many seconds. Per case and overall, failures past the same bound
+    are not refused but answered after a backoff (doubling per failure, at most
+    ``secret_backoff_seconds``): the correct secret is always checked and always works."""
+    secret_backoff_seconds: float = 10.0
+    secret_overall_failures: int = 200
+    """Failed victim calls over all cases and addresses before every failure backs off."""
+    secret_checks: int = 4
+    """Secret checks (scrypt) at a time; more wait their turn."""
 
 
 async def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -71,7 +99,18 @@ async def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 def _queries_cost(request: Any) -> int:
-    return max(1, len(request.queries))
+    # Charged per hash, not per query: a query of 257 hashes costs 257 tokens.
+    return max(1, sum(len(q.hashes) for q in request.queries))
+
+
+_END = object()
+
+
+async def _next(it: Any) -> Any:
+    try:
+        return await it.__anext__()
+    except StopAsyncIteration:
+        return _END
 
 
 def _items_cost(request: Any) -> int:
@@ -83,7 +122,7 @@ def _page(items: list[T], page_size: int, token: str) -> tuple[list[T], str]:
     if page_size < 0:
         raise InvalidInput("page_size must not be negative", field="page_size")
     size = min(page_size or 100, 1000)
-    if token and not token.isdigit():
+    if token and not (len(token) <= 18 and token.isascii() and token.isdigit()):
         raise InvalidInput("page_token is not one this server gave", field="page_token")
     start = int(token or 0)
     chunk = items[start : start + size]
@@ -104,10 +143,18 @@ _PRACTITIONER = (Role.PRACTITIONER, Role.ADMIN)
 
 
 class MatchServicer(_Base, match_pb2_grpc.MatchServiceServicer):
-    """Matching for partners: ``Match``, ``StreamMatch``, ``ReportMatch``."""
+    """Matching for partners: ``Match``, ``StreamMatch``, ``ReportMatch``.
+
+    What a partner learns is decided here (``matcher.bank.probing``): bands instead of
+    distances unless its key was granted them, the bank's thresholds (stricter per key), and
+    probing detection with throttling and suspension.
+    """
 
     def __init__(self, bank: Bank, guard: Guard, metrics: Metrics, limits: ServiceLimits) -> None:
         super().__init__(bank, guard, metrics, limits)
+        self.probes = ProbeDetector(limits.probing)
+        self._band_key = bank.store.secret_key()
+        self._daily: dict[int, tuple[int, int]] = {}
         self.dispatcher: MatchDispatcher[Query, list[ItemMatch]] = MatchDispatcher(
             self._search,
             workers=limits.match_workers,
@@ -123,17 +170,147 @@ class MatchServicer(_Base, match_pb2_grpc.MatchServiceServicer):
                 return self.bank.match(queries)
         return self.bank.match(queries)
 
-    async def _match(self, queries_pb: Any, *, field: str) -> list[match_pb2.QueryResult]:
-        queries = contract.queries_from_pb(queries_pb, max_batch=self.limits.max_batch, field=field)
+    def _spend_daily(self, who: Principal, policy: KeyPolicy, hashes: int) -> None:
+        budget = policy.daily_hashes
+        if not budget or who.key_id is None:
+            return
+        now = time.time()
+        day = int(now // 86_400)
+        held_day, used = self._daily.get(who.key_id, (day, 0))
+        if held_day != day:
+            used = 0
+        if used + hashes > budget:
+            wait = (day + 1) * 86_400 - now
+            raise RateLimited(
+                f"this key's daily budget of {budget:,} hashes is spent: try again in "
+                f"{wait:.0f} s (at 00:00 UTC)",
+                retry_after=wait,
+            )
+        self._daily[who.key_id] = (day, used + hashes)
+
+    async def _alarm(self, who: Principal, alarm: Alarm) -> None:
+        """Log, audit and count a probing alarm, then throttle or suspend (always raises)."""
+        key_id = who.key_id or 0
+        self.metrics.probe_alarm(alarm.kind, alarm.action)
+        item = self.bank.item_number(alarm.item_id) if alarm.item_id else None
+        detail: dict[str, object] = {"kind": alarm.kind, "count": alarm.count, "item": item}
+        log.warning(
+            "probing suspected: key %d, %s count %d%s: %s",
+            key_id,
+            alarm.kind,
+            alarm.count,
+            f" on item {item}" if item is not None else "",
+            "suspended" if alarm.action == "suspend" else "throttled",
+        )
+        if alarm.action == "suspend":
+            await _run(
+                self.bank.accounts.suspend_api_key,
+                key_id,
+                reason=alarm.kind,
+                detail={k: v for k, v in detail.items() if isinstance(v, int)},
+                by=Principal.operator("probing"),
+            )
+            self.guard.forget(key_id)
+            self.probes.forget(key_id)
+            raise PermissionDenied(_SUSPENDED)
+        await _run(
+            self.bank.store.record_audit,
+            Action.MATCH_PROBE,
+            actor=who,
+            detail={"key_id": key_id, **detail},
+        )
+        wait = self.limits.probing.throttle_seconds
+        raise RateLimited(
+            f"throttled: this key's queries look like probing for stored hashes; try again in "
+            f"{wait:.0f} s",
+            retry_after=wait,
+        )
+
+    def _thresholds(self, policy: KeyPolicy) -> Callable[[Any], int]:
+        banding = self.limits.banding
+        return lambda signal: banding.threshold(signal, policy.max_distance)
+
+    def _bounded(self, queries: list[Query], policy: KeyPolicy) -> list[Query]:
+        """The queries with the distances they are searched at: the bank's thresholds, the
+        key's stricter ones, and (granted keys only) the caller's own."""
+        banding = self.limits.banding
+        if not banding.match_distance and not policy.max_distance:
+            return queries  # every signal's default: what a query without a distance gets
+        threshold = self._thresholds(policy)
+        out = []
+        for q in queries:
+            mine = {}
+            for h in q.hashes:
+                distance = threshold(h.signal)
+                if q.max_distance is not None:
+                    distance = min(distance, q.distance_for(h.signal))
+                mine[h.signal.name] = distance
+            out.append(Query(q.hashes, mine, q.query_id))
+        return out
+
+    def _answer(
+        self, who: Principal, policy: KeyPolicy, queries: Sequence[Query], results: Any
+    ) -> list[list[ItemMatch]]:
+        key_id = who.key_id or 0
+        banding = self.limits.banding
+        out = []
+        for q, matches in zip(queries, results, strict=True):
+            out.append(
+                [
+                    dataclasses.replace(
+                        m,
+                        band=banding.band(m, self._band_key, key_id, q),
+                        distance=m.distance if policy.exact_distances else None,
+                    )
+                    for m in matches
+                ]
+            )
+        return out
+
+    async def _match(
+        self, queries_pb: Any, who: Principal, *, field: str
+    ) -> list[match_pb2.QueryResult]:
+        queries = contract.queries_from_pb(
+            queries_pb,
+            max_batch=self.limits.max_batch,
+            max_query_hashes=self.limits.max_query_hashes,
+            max_hashes=self.limits.max_request_hashes,
+            field=field,
+        )
+        policy = self.guard.policy(who)
+        if not policy.exact_distances:
+            for i, q in enumerate(queries):
+                if q.max_distance is not None:
+                    raise PermissionDenied(
+                        f"{field}[{i}].max_distance: only keys granted exact distances choose "
+                        "a distance; the server decides the threshold"
+                    )
         signals: dict[str, int] = {}
         for q in queries:
             for h in q.hashes:
                 signals[h.signal.name] = signals.get(h.signal.name, 0) + 1
-        results = await self.dispatcher.match(queries)
+        total = sum(signals.values())
+        key_id = who.key_id or 0
+        wait = self.probes.throttled(key_id)
+        if wait:
+            raise RateLimited(
+                f"throttled: this key's queries look like probing for stored hashes; try "
+                f"again in {wait:.0f} s",
+                retry_after=wait,
+            )
+        self._spend_daily(who, policy, total)
+        alarm = self.probes.before(key_id, queries)
+        if alarm is not None:
+            await self._alarm(who, alarm)
+        searched = self._bounded(queries, policy)
+        results = await self.dispatcher.match(searched)
+        alarm = self.probes.after(key_id, searched, results, self._thresholds(policy))
+        if alarm is not None:
+            await self._alarm(who, alarm)
         for name, count in signals.items():
             self.metrics.count_hashes("match", name, count)
         self.metrics.matches.inc(sum(map(len, results)))
-        return contract.results_to_pb(queries, results)
+        return contract.results_to_pb(queries, self._answer(who, policy, searched, results))
 
     @rpc(*_PARTNER, cost=_queries_cost)
     async def Match(self, request: Any, context: Any, who: Principal) -> Any:
@@ -141,18 +318,45 @@ class MatchServicer(_Base, match_pb2_grpc.MatchServiceServicer):
             raise InvalidInput(
                 "set a deadline on Match calls (e.g. a timeout of 1 s)", field="grpc-timeout"
             )
-        return match_pb2.MatchResponse(results=await self._match(request.queries, field="queries"))
+        results = await self._match(request.queries, who, field="queries")
+        return match_pb2.MatchResponse(results=results)
 
     @stream(*_PARTNER)
     async def StreamMatch(self, requests: Any, context: Any, who: Principal) -> AsyncIterator[Any]:
         # One message in, one message out: the next request is read only after this answer is
-        # written, so HTTP/2 flow control holds back a sender that outruns us.
+        # written, so HTTP/2 flow control holds back a sender that outruns us. While waiting
+        # for the next message the key is re-checked every key-cache period (a revoked or
+        # suspended key's stream ends), and an idle stream is closed.
         n = 0
-        async for request in requests:
-            self.guard.admit_more(who, _queries_cost(request))
-            results = await self._match(request.queries, field=f"requests[{n}].queries")
-            yield match_pb2.StreamMatchResponse(results=results)
-            n += 1
+        idle = 0.0
+        step = max(0.05, min(self.guard.key_cache_seconds, self.limits.stream_idle_seconds))
+        it = requests.__aiter__()
+        pending: asyncio.Task[Any] | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(_next(it))
+                done, _ = await asyncio.wait({pending}, timeout=step)
+                who = self.guard.recheck(context)
+                if not done:
+                    idle += step
+                    if idle >= self.limits.stream_idle_seconds:
+                        raise Unavailable(
+                            f"stream closed after {idle:.0f} s without a message: open a new one"
+                        )
+                    continue
+                request, pending, idle = pending.result(), None, 0.0
+                if request is _END:
+                    return
+                if isinstance(request, Malformed):
+                    raise request.error(f"requests[{n}]")
+                self.guard.admit_more(who, _queries_cost(request))
+                results = await self._match(request.queries, who, field=f"requests[{n}].queries")
+                yield match_pb2.StreamMatchResponse(results=results)
+                n += 1
+        finally:
+            if pending is not None:
+                pending.cancel()
 
     @rpc(*_PARTNER)
     async def ReportMatch(self, request: Any, context: Any, who: Principal) -> Any:
@@ -168,7 +372,12 @@ class CaseServicer(_Base, cases_pb2_grpc.CaseServiceServicer):
     def __init__(self, bank: Bank, guard: Guard, metrics: Metrics, limits: ServiceLimits) -> None:
         super().__init__(bank, guard, metrics, limits)
         per_second = limits.secret_failures / limits.secret_window_seconds
-        self.secret_failures = Limiter(rate=per_second, burst=limits.secret_failures)
+        self.peer_failures = Limiter(rate=per_second, burst=limits.secret_failures)
+        self.case_failures = Limiter(rate=per_second, burst=limits.secret_failures)
+        overall = limits.secret_overall_failures
+        self.all_failures = Limiter(rate=overall / limits.secret_window_seconds, burst=overall)
+        self._over: dict[object, int] = {}
+        self._checks: asyncio.Semaphore | None = None
 
     @rpc(*_PRACTITIONER)
     async def CreateCase(self, request: Any, context: Any, who: Principal) -> Any:
@@ -221,24 +430,88 @@ class CaseServicer(_Base, cases_pb2_grpc.CaseServiceServicer):
 
     # -- victims: a case number and its secret instead of an API key
 
-    async def _as_victim(self, request: Any, context: Any, fn: Callable[..., T], *args: Any) -> T:
-        """Call ``fn(case_number, secret, *args)`` for a victim, limiting failed guesses.
+    def _backoff(self, key: object, limiter: Limiter) -> float:
+        """Seconds a call on ``key`` waits: 0 within the failure budget, then doubling with
+        each failure past it, at most ``secret_backoff_seconds``."""
+        try:
+            limiter.check(key)
+        except RateLimited:
+            over = self._over.get(key, 0)
+            return float(min(self.limits.secret_backoff_seconds, 2.0 ** min(over, 16)))
+        self._over.pop(key, None)
+        return 0.0
 
-        Failures are limited per case (guesses spread over many addresses) and per peer (one
-        address guessing over many cases); successes cost nothing. The case's bucket is keyed
-        by the normalised number, so ``s5py1c3ed5wj`` and ``S5PY-1C3E-D5WJ`` share one.
+    def _failed(self, key: object, limiter: Limiter) -> None:
+        try:
+            limiter.check(key)
+        except RateLimited:
+            if len(self._over) > 100_000:
+                self._over.clear()
+            self._over[key] = self._over.get(key, 0) + 1
+        limiter.spend(key)
+
+    async def _as_victim(self, request: Any, context: Any, fn: Callable[..., T], *args: Any) -> T:
+        """Call ``fn(case_number, secret, *args)`` for a victim, limiting failed guesses so
+        that guessing stays hopeless and the victim is never locked out.
+
+        - Per peer address: failures past the budget are refused with RetryInfo, saying when
+          to try again. Only this address's own failures count against it.
+        - Per case (keyed by the normalised number: ``s5py1c3ed5wj`` and ``S5PY-1C3E-D5WJ``
+          share one) and overall: failures past the budget make later calls *wait* (a backoff
+          doubling per failure, at most ``secret_backoff_seconds``), never refuse them. So a
+          stranger who knows the case number slows the victim down by seconds at most; the
+          correct secret is always checked, and always works.
+        - At most ``secret_checks`` secret checks (scrypt) run at a time, which caps guesses
+          over all addresses (~80 a second on two cores) against 100-bit secrets.
+
+        The number and secret are bounded in length (``contract.case_secret_from_pb``) before
+        any state is kept for them. Wrong attempts are logged and audited with the case (when
+        it exists) and the address, never the secret.
         """
         number, secret = contract.case_secret_from_pb(request.case_number, request.secret)
         case_key = ("case", credentials.normalise_case_number(number))
-        peer_key = ("peer", peer_host(context))
-        self.secret_failures.check(case_key)
-        self.secret_failures.check(peer_key)
+        peer = peer_host(context)[:64]
+        peer_key = ("peer", peer)
         try:
-            return await _run(fn, number, secret, *args)
+            self.peer_failures.check(peer_key)
+        except RateLimited as exc:
+            self.metrics.victim_refused.labels("address").inc()
+            log.info("victim call refused: too many failures from this address")
+            raise RateLimited(
+                "too many failed attempts from your address: try again in "
+                f"{max(1, round(exc.retry_after))} s",
+                retry_after=exc.retry_after,
+            ) from None
+        wait = max(
+            self._backoff(case_key, self.case_failures),
+            self._backoff("all", self.all_failures),
+        )
+        if wait:
+            await asyncio.sleep(wait)
+        if self._checks is None:
+            self._checks = asyncio.Semaphore(self.limits.secret_checks)
+        try:
+            async with self._checks:
+                return await _run(fn, number, secret, *args)
         except NotFound:
-            self.secret_failures.spend(case_key)
-            self.secret_failures.spend(peer_key)
-            log.info("victim call refused (wrong number or secret)")
+            self._failed(peer_key, self.peer_failures)
+            self._failed(case_key, self.case_failures)
+            self._failed("all", self.all_failures)
+            self.metrics.victim_refused.labels("secret").inc()
+            record = await _run(self.bank.store.get_case, case_key[1])
+            case_id = record.id if record is not None else None
+            log.info(
+                "victim call refused (wrong number or secret)%s from %s",
+                f" on case id {case_id}" if case_id is not None else "",
+                peer,
+            )
+            await _run(
+                self.bank.store.record_audit,
+                Action.VICTIM_REFUSED,
+                actor=Principal.victim(),
+                case_id=case_id,
+                detail={"peer": peer},
+            )
             raise
 
     @rpc(PUBLIC)
@@ -272,9 +545,8 @@ class AdminServicer(_Base, admin_pb2_grpc.AdminServiceServicer):
     async def CreateApiKey(self, request: Any, context: Any, who: Principal) -> Any:
         role = contract.role_from_pb(request.role)
         org_id = contract.organization_id_from_name(request.organization)
-        new = await _run(
-            self.bank.accounts.create_api_key, request.display_name, role, org_id=org_id, by=who
-        )
+        name = contract.display_name_from_pb(request.display_name)
+        new = await _run(self.bank.accounts.create_api_key, name, role, org_id=org_id, by=who)
         log.info("API key %d created by %s", new.record.id, who.audit_name)
         return admin_pb2.CreateApiKeyResponse(
             api_key=contract.api_key_to_pb(new.record), key=new.key
@@ -284,8 +556,10 @@ class AdminServicer(_Base, admin_pb2_grpc.AdminServiceServicer):
     async def ListApiKeys(self, request: Any, context: Any, who: Principal) -> Any:
         keys = await _run(self.bank.accounts.list_api_keys, by=who)
         page, nxt = _page(keys, request.page_size, request.page_token)
+        policies = await _run(lambda: [self.bank.accounts.policy(k.id) for k in page])
         return admin_pb2.ListApiKeysResponse(
-            api_keys=[contract.api_key_to_pb(k) for k in page], next_page_token=nxt
+            api_keys=[contract.api_key_to_pb(k, p) for k, p in zip(page, policies, strict=True)],
+            next_page_token=nxt,
         )
 
     @rpc(Role.ADMIN)
@@ -293,11 +567,51 @@ class AdminServicer(_Base, admin_pb2_grpc.AdminServiceServicer):
         key_id = contract.id_from_name(request.name, "apiKeys", field="name")
         record = await _run(self.bank.accounts.revoke_api_key, key_id, by=who)
         log.info("API key %d revoked by %s", key_id, who.audit_name)
-        return admin_pb2.RevokeApiKeyResponse(api_key=contract.api_key_to_pb(record))
+        self.guard.forget(key_id)
+        policy = await _run(self.bank.accounts.policy, key_id)
+        return admin_pb2.RevokeApiKeyResponse(api_key=contract.api_key_to_pb(record, policy))
+
+    async def _key_pb(self, key_id: int, who: Principal) -> admin_pb2.ApiKey:
+        self.guard.forget(key_id)  # effective at once here, within the key-cache period elsewhere
+        keys = await _run(self.bank.accounts.list_api_keys, by=who)
+        record = next(k for k in keys if k.id == key_id)
+        policy = await _run(self.bank.accounts.policy, key_id)
+        return contract.api_key_to_pb(record, policy)
+
+    @rpc(Role.ADMIN)
+    async def UpdateApiKeyPolicy(self, request: Any, context: Any, who: Principal) -> Any:
+        key_id = contract.id_from_name(request.name, "apiKeys", field="name")
+        distances = contract.signal_distances_from_pb(request.max_distances)
+        if distances and not request.set_max_distances:
+            raise InvalidInput(
+                "set set_max_distances to apply max_distances", field="set_max_distances"
+            )
+        await _run(
+            self.bank.accounts.update_key_policy,
+            key_id,
+            exact_distances=(
+                request.exact_distances if request.HasField("exact_distances") else None
+            ),
+            max_distance=distances if request.set_max_distances else None,
+            daily_hashes=(
+                request.daily_hash_budget if request.HasField("daily_hash_budget") else None
+            ),
+            by=who,
+        )
+        log.info("API key %d policy changed by %s", key_id, who.audit_name)
+        return admin_pb2.UpdateApiKeyPolicyResponse(api_key=await self._key_pb(key_id, who))
+
+    @rpc(Role.ADMIN)
+    async def RestoreApiKey(self, request: Any, context: Any, who: Principal) -> Any:
+        key_id = contract.id_from_name(request.name, "apiKeys", field="name")
+        await _run(self.bank.accounts.restore_api_key, key_id, by=who)
+        log.info("API key %d restored by %s", key_id, who.audit_name)
+        return admin_pb2.RestoreApiKeyResponse(api_key=await self._key_pb(key_id, who))
 
     @rpc(Role.ADMIN)
     async def CreateOrganization(self, request: Any, context: Any, who: Principal) -> Any:
-        org = await _run(self.bank.accounts.create_organisation, request.display_name, by=who)
+        name = contract.display_name_from_pb(request.display_name)
+        org = await _run(self.bank.accounts.create_organisation, name, by=who)
         return admin_pb2.CreateOrganizationResponse(organization=contract.organization_to_pb(org))
 
     @rpc(Role.ADMIN)

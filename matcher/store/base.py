@@ -58,6 +58,7 @@ from matcher.records import (
     ChangeBatch,
     CodeChunk,
     ItemRecord,
+    KeyPolicy,
     NewItem,
     Organisation,
 )
@@ -124,6 +125,38 @@ class AccountStore(Protocol):
 
     def revoke_api_key(self, key_id: int, *, actor: Principal) -> ApiKeyRecord:
         """Revoke a key (idempotent: the first revocation time stays); ``NotFound`` if none."""
+        ...
+
+    def key_policy(self, key_id: int) -> KeyPolicy:
+        """The key's policy (grants, stricter thresholds, budget, suspension); the default
+        ``KeyPolicy()`` for a key that never had one set. Read fresh: every replica sees a
+        suspension or a grant as soon as it is committed."""
+        ...
+
+    def set_key_policy(
+        self,
+        key_id: int,
+        policy: KeyPolicy,
+        *,
+        actor: Principal,
+        action: str,
+        detail: dict[str, object] | None = None,
+    ) -> KeyPolicy:
+        """Replace the key's policy, with one audit row of ``action`` (``key.policy``,
+        ``key.suspend``, ``key.restore``) naming the key and ``detail`` (counts, never a hash
+        value) in the same transaction; ``NotFound`` if there is no such key."""
+        ...
+
+    def record_audit(
+        self,
+        action: str,
+        *,
+        actor: Principal,
+        case_id: int | None = None,
+        detail: dict[str, object] | None = None,
+    ) -> None:
+        """Write one audit row for an event that changes no other state (a probing alarm, a
+        refused victim attempt). ``detail`` passes ``audit.check_detail``."""
         ...
 
 

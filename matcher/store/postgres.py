@@ -69,6 +69,7 @@ from matcher.records import (
     CodeChunk,
     ItemRecord,
     ItemState,
+    KeyPolicy,
     NewItem,
     Organisation,
 )
@@ -83,6 +84,8 @@ from matcher.store.sqlite import (
     _item,
     _key,
     _now_ms,
+    _policy_from_json,
+    _policy_to_json,
     _signal_dict,
     _unique_hashes,
 )
@@ -805,6 +808,52 @@ class PostgresStore:
             if cur.rowcount:
                 self._audit(w, actor, Action.KEY_REVOKE, detail={"key_id": key_id}, at=now)
         return _key(exists)
+
+    # Key policies live in ``meta`` (one JSON row per key, ``key_policy:{id}``), as in SQLite.
+
+    def key_policy(self, key_id: int) -> KeyPolicy:
+        """The key's policy, or the default one (read fresh: every replica sees a change)."""
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT value FROM meta WHERE key = %s", (f"key_policy:{key_id}",)
+            ).fetchone()
+        return KeyPolicy() if row is None else _policy_from_json(bytes(row[0]))
+
+    def set_key_policy(
+        self,
+        key_id: int,
+        policy: KeyPolicy,
+        *,
+        actor: Principal,
+        action: str,
+        detail: dict[str, object] | None = None,
+    ) -> KeyPolicy:
+        """Replace the key's policy and audit it, in one transaction."""
+        now = _now_ms()
+        with self._write() as w:
+            if w.execute("SELECT 1 FROM api_keys WHERE id = %s", (key_id,)).fetchone() is None:
+                raise NotFound("no such API key")
+            w.execute(
+                "INSERT INTO meta(key, value) VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (f"key_policy:{key_id}", _policy_to_json(policy).encode()),
+            )
+            self._audit(
+                w, actor, Action(action), detail={"key_id": key_id, **(detail or {})}, at=now
+            )
+        return policy
+
+    def record_audit(
+        self,
+        action: str,
+        *,
+        actor: Principal,
+        case_id: int | None = None,
+        detail: dict[str, object] | None = None,
+    ) -> None:
+        """One audit row on its own."""
+        with self._write() as w:
+            self._audit(w, actor, Action(action), case_id=case_id, detail=detail)
 
     # -- loading and following
 

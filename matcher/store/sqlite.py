@@ -65,6 +65,7 @@ from matcher.records import (
     ItemKind,
     ItemRecord,
     ItemState,
+    KeyPolicy,
     NewItem,
     Organisation,
 )
@@ -167,6 +168,31 @@ def _key(row: tuple[Any, ...]) -> ApiKeyRecord:
         prefix=row[4],
         created_at=_dt_required(row[5]),
         revoked_at=_dt(row[6]),
+    )
+
+
+def _policy_to_json(policy: KeyPolicy) -> str:
+    at = policy.suspended_at
+    return json.dumps(
+        {
+            "exact_distances": policy.exact_distances,
+            "max_distance": dict(policy.max_distance),
+            "daily_hashes": policy.daily_hashes,
+            "suspended_at": None if at is None else int(at.timestamp() * 1000),
+            "suspend_reason": policy.suspend_reason,
+        },
+        sort_keys=True,
+    )
+
+
+def _policy_from_json(text: str | bytes) -> KeyPolicy:
+    raw = json.loads(text)
+    return KeyPolicy(
+        exact_distances=bool(raw.get("exact_distances", False)),
+        max_distance={str(k): int(v) for k, v in raw.get("max_distance", {}).items()},
+        daily_hashes=raw.get("daily_hashes"),
+        suspended_at=_dt(raw.get("suspended_at")),
+        suspend_reason=str(raw.get("suspend_reason", "")),
     )
 
 
@@ -1029,6 +1055,54 @@ class SQLiteStore:
             if cur.rowcount:
                 self._audit(w, actor, Action.KEY_REVOKE, detail={"key_id": key_id}, at=now)
         return _key(exists)
+
+    # Key policies live in ``meta`` (one JSON row per key, ``key_policy:{id}``), so they needed
+    # no schema change: few keys ever get one, and it is read only when a key is (re)cached.
+
+    def key_policy(self, key_id: int) -> KeyPolicy:
+        """The key's policy, or the default one."""
+        row = (
+            self._reader()
+            .execute("SELECT value FROM meta WHERE key = ?", (f"key_policy:{key_id}",))
+            .fetchone()
+        )
+        return KeyPolicy() if row is None else _policy_from_json(row[0])
+
+    def set_key_policy(
+        self,
+        key_id: int,
+        policy: KeyPolicy,
+        *,
+        actor: Principal,
+        action: str,
+        detail: dict[str, object] | None = None,
+    ) -> KeyPolicy:
+        """Replace the key's policy and audit it, in one transaction."""
+        now = _now_ms()
+        with self._write() as w:
+            if w.execute("SELECT 1 FROM api_keys WHERE id = ?", (key_id,)).fetchone() is None:
+                raise NotFound("no such API key")
+            w.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (f"key_policy:{key_id}", _policy_to_json(policy)),
+            )
+            self._audit(
+                w, actor, Action(action), detail={"key_id": key_id, **(detail or {})}, at=now
+            )
+        return policy
+
+    def record_audit(
+        self,
+        action: str,
+        *,
+        actor: Principal,
+        case_id: int | None = None,
+        detail: dict[str, object] | None = None,
+    ) -> None:
+        """One audit row on its own."""
+        with self._write() as w:
+            self._audit(w, actor, Action(action), case_id=case_id, detail=detail)
 
     # -- loading and following
 

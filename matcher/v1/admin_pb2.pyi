@@ -23,7 +23,7 @@ ROLE_PRACTITIONER: Role
 ROLE_ADMIN: Role
 
 class ApiKey(_message.Message):
-    __slots__ = ("name", "display_name", "role", "organization", "key_prefix", "create_time", "revoke_time")
+    __slots__ = ("name", "display_name", "role", "organization", "key_prefix", "create_time", "revoke_time", "policy")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class ApiKey(_message.Message):
     KEY_PREFIX_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     REVOKE_TIME_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     name: str
     display_name: str
     role: Role
@@ -38,7 +39,62 @@ class ApiKey(_message.Message):
     key_prefix: str
     create_time: _timestamp_pb2.Timestamp
     revoke_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., organization: _Optional[str] = ..., key_prefix: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    policy: KeyPolicy
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., organization: _Optional[str] = ..., key_prefix: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., policy: _Optional[_Union[KeyPolicy, _Mapping]] = ...) -> None: ...
+
+class KeyPolicy(_message.Message):
+    __slots__ = ("exact_distances", "max_distances", "daily_hash_budget", "suspend_time", "suspend_reason")
+    EXACT_DISTANCES_FIELD_NUMBER: _ClassVar[int]
+    MAX_DISTANCES_FIELD_NUMBER: _ClassVar[int]
+    DAILY_HASH_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    SUSPEND_TIME_FIELD_NUMBER: _ClassVar[int]
+    SUSPEND_REASON_FIELD_NUMBER: _ClassVar[int]
+    exact_distances: bool
+    max_distances: _containers.RepeatedCompositeFieldContainer[SignalDistance]
+    daily_hash_budget: int
+    suspend_time: _timestamp_pb2.Timestamp
+    suspend_reason: str
+    def __init__(self, exact_distances: _Optional[bool] = ..., max_distances: _Optional[_Iterable[_Union[SignalDistance, _Mapping]]] = ..., daily_hash_budget: _Optional[int] = ..., suspend_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., suspend_reason: _Optional[str] = ...) -> None: ...
+
+class SignalDistance(_message.Message):
+    __slots__ = ("signal_type", "distance")
+    SIGNAL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    signal_type: _hashes_pb2.SignalType
+    distance: int
+    def __init__(self, signal_type: _Optional[_Union[_hashes_pb2.SignalType, str]] = ..., distance: _Optional[int] = ...) -> None: ...
+
+class UpdateApiKeyPolicyRequest(_message.Message):
+    __slots__ = ("name", "exact_distances", "max_distances", "set_max_distances", "daily_hash_budget")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXACT_DISTANCES_FIELD_NUMBER: _ClassVar[int]
+    MAX_DISTANCES_FIELD_NUMBER: _ClassVar[int]
+    SET_MAX_DISTANCES_FIELD_NUMBER: _ClassVar[int]
+    DAILY_HASH_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    exact_distances: bool
+    max_distances: _containers.RepeatedCompositeFieldContainer[SignalDistance]
+    set_max_distances: bool
+    daily_hash_budget: int
+    def __init__(self, name: _Optional[str] = ..., exact_distances: _Optional[bool] = ..., max_distances: _Optional[_Iterable[_Union[SignalDistance, _Mapping]]] = ..., set_max_distances: _Optional[bool] = ..., daily_hash_budget: _Optional[int] = ...) -> None: ...
+
+class UpdateApiKeyPolicyResponse(_message.Message):
+    __slots__ = ("api_key",)
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
+    api_key: ApiKey
+    def __init__(self, api_key: _Optional[_Union[ApiKey, _Mapping]] = ...) -> None: ...
+
+class RestoreApiKeyRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RestoreApiKeyResponse(_message.Message):
+    __slots__ = ("api_key",)
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
+    api_key: ApiKey
+    def __init__(self, api_key: _Optional[_Union[ApiKey, _Mapping]] = ...) -> None: ...
 
 class Organization(_message.Message):
     __slots__ = ("name", "display_name", "create_time")

@@ -50,6 +50,16 @@ class AdminServiceStub:
                 request_serializer=matcher_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=matcher_dot_v1_dot_admin__pb2.RevokeApiKeyResponse.FromString,
                 _registered_method=True)
+        self.UpdateApiKeyPolicy = channel.unary_unary(
+                '/matcher.v1.AdminService/UpdateApiKeyPolicy',
+                request_serializer=matcher_dot_v1_dot_admin__pb2.UpdateApiKeyPolicyRequest.SerializeToString,
+                response_deserializer=matcher_dot_v1_dot_admin__pb2.UpdateApiKeyPolicyResponse.FromString,
+                _registered_method=True)
+        self.RestoreApiKey = channel.unary_unary(
+                '/matcher.v1.AdminService/RestoreApiKey',
+                request_serializer=matcher_dot_v1_dot_admin__pb2.RestoreApiKeyRequest.SerializeToString,
+                response_deserializer=matcher_dot_v1_dot_admin__pb2.RestoreApiKeyResponse.FromString,
+                _registered_method=True)
         self.CreateOrganization = channel.unary_unary(
                 '/matcher.v1.AdminService/CreateOrganization',
                 request_serializer=matcher_dot_v1_dot_admin__pb2.CreateOrganizationRequest.SerializeToString,
@@ -86,7 +96,22 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokeApiKey(self, request, context):
-        """Revoke an API key; it stops working within seconds.
+        """Revoke an API key; it stops working within seconds, its open streams too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateApiKeyPolicy(self, request, context):
+        """Change what a partner key may learn and spend: exact distances (a risk), stricter
+        thresholds, a daily hash budget.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreApiKey(self, request, context):
+        """Lift a suspension that probing detection put on a key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +155,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeApiKey,
                     request_deserializer=matcher_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=matcher_dot_v1_dot_admin__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'UpdateApiKeyPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateApiKeyPolicy,
+                    request_deserializer=matcher_dot_v1_dot_admin__pb2.UpdateApiKeyPolicyRequest.FromString,
+                    response_serializer=matcher_dot_v1_dot_admin__pb2.UpdateApiKeyPolicyResponse.SerializeToString,
+            ),
+            'RestoreApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreApiKey,
+                    request_deserializer=matcher_dot_v1_dot_admin__pb2.RestoreApiKeyRequest.FromString,
+                    response_serializer=matcher_dot_v1_dot_admin__pb2.RestoreApiKeyResponse.SerializeToString,
             ),
             'CreateOrganization': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateOrganization,
@@ -229,6 +264,60 @@ class AdminService:
             '/matcher.v1.AdminService/RevokeApiKey',
             matcher_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.SerializeToString,
             matcher_dot_v1_dot_admin__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateApiKeyPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/matcher.v1.AdminService/UpdateApiKeyPolicy',
+            matcher_dot_v1_dot_admin__pb2.UpdateApiKeyPolicyRequest.SerializeToString,
+            matcher_dot_v1_dot_admin__pb2.UpdateApiKeyPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/matcher.v1.AdminService/RestoreApiKey',
+            matcher_dot_v1_dot_admin__pb2.RestoreApiKeyRequest.SerializeToString,
+            matcher_dot_v1_dot_admin__pb2.RestoreApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

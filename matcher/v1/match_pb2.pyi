@@ -8,11 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class MatchBand(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MATCH_BAND_UNSPECIFIED: _ClassVar[MatchBand]
+    MATCH_BAND_STRONG: _ClassVar[MatchBand]
+    MATCH_BAND_WEAK: _ClassVar[MatchBand]
+
 class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     VERDICT_UNSPECIFIED: _ClassVar[Verdict]
     VERDICT_CORRECT: _ClassVar[Verdict]
     VERDICT_WRONG: _ClassVar[Verdict]
+MATCH_BAND_UNSPECIFIED: MatchBand
+MATCH_BAND_STRONG: MatchBand
+MATCH_BAND_WEAK: MatchBand
 VERDICT_UNSPECIFIED: Verdict
 VERDICT_CORRECT: Verdict
 VERDICT_WRONG: Verdict
@@ -28,16 +37,18 @@ class Query(_message.Message):
     def __init__(self, hashes: _Optional[_Iterable[_Union[_hashes_pb2.Hash, _Mapping]]] = ..., max_distance: _Optional[int] = ..., query_id: _Optional[str] = ...) -> None: ...
 
 class MatchResult(_message.Message):
-    __slots__ = ("item_id", "signal_type", "distance", "hits")
+    __slots__ = ("item_id", "signal_type", "distance", "hits", "band")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_TYPE_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
     HITS_FIELD_NUMBER: _ClassVar[int]
+    BAND_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     signal_type: _hashes_pb2.SignalType
     distance: int
     hits: int
-    def __init__(self, item_id: _Optional[str] = ..., signal_type: _Optional[_Union[_hashes_pb2.SignalType, str]] = ..., distance: _Optional[int] = ..., hits: _Optional[int] = ...) -> None: ...
+    band: MatchBand
+    def __init__(self, item_id: _Optional[str] = ..., signal_type: _Optional[_Union[_hashes_pb2.SignalType, str]] = ..., distance: _Optional[int] = ..., hits: _Optional[int] = ..., band: _Optional[_Union[MatchBand, str]] = ...) -> None: ...
 
 class QueryResult(_message.Message):
     __slots__ = ("query_id", "matches")

@@ -62,8 +62,10 @@ class MatchServiceServicer:
 
     def Match(self, request, context):
         """Look up a batch of queries (images). Fails as a whole with INVALID_ARGUMENT and field
-        violations when any hash is malformed; RESOURCE_EXHAUSTED with RetryInfo when the caller
-        is over its rate limit.
+        violations when any hash is malformed or a query or request holds too many hashes;
+        RESOURCE_EXHAUSTED with RetryInfo when the caller is over its rate limit (charged per
+        hash), its daily budget, or is throttled for probing; PERMISSION_DENIED once its key is
+        suspended for probing (until an admin restores it, AdminService.RestoreApiKey).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

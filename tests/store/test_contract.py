@@ -106,6 +106,33 @@ def test_api_keys_are_stored_by_hash_and_revocable(store: Store, org_id: int) ->
         store.create_api_key("x", Role.PARTNER, 999, b"y" * 32, "mk_X", actor=OPERATOR)
 
 
+def test_key_policies_round_trip_and_are_audited(store: Store, org_id: int) -> None:
+    from datetime import UTC, datetime
+
+    from matcher.records import KeyPolicy
+
+    record = store.create_api_key("p", Role.PARTNER, None, b"p" * 32, "mk_P", actor=OPERATOR)
+    assert store.key_policy(record.id) == KeyPolicy()
+    at = datetime.fromtimestamp(1_700_000_000.123, UTC)
+    policy = KeyPolicy(
+        exact_distances=True,
+        max_distance={"pdq": 24},
+        daily_hashes=5,
+        suspended_at=at,
+        suspend_reason="near",
+    )
+    store.set_key_policy(record.id, policy, actor=OPERATOR, action="key.suspend", detail={"n": 3})
+    assert store.key_policy(record.id) == policy
+    with pytest.raises(NotFound):
+        store.set_key_policy(999, policy, actor=OPERATOR, action="key.policy")
+    store.record_audit("match.probe", actor=OPERATOR, detail={"key_id": record.id, "count": 9})
+    [probe, suspend] = store.audit_log(limit=2)
+    assert (probe.action, probe.detail) == ("match.probe", {"key_id": record.id, "count": 9})
+    assert (suspend.action, suspend.detail) == ("key.suspend", {"key_id": record.id, "n": 3})
+    with pytest.raises(ValueError):
+        store.record_audit("match.probe", actor=OPERATOR, detail={"value": "ab" * 16})
+
+
 def test_the_secret_key_is_stable_across_handles(backend: Backend, store: Store) -> None:
     key = store.secret_key()
     assert len(key) >= 32
