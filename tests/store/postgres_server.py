@@ -1,10 +1,11 @@
-"""A real, throwaway PostgreSQL server for the tests: ``initdb`` + ``pg_ctl`` in a temporary
+"""A real, throwaway PostgreSQL server for the tests: ``initdb`` and ``postgres`` in a temporary
 folder, from the binaries installed on the machine (Debian's ``postgresql-15``; ``.ci/run``
 installs them when missing).
 
 One server per test session (``postgres_server``), one fresh database per test
 (``postgres_url``). PostgreSQL refuses to run as root, so as root the server runs as the
-``postgres`` user (or ``nobody``) through ``runuser``, in a folder that user owns. It listens on
+``postgres`` user (or ``nobody``) through ``runuser``/``setpriv``, in a folder that user owns.
+The server is a child of the test process and dies with it. It listens on
 127.0.0.1 only, on a free port. ``fsync`` is off in this throwaway cluster only, to spare the
 shared test machine's disk; the store itself still sets ``synchronous_commit = on`` on every
 connection, as it does in production.
@@ -21,9 +22,11 @@ import itertools
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,12 +79,44 @@ class PostgresServer:
             "initdb", "-D", str(self.data), "-A", "trust", "-U", "matcher", "-E", "UTF8",
             "--no-sync", "--no-instructions",
         )  # fmt: skip
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.folder}"
-            " -c fsync=off -c full_page_writes=off -c max_connections=300"
-        )
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-o", options, "start")
         self.url = f"postgresql://matcher@127.0.0.1:{self.port}/postgres"
+        # The postmaster is a child of this process (not daemonised by pg_ctl) and gets SIGQUIT
+        # (immediate shutdown) when this process dies, however it dies: a killed test run
+        # leaves no server behind.
+        server = [
+            str(self.bin_dir / "postgres"), "-D", str(self.data), "-p", str(self.port),
+            "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.folder}",
+            "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "max_connections=300",
+        ]  # fmt: skip
+        if self._user is not None:
+            entry = pwd.getpwnam(self._user)
+            server = [
+                "setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
+                "--init-groups", "--pdeathsig=QUIT", *server,
+            ]  # fmt: skip
+            preexec = None
+        else:
+            preexec = _die_with_parent
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen(
+                server, stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=preexec
+            )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                psycopg.connect(self.url, connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "PostgreSQL did not start:\n" + self.log.read_text()
+                    ) from None
+                time.sleep(0.1)
 
     def _run(self, tool: str, *args: str) -> None:
         command = [str(self.bin_dir / tool), *args]
@@ -119,9 +154,21 @@ class PostgresServer:
         return b"".join(out)
 
     def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        self._process.send_signal(signal.SIGQUIT)  # immediate shutdown
+        try:
+            self._process.wait(30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(10)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGQUIT when the parent (the test run) dies."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGQUIT)
 
 
 @pytest.fixture(scope="session")
