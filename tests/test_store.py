@@ -75,7 +75,7 @@ def test_open_store_takes_a_path_or_a_url(tmp_path: Path) -> None:
 
 def test_an_empty_folder_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "new") as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION == 4
         tables = {r[0] for r in raw(store, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {
         "organisations",

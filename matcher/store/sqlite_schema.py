@@ -36,6 +36,23 @@ Why ``hashes.id`` was the index entry id (v2): an item's rows are one rowid rang
 reading (``item_codes``) or counting an item's hashes is a range seek with no secondary index,
 and the start-up scan hands entry ids to the index as stored.
 
+Schema version 4 (a bank nobody can poison)::
+
+    verdicts(item_id -> items, key_id -> api_keys, verdict 'correct'|'wrong', reason, at,
+             PK(item_id, key_id))         one current verdict per partner key and item
+    quarantines(item_id PK -> items, reason 'reports'|'flood', detail JSON, since)
+                                              open quarantines only (history: the audit)
+    items.reviewed_at                         last review; verdicts before it no longer count
+    match_counts(item_id, bucket, matches, PK(item_id, bucket))   matches per item per hour
+    allowlist(id PK AUTOINCREMENT, signal, value, label, source 'seed'|'admin', created_at,
+              UNIQUE(signal, value))      hashes of benign, widely shared pictures
+
+``items.reported_correct`` / ``reported_wrong`` are from now on the counts of the current
+verdicts (distinct partner keys); the counts a v3 folder held (anonymous repeats) are kept as
+they were, with no verdict rows behind them, so they never count towards a quarantine.
+The allowlist's values are not sealed: they are hashes of pictures known to be benign and
+public (a meme, a flat grey square), which say nothing about anyone.
+
 From version 1 to 2 (``_v2_items``), for data folders made before items existed:
 
 - each v1 enrollment call becomes one item: the hash rows of one case sharing one
@@ -309,7 +326,44 @@ def _v3_sealed(conn: sqlite3.Connection, cipher: ItemCipher) -> None:
         )
 
 
-MIGRATIONS: list[Migration] = [_V1, _v2_items, _v3_sealed]
+# Version 4: partner verdicts, quarantine, flood counts, the allowlist (issue 11).
+_V4: tuple[str, ...] = (
+    """CREATE TABLE verdicts (
+        item_id INTEGER NOT NULL REFERENCES items(id),
+        key_id INTEGER NOT NULL REFERENCES api_keys(id),
+        verdict TEXT NOT NULL CHECK (verdict IN ('correct', 'wrong')),
+        reason TEXT,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (item_id, key_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE quarantines (
+        item_id INTEGER PRIMARY KEY REFERENCES items(id),
+        reason TEXT NOT NULL CHECK (reason IN ('reports', 'flood')),
+        detail TEXT NOT NULL DEFAULT '{}',
+        since INTEGER NOT NULL
+    )""",
+    "ALTER TABLE items ADD COLUMN reviewed_at INTEGER",
+    # One row per item per hour with matches: a replica adds its counts every few seconds, so
+    # the flood rule sees every replica's matches without a write per match.
+    """CREATE TABLE match_counts (
+        item_id INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        matches INTEGER NOT NULL,
+        PRIMARY KEY (item_id, bucket)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE allowlist (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        signal TEXT NOT NULL,
+        value BLOB NOT NULL,
+        label TEXT NOT NULL DEFAULT '',
+        source TEXT NOT NULL CHECK (source IN ('seed', 'admin')),
+        created_at INTEGER NOT NULL,
+        UNIQUE (signal, value)
+    )""",
+)
+
+
+MIGRATIONS: list[Migration] = [_V1, _v2_items, _v3_sealed, _V4]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this code writes."""
