@@ -38,6 +38,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from matcher.errors import (
+    Allowlisted,
     Conflict,
     InvalidDistance,
     InvalidHash,
@@ -833,6 +834,7 @@ ERROR_CODES: list[tuple[type[MatcherError], grpc.StatusCode]] = [
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Allowlisted, grpc.StatusCode.FAILED_PRECONDITION),
     (Conflict, grpc.StatusCode.FAILED_PRECONDITION),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
 ]
@@ -871,7 +873,7 @@ def status_of(exc: BaseException) -> status_pb2.Status:
     status.details.add().Pack(
         error_details_pb2.ErrorInfo(reason=_class_of(exc).__name__, domain=ERROR_DOMAIN)
     )
-    if isinstance(exc, InvalidInput):
+    if isinstance(exc, InvalidInput | Allowlisted):
         violation = error_details_pb2.BadRequest.FieldViolation(
             field=exc.field, description=exc.reason
         )
@@ -904,7 +906,7 @@ def error_of(code: grpc.StatusCode, message: str, details: Iterable[Any] = ()) -
             retry_after = retry.retry_delay.ToMilliseconds() / 1000
     if cls is None:
         return MatcherError(f"{code.name}: {message or code.name}")
-    if issubclass(cls, InvalidInput):
+    if issubclass(cls, InvalidInput | Allowlisted):
         return cls(message, field=field)
     if issubclass(cls, RateLimited):
         return RateLimited(message, retry_after=retry_after)

@@ -15,6 +15,7 @@ from matcher.errors import InvalidInput
 from matcher.store.base import (
     AccountStore,
     AddedItems,
+    AllowlistStore,
     AuditReader,
     CaseStore,
     ChangeFeed,
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "AccountStore",
     "AddedItems",
+    "AllowlistStore",
     "AuditReader",
     "CaseStore",
     "ChangeFeed",
