@@ -44,7 +44,6 @@ __all__ = ["SeedEntry", "compute_entries", "patterns", "seed_entries"]
 _SIZE = 256
 
 
-
 @dataclass(frozen=True, slots=True)
 class SeedEntry:
     """One seed hash: its text form (``signal:hex``) and the pattern family it came from."""
