@@ -1,82 +1,88 @@
-"""How many real photos the allowlist would refuse: ``python -m bench.allowlist_photos [N]``.
+"""How many real photos the allowlist would refuse: ``python -m bench.allowlist_photos``.
 
-Hashes each photo of the shared data (``photos/``: BSDS500 and the clothing set; then ``pdq/``,
-Meta's conformance pictures, some of them nearly blank) with the shipped ``enroll`` profile, as a
-practitioner would, and asks the bank's own allowlist (a fresh store, seeded) whether the item
-would be refused. Prints a line per refused file and, at the end, the counts and the smallest
-distances seen (PDQ and pHash) to any seed entry. ``N``: stop after N photos (a random sample,
-fixed seed); default all of them. About a second per photo on one core.
+Each photo of the shared data (``photos/``: BSDS500 and the clothing set) is checked as a
+practitioner's enrollment would be under the shipped ``enroll`` profile, against the bank's own
+allowlist (a fresh store, seeded): its pHash, its full-picture PDQ hashes (the picture and its
+eight turns and flips) and, where ``bench.views_cache`` has hashed it (``MATCHER_BENCH_CACHE``;
+CPU-hours for all of them, resumable), every one of its enroll-profile PDQ views. Prints each
+refused photo, then the counts and the smallest distances seen to any seed entry.
+``--pdq-set``: also Meta's conformance pictures (``pdq/``), some of them nearly blank.
 """
 
 from __future__ import annotations
 
-import random
-import sys
+import argparse
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-from bench.conftest import DATA
+from bench.views_cache import CACHE, DATA, photos
 from matcher.bank import Bank
 from matcher.hashing.files import hash_file
-from matcher.signals import SIGNALS
+from matcher.signals import PDQ, SIGNALS, Hash
 
 _EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tiff"}
 
 
-def _nearest(bank: Bank, signal: str, values: list[bytes]) -> int | None:
-    # Smallest distance from any of ``values`` to any allowlist entry of ``signal`` (a brute
-    # force over the store's codes: for the report, not the product path).
-    st = SIGNALS[signal]
-    entries = [c.codes for c in bank.store.allowlist_codes().chunks if c.signal == signal]
-    if not entries or not values:
+def _nearest(table: np.ndarray | None, codes: np.ndarray) -> int | None:
+    # Smallest distance from any code to any entry (brute force: for the report only).
+    if table is None or not len(codes):
         return None
-    table = np.concatenate(entries)
-    codes = np.frombuffer(b"".join(values), np.uint8).reshape(len(values), st.byte_length)
     return int(np.bitwise_count(codes[:, None, :] ^ table[None, :, :]).sum(-1).min())
 
 
-def main(limit: int | None) -> None:
-    files = {
-        part: sorted(p for p in (DATA / part).rglob("*") if p.suffix.lower() in _EXTENSIONS)
-        for part in ("photos", "pdq")
-    }
-    for part in files.values():
-        random.Random(11).shuffle(part)
+def check(paths: list[Path], cached: dict[Path, int], bank: Bank, name: str) -> None:
+    chunks = {c.signal: c.codes for c in bank.store.allowlist_codes().chunks}
+    done = refused = full = 0
+    closest: dict[str, int] = {}
+    started = time.time()
+    for path in paths:
+        hashed = hash_file(path, signals=("pdq", "phash"), dihedral=True)
+        if not hashed.ok:
+            continue
+        hashes = [h for h in (hashed.dihedral or {}).values() if PDQ.meets_floor(h.quality)]
+        hashes.append(hashed.hashes["phash"])
+        k = cached.get(path)
+        view_file = CACHE / "enroll" / f"{k}.npy"
+        if k is not None and view_file.exists():
+            hashes += [Hash(PDQ, row.tobytes(), 100) for row in np.load(view_file)]
+            full += 1
+        done += 1
+        for signal in ("pdq", "phash"):
+            mine = [h.value for h in hashes if h.signal.name == signal]
+            if mine:
+                codes = np.frombuffer(b"".join(mine), np.uint8).reshape(
+                    len(mine), SIGNALS[signal].byte_length
+                )
+                d = _nearest(chunks.get(signal), codes)
+                if d is not None:
+                    closest[signal] = min(closest.get(signal, 10**6), d)
+        if bank.allowlist.first_near(hashes) is not None:
+            refused += 1
+            print(f"refused: {path.relative_to(DATA)}", flush=True)
+    print(
+        f"{name}: {refused} of {done} refused ({full} with every enroll view, the others on "
+        f"their pHash and full-picture PDQ) in {time.time() - started:.0f} s; nearest seed "
+        f"entry: {closest}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pdq-set", action="store_true", help="also check pdq/")
+    args = parser.parse_args()
+    order = photos()
     with tempfile.TemporaryDirectory() as folder, Bank.open(folder, load=False) as bank:
         bank.load()
         print(f"allowlist: {len(bank.allowlist)} seed entries", flush=True)
-        for part, paths in files.items():
-            done = refused = 0
-            closest: dict[str, int] = {}
-            started = time.time()
-            for path in paths[:limit]:
-                hashed = hash_file(path, profile="enroll")
-                if not hashed.ok:
-                    continue
-                try:
-                    item = hashed.to_item()
-                except ValueError:
-                    continue
-                done += 1
-                for name in ("pdq", "phash"):
-                    d = _nearest(
-                        bank, name, [h.value for h in item.hashes if h.signal.name == name]
-                    )
-                    if d is not None:
-                        closest[name] = min(closest.get(name, 10**6), d)
-                if bank.allowlist.first_near(item.hashes) is not None:
-                    refused += 1
-                    print(f"refused: {path.relative_to(DATA)}", flush=True)
-                if done % 100 == 0:
-                    print(f"{part}: {done} done, {refused} refused", flush=True)
-            print(
-                f"{part}: {refused} of {done} refused in {time.time() - started:.0f} s; "
-                f"nearest seed entry: {closest}",
-                flush=True,
-            )
+        check(order, {p: k for k, p in enumerate(order)}, bank, "photos")
+        if args.pdq_set:
+            extra = sorted(p for p in (DATA / "pdq").rglob("*") if p.suffix.lower() in _EXTENSIONS)
+            check(extra, {}, bank, "pdq")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else None)
+    main()

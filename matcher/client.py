@@ -42,6 +42,8 @@ from matcher import contract
 from matcher.errors import InvalidInput, MatcherError
 from matcher.principal import Role
 from matcher.records import (
+    AllowlistAdded,
+    AllowlistEntry,
     ApiKeyRecord,
     BankStats,
     CaseStatus,
@@ -69,6 +71,8 @@ from matcher.v1 import (
 __all__ = [
     "DEFAULT_TARGET",
     "MAX_ITEMS_PER_CALL",
+    "AllowlistAdded",
+    "AllowlistEntry",
     "ApiKeyRecord",
     "AsyncClient",
     "BankStats",
@@ -292,6 +296,54 @@ class _Calls:
             "RestoreApiKey",
             request,
             lambda r: contract.key_policy_from_pb(r.api_key.policy),
+        )
+
+    @staticmethod
+    def add_allowlist(hashes: Sequence[Hash], label: str) -> _Call[AllowlistAdded]:
+        request = admin_pb2.AddAllowlistEntriesRequest(
+            hashes=[contract.hash_to_pb(h) for h in hashes], label=label
+        )
+        return _Call(
+            "admin",
+            "AddAllowlistEntries",
+            request,
+            lambda r: AllowlistAdded(
+                [contract.allowlist_entry_from_pb(e) for e in r.entries], r.existing_count, -1
+            ),
+        )
+
+    @staticmethod
+    def list_allowlist(page_token: str = "") -> _Call[tuple[list[AllowlistEntry], str]]:
+        request = admin_pb2.ListAllowlistRequest(page_size=1000, page_token=page_token)
+        return _Call(
+            "admin",
+            "ListAllowlist",
+            request,
+            lambda r: (
+                [contract.allowlist_entry_from_pb(e) for e in r.entries],
+                r.next_page_token,
+            ),
+        )
+
+    @staticmethod
+    def remove_allowlist_entry(entry_id: int) -> _Call[AllowlistEntry]:
+        request = admin_pb2.RemoveAllowlistEntryRequest(
+            name=contract.allowlist_entry_name(entry_id)
+        )
+        return _Call(
+            "admin",
+            "RemoveAllowlistEntry",
+            request,
+            lambda r: contract.allowlist_entry_from_pb(r.entry),
+        )
+
+    @staticmethod
+    def seed_allowlist() -> _Call[tuple[int, int]]:
+        return _Call(
+            "admin",
+            "SeedAllowlist",
+            admin_pb2.SeedAllowlistRequest(),
+            lambda r: (int(r.added_count), int(r.existing_count)),
         )
 
     @staticmethod
@@ -535,6 +587,28 @@ class Client(_ClientBase):
         """Index sizes and case counts (admin); never a hash value."""
         return self._invoke(_Calls.stats())
 
+    def add_allowlist(self, hashes: Sequence[Hash], *, label: str) -> AllowlistAdded:
+        """Add the hashes of a benign, widely shared picture to the allowlist (admin): no item
+        looking like it is enrolled from then on, and matches on it are suppressed.
+        ``version`` of the result is -1 (the server's version is not sent)."""
+        return self._invoke(_Calls.add_allowlist(hashes, label))
+
+    def list_allowlist(self) -> list[AllowlistEntry]:
+        """Every allowlist entry: ids, signal types, labels, sources, dates; never values."""
+        entries, token = self._invoke(_Calls.list_allowlist())
+        while token:
+            more, token = self._invoke(_Calls.list_allowlist(token))
+            entries += more
+        return entries
+
+    def remove_allowlist_entry(self, entry_id: int) -> AllowlistEntry:
+        """Remove one allowlist entry (admin)."""
+        return self._invoke(_Calls.remove_allowlist_entry(entry_id))
+
+    def seed_allowlist(self) -> tuple[int, int]:
+        """Add the generated seed again (admin): (added now, held already)."""
+        return self._invoke(_Calls.seed_allowlist())
+
 
 class AsyncClient(_ClientBase):
     """The asyncio client: the same methods as ``Client``, awaited. Use within one event loop.
@@ -684,6 +758,26 @@ class AsyncClient(_ClientBase):
     async def restore_api_key(self, key_id: int) -> KeyPolicy:
         """Lift a key's suspension (see ``Client.restore_api_key``)."""
         return await self._invoke(_Calls.restore_api_key(key_id))
+
+    async def add_allowlist(self, hashes: Sequence[Hash], *, label: str) -> AllowlistAdded:
+        """Add hashes to the allowlist (see ``Client.add_allowlist``)."""
+        return await self._invoke(_Calls.add_allowlist(hashes, label))
+
+    async def list_allowlist(self) -> list[AllowlistEntry]:
+        """Every allowlist entry, never values (see ``Client.list_allowlist``)."""
+        entries, token = await self._invoke(_Calls.list_allowlist())
+        while token:
+            more, token = await self._invoke(_Calls.list_allowlist(token))
+            entries += more
+        return entries
+
+    async def remove_allowlist_entry(self, entry_id: int) -> AllowlistEntry:
+        """Remove one allowlist entry (see ``Client.remove_allowlist_entry``)."""
+        return await self._invoke(_Calls.remove_allowlist_entry(entry_id))
+
+    async def seed_allowlist(self) -> tuple[int, int]:
+        """Add the seed again (see ``Client.seed_allowlist``)."""
+        return await self._invoke(_Calls.seed_allowlist())
 
     async def create_organization(self, name: str) -> Organisation:
         """Create an organisation (see ``Client.create_organization``)."""

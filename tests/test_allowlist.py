@@ -181,3 +181,95 @@ def test_a_suppressed_match_is_counted_and_not_returned_while_other_items_still_
     text = urllib.request.urlopen(url, timeout=5).read().decode()
     assert "matcher_allowlist_suppressed_total 3.0" in text
     assert meme.hex not in text
+
+
+# -- the admin API, the SDK and the CLI
+
+
+def test_admins_manage_the_allowlist_through_the_api_and_values_never_come_back(
+    service: Running, rng: np.random.Generator
+) -> None:
+    from matcher.v1 import admin_pb2, admin_pb2_grpc
+
+    meme = [
+        Hash(PDQ, rng.integers(0, 256, 32, dtype=np.uint8).tobytes(), 90),
+        Hash(PHASH, b"\1" * 8),
+    ]
+    with service.client("admin") as admin:
+        seeded = admin.list_allowlist()
+        assert len(seeded) == len(seed_entries())
+        added = admin.add_allowlist([*meme, meme[0]], label="meme: cat")
+        assert (len(added.entries), added.existing) == (2, 1)
+        assert [(e.signal, e.label, e.source) for e in added.entries] == [
+            ("pdq", "meme: cat", "admin"),
+            ("phash", "meme: cat", "admin"),
+        ]
+        with pytest.raises(Allowlisted):
+            service.enroll([NewItem([flip_bits(meme[0], 10, rng)])])
+        from matcher.errors import InvalidInput
+
+        with pytest.raises(InvalidInput) as bad:
+            admin.add_allowlist(meme, label="a5" * 10)  # looks like a hash value
+        assert bad.value.field == "label"
+        with pytest.raises(InvalidInput):
+            admin.add_allowlist(meme, label="")
+        gone = admin.remove_allowlist_entry(added.entries[0].id)
+        assert gone.id == added.entries[0].id
+        assert service.enroll([NewItem([flip_bits(meme[0], 10, rng)])])[1].added == 1
+        assert admin.seed_allowlist() == (0, len(seed_entries()))
+    # The raw listing carries no value of any entry.
+    channel = grpc.insecure_channel(service.target)
+    raw = admin_pb2_grpc.AdminServiceStub(channel).ListAllowlist(
+        admin_pb2.ListAllowlistRequest(page_size=1000),
+        metadata=[("authorization", f"Bearer {service.keys['admin']}")],
+    )
+    channel.close()
+    wire = raw.SerializeToString()
+    assert len(raw.entries) == len(seed_entries()) + 1
+    assert meme[1].value not in wire
+    assert all(Hash.parse(e.hash).value not in wire for e in seed_entries())
+
+
+def test_partners_cannot_list_the_allowlist(service: Running) -> None:
+    from matcher.errors import PermissionDenied
+
+    for role in ("partner", "practitioner"):
+        with service.client(role) as c:
+            with pytest.raises(PermissionDenied):
+                c.list_allowlist()
+            with pytest.raises(PermissionDenied):
+                c.add_allowlist([Hash(PHASH, bytes(8))], label="x")
+            with pytest.raises(PermissionDenied):
+                c.remove_allowlist_entry(1)
+
+
+def test_the_cli_adds_lists_removes_and_seeds(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from matcher.cli import main
+
+    # Any picture will do for the CLI: a noisy one, so that it is not in the seed already.
+    noisy = np.random.default_rng(5).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    from PIL import Image
+
+    Image.fromarray(noisy).save(tmp_path / "meme.png")
+    data = ["--data", str(tmp_path / "data")]
+    runner = CliRunner()
+    out = runner.invoke(
+        main, ["allowlist", "add", *data, "--label", "meme: noise", str(tmp_path / "meme.png")]
+    )
+    assert out.exit_code == 0, out.output
+    added = json.loads(out.stdout)
+    assert added["added"] > 50 and added["existing"] == 0  # its enroll views and digests
+    listed = runner.invoke(main, ["allowlist", "list", *data])
+    entries = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert {e["source"] for e in entries} == {"admin"}  # a CLI-opened bank seeds nothing
+    assert all("value" not in e for e in entries)
+    removed = runner.invoke(main, ["allowlist", "remove", *data, str(entries[0]["id"])])
+    assert json.loads(removed.stdout)["id"] == entries[0]["id"]
+    seeded = runner.invoke(main, ["allowlist", "seed", *data])
+    assert json.loads(seeded.stdout) == {"added": len(seed_entries()), "existing": 0}
+    missing = runner.invoke(main, ["allowlist", "remove", *data, "999999"])
+    assert missing.exit_code == 1 and "no such allowlist entry" in missing.output

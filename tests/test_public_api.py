@@ -196,6 +196,8 @@ PUBLIC: dict[str, set[str]] = {
     "matcher.client": {
         "DEFAULT_TARGET",
         "MAX_ITEMS_PER_CALL",
+        "AllowlistAdded",
+        "AllowlistEntry",
         "ApiKeyRecord",
         "AsyncClient",
         "BankStats",

@@ -182,6 +182,14 @@ def _env(name: str) -> dict[str, Any]:
     **_env("STALE_AFTER"),
 )
 @click.option(
+    "--allowlist-seed/--no-allowlist-seed",
+    default=True,
+    show_default=True,
+    help="Seed an allowlist never seeded before with the generated featureless and "
+    "geometric pictures (once: removals stick; 'matcher allowlist seed' adds it again).",
+    **_env("ALLOWLIST_SEED"),
+)
+@click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
     default="text",
@@ -213,6 +221,7 @@ def serve_command(
     follow_poll: float,
     keep_log: float,
     stale_after: float,
+    allowlist_seed: bool,
     log_format: str,
     log_level: str,
 ) -> None:
@@ -271,7 +280,7 @@ def serve_command(
     postgres = bool(store_url and store_url.startswith(("postgresql://", "postgres://")))
     # Held until this process ends: a second server on the folder would never see our writes.
     lock = None if postgres else FolderLock.acquire(sqlite_folder(data, store_url), "matcher serve")
-    bank = Bank(open_store(store_url or data, key_file=key_file))
+    bank = Bank(open_store(store_url or data, key_file=key_file), allowlist_seed=allowlist_seed)
     try:
         if not any(k.active for k in bank.accounts.list_api_keys(by=Principal.operator("cli"))):
             where = f"--store {store_url}" if store_url else f"--data {data}"
