@@ -39,7 +39,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from matcher import contract
-from matcher.errors import InvalidInput, MatcherError
+from matcher.errors import Allowlisted, InvalidInput, MatcherError
 from matcher.principal import Role
 from matcher.records import (
     AllowlistAdded,
@@ -122,6 +122,16 @@ class _Call(Generic[R]):
     method: str
     request: Any
     parse: Callable[[Any], R]
+
+
+def _shifted(exc: Allowlisted, offset: int) -> Allowlisted:
+    # A refusal names the item within its call (``items[3]``); ``enroll`` cuts the caller's
+    # items into calls, so name it within the caller's whole list.
+    head, _, tail = exc.field.partition("[")
+    index, _, rest = tail.partition("]")
+    if head == "items" and index.isdigit() and offset:
+        return Allowlisted(exc.reason, field=f"items[{int(index) + offset}]{rest}")
+    return exc
 
 
 def _enroll_batches(
@@ -510,8 +520,14 @@ class Client(_ClientBase):
         committed (calling ``enroll`` again with the same items adds only what is missing).
         The result sums the calls.
         """
-        batches = _enroll_batches(_items(items), max_hashes)
-        return _sum_results(case, [self.add_items(case, batch) for batch in batches])
+        results, offset = [], 0
+        for batch in _enroll_batches(_items(items), max_hashes):
+            try:
+                results.append(self.add_items(case, batch))
+            except Allowlisted as exc:
+                raise _shifted(exc, offset) from None
+            offset += len(batch)
+        return _sum_results(case, results)
 
     def get_case(self, case: str) -> CaseStatus:
         """A case's state, counts and every item (practitioner of its organisation, admin)."""
@@ -691,9 +707,13 @@ class AsyncClient(_ClientBase):
         self, case: str, items: Iterable[ItemLike], *, max_hashes: int = 20_000
     ) -> EnrollResult:
         """Enroll any number of items in batched calls (see ``Client.enroll``)."""
-        results = []
+        results, offset = [], 0
         for batch in _enroll_batches(_items(items), max_hashes):
-            results.append(await self.add_items(case, batch))
+            try:
+                results.append(await self.add_items(case, batch))
+            except Allowlisted as exc:
+                raise _shifted(exc, offset) from None
+            offset += len(batch)
         return _sum_results(case, results)
 
     async def get_case(self, case: str) -> CaseStatus:

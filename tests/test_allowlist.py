@@ -273,3 +273,30 @@ def test_the_cli_adds_lists_removes_and_seeds(tmp_path: Path) -> None:
     assert json.loads(seeded.stdout) == {"added": len(seed_entries()), "existing": 0}
     missing = runner.invoke(main, ["allowlist", "remove", *data, "999999"])
     assert missing.exit_code == 1 and "no such allowlist entry" in missing.output
+
+
+def test_matcher_enroll_names_the_refused_file_and_enrolls_nothing(
+    service: Running, tmp_path: Path
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from matcher.cli import main
+
+    noisy = np.random.default_rng(8).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    from PIL import Image
+
+    Image.fromarray(noisy).save(tmp_path / "photo.png")
+    Image.new("RGB", (300, 200), (128, 128, 128)).save(tmp_path / "grey.png")
+    env = {"MATCHER_SERVER": service.target, "MATCHER_API_KEY": service.keys["practitioner"]}
+    runner = CliRunner()
+    case = json.loads(runner.invoke(main, ["case", "create"], env=env).stdout)["case"]
+    result = runner.invoke(
+        main, ["enroll", case, str(tmp_path / "photo.png"), str(tmp_path / "grey.png")], env=env
+    )
+    assert result.exit_code == 1
+    assert "grey.png: this picture looks like a widely shared or featureless" in result.stderr
+    assert "photo.png" not in result.stderr
+    status = json.loads(runner.invoke(main, ["case", "status", case], env=env).stdout)
+    assert status["item_count"] == 0
