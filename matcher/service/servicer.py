@@ -624,6 +624,9 @@ class AdminServicer(_Base, admin_pb2_grpc.AdminServiceServicer):
             daily_hashes=(
                 request.daily_hash_budget if request.HasField("daily_hash_budget") else None
             ),
+            named_in_reports=(
+                request.named_in_reports if request.HasField("named_in_reports") else None
+            ),
             by=who,
         )
         log.info("API key %d policy changed by %s", key_id, who.audit_name)
