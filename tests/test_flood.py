@@ -22,7 +22,7 @@ import pytest
 
 from matcher.bank.flood import FloodRule, hour_bucket, is_flood, window_count
 from matcher.principal import Principal
-from matcher.records import NewItem, Query, QuarantineReason
+from matcher.records import NewItem, QuarantineReason, Query
 from matcher.service import ServerConfig
 from tests.service_fixtures import Running, random_pdq, start_server, stop_server
 

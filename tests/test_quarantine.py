@@ -20,11 +20,10 @@ from grpc_status import rpc_status
 from matcher.client import Client
 from matcher.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from matcher.principal import Principal, Role
-from matcher.records import ItemState, NewItem, Query, QuarantineReason, ReportReason
+from matcher.records import ItemState, NewItem, QuarantineReason, Query, ReportReason
 from matcher.service import ServerConfig
 from matcher.v1 import match_pb2, match_pb2_grpc
 from tests.service_fixtures import Running, random_pdq, start_server, stop_server
-
 
 
 def _matched(client: Client, item: NewItem) -> bool:
@@ -188,9 +187,7 @@ def test_unknown_verdicts_and_reasons_are_refused(
 @pytest.fixture
 def strict(tmp_path: Path) -> Iterator[Running]:
     """A server quarantining after 3 distinct partners."""
-    config = ServerConfig(
-        address="127.0.0.1:0", metrics_address="127.0.0.1:0", quarantine_after=3
-    )
+    config = ServerConfig(address="127.0.0.1:0", metrics_address="127.0.0.1:0", quarantine_after=3)
     running, thread = start_server(tmp_path / "data", config)
     assert running.bank.wait_ready(120)
     try:
@@ -212,3 +209,44 @@ def test_k_is_configurable(strict: Running, rng: np.random.Generator) -> None:
         with Client(strict.target, third) as three:
             three.report(item_id, correct=False)
         assert not _matched(one, item)
+
+
+def test_the_review_commands(service: Running, rng: np.random.Generator) -> None:
+    import csv
+    import io
+    import json
+
+    from click.testing import CliRunner
+
+    from matcher.cli import main
+
+    item = NewItem([random_pdq(rng)], label="photo 1")
+    case, _ = service.enroll([item])
+    with service.client("partner") as one, service.client("exact") as two:
+        item_id = _item_id(one, item)
+        one.report(item_id, correct=False)
+        two.report(item_id, correct=False)
+
+    def run(*args: str) -> str:
+        env = {"MATCHER_SERVER": service.target, "MATCHER_API_KEY": service.keys["practitioner"]}
+        result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    name = f"cases/{case.number}/items/1"
+    [row] = [json.loads(line) for line in run("review", "list").splitlines()]  # not a terminal
+    assert (row["item"], row["reason"], row["partners"], row["label"]) == (
+        name,
+        "reports",
+        2,
+        "photo 1",
+    )
+    [csv_row] = list(csv.DictReader(io.StringIO(run("review", "list", "--format", "csv"))))
+    assert csv_row["item"] == name
+    table = run("review", "list", "--format", "table")
+    assert table.splitlines()[0].startswith("ITEM") and name in table
+    restored = json.loads(run("review", "restore", name, "--note", "checked"))
+    assert restored["quarantine"] is None and restored["reviewed_at"]
+    assert "nothing to review" in run("review", "list", "--format", "table")
+    with service.client("partner") as one:
+        assert _matched(one, item)

@@ -97,7 +97,7 @@ def review_list(remote: Remote, fmt: str | None, org: int | None) -> None:
     if fmt == "table":
         _table(rows)
         return
-    out = Writer(click.get_text_stream("stdout"), fmt, _COLUMNS)
+    out = Writer(sys.stdout, fmt, _COLUMNS)
     for row in rows:
         out.write(row)
 
