@@ -345,7 +345,7 @@ class SQLiteStore:
     >>> import tempfile
     >>> with SQLiteStore(tempfile.mkdtemp()) as store:
     ...     store.schema_version
-    3
+    4
     """
 
     def __init__(
