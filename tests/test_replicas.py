@@ -21,9 +21,9 @@ import pytest
 
 from matcher.bank import Bank
 from matcher.client import Client
-from matcher.errors import Conflict
+from matcher.errors import Conflict, NotFound, RateLimited
 from matcher.principal import Principal, Role
-from matcher.records import NewItem, Query
+from matcher.records import CaseState, NewItem, Query
 from matcher.signals import MD5, PDQ, PHASH, Hash
 from matcher.store.postgres import PostgresStore
 
@@ -60,7 +60,8 @@ class Replica:
         env = dict(
             os.environ,
             MATCHER_STORE=self.url,
-            MATCHER_ADDRESS=self.target,
+            # Every interface, IPv6 too: a victim test calls from [::1], another address.
+            MATCHER_ADDRESS=f"[::]:{self.port}",
             MATCHER_METRICS_ADDRESS="off",
             MATCHER_FOLLOW_POLL="0.2",
             MATCHER_GRACE="0",
@@ -220,6 +221,24 @@ def test_a_killed_replica_leaves_the_other_serving_and_catches_up_on_restart(
         while not _matched(b, after):
             assert time.monotonic() < deadline
             time.sleep(0.01)
+
+
+def test_failed_victim_guesses_spread_over_replicas_count_together(cluster: Cluster) -> None:
+    """The failure budgets are in the store: 3 wrong guesses through A and 2 through B spend
+    the address's 5 (per replica each would still have budget left), so both refuse it now;
+    the victim, from another address, still withdraws with the right secret."""
+    with cluster.client(cluster.a, "practitioner") as practitioner:
+        case = practitioner.create_case()
+    with Client(cluster.a.target) as a, Client(cluster.b.target) as b:
+        for replica in (a, b, a, b, a):
+            with pytest.raises(NotFound):
+                replica.get_case_with_secret(case.number, "not the secret")
+        for replica in (a, b):
+            with pytest.raises(RateLimited) as err:
+                replica.withdraw_with_secret(case.number, "not the secret")
+            assert 60 < err.value.retry_after <= 900
+    with Client(f"[::1]:{cluster.b.port}") as victim:
+        assert victim.withdraw_with_secret(case.number, case.secret).state is CaseState.WITHDRAWN
 
 
 def test_a_follower_behind_a_trimmed_log_reloads_from_a_snapshot(postgres_url: str) -> None:

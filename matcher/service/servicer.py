@@ -34,7 +34,7 @@ from matcher.principal import Principal, Role
 from matcher.records import ItemMatch, KeyPolicy, Query
 from matcher.service.auth import _SUSPENDED, PUBLIC, Guard, Malformed, peer_host, rpc, stream
 from matcher.service.dispatch import MatchDispatcher
-from matcher.service.limits import Limiter
+from matcher.service.guesses import GuessLimits
 from matcher.service.metrics import Metrics
 from matcher.v1 import (
     admin_pb2,
@@ -84,8 +84,9 @@ class ServiceLimits:
     """Failed victim calls (wrong number or secret) allowed per peer address, refused with
     RetryInfo beyond (a victim is refused only for their own address's failures)..."""
     secret_window_seconds: float = 900.0
-    """...refilled over this many seconds. Per case and overall, failures past the same bound
-    are not refused but answered after a backoff (doubling per failure, at most
+    """...within any window of this many seconds (sliding by a fifteenth of it), counted in
+    the store over every replica. Per case and overall, failures past the same bound are not
+    refused but answered after a backoff (doubling per failure, at most
     ``secret_backoff_seconds``): the correct secret is always checked and always works."""
     secret_backoff_seconds: float = 10.0
     secret_overall_failures: int = 200
@@ -379,12 +380,15 @@ class CaseServicer(_Base, cases_pb2_grpc.CaseServiceServicer):
 
     def __init__(self, bank: Bank, guard: Guard, metrics: Metrics, limits: ServiceLimits) -> None:
         super().__init__(bank, guard, metrics, limits)
-        per_second = limits.secret_failures / limits.secret_window_seconds
-        self.peer_failures = Limiter(rate=per_second, burst=limits.secret_failures)
-        self.case_failures = Limiter(rate=per_second, burst=limits.secret_failures)
-        overall = limits.secret_overall_failures
-        self.all_failures = Limiter(rate=overall / limits.secret_window_seconds, burst=overall)
-        self._over: dict[object, int] = {}
+        # Counted in the store: every replica's failures count against one budget.
+        self.guesses = GuessLimits(
+            bank.store,
+            bank.store.secret_key(),
+            failures=limits.secret_failures,
+            window=limits.secret_window_seconds,
+            overall=limits.secret_overall_failures,
+            backoff=limits.secret_backoff_seconds,
+        )
         self._checks: asyncio.Semaphore | None = None
 
     @rpc(*_PRACTITIONER)
@@ -438,32 +442,15 @@ class CaseServicer(_Base, cases_pb2_grpc.CaseServiceServicer):
 
     # -- victims: a case number and its secret instead of an API key
 
-    def _backoff(self, key: object, limiter: Limiter) -> float:
-        """Seconds a call on ``key`` waits: 0 within the failure budget, then doubling with
-        each failure past it, at most ``secret_backoff_seconds``."""
-        try:
-            limiter.check(key)
-        except RateLimited:
-            over = self._over.get(key, 0)
-            return float(min(self.limits.secret_backoff_seconds, 2.0 ** min(over, 16)))
-        self._over.pop(key, None)
-        return 0.0
-
-    def _failed(self, key: object, limiter: Limiter) -> None:
-        try:
-            limiter.check(key)
-        except RateLimited:
-            if len(self._over) > 100_000:
-                self._over.clear()
-            self._over[key] = self._over.get(key, 0) + 1
-        limiter.spend(key)
-
     async def _as_victim(self, request: Any, context: Any, fn: Callable[..., T], *args: Any) -> T:
         """Call ``fn(case_number, secret, *args)`` for a victim, limiting failed guesses so
         that guessing stays hopeless and the victim is never locked out.
 
         - Per peer address: failures past the budget are refused with RetryInfo, saying when
           to try again. Only this address's own failures count against it.
+        - Every budget is counted in the store (``matcher.service.guesses``), so failures
+          spread over several replicas count together: one read per call, one write per
+          failure, the address and the case only as keyed hashes.
         - Per case (keyed by the normalised number: ``s5py1c3ed5wj`` and ``S5PY-1C3E-D5WJ``
           share one) and overall: failures past the budget make later calls *wait* (a backoff
           doubling per failure, at most ``secret_backoff_seconds``), never refuse them. So a
@@ -473,52 +460,44 @@ class CaseServicer(_Base, cases_pb2_grpc.CaseServiceServicer):
           over all addresses (~80 a second on two cores) against 100-bit secrets.
 
         The number and secret are bounded in length (``contract.case_secret_from_pb``) before
-        any state is kept for them. Wrong attempts are logged and audited with the case (when
-        it exists) and the address, never the secret.
+        any state is kept for them. Wrong attempts are logged with the address and audited with
+        the case (when it exists), never with the secret; the store never holds the address.
         """
         number, secret = contract.case_secret_from_pb(request.case_number, request.secret)
-        case_key = ("case", credentials.normalise_case_number(number))
+        case = credentials.normalise_case_number(number)
         peer = peer_host(context)[:64]
-        peer_key = ("peer", peer)
-        try:
-            self.peer_failures.check(peer_key)
-        except RateLimited as exc:
+        verdict = await _run(self.guesses.check, peer, case)
+        if verdict.refuse_for is not None:
             self.metrics.victim_refused.labels("address").inc()
             log.info("victim call refused: too many failures from this address")
             raise RateLimited(
                 "too many failed attempts from your address: try again in "
-                f"{max(1, round(exc.retry_after))} s",
-                retry_after=exc.retry_after,
-            ) from None
-        wait = max(
-            self._backoff(case_key, self.case_failures),
-            self._backoff("all", self.all_failures),
-        )
-        if wait:
-            await asyncio.sleep(wait)
+                f"{max(1, round(verdict.refuse_for))} s",
+                retry_after=verdict.refuse_for,
+            )
+        if verdict.wait:
+            await asyncio.sleep(verdict.wait)
         if self._checks is None:
             self._checks = asyncio.Semaphore(self.limits.secret_checks)
         try:
             async with self._checks:
                 return await _run(fn, number, secret, *args)
         except NotFound:
-            self._failed(peer_key, self.peer_failures)
-            self._failed(case_key, self.case_failures)
-            self._failed("all", self.all_failures)
+            await _run(self.guesses.failed, peer, case)
             self.metrics.victim_refused.labels("secret").inc()
-            record = await _run(self.bank.store.get_case, case_key[1])
+            record = await _run(self.bank.store.get_case, case)
             case_id = record.id if record is not None else None
             log.info(
                 "victim call refused (wrong number or secret)%s from %s",
                 f" on case id {case_id}" if case_id is not None else "",
                 peer,
             )
+            # The address goes to the log line above, never into the store (audit included).
             await _run(
                 self.bank.store.record_audit,
                 Action.VICTIM_REFUSED,
                 actor=Principal.victim(),
                 case_id=case_id,
-                detail={"peer": peer},
             )
             raise
 

@@ -74,6 +74,7 @@ __all__ = [
     "AuditReader",
     "CaseStore",
     "ChangeFeed",
+    "GuessStore",
     "MatchStore",
     "Snapshot",
     "Store",
@@ -363,8 +364,25 @@ class AuditReader(Protocol):
         ...
 
 
+class GuessStore(Protocol):
+    """Failed victim guesses, counted in time buckets, so that every replica's failures count
+    against one budget (``matcher.service.guesses``). A key is opaque bytes of at most 32
+    (the caller's keyed hash: never an address or a case number in clear); a bucket is a
+    whole number of the caller's time unit."""
+
+    def guess_failures(self, keys: Sequence[bytes], *, since: int) -> dict[bytes, dict[int, int]]:
+        """The failures of each of ``keys`` per bucket, for the buckets from ``since`` on (keys
+        without any are left out): one read, fresh, so it sees every commit before it."""
+        ...
+
+    def add_guess_failure(self, keys: Sequence[bytes], *, bucket: int, prune_before: int) -> None:
+        """Count one failure on each of ``keys`` in ``bucket``, and delete every key's buckets
+        before ``prune_before``, in one transaction (committed before it returns)."""
+        ...
+
+
 @runtime_checkable
-class Store(AccountStore, CaseStore, MatchStore, ChangeFeed, AuditReader, Protocol):
+class Store(AccountStore, CaseStore, MatchStore, ChangeFeed, AuditReader, GuessStore, Protocol):
     """A whole backend: every part above, its secret key, and ``close``."""
 
     def secret_key(self) -> bytes:

@@ -713,6 +713,38 @@ class PostgresStore:
 
         threading.Thread(target=run, name="matcher-vacuum", daemon=True).start()
 
+    # -- failed victim guesses
+
+    def guess_failures(self, keys: Sequence[bytes], *, since: int) -> dict[bytes, dict[int, int]]:
+        """Failures per key and bucket from ``since`` on (see ``GuessStore``)."""
+        if not keys:
+            return {}
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT key, bucket, failures FROM guess_failures "
+                "WHERE key = ANY(%s::bytea[]) AND bucket >= %s",
+                ([bytes(k) for k in keys], since),
+            ).fetchall()
+        out: dict[bytes, dict[int, int]] = {}
+        for key, bucket, failures in rows:
+            out.setdefault(bytes(key), {})[int(bucket)] = int(failures)
+        return out
+
+    def add_guess_failure(self, keys: Sequence[bytes], *, bucket: int, prune_before: int) -> None:
+        """Count one failure per key in ``bucket``, prune old buckets (see ``GuessStore``).
+
+        The rows are upserted in one fixed order (sorted keys), so two replicas counting
+        failures on the same keys at once wait for each other, never deadlock."""
+        with self._write() as w:
+            w.execute("DELETE FROM guess_failures WHERE bucket < %s", (prune_before,))
+            with w.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO guess_failures(key, bucket, failures) VALUES (%s, %s, 1) "
+                    "ON CONFLICT (key, bucket) DO UPDATE SET "
+                    "failures = guess_failures.failures + 1",
+                    [(bytes(k), bucket) for k in sorted(set(keys))],
+                )
+
     # -- matching
 
     def active_items(self, item_ids: Sequence[int]) -> set[int]:

@@ -24,7 +24,7 @@ key (outside the database: ``MATCHER_STORE_KEY`` or a key file, the same for eve
 and ``meta.secret_key`` is stored wrapped. A version-2 database is sealed in place.
 
 Schema version 4, as on SQLite: ``verdicts``, ``quarantines``, ``items.reviewed_at``,
-``match_counts`` and ``allowlist`` (see ``matcher.store.sqlite_schema``).
+``match_counts``, ``allowlist`` and ``guess_failures`` (see ``matcher.store.sqlite_schema``).
 """
 
 from __future__ import annotations
@@ -200,6 +200,13 @@ _V4: tuple[str, ...] = (
         created_at BIGINT NOT NULL,
         UNIQUE (signal, value)
     )""",
+    """CREATE TABLE guess_failures (
+        key BYTEA NOT NULL,
+        bucket BIGINT NOT NULL,
+        failures BIGINT NOT NULL,
+        PRIMARY KEY (key, bucket)
+    )""",
+    "CREATE INDEX guess_failures_by_bucket ON guess_failures(bucket)",
 )
 
 

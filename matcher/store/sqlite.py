@@ -1022,6 +1022,37 @@ class SQLiteStore:
             self._purge_timer = None
         self._purge_wal()
 
+    # -- failed victim guesses
+
+    def guess_failures(self, keys: Sequence[bytes], *, since: int) -> dict[bytes, dict[int, int]]:
+        """Failures per key and bucket from ``since`` on (see ``GuessStore``)."""
+        if not keys:
+            return {}
+        # A handful of keys (address, case, overall): one placeholder each.
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT key, bucket, failures FROM guess_failures WHERE bucket >= ? AND key IN "
+                f"({','.join('?' * len(keys))})",
+                (since, *[bytes(k) for k in keys]),
+            )
+            .fetchall()
+        )
+        out: dict[bytes, dict[int, int]] = {}
+        for key, bucket, failures in rows:
+            out.setdefault(bytes(key), {})[int(bucket)] = int(failures)
+        return out
+
+    def add_guess_failure(self, keys: Sequence[bytes], *, bucket: int, prune_before: int) -> None:
+        """Count one failure per key in ``bucket``, prune old buckets (see ``GuessStore``)."""
+        with self._write() as w:
+            w.execute("DELETE FROM guess_failures WHERE bucket < ?", (prune_before,))
+            w.executemany(
+                "INSERT INTO guess_failures(key, bucket, failures) VALUES (?, ?, 1) "
+                "ON CONFLICT (key, bucket) DO UPDATE SET failures = failures + 1",
+                [(bytes(k), bucket) for k in sorted(set(keys))],
+            )
+
     # -- matching
 
     def active_items(self, item_ids: Sequence[int]) -> set[int]:

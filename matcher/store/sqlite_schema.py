@@ -46,6 +46,8 @@ Schema version 4 (a bank nobody can poison)::
     match_counts(item_id, bucket, matches, PK(item_id, bucket))   matches per item per hour
     allowlist(id PK AUTOINCREMENT, signal, value, label, source 'seed'|'admin', created_at,
               UNIQUE(signal, value))      hashes of benign, widely shared pictures
+    guess_failures(key, bucket, failures, PK(key, bucket))   failed victim guesses per keyed
+                                              address / case / overall, per time bucket
 
 ``items.reported_correct`` / ``reported_wrong`` are from now on the counts of the current
 verdicts (distinct partner keys); the counts a v3 folder held (anonymous repeats) are kept as
@@ -360,6 +362,16 @@ _V4: tuple[str, ...] = (
         created_at INTEGER NOT NULL,
         UNIQUE (signal, value)
     )""",
+    # Failed victim guesses (issue 12), per key and time bucket, so every replica counts them
+    # together: a key is an HMAC of an address, a case number or "all" under the store's
+    # secret key (``matcher.service.guesses``), never the address or number itself.
+    """CREATE TABLE guess_failures (
+        key BLOB NOT NULL,
+        bucket INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        PRIMARY KEY (key, bucket)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX guess_failures_by_bucket ON guess_failures(bucket)",
 )
 
 

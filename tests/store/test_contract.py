@@ -746,3 +746,54 @@ def test_a_closed_store_refuses_calls(backend: Backend, case_id: int) -> None:
         store.active_items([1])
     with pytest.raises(Unavailable):
         store.snapshot().__enter__()
+
+
+# -- failed victim guesses
+
+
+def test_guess_failures_count_per_key_and_bucket_across_handles_and_prune(
+    backend: Backend, store: Store
+) -> None:
+    """Failures written through one handle (one replica) are read through another, per key
+    and bucket from ``since`` on; old buckets go with the next failure."""
+    other = backend.store()
+    peer, case, everyone = os.urandom(16), os.urandom(16), os.urandom(16)
+    assert store.guess_failures([peer, case], since=0) == {}
+    store.add_guess_failure([peer, case, everyone], bucket=100, prune_before=70)
+    other.add_guess_failure([peer, case, everyone], bucket=100, prune_before=70)
+    other.add_guess_failure([case, everyone], bucket=101, prune_before=71)
+    assert store.guess_failures([peer, case, everyone], since=90) == {
+        peer: {100: 2},
+        case: {100: 2, 101: 1},
+        everyone: {100: 2, 101: 1},
+    }
+    assert other.guess_failures([case], since=101) == {case: {101: 1}}
+    assert store.guess_failures([os.urandom(16)], since=0) == {}
+    store.add_guess_failure([peer], bucket=140, prune_before=101)
+    assert other.guess_failures([peer, case, everyone], since=0) == {
+        peer: {140: 1},
+        case: {101: 1},
+        everyone: {101: 1},
+    }
+
+
+def test_guess_failures_from_many_threads_are_all_counted(backend: Backend, store: Store) -> None:
+    """Replicas counting on the same keys at once (the "all" key is every failure's) lose no
+    count and never deadlock."""
+    shared, handles = os.urandom(16), [backend.store() for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def fail(handle: Store) -> None:
+        try:
+            for _ in range(20):
+                handle.add_guess_failure([os.urandom(16), shared], bucket=7, prune_before=0)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fail, args=(h,)) for h in [*handles, *handles]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.guess_failures([shared], since=0) == {shared: {7: 80}}
