@@ -43,6 +43,8 @@ class Action(enum.StrEnum):
     ALLOWLIST_REMOVE = "allowlist.remove"
     ALLOWLIST_SEED = "allowlist.seed"
     ENROLL_REFUSED = "case.enroll_refused"
+    ITEM_QUARANTINE = "item.quarantine"
+    ITEM_REVIEW = "item.review"
 
 
 # Names of the schema-1 actions that schema 2 renamed (the migration rewrites old rows).

@@ -32,6 +32,8 @@ def test_the_vocabulary() -> None:
         "allowlist.remove",
         "allowlist.seed",
         "case.enroll_refused",
+        "item.quarantine",
+        "item.review",
     }
 
 

@@ -49,6 +49,7 @@ def test_sync_and_async_clients_have_the_same_methods() -> None:
         "create_organization", "stats", "healthy", "close", "update_key_policy",
         "restore_api_key", "add_allowlist", "list_allowlist", "remove_allowlist_entry",
         "seed_allowlist",
+        "review_queue", "review_item",
     }  # fmt: skip
     assert planned == set(sync)
 
