@@ -39,6 +39,8 @@ class Action(enum.StrEnum):
     KEY_RESTORE = "key.restore"
     MATCH_PROBE = "match.probe"
     VICTIM_REFUSED = "victim.refused"
+    ITEM_QUARANTINE = "item.quarantine"
+    ITEM_REVIEW = "item.review"
 
 
 # Names of the schema-1 actions that schema 2 renamed (the migration rewrites old rows).

@@ -55,6 +55,9 @@ from matcher.records import (
     Organisation,
     Query,
     QueryResult,
+    ReportReason,
+    ReviewDecision,
+    ReviewEntry,
 )
 from matcher.signals import SIGNALS, Hash, SignalType
 from matcher.v1 import (
@@ -171,11 +174,41 @@ class _Calls:
         return _Call("match", "Match", request, lambda r: contract.results_from_pb(r.results))
 
     @staticmethod
-    def report(item_id: str, correct: bool) -> _Call[None]:
+    def report(item_id: str, correct: bool, reason: ReportReason | str | None) -> _Call[None]:
         request = match_pb2.ReportMatchRequest(
-            item_id=item_id, verdict=contract.verdict_to_pb(correct)
+            item_id=item_id,
+            verdict=contract.verdict_to_pb(correct),
+            reason=contract.reason_to_pb(reason),
         )
         return _Call("match", "ReportMatch", request, lambda r: None)
+
+    @staticmethod
+    def review_queue(
+        organization: int | None, page_token: str = ""
+    ) -> _Call[tuple[list[ReviewEntry], str]]:
+        request = cases_pb2.ListReviewQueueRequest(
+            page_size=1000,
+            page_token=page_token,
+            organization=contract.organization_name(organization),
+        )
+        return _Call(
+            "cases",
+            "ListReviewQueue",
+            request,
+            lambda r: ([contract.review_entry_from_pb(e) for e in r.entries], r.next_page_token),
+        )
+
+    @staticmethod
+    def review_item(
+        case: str, number: int, decision: ReviewDecision | str, note: str
+    ) -> _Call[ItemStatus]:
+        number_ = contract.case_number_from_name(case, field="case")
+        request = cases_pb2.ReviewItemRequest(
+            name=contract.item_name(number_, number),
+            decision=contract.review_decision_to_pb(decision),
+            note=note,
+        )
+        return _Call("cases", "ReviewItem", request, lambda r: contract.item_from_pb(r.item))
 
     @staticmethod
     def create_case(organization: int | None) -> _Call[NewCase]:
@@ -265,8 +298,11 @@ class _Calls:
         exact_distances: bool | None,
         max_distance: dict[str, int] | None,
         daily_hashes: int | None,
+        named_in_reports: bool | None = None,
     ) -> _Call[KeyPolicy]:
         request = admin_pb2.UpdateApiKeyPolicyRequest(name=contract.api_key_name(key_id))
+        if named_in_reports is not None:
+            request.named_in_reports = named_in_reports
         if exact_distances is not None:
             request.exact_distances = exact_distances
         if max_distance is not None:
@@ -435,9 +471,29 @@ class Client(_ClientBase):
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
-    def report(self, item_id: str, correct: bool) -> None:
-        """Say whether a matched item was right (a re-upload) or wrong (a false match)."""
-        self._invoke(_Calls.report(item_id, correct))
+    def report(
+        self, item_id: str, correct: bool, *, reason: ReportReason | str | None = None
+    ) -> None:
+        """Say whether a matched item was right (a re-upload) or wrong (a false match), with
+        an optional reason code (``ReportReason`` or its name, e.g. ``"widely_shared"``). Your
+        key's later verdict on the same item replaces this one; it counts once."""
+        self._invoke(_Calls.report(item_id, correct, reason))
+
+    def review_queue(self, organization: int | None = None) -> list[ReviewEntry]:
+        """Quarantined items waiting for review, oldest first (practitioner: its own
+        organisation's; admin: all, or ``organization``'s)."""
+        entries, token = self._invoke(_Calls.review_queue(organization))
+        while token:
+            more, token = self._invoke(_Calls.review_queue(organization, token))
+            entries += more
+        return entries
+
+    def review_item(
+        self, case: str, number: int, decision: ReviewDecision | str, *, note: str = ""
+    ) -> ItemStatus:
+        """Decide on a quarantined item (practitioner): ``"restore"`` (it matches again) or
+        ``"withdraw"`` (its hashes are deleted); ``note`` goes into the audit trail."""
+        return self._invoke(_Calls.review_item(case, number, decision, note))
 
     def create_case(self, organization: int | None = None) -> NewCase:
         """Open a case (practitioners: for their organisation; admins name one). The result's
@@ -512,15 +568,19 @@ class Client(_ClientBase):
         exact_distances: bool | None = None,
         max_distance: dict[str, int] | None = None,
         daily_hashes: int | None = None,
+        named_in_reports: bool | None = None,
     ) -> KeyPolicy:
         """Change what a key may learn and spend (admin); None leaves a setting as it is.
 
         ``exact_distances=True`` is a risk: that key's matches carry exact distances, enough
         to read a stored hash back from one re-upload. ``max_distance`` (per signal name,
-        stricter than the bank's; ``{}`` clears), ``daily_hashes`` (0 clears).
+        stricter than the bank's; ``{}`` clears), ``daily_hashes`` (0 clears),
+        ``named_in_reports`` (the partner agreed to be named beside its verdicts).
         """
         return self._invoke(
-            _Calls.update_key_policy(key_id, exact_distances, max_distance, daily_hashes)
+            _Calls.update_key_policy(
+                key_id, exact_distances, max_distance, daily_hashes, named_in_reports
+            )
         )
 
     def restore_api_key(self, key_id: int) -> KeyPolicy:
@@ -601,9 +661,25 @@ class AsyncClient(_ClientBase):
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
-    async def report(self, item_id: str, correct: bool) -> None:
+    async def report(
+        self, item_id: str, correct: bool, *, reason: ReportReason | str | None = None
+    ) -> None:
         """Say whether a matched item was right or wrong (see ``Client.report``)."""
-        await self._invoke(_Calls.report(item_id, correct))
+        await self._invoke(_Calls.report(item_id, correct, reason))
+
+    async def review_queue(self, organization: int | None = None) -> list[ReviewEntry]:
+        """Quarantined items waiting for review (see ``Client.review_queue``)."""
+        entries, token = await self._invoke(_Calls.review_queue(organization))
+        while token:
+            more, token = await self._invoke(_Calls.review_queue(organization, token))
+            entries += more
+        return entries
+
+    async def review_item(
+        self, case: str, number: int, decision: ReviewDecision | str, *, note: str = ""
+    ) -> ItemStatus:
+        """Decide on a quarantined item (see ``Client.review_item``)."""
+        return await self._invoke(_Calls.review_item(case, number, decision, note))
 
     async def create_case(self, organization: int | None = None) -> NewCase:
         """Open a case (see ``Client.create_case``)."""
@@ -675,10 +751,13 @@ class AsyncClient(_ClientBase):
         exact_distances: bool | None = None,
         max_distance: dict[str, int] | None = None,
         daily_hashes: int | None = None,
+        named_in_reports: bool | None = None,
     ) -> KeyPolicy:
         """Change a key's policy (see ``Client.update_key_policy``)."""
         return await self._invoke(
-            _Calls.update_key_policy(key_id, exact_distances, max_distance, daily_hashes)
+            _Calls.update_key_policy(
+                key_id, exact_distances, max_distance, daily_hashes, named_in_reports
+            )
         )
 
     async def restore_api_key(self, key_id: int) -> KeyPolicy:
@@ -701,7 +780,7 @@ def as_dict(result: Any) -> Any:
         return result.name
     if dataclasses.is_dataclass(result) and not isinstance(result, type):
         out = {f.name: as_dict(getattr(result, f.name)) for f in dataclasses.fields(result)}
-        for name in ("name", "match_count", "active"):
+        for name in ("name", "match_count", "active", "description"):
             prop = getattr(type(result), name, None)
             if isinstance(prop, property):
                 out[name] = as_dict(getattr(result, name))

@@ -67,8 +67,14 @@ from matcher.records import (
     NewCase,
     NewItem,
     Organisation,
+    PartnerReport,
+    Quarantine,
+    QuarantineReason,
     Query,
     QueryResult,
+    ReportReason,
+    ReviewDecision,
+    ReviewEntry,
 )
 from matcher.signals import SIGNALS, Hash, SignalType
 from matcher.v1 import admin_pb2, cases_pb2, hashes_pb2, match_pb2
@@ -79,6 +85,7 @@ __all__ = [
     "MAX_CASE_NUMBER_LENGTH",
     "MAX_ID",
     "MAX_NAME_LENGTH",
+    "MAX_NOTE_LENGTH",
     "MAX_SECRET_LENGTH",
     "api_key_from_pb",
     "api_key_name",
@@ -115,11 +122,20 @@ __all__ = [
     "organization_id_from_name",
     "organization_name",
     "organization_to_pb",
+    "quarantine_from_pb",
+    "quarantine_to_pb",
     "queries_from_pb",
     "queries_to_pb",
     "query_to_pb",
+    "reason_from_pb",
+    "reason_to_pb",
     "results_from_pb",
     "results_to_pb",
+    "review_decision_from_pb",
+    "review_decision_to_pb",
+    "review_entry_from_pb",
+    "review_entry_to_pb",
+    "review_note_from_pb",
     "role_from_pb",
     "role_to_pb",
     "signal_distances_from_pb",
@@ -166,6 +182,12 @@ _KIND_TO_PB = _enum_table(hashes_pb2.ItemKind, "ITEM_KIND_", ItemKind)
 _KIND_FROM_PB = {v: k for k, v in _KIND_TO_PB.items()}
 _BAND_TO_PB = _enum_table(match_pb2.MatchBand, "MATCH_BAND_", MatchBand)
 _BAND_FROM_PB = {v: k for k, v in _BAND_TO_PB.items()}
+_REASON_TO_PB = _enum_table(match_pb2.ReportReason, "REPORT_REASON_", ReportReason)
+_REASON_FROM_PB = {v: k for k, v in _REASON_TO_PB.items()}
+_QUARANTINE_TO_PB = _enum_table(cases_pb2.QuarantineReason, "QUARANTINE_REASON_", QuarantineReason)
+_QUARANTINE_FROM_PB = {v: k for k, v in _QUARANTINE_TO_PB.items()}
+_DECISION_TO_PB = _enum_table(cases_pb2.ReviewDecision, "REVIEW_DECISION_", ReviewDecision)
+_DECISION_FROM_PB = {v: k for k, v in _DECISION_TO_PB.items()}
 
 
 def signal_from_pb(value: int, *, field: str = "signal_type") -> SignalType:
@@ -222,6 +244,58 @@ def verdict_from_pb(value: int, *, field: str = "verdict") -> bool:
 def verdict_to_pb(correct: bool) -> match_pb2.Verdict:
     """The verdict enum number for a partner's "right" (True) or "wrong" (False)."""
     return match_pb2.VERDICT_CORRECT if correct else match_pb2.VERDICT_WRONG
+
+
+def reason_from_pb(value: int, *, field: str = "reason") -> ReportReason | None:
+    """The reason code of an enum number (unspecified: None); ``InvalidInput`` if unknown."""
+    if value == match_pb2.REPORT_REASON_UNSPECIFIED:
+        return None
+    try:
+        return _REASON_FROM_PB[value]
+    except KeyError:
+        raise InvalidInput(
+            "reason must be NOT_THE_IMAGE, WIDELY_SHARED, FEATURELESS, OTHER or unset",
+            field=field,
+        ) from None
+
+
+def reason_to_pb(reason: ReportReason | str | None) -> match_pb2.ReportReason:
+    """The enum number of a reason code (or of its name: ``"widely_shared"``; None: unset)."""
+    if reason is None:
+        return match_pb2.REPORT_REASON_UNSPECIFIED
+    try:
+        return _REASON_TO_PB[ReportReason(reason)]
+    except ValueError:
+        raise InvalidInput(
+            "reason must be not_the_image, widely_shared, featureless or other", field="reason"
+        ) from None
+
+
+def review_decision_from_pb(value: int, *, field: str = "decision") -> ReviewDecision:
+    """The review decision of an enum number; ``InvalidInput`` when unset or unknown."""
+    try:
+        return _DECISION_FROM_PB[value]
+    except KeyError:
+        raise InvalidInput("decision must be RESTORE or WITHDRAW", field=field) from None
+
+
+def review_decision_to_pb(decision: ReviewDecision | str) -> cases_pb2.ReviewDecision:
+    """The enum number of a review decision (or of its name: ``"restore"``)."""
+    try:
+        return _DECISION_TO_PB[ReviewDecision(decision)]
+    except ValueError:
+        raise InvalidInput("decision must be restore or withdraw", field="decision") from None
+
+
+MAX_NOTE_LENGTH = 100
+"""The longest review note accepted (it goes into an audit row)."""
+
+
+def review_note_from_pb(note: str, *, field: str = "note") -> str:
+    """A review note, checked for length (the bank refuses one that looks like a hash)."""
+    if len(note) > MAX_NOTE_LENGTH:
+        raise InvalidInput(f"a note has at most {MAX_NOTE_LENGTH} characters", field=field)
+    return note
 
 
 def timestamp(at: datetime | None) -> Timestamp | None:
@@ -601,6 +675,78 @@ def _counts_from_pb(messages: Iterable[hashes_pb2.SignalCount]) -> dict[str, int
     return {signal_from_pb(c.signal_type).name: c.count for c in messages}
 
 
+def quarantine_to_pb(q: Quarantine | None) -> cases_pb2.Quarantine | None:
+    """The wire form of an open quarantine (None stays None: the field stays unset)."""
+    if q is None:
+        return None
+    return cases_pb2.Quarantine(
+        reason=_QUARANTINE_TO_PB[q.reason],
+        description=q.description,
+        since=timestamp(q.since),
+        partners=q.partners,
+        matches=q.matches,
+    )
+
+
+def quarantine_from_pb(message: cases_pb2.Quarantine) -> Quarantine:
+    """The SDK's reading of a ``Quarantine``."""
+    return Quarantine(
+        _QUARANTINE_FROM_PB.get(message.reason, QuarantineReason.REPORTS),
+        _required_time(message, "since"),
+        partners=message.partners,
+        matches=message.matches,
+    )
+
+
+def _partner_report_to_pb(r: PartnerReport) -> cases_pb2.PartnerReport:
+    return cases_pb2.PartnerReport(
+        partner=r.partner,
+        verdict=verdict_to_pb(r.correct),
+        reason=reason_to_pb(r.reason),
+        report_time=timestamp(r.at),
+    )
+
+
+def _partner_report_from_pb(m: cases_pb2.PartnerReport) -> PartnerReport:
+    return PartnerReport(
+        partner=m.partner,
+        correct=m.verdict == match_pb2.VERDICT_CORRECT,
+        reason=_REASON_FROM_PB.get(m.reason),
+        at=_required_time(m, "report_time"),
+    )
+
+
+def review_entry_to_pb(entry: ReviewEntry) -> cases_pb2.ReviewQueueEntry:
+    """The wire form of a review queue entry."""
+    return cases_pb2.ReviewQueueEntry(
+        name=entry.name,
+        case_number=entry.case_number,
+        item_number=entry.number,
+        label=entry.label or "",
+        quarantine=quarantine_to_pb(entry.quarantine),
+        reported_correct=entry.reported_correct,
+        reported_wrong=entry.reported_wrong,
+        create_time=timestamp(entry.created_at),
+        review_time=timestamp(entry.reviewed_at),
+        organization=organization_name(entry.org_id),
+    )
+
+
+def review_entry_from_pb(message: cases_pb2.ReviewQueueEntry) -> ReviewEntry:
+    """The SDK's reading of a ``ReviewQueueEntry``."""
+    return ReviewEntry(
+        case_number=message.case_number,
+        number=message.item_number,
+        label=message.label or None,
+        quarantine=quarantine_from_pb(message.quarantine),
+        reported_correct=message.reported_correct,
+        reported_wrong=message.reported_wrong,
+        created_at=_required_time(message, "create_time"),
+        reviewed_at=_time(message, "review_time"),
+        org_id=organization_id_from_name(message.organization),
+    )
+
+
 def item_to_pb(item: ItemStatus) -> cases_pb2.Item:
     """The wire form of an item: counts and dates, never a hash value."""
     return cases_pb2.Item(
@@ -616,6 +762,9 @@ def item_to_pb(item: ItemStatus) -> cases_pb2.Item:
         reported_wrong=item.reported_wrong,
         create_time=timestamp(item.created_at),
         withdraw_time=timestamp(item.withdrawn_at),
+        quarantine=quarantine_to_pb(item.quarantine),
+        review_time=timestamp(item.reviewed_at),
+        partner_reports=[_partner_report_to_pb(r) for r in item.partner_reports],
     )
 
 
@@ -634,6 +783,11 @@ def item_from_pb(message: cases_pb2.Item) -> ItemStatus:
         reported_wrong=message.reported_wrong,
         created_at=_required_time(message, "create_time"),
         withdrawn_at=_time(message, "withdraw_time"),
+        quarantine=quarantine_from_pb(message.quarantine)
+        if message.HasField("quarantine")
+        else None,
+        reviewed_at=_time(message, "review_time"),
+        partner_reports=tuple(_partner_report_from_pb(r) for r in message.partner_reports),
     )
 
 
@@ -732,6 +886,7 @@ def key_policy_to_pb(policy: KeyPolicy) -> admin_pb2.KeyPolicy:
         daily_hash_budget=policy.daily_hashes or 0,
         suspend_time=timestamp(policy.suspended_at),
         suspend_reason=policy.suspend_reason,
+        named_in_reports=policy.named_in_reports,
     )
 
 
@@ -753,6 +908,7 @@ def key_policy_from_pb(message: admin_pb2.KeyPolicy) -> KeyPolicy:
         daily_hashes=message.daily_hash_budget or None,
         suspended_at=_time(message, "suspend_time"),
         suspend_reason=message.suspend_reason,
+        named_in_reports=message.named_in_reports,
     )
 
 

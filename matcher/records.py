@@ -59,8 +59,15 @@ __all__ = [
     "NewCase",
     "NewItem",
     "Organisation",
+    "PartnerReport",
+    "Quarantine",
+    "QuarantineReason",
     "Query",
     "QueryResult",
+    "ReportReason",
+    "ReviewDecision",
+    "ReviewEntry",
+    "VerdictRecord",
     "entry_ids",
     "item_ids_of",
 ]
@@ -97,6 +104,40 @@ class ItemState(enum.StrEnum):
 
     ACTIVE = "active"
     WITHDRAWN = "withdrawn"
+
+
+class ReportReason(enum.StrEnum):
+    """Why a partner reported a match (optional, with a verdict): reason codes, never free
+    text, so nothing a partner types reaches a practitioner or an audit row."""
+
+    NOT_THE_IMAGE = "not_the_image"
+    """A different picture (a false match)."""
+    WIDELY_SHARED = "widely_shared"
+    """A widely shared, public picture (a meme, a celebrity photo): it should not be banked."""
+    FEATURELESS = "featureless"
+    """A near-uniform or patterned picture (a flat colour, a grid) that matches too much."""
+    OTHER = "other"
+    """Something else."""
+
+
+class QuarantineReason(enum.StrEnum):
+    """Why an item stopped matching until a practitioner reviews it."""
+
+    REPORTS = "reports"
+    """Enough distinct partners reported its matches wrong (``matcher serve
+    --quarantine-after``)."""
+    FLOOD = "flood"
+    """Its match rate jumped far above its own history and the bank's norm (flood control,
+    ``matcher.bank.flood``)."""
+
+
+class ReviewDecision(enum.StrEnum):
+    """A practitioner's decision on a quarantined item."""
+
+    RESTORE = "restore"
+    """It is the victim's image: match it again (earlier verdicts stop counting)."""
+    WITHDRAW = "withdraw"
+    """It should not be in the bank: withdraw it (its hashes are deleted)."""
 
 
 class ItemKind(enum.StrEnum):
@@ -154,6 +195,9 @@ class KeyPolicy:
     daily_hashes: int | None = None
     suspended_at: datetime | None = None
     suspend_reason: str = ""
+    named_in_reports: bool = False
+    """The partner agreed that its name (the key's name) is shown to the owning organisation
+    beside its verdicts in the case status; otherwise its verdicts are counts only."""
 
     @property
     def suspended(self) -> bool:
@@ -170,6 +214,45 @@ class NewApiKey:
 
 
 # -- cases and items as stored
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """An item's open quarantine: why, since when, and the counts that triggered it.
+
+    ``partners`` is the number of distinct partner keys whose current verdict was "wrong"
+    (reason ``reports``); ``matches`` the uploads that returned the item in the flood window
+    (reason ``flood``); 0 where it does not apply.
+
+    >>> Quarantine(QuarantineReason.REPORTS, datetime(2026, 1, 1), partners=2).description
+    '2 partners reported its matches as wrong'
+    """
+
+    reason: QuarantineReason
+    since: datetime
+    partners: int = 0
+    matches: int = 0
+
+    @property
+    def description(self) -> str:
+        """The reason in plain words, for a practitioner and for the victim."""
+        if self.reason is QuarantineReason.FLOOD:
+            return (
+                f"it matched {self.matches:,} uploads within an hour, far more than usual: "
+                "possibly a widely shared picture"
+            )
+        return f"{self.partners} partners reported its matches as wrong"
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerReport:
+    """One partner's current verdict on an item, named because the partner agreed
+    (``KeyPolicy.named_in_reports``); shown to the owning organisation only."""
+
+    partner: str
+    correct: bool
+    reason: ReportReason | None
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +334,10 @@ class ItemRecord:
     reported_wrong: int
     created_at: datetime
     withdrawn_at: datetime | None
+    quarantine: Quarantine | None = None
+    """Set while the item is quarantined (it is active but matches nothing)."""
+    reviewed_at: datetime | None = None
+    """When a practitioner last restored it from quarantine (verdicts before count no more)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +355,12 @@ class ItemStatus:
     reported_wrong: int
     created_at: datetime
     withdrawn_at: datetime | None
+    quarantine: Quarantine | None = None
+    """Set while quarantined: it matches nothing until a practitioner reviews it."""
+    reviewed_at: datetime | None = None
+    """When it was last restored from quarantine."""
+    partner_reports: Sequence[PartnerReport] = ()
+    """Current verdicts of the partners who agreed to be named (owning organisation only)."""
 
     @property
     def name(self) -> str:
@@ -275,9 +368,48 @@ class ItemStatus:
         return f"cases/{self.case_number}/items/{self.number}"
 
     @property
+    def quarantined(self) -> bool:
+        """True while the item is quarantined."""
+        return self.quarantine is not None
+
+    @property
     def match_count(self) -> int:
         """Matches reported by partners on this item (right or wrong)."""
         return self.reported_correct + self.reported_wrong
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictRecord:
+    """A partner key's current verdict on an item, as stored (one per item and key)."""
+
+    item_id: int
+    key_id: int
+    correct: bool
+    reason: ReportReason | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewEntry:
+    """One quarantined item in a review queue: where it is, why, its counts and dates.
+
+    ``org_id`` is known inside the service; the SDK leaves it None.
+    """
+
+    case_number: str
+    number: int
+    label: str | None
+    quarantine: Quarantine
+    reported_correct: int
+    reported_wrong: int
+    created_at: datetime
+    reviewed_at: datetime | None = None
+    org_id: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The item's resource name, ``cases/{case_number}/items/{number}``."""
+        return f"cases/{self.case_number}/items/{self.number}"
 
 
 # -- the change log

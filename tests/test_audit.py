@@ -28,6 +28,8 @@ def test_the_vocabulary() -> None:
         "key.restore",
         "match.probe",
         "victim.refused",
+        "item.quarantine",
+        "item.review",
     }
 
 

@@ -144,7 +144,7 @@ def test_keys_policy_and_restore_change_a_key_in_the_data_folder(tmp_path: Path)
     shown = runner.invoke(main, ["keys", "policy", "--data", data, "1"])
     assert json.loads(shown.stdout) == {
         "id": 1, "exact_distances": False, "max_distance": {}, "daily_hashes": None,
-        "suspended": None, "suspend_reason": None,
+        "suspended": None, "suspend_reason": None, "named_in_reports": False,
     }  # fmt: skip
     changed = runner.invoke(
         main,
@@ -156,6 +156,8 @@ def test_keys_policy_and_restore_change_a_key_in_the_data_folder(tmp_path: Path)
         main, ["keys", "policy", "--data", data, "1", "--max-distance", "pdq=40"]
     )
     assert looser.exit_code == 1 and "stricter" in looser.output
+    named = runner.invoke(main, ["keys", "policy", "--data", data, "1", "--named-in-reports"])
+    assert json.loads(named.stdout)["named_in_reports"] is True
     granted = runner.invoke(main, ["keys", "policy", "--data", data, "1", "--exact-distances"])
     assert json.loads(granted.stdout)["exact_distances"] is True
     assert "RISK" in granted.stderr or "read stored hashes" in granted.stderr

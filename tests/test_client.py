@@ -47,7 +47,7 @@ def test_sync_and_async_clients_have_the_same_methods() -> None:
         "get_case_with_secret", "withdraw", "withdraw_item", "withdraw_with_secret",
         "withdraw_item_with_secret", "create_api_key", "list_api_keys", "revoke_api_key",
         "create_organization", "stats", "healthy", "close", "update_key_policy",
-        "restore_api_key",
+        "restore_api_key", "review_queue", "review_item",
     }  # fmt: skip
     assert planned == set(sync)
 

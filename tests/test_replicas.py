@@ -121,6 +121,9 @@ def cluster(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
             "partner": bank.accounts.create_api_key(
                 "p", Role.PARTNER, org_id=None, by=OPERATOR
             ).key,
+            "partner2": bank.accounts.create_api_key(
+                "q", Role.PARTNER, org_id=None, by=OPERATOR
+            ).key,
         }
     a = Replica(postgres_url, _free_port(), tmp_path / "a.log")
     b = Replica(postgres_url, _free_port(), tmp_path / "b.log")
@@ -166,6 +169,32 @@ def test_enroll_on_one_replica_match_on_the_other_withdraw_and_never_match(
             assert not _matched(b, item)
         b_status = a.get_case(case.number)
         assert b_status.item_count == 0
+
+
+def test_a_quarantine_is_seen_at_once_by_every_replica(cluster: Cluster) -> None:
+    with (
+        cluster.client(cluster.a, "practitioner") as a,
+        cluster.client(cluster.a, "partner") as on_a,
+        cluster.client(cluster.b, "partner2") as on_b,
+    ):
+        case = a.create_case()
+        item = photo()
+        a.add_items(case.number, [item])
+        deadline = time.monotonic() + 10
+        while not _matched(on_b, item):
+            assert time.monotonic() < deadline, "never propagated"
+            time.sleep(0.01)
+        (result,) = on_a.match([item.hashes])
+        item_id = result.matches[0].item_id
+        # One partner's "wrong" on each replica: the second quarantines the item (K = 2), and
+        # neither replica matches it on the very next call (no follow-loop wait).
+        on_a.report(item_id, correct=False)
+        assert _matched(on_b, item)
+        on_b.report(item_id, correct=False)
+        assert not _matched(on_a, item) and not _matched(on_b, item)
+        # A restore through one replica is also effective at once on the other.
+        a.review_item(case.number, 1, "restore")
+        assert _matched(on_b, item) and _matched(on_a, item)
 
 
 def test_a_killed_replica_leaves_the_other_serving_and_catches_up_on_restart(

@@ -140,9 +140,13 @@ class Accounts:
         exact_distances: bool | None = None,
         max_distance: Mapping[str, int] | None = None,
         daily_hashes: int | None = None,
+        named_in_reports: bool | None = None,
         by: Principal,
     ) -> KeyPolicy:
         """Change what a key may learn and spend (admin); arguments left None stay as they are.
+
+        ``named_in_reports=True`` records that the partner agreed to have its name (the key's
+        name) shown beside its verdicts to the organisations owning the items it reports on.
 
         ``exact_distances=True`` is a risk an admin takes knowingly: that key's matches carry
         exact distances, enough to read a stored hash back from one re-upload. ``max_distance``
@@ -177,6 +181,9 @@ class Accounts:
                 raise InvalidInput("daily_hashes must not be negative", field="daily_hashes")
             changes["daily_hashes"] = daily_hashes or None
             detail["daily_hashes"] = daily_hashes
+        if named_in_reports is not None:
+            changes["named_in_reports"] = bool(named_in_reports)
+            detail["named_in_reports"] = bool(named_in_reports)
         policy = dataclasses.replace(held, **changes)  # type: ignore[arg-type]
         return self._store.set_key_policy(
             key_id, policy, actor=by, action=Action.KEY_POLICY, detail=detail

@@ -43,7 +43,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from matcher import credentials
+from matcher.audit import Action, check_detail
 from matcher.bank.accounts import Accounts, require
+from matcher.bank.flood import FloodControl, FloodRule
 from matcher.bank.follower import IndexFollower, Progress
 from matcher.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unavailable
 from matcher.index import warm_up
@@ -57,22 +59,36 @@ from matcher.records import (
     EnrollResult,
     ItemMatch,
     ItemRecord,
+    ItemState,
     ItemStatus,
     NewCase,
     NewItem,
+    PartnerReport,
+    Quarantine,
     Query,
+    ReportReason,
+    ReviewDecision,
+    ReviewEntry,
 )
 from matcher.signals import SIGNALS, SignalType
 from matcher.store import DEFAULT_DATA_DIR, Store, open_store
 
-__all__ = ["Bank"]
+__all__ = ["DEFAULT_QUARANTINE_AFTER", "Bank"]
 
 _NO_CASE = "no case with this number and secret"
 _NO_ITEM = "no item with this case number, secret and item number"
 _SIGNAL_ORDER = {name: i for i, name in enumerate(SIGNALS)}
 
 
-def _item_status(case_number: str, item: ItemRecord) -> ItemStatus:
+DEFAULT_QUARANTINE_AFTER = 2
+"""Distinct partners whose "wrong" verdicts quarantine an item (``--quarantine-after``)."""
+
+_MAX_NOTE = 100  # a review note goes into the audit row, whose texts hold 100 characters
+
+
+def _item_status(
+    case_number: str, item: ItemRecord, reports: Sequence[PartnerReport] = ()
+) -> ItemStatus:
     return ItemStatus(
         case_number=case_number,
         number=item.number,
@@ -85,6 +101,9 @@ def _item_status(case_number: str, item: ItemRecord) -> ItemStatus:
         reported_wrong=item.reported_wrong,
         created_at=item.created_at,
         withdrawn_at=item.withdrawn_at,
+        quarantine=item.quarantine,
+        reviewed_at=item.reviewed_at,
+        partner_reports=tuple(reports),
     )
 
 
@@ -110,7 +129,14 @@ class Bank:
     >>> bank.close()
     """
 
-    def __init__(self, store: Store, *, follower: IndexFollower | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        follower: IndexFollower | None = None,
+        quarantine_after: int = DEFAULT_QUARANTINE_AFTER,
+        flood: FloodRule | None = None,
+    ) -> None:
         self._store = store
         self._follower = IndexFollower(store) if follower is None else follower
         self._ids = credentials.MatchIds(store.secret_key())
@@ -118,6 +144,16 @@ class Bank:
         self._loaded = threading.Event()
         self.accounts = Accounts(store)
         """Organisations, API keys and authentication (the same store)."""
+        self.quarantine_after = quarantine_after
+        """Distinct partners whose current "wrong" verdicts quarantine an item (0: never)."""
+        self.flood = FloodControl(store, flood)
+        """This replica's match counts and the flood rule (``matcher.bank.flood``)."""
+        self._events_lock = threading.Lock()
+        self.verdicts: Counter[str] = Counter()
+        """Verdicts recorded by this replica, by verdict (``correct``, ``wrong``): metrics."""
+        self.quarantines: Counter[str] = Counter()
+        """Quarantines opened by this replica's calls, by reason: metrics (flood ones are
+        ``flood.quarantined``)."""
 
     @classmethod
     def open(cls, store: str | os.PathLike[str] = DEFAULT_DATA_DIR, *, load: bool = True) -> Bank:
@@ -139,9 +175,10 @@ class Bank:
         return self._follower
 
     def close(self) -> None:
-        """Stop following the store (if a follow loop runs) and close it. The bank is unusable
-        afterwards."""
+        """Stop following the store (if a follow loop runs) and flood control's flushes, and
+        close it. The bank is unusable afterwards."""
         self._follower.stop_following()
+        self.flood.stop()
         self._store.close()
 
     def __enter__(self) -> Bank:
@@ -236,8 +273,10 @@ class Bank:
         )
 
     def case_status(self, case: str, *, by: Principal) -> CaseStatus:
-        """The case's state, counts and items (its organisation's practitioners, admins)."""
-        return self._status(self._own_case(case, by))
+        """The case's state, counts and items (its organisation's practitioners, admins),
+        with the verdicts of partners who agreed to be named (``KeyPolicy.named_in_reports``):
+        only the owning organisation sees them, never the victim."""
+        return self._status(self._own_case(case, by), named=True)
 
     def case_status_with_secret(self, case_number: str, secret: str) -> CaseStatus:
         """The case's state, counts and items, for its victim (case number and secret).
@@ -306,8 +345,30 @@ class Bank:
         self._follower.catch_up()
         return _item_status(record.number, item)
 
-    def _status(self, record: CaseRecord) -> CaseStatus:
+    def _partner_reports(self, items: Sequence[ItemRecord]) -> dict[int, list[PartnerReport]]:
+        """Named partners' current verdicts per item id (partners who agreed only)."""
+        if not any(i.reported_correct or i.reported_wrong for i in items):
+            return {}
+        verdicts = self._store.item_verdicts([i.id for i in items])
+        if not verdicts:
+            return {}
+        names = {k.id: k.name for k in self._store.list_api_keys()}
+        named = {
+            key_id
+            for key_id in {v.key_id for v in verdicts}
+            if self._store.key_policy(key_id).named_in_reports
+        }
+        out: dict[int, list[PartnerReport]] = {}
+        for v in verdicts:
+            if v.key_id in named:
+                out.setdefault(v.item_id, []).append(
+                    PartnerReport(names.get(v.key_id, ""), v.correct, v.reason, v.at)
+                )
+        return out
+
+    def _status(self, record: CaseRecord, *, named: bool = False) -> CaseStatus:
         items = self._store.list_items(record.id)
+        reports = self._partner_reports(items) if named else {}
         by_signal: Counter[str] = Counter()
         for item in items:
             by_signal.update(item.hashes_by_signal)
@@ -321,7 +382,7 @@ class Bank:
             reported_wrong=record.reported_wrong,
             created_at=record.created_at,
             withdrawn_at=record.withdrawn_at,
-            items=[_item_status(record.number, i) for i in items],
+            items=[_item_status(record.number, i, reports.get(i.id, ())) for i in items],
             org_id=record.org_id,
         )
 
@@ -378,15 +439,23 @@ class Bank:
                     if held is None or key[:2] < held[:2]:
                         found[item] = key
         candidates = [item for found in best for item in found]
-        active = self._store.active_items(candidates) if candidates else set()
+        if not candidates:
+            return [[] for _ in queries]
+        active = self._store.active_items(candidates)
         out: list[list[ItemMatch]] = []
+        returned: list[int] = []
         for found, counts in zip(best, hits, strict=True):
             ranked = sorted(
-                (rel, self._ids.encode(item), signal, d, counts[item])
+                (rel, self._ids.encode(item), signal, d, counts[item], item)
                 for item, (rel, _, d, signal) in found.items()
                 if item in active
             )
-            out.append([ItemMatch(i, signal, d, n) for _, i, signal, d, n in ranked])
+            returned.extend(r[5] for r in ranked)
+            out.append([ItemMatch(i, signal, d, n) for _, i, signal, d, n, _ in ranked])
+        # Flood control counts the uploads that returned each item: one dict increment per
+        # result, flushed to the store in the background (matcher.bank.flood).
+        if returned:
+            self.flood.count(returned)
         return out
 
     def item_number(self, item_id: str) -> int | None:
@@ -397,13 +466,82 @@ class Bank:
         except NotFound:
             return None
 
-    def report(self, item_id: str, correct: bool, *, by: Principal) -> None:
-        """Record a partner's verdict on a matched item ("right" or "wrong").
+    def report(
+        self,
+        item_id: str,
+        correct: bool,
+        *,
+        by: Principal,
+        reason: ReportReason | None = None,
+    ) -> Quarantine | None:
+        """Record a partner key's verdict on a matched item ("right" or "wrong", with an
+        optional reason code): one current verdict per key and item, a later one replacing the
+        earlier. When ``quarantine_after`` distinct partners' current verdicts (given since
+        the item's last review) say "wrong", the item is quarantined at once, on every
+        replica, and the quarantine is returned (None otherwise).
 
         ``NotFound`` when the id is none we gave or its item was withdrawn since.
         """
         require(by, Role.PARTNER, Role.ADMIN)
-        self._store.record_feedback(self._ids.decode(item_id), bool(correct), actor=by)
+        quarantine = self._store.record_feedback(
+            self._ids.decode(item_id),
+            bool(correct),
+            actor=by,
+            reason=reason,
+            quarantine_after=self.quarantine_after or None,
+        )
+        with self._events_lock:
+            self.verdicts["correct" if correct else "wrong"] += 1
+            if quarantine is not None:
+                self.quarantines[str(quarantine.reason)] += 1
+        return quarantine
+
+    # -- review
+
+    def review_queue(self, *, by: Principal, org_id: int | None = None) -> list[ReviewEntry]:
+        """Quarantined items waiting for review, the oldest first: a practitioner's own
+        organisation's, or (admins) every organisation's or ``org_id``'s."""
+        if by.role is Role.PRACTITIONER:
+            if by.org_id is None or (org_id is not None and org_id != by.org_id):
+                raise PermissionDenied("a practitioner reviews its own organisation's items")
+            return self._store.review_queue(by.org_id)
+        require(by, Role.ADMIN)
+        return self._store.review_queue(org_id)
+
+    def review_item(
+        self, case: str, number: int, decision: ReviewDecision, *, by: Principal, note: str = ""
+    ) -> ItemStatus:
+        """A practitioner's decision on a quarantined item of its organisation: ``RESTORE``
+        (it matches again at once; verdicts given before no longer count, and flood control
+        leaves it alone from now on) or ``WITHDRAW`` (as ``withdraw_item``). Both audited
+        (``item.review``, with ``note`` if given: at most 100 characters, never a hash).
+
+        ``NotFound`` for no such item, ``Conflict`` if it is not quarantined.
+        """
+        if len(note) > _MAX_NOTE:
+            raise InvalidInput(f"a review note has at most {_MAX_NOTE} characters", field="note")
+        record = self._own_case(case, by)
+        if not isinstance(number, int) or number < 1:
+            raise NotFound("no such item")
+        item = self._store.get_item(record.id, number)
+        if item is None or item.state is not ItemState.ACTIVE:
+            raise NotFound("no such item")
+        if item.quarantine is None:
+            raise Conflict("the item is not quarantined: there is nothing to review")
+        detail: dict[str, object] = {"item": number, "decision": str(decision)}
+        if note:
+            detail["note"] = note
+        try:
+            check_detail(detail)
+        except ValueError:
+            raise InvalidInput("a review note may not hold a hash value", field="note") from None
+        if decision is ReviewDecision.RESTORE:
+            restored = self._store.restore_item(record.id, number, actor=by, note=note)
+            return _item_status(record.number, restored)
+        detail["reason"] = str(item.quarantine.reason)
+        withdrawn = self._withdraw_item(record, number, by, missing="no such item")
+        self._store.record_audit(Action.ITEM_REVIEW, actor=by, case_id=record.id, detail=detail)
+        return withdrawn
 
     # -- operators
 

@@ -1,8 +1,8 @@
 """The ``matcher`` command: a package of thin commands over the library.
 
 One module per command group (``hash``, ``serve`` and ``health``, ``keys``, ``case``,
-``enroll``, ``match``, ``scan``, ``victim``, ``backup`` with ``restore``, ``rotate-key`` and
-``ledger``).
+``enroll``, ``match``, ``review``, ``scan``, ``victim``, ``backup`` with ``restore``,
+``rotate-key`` and ``ledger``).
 Each command parses its arguments, opens one library object, calls it and prints; a library
 error (``MatcherError``) becomes a one-line message and exit status 1 in one place
 (``_common.MatcherGroup``); bad usage exits 2. Every command's help ends with an example, and a
@@ -41,6 +41,7 @@ _COMMANDS = {
     "ledger": "matcher.cli.backup:ledger_group",
     "match": "matcher.cli.match:match_command",
     "restore": "matcher.cli.backup:restore_command",
+    "review": "matcher.cli.review:review_group",
     "rotate-key": "matcher.cli.backup:rotate_key_command",
     "scan": "matcher.cli.scan:scan_command",
     "serve": "matcher.cli.serve:serve_command",

@@ -32,6 +32,7 @@ def _policy_json(policy: KeyPolicy) -> dict[str, object]:
         "daily_hashes": policy.daily_hashes,
         "suspended": policy.suspended_at.isoformat() if policy.suspended_at else None,
         "suspend_reason": policy.suspend_reason or None,
+        "named_in_reports": policy.named_in_reports,
     }
 
 
@@ -174,6 +175,12 @@ def _distance(text: str) -> tuple[str, int]:
     type=click.IntRange(min=0),
     help="At most this many query hashes per UTC day (0: no budget).",
 )
+@click.option(
+    "--named-in-reports/--not-named-in-reports",
+    default=None,
+    help="The partner agreed (or no longer agrees) to have this key's name shown beside its "
+    "verdicts to the organisations owning the items it reports on.",
+)
 def keys_policy(
     data: str,
     store_url: str | None,
@@ -182,6 +189,7 @@ def keys_policy(
     max_distance: tuple[str, ...],
     clear_max_distance: bool,
     daily_hashes: int | None,
+    named_in_reports: bool | None,
 ) -> None:
     """Set what a partner key may learn and spend, and print its policy as JSON.
 
@@ -192,6 +200,7 @@ def keys_policy(
     Examples:
       matcher keys policy 3 --max-distance pdq=24 --daily-hashes 5000000
       matcher keys policy 3 --exact-distances
+      matcher keys policy 3 --named-in-reports
       matcher keys policy 3
     """
     from matcher.principal import Principal
@@ -204,12 +213,14 @@ def keys_policy(
             or distances
             or clear_max_distance
             or daily_hashes is not None
+            or named_in_reports is not None
         ):
             policy = accounts.update_key_policy(
                 key_id,
                 exact_distances=exact_distances,
                 max_distance=distances if distances or clear_max_distance else None,
                 daily_hashes=daily_hashes,
+                named_in_reports=named_in_reports,
                 by=me,
             )
         else:

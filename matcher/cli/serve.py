@@ -199,6 +199,63 @@ def _env(name: str) -> dict[str, Any]:
     **_env("POOL_SIZE"),
 )
 @click.option(
+    "--quarantine-after",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Quarantine an item once this many distinct partners' current verdicts say its "
+    "matches are wrong (0: never).",
+    **_env("QUARANTINE_AFTER"),
+)
+@click.option(
+    "--flood-control/--no-flood-control",
+    default=True,
+    show_default=True,
+    help="Quarantine items whose match rate jumps far above their own history and the "
+    "bank's norm (a widely shared picture was enrolled).",
+    **_env("FLOOD_CONTROL"),
+)
+@click.option(
+    "--flood-floor",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Flood: uploads in the last hour below which an item is never a flood.",
+    **_env("FLOOD_FLOOR"),
+)
+@click.option(
+    "--flood-history-factor",
+    type=click.FloatRange(min=1),
+    default=10.0,
+    show_default=True,
+    help="Flood: how far above the item's own mean per hour its last hour must be.",
+    **_env("FLOOD_HISTORY_FACTOR"),
+)
+@click.option(
+    "--flood-norm-factor",
+    type=click.FloatRange(min=1),
+    default=10.0,
+    show_default=True,
+    help="Flood: how far above the bank's mean per matched item and hour.",
+    **_env("FLOOD_NORM_FACTOR"),
+)
+@click.option(
+    "--flood-history-hours",
+    type=click.IntRange(1, 24 * 90),
+    default=24,
+    show_default=True,
+    help="Flood: hours of history for the item's baseline and the bank's norm.",
+    **_env("FLOOD_HISTORY_HOURS"),
+)
+@click.option(
+    "--flood-flush",
+    type=click.FloatRange(0.05, 600),
+    default=5.0,
+    show_default=True,
+    help="Flood: seconds between adding this replica's match counts to the store.",
+    **_env("FLOOD_FLUSH"),
+)
+@click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
     default="text",
@@ -232,6 +289,13 @@ def serve_command(
     stale_after: float,
     ledger: str | None,
     pool_size: int,
+    quarantine_after: int,
+    flood_control: bool,
+    flood_floor: int,
+    flood_history_factor: float,
+    flood_norm_factor: float,
+    flood_history_hours: int,
+    flood_flush: float,
     log_format: str,
     log_level: str,
 ) -> None:
@@ -252,10 +316,12 @@ def serve_command(
       MATCHER_STORE=postgresql://matcher@db/matcher MATCHER_ADDRESS=0.0.0.0:50051 matcher serve
       matcher serve --store postgresql://matcher@db/matcher --ledger /var/lib/matcher/w.jsonl
       matcher serve --store postgresql://matcher@db/matcher --pool-size 20
+      matcher serve --quarantine-after 3 --flood-floor 1000
     """
     import asyncio
 
     from matcher.bank import Bank
+    from matcher.bank.flood import FloodRule
     from matcher.principal import Principal
     from matcher.service import ServerConfig, ServiceLimits, TlsConfig, configure_logging, serve
     from matcher.store import open_store
@@ -288,6 +354,15 @@ def serve_command(
         follow_poll_seconds=follow_poll,
         keep_log_seconds=keep_log or None,
         stale_after_seconds=stale_after,
+        quarantine_after=quarantine_after,
+        flood=FloodRule(
+            enabled=flood_control,
+            floor=flood_floor,
+            history_factor=flood_history_factor,
+            norm_factor=flood_norm_factor,
+            history_hours=flood_history_hours,
+            flush_seconds=flood_flush,
+        ),
     )
     postgres = bool(store_url and store_url.startswith(("postgresql://", "postgres://")))
     # Held until this process ends: a second server on the folder would never see our writes.

@@ -72,6 +72,29 @@ class _BankCollector(Collector):
             "Change-log entries applied to this replica's index",
             value=follower.applied_total,
         )
+        bank = self._bank
+        verdicts = CounterMetricFamily(
+            "matcher_verdicts",
+            "Partner verdicts recorded by this replica, by verdict (correct, wrong)",
+            labels=["verdict"],
+        )
+        for verdict in ("correct", "wrong"):
+            verdicts.add_metric([verdict], bank.verdicts[verdict])
+        yield verdicts
+        quarantines = CounterMetricFamily(
+            "matcher_quarantines",
+            "Items this replica quarantined, by reason (reports, flood): each one waits for a "
+            "practitioner's review",
+            labels=["reason"],
+        )
+        quarantines.add_metric(["reports"], bank.quarantines["reports"])
+        quarantines.add_metric(["flood"], bank.flood.quarantined)
+        yield quarantines
+        yield CounterMetricFamily(
+            "matcher_flood_flushes",
+            "Flood control flushes of this replica's match counts to the store",
+            value=bank.flood.flushes,
+        )
         yield CounterMetricFamily(
             "matcher_follower_reloads",
             "Reloads from a snapshot because the change log was trimmed past this replica",

@@ -31,6 +31,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from matcher.bank import Bank
+from matcher.bank.flood import FloodRule
+from matcher.bank.matching import DEFAULT_QUARANTINE_AFTER
 from matcher.principal import Principal
 from matcher.service.auth import Guard, safe_deserializer
 from matcher.service.limits import Limiter
@@ -101,6 +103,10 @@ class ServerConfig:
     stale_after_seconds: float = 5.0
     """Readiness turns NOT_SERVING when the follower has not reached the log's end for this
     long (the store is unreachable, say)."""
+    quarantine_after: int = DEFAULT_QUARANTINE_AFTER
+    """Distinct partners whose current "wrong" verdicts quarantine an item (0: never)."""
+    flood: FloodRule = field(default_factory=FloodRule)
+    """Flood control's rule and flush period (``matcher.bank.flood``)."""
 
 
 def _handlers(module: Any, servicer: Any) -> grpc.GenericRpcHandler:
@@ -131,6 +137,8 @@ class Server:
     def __init__(self, bank: Bank, config: ServerConfig) -> None:
         self.bank = bank
         self.config = config
+        bank.quarantine_after = config.quarantine_after
+        bank.flood.rule = config.flood
         self.metrics = Metrics(bank)
         self.health = health.aio.HealthServicer()
         limiter = Limiter(rate=config.rate, burst=config.burst)
@@ -211,6 +219,7 @@ class Server:
         follower.start_following(
             poll=self.config.follow_poll_seconds, keep_log=self.config.keep_log_seconds
         )
+        self.bank.flood.start()
         await self._set_health(True)
         stats = self.bank.stats(by=Principal.operator("server"))
         log.info(
@@ -247,6 +256,7 @@ class Server:
         if self._ready_task is not None:
             self._ready_task.cancel()
         await asyncio.to_thread(self.bank.follower.stop_following)
+        await asyncio.to_thread(self.bank.flood.stop)
         await asyncio.sleep(self.config.drain_seconds if drain is None else drain)
         await self._server.stop(self.config.grace_seconds if grace is None else grace)
         self.metrics.close()

@@ -365,7 +365,13 @@ class MatchServicer(_Base, match_pb2_grpc.MatchServiceServicer):
     async def ReportMatch(self, request: Any, context: Any, who: Principal) -> Any:
         item_id = contract.item_id_from_pb(request.item_id)
         correct = contract.verdict_from_pb(request.verdict)
-        await _run(self.bank.report, item_id, correct, by=who)
+        reason = contract.reason_from_pb(request.reason)
+        quarantine = await _run(self.bank.report, item_id, correct, by=who, reason=reason)
+        if quarantine is not None:
+            item = self.bank.item_number(item_id)
+            log.warning(
+                "item id %s quarantined: %d partners reported it wrong", item, quarantine.partners
+            )
         return match_pb2.ReportMatchResponse()
 
 
@@ -518,6 +524,26 @@ class CaseServicer(_Base, cases_pb2_grpc.CaseServiceServicer):
         log.info("item withdrawn by its victim")
         return cases_pb2.WithdrawItemWithSecretResponse(item=contract.item_to_pb(status))
 
+    # -- review of quarantined items
+
+    @rpc(*_PRACTITIONER)
+    async def ListReviewQueue(self, request: Any, context: Any, who: Principal) -> Any:
+        org_id = contract.organization_id_from_name(request.organization)
+        entries = await _run(self.bank.review_queue, by=who, org_id=org_id)
+        page, nxt = _page(entries, request.page_size, request.page_token)
+        return cases_pb2.ListReviewQueueResponse(
+            entries=[contract.review_entry_to_pb(e) for e in page], next_page_token=nxt
+        )
+
+    @rpc(*_PRACTITIONER)
+    async def ReviewItem(self, request: Any, context: Any, who: Principal) -> Any:
+        number, item = contract.item_ref_from_name(request.name)
+        decision = contract.review_decision_from_pb(request.decision)
+        note = contract.review_note_from_pb(request.note)
+        status = await _run(self.bank.review_item, number, item, decision, by=who, note=note)
+        log.info("quarantined item reviewed (%s) by %s", decision, who.audit_name)
+        return cases_pb2.ReviewItemResponse(item=contract.item_to_pb(status))
+
 
 class AdminServicer(_Base, admin_pb2_grpc.AdminServiceServicer):
     """Keys, organisations and statistics for operators."""
@@ -576,6 +602,9 @@ class AdminServicer(_Base, admin_pb2_grpc.AdminServiceServicer):
             max_distance=distances if request.set_max_distances else None,
             daily_hashes=(
                 request.daily_hash_budget if request.HasField("daily_hash_budget") else None
+            ),
+            named_in_reports=(
+                request.named_in_reports if request.HasField("named_in_reports") else None
             ),
             by=who,
         )

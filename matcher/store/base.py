@@ -45,7 +45,7 @@ Nothing anywhere assumes that the ids of one enrollment are contiguous.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -61,6 +61,11 @@ from matcher.records import (
     KeyPolicy,
     NewItem,
     Organisation,
+    Quarantine,
+    QuarantineReason,
+    ReportReason,
+    ReviewEntry,
+    VerdictRecord,
 )
 
 __all__ = [
@@ -228,14 +233,74 @@ class MatchStore(Protocol):
     """What the match path asks the store."""
 
     def active_items(self, item_ids: Sequence[int]) -> set[int]:
-        """The ids among ``item_ids`` of items that are active now: one round trip for any
-        number of ids, read fresh, so it sees every commit made before the call began (a
-        withdrawal acknowledged before a match is never matched, even by a stale index)."""
+        """The ids among ``item_ids`` of items that are active and not quarantined now: one
+        round trip for any number of ids, read fresh, so it sees every commit made before the
+        call began (a withdrawal or a quarantine committed before a match is never matched,
+        on any replica, even by a stale index)."""
         ...
 
-    def record_feedback(self, item_id: int, correct: bool, *, actor: Principal) -> None:
-        """Count one "this match was right/wrong" report on an active item (its case's counts
-        are the sums over its items); ``NotFound`` for a missing or withdrawn item."""
+    def record_feedback(
+        self,
+        item_id: int,
+        correct: bool,
+        *,
+        actor: Principal,
+        reason: ReportReason | None = None,
+        quarantine_after: int | None = None,
+    ) -> Quarantine | None:
+        """Record the calling key's current verdict on an active item, in one transaction.
+
+        One verdict per (item, key): a later one replaces the earlier (its reason too), and
+        ``items.reported_correct`` / ``reported_wrong`` stay the counts of the current verdicts
+        (a repeat changes nothing; a changed verdict moves from one count to the other). One
+        ``match.report`` audit row. With ``quarantine_after`` = K, a "wrong" verdict that brings
+        the distinct keys whose current verdict is "wrong" and was given after the item's last
+        review to K opens a quarantine (reason ``reports``, one ``item.quarantine`` audit row
+        with counts, never names) and returns it; concurrent verdicts quarantine an item
+        exactly once. ``NotFound`` for a missing or withdrawn item; ``InvalidInput`` for an
+        actor without an API key."""
+        ...
+
+    def quarantine_item(
+        self, item_id: int, reason: QuarantineReason, *, matches: int = 0
+    ) -> Quarantine | None:
+        """Quarantine an active item for ``reason`` (flood control: ``matches`` in the window),
+        audited (``item.quarantine``), and return it; None when it is withdrawn or missing,
+        already quarantined, or (reason ``flood``) restored by a review before: a practitioner
+        said it is the victim's image, so a flood of its matches is a real spread."""
+        ...
+
+    def item_verdicts(self, item_ids: Sequence[int]) -> list[VerdictRecord]:
+        """The current verdicts on ``item_ids`` (one per item and key), by item then key."""
+        ...
+
+    def review_queue(self, org_id: int | None = None) -> list[ReviewEntry]:
+        """The open quarantines of active items, of organisation ``org_id`` (None: all), the
+        oldest quarantine first."""
+        ...
+
+    def restore_item(
+        self, case_id: int, number: int, *, actor: Principal, note: str = ""
+    ) -> ItemRecord:
+        """A practitioner's "restore" after review: delete the item's quarantine and set its
+        ``reviewed_at`` (verdicts given before no longer count towards a quarantine), with one
+        ``item.review`` audit row (``note`` in it if given). ``NotFound`` for no such active
+        item, ``Conflict`` if it is not quarantined."""
+        ...
+
+    def add_match_counts(self, bucket: int, counts: Mapping[int, int]) -> None:
+        """Add ``counts`` (item id -> uploads that returned it) to the hour ``bucket`` (hours
+        since the epoch), in one transaction: each replica flushes its own counts every few
+        seconds, so the rows hold every replica's matches."""
+        ...
+
+    def match_counts(self, item_ids: Sequence[int], since: int) -> dict[int, dict[int, int]]:
+        """For each of ``item_ids`` with counts, its uploads per hour bucket from ``since``."""
+        ...
+
+    def match_norm(self, since: int, until: int) -> float:
+        """The bank's norm: the mean uploads per (item, hour) row over the buckets
+        ``since <= bucket < until`` (0.0 when there are none)."""
         ...
 
 

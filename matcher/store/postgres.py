@@ -53,7 +53,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,11 @@ from matcher.records import (
     KeyPolicy,
     NewItem,
     Organisation,
+    Quarantine,
+    QuarantineReason,
+    ReportReason,
+    ReviewEntry,
+    VerdictRecord,
 )
 from matcher.signals import SIGNALS
 from matcher.store import ledger as ledger_file
@@ -82,6 +87,8 @@ from matcher.store.base import AddedItems
 from matcher.store.crypto import KEY_FILE_ENV, ItemCipher, Keyring, load_keyring
 from matcher.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from matcher.store.sqlite import (
+    _QUARANTINE_COLUMNS,
+    _QUEUE_SQL,
     _case,
     _codes_by_signal,
     _dt_required,
@@ -90,8 +97,11 @@ from matcher.store.sqlite import (
     _now_ms,
     _policy_from_json,
     _policy_to_json,
+    _quarantine_detail,
+    _queue_entry,
     _signal_dict,
     _unique_hashes,
+    _verdict,
 )
 
 try:
@@ -123,7 +133,7 @@ _CASE_SQL = (
 )
 _ITEM_COLUMNS = (
     "id, case_id, number, kind, state, label, hash_count, signals, reported_correct, "
-    "reported_wrong, created_at, withdrawn_at"
+    "reported_wrong, created_at, withdrawn_at, " + _QUARANTINE_COLUMNS
 )
 _KEY_COLUMNS = "id, name, role, org_id, prefix, created_at, revoked_at"
 
@@ -621,6 +631,8 @@ class PostgresStore:
                 "INSERT INTO changes(op, item_id, hash_count, at) VALUES ('remove', %s, %s, %s)",
                 (item_id, hash_count, now),
             )
+            # Open quarantines only: a withdrawn item has nothing left to review.
+            w.execute("DELETE FROM quarantines WHERE item_id = %s", (item_id,))
             removed.update(_signal_dict(signals))
         if rows:
             with w.cursor() as cur:
@@ -812,41 +824,216 @@ class PostgresStore:
     # -- matching
 
     def active_items(self, item_ids: Sequence[int]) -> set[int]:
-        """The ids among ``item_ids`` of active items (one query for any number of ids)."""
+        """The ids among ``item_ids`` of active items that are not quarantined (one query for
+        any number of ids)."""
         if len(item_ids) == 0:
             return set()
         with self._conn() as conn:
             rows = conn.execute(
-                "SELECT id FROM items WHERE id = ANY(%s::bigint[]) AND state = 'active'",
+                "SELECT id FROM items WHERE id = ANY(%s::bigint[]) AND state = 'active' "
+                "AND NOT EXISTS (SELECT 1 FROM quarantines q WHERE q.item_id = items.id)",
                 ([int(i) for i in item_ids],),
             ).fetchall()
         return {int(r[0]) for r in rows}
 
-    def record_feedback(self, item_id: int, correct: bool, *, actor: Principal) -> None:
-        """Count one "this match was right/wrong" report on an active item."""
+    def record_feedback(
+        self,
+        item_id: int,
+        correct: bool,
+        *,
+        actor: Principal,
+        reason: ReportReason | None = None,
+        quarantine_after: int | None = None,
+    ) -> Quarantine | None:
+        """Record the key's current verdict on an active item (see ``MatchStore``).
+
+        The item row is locked first (``FOR UPDATE``): concurrent verdicts on one item run one
+        after the other, so the count of "wrong" partners each one reads includes every
+        verdict committed before it, and the item is quarantined exactly once.
+        """
+        if actor.key_id is None:
+            raise InvalidInput("a verdict is given with a partner's API key", field="actor")
         now = _now_ms()
-        column = "reported_correct" if correct else "reported_wrong"
+        verdict = "correct" if correct else "wrong"
         with self._write() as w:
             row = w.execute(
-                "SELECT case_id, number FROM items WHERE id = %s AND state = 'active' FOR UPDATE",
+                "SELECT case_id, number, reviewed_at FROM items WHERE id = %s "
+                "AND state = 'active' FOR UPDATE",
                 (item_id,),
             ).fetchone()
             if row is None:
                 raise NotFound("no such match (it may have been withdrawn)")
-            w.execute(f"UPDATE items SET {column} = {column} + 1 WHERE id = %s", (item_id,))
+            held = w.execute(
+                "SELECT verdict FROM verdicts WHERE item_id = %s AND key_id = %s",
+                (item_id, actor.key_id),
+            ).fetchone()
+            w.execute(
+                "INSERT INTO verdicts(item_id, key_id, verdict, reason, at) "
+                "VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (item_id, key_id) DO UPDATE SET verdict = excluded.verdict, "
+                "reason = excluded.reason, at = excluded.at",
+                (item_id, actor.key_id, verdict, None if reason is None else str(reason), now),
+            )
+            if held is None:
+                w.execute(
+                    f"UPDATE items SET reported_{verdict} = reported_{verdict} + 1 WHERE id = %s",
+                    (item_id,),
+                )
+            elif held[0] != verdict:
+                w.execute(
+                    f"UPDATE items SET reported_{verdict} = reported_{verdict} + 1, "
+                    f"reported_{held[0]} = greatest(reported_{held[0]} - 1, 0) WHERE id = %s",
+                    (item_id,),
+                )
             w.execute(
                 "INSERT INTO feedback(case_id, item_id, correct, actor, org_id, at) "
                 "VALUES (%s, %s, %s, %s, %s, %s)",
                 (row[0], item_id, int(correct), actor.audit_name, actor.org_id, now),
             )
-            self._audit(
-                w,
-                actor,
-                Action.MATCH_REPORT,
-                case_id=row[0],
-                detail={"item": row[1], "correct": bool(correct)},
-                at=now,
+            detail: dict[str, object] = {"item": row[1], "correct": bool(correct)}
+            if reason is not None:
+                detail["reason"] = str(reason)
+            if held is not None:
+                detail["replaced"] = True
+            self._audit(w, actor, Action.MATCH_REPORT, case_id=row[0], detail=detail, at=now)
+            if correct or quarantine_after is None:
+                return None
+            wrong = w.execute(
+                "SELECT count(*) FROM verdicts WHERE item_id = %s AND verdict = 'wrong' "
+                "AND at > %s",
+                (item_id, -1 if row[2] is None else row[2]),
+            ).fetchone()
+            partners = int(wrong[0]) if wrong else 0
+            if partners < quarantine_after:
+                return None
+            return self._quarantine(
+                w, item_id, row[0], row[1], QuarantineReason.REPORTS, partners, 0, now
             )
+
+    def _quarantine(
+        self,
+        w: psycopg.Connection[Any],
+        item_id: int,
+        case_id: int,
+        number: int,
+        reason: QuarantineReason,
+        partners: int,
+        matches: int,
+        now: int,
+    ) -> Quarantine | None:
+        """Open a quarantine on a locked active item unless one is open (then None)."""
+        cur = w.execute(
+            "INSERT INTO quarantines(item_id, reason, detail, since) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (item_id) DO NOTHING",
+            (item_id, str(reason), _quarantine_detail(partners, matches), now),
+        )
+        if cur.rowcount != 1:
+            return None
+        self._audit(
+            w,
+            Principal.operator(str(reason)),
+            Action.ITEM_QUARANTINE,
+            case_id=case_id,
+            detail={
+                "item": number,
+                "reason": str(reason),
+                "partners": partners,
+                "matches": matches,
+            },
+            at=now,
+        )
+        return Quarantine(reason, _dt_required(now), partners=partners, matches=matches)
+
+    def quarantine_item(
+        self, item_id: int, reason: QuarantineReason, *, matches: int = 0
+    ) -> Quarantine | None:
+        """Quarantine an active item (flood control); see ``MatchStore``."""
+        now = _now_ms()
+        with self._write() as w:
+            row = w.execute(
+                "SELECT case_id, number, reviewed_at FROM items WHERE id = %s "
+                "AND state = 'active' FOR UPDATE",
+                (item_id,),
+            ).fetchone()
+            if row is None or (reason is QuarantineReason.FLOOD and row[2] is not None):
+                return None
+            return self._quarantine(w, item_id, row[0], row[1], reason, 0, matches, now)
+
+    def item_verdicts(self, item_ids: Sequence[int]) -> list[VerdictRecord]:
+        """The current verdicts on ``item_ids``, by item then key."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT item_id, key_id, verdict, reason, at FROM verdicts "
+                "WHERE item_id = ANY(%s::bigint[]) ORDER BY item_id, key_id",
+                ([int(i) for i in item_ids],),
+            ).fetchall()
+        return [_verdict(r) for r in rows]
+
+    def review_queue(self, org_id: int | None = None) -> list[ReviewEntry]:
+        """Quarantined active items (of one organisation, or all), oldest quarantine first."""
+        where, args = ("AND c.org_id = %s", (org_id,)) if org_id is not None else ("", ())
+        with self._conn() as conn:
+            rows = conn.execute(_QUEUE_SQL.format(where=where), args).fetchall()
+        return [_queue_entry(r) for r in rows]
+
+    def restore_item(
+        self, case_id: int, number: int, *, actor: Principal, note: str = ""
+    ) -> ItemRecord:
+        """Lift an item's quarantine after review (see ``MatchStore``)."""
+        now = _now_ms()
+        with self._write() as w:
+            row = w.execute(
+                "SELECT i.id, q.reason FROM items i LEFT JOIN quarantines q ON q.item_id = i.id "
+                "WHERE i.case_id = %s AND i.number = %s AND i.state = 'active' FOR UPDATE OF i",
+                (case_id, number),
+            ).fetchone()
+            if row is None:
+                raise NotFound("no such item")
+            if row[1] is None:
+                raise Conflict("the item is not quarantined")
+            w.execute("DELETE FROM quarantines WHERE item_id = %s", (row[0],))
+            w.execute("UPDATE items SET reviewed_at = %s WHERE id = %s", (now, row[0]))
+            detail: dict[str, object] = {"item": number, "decision": "restore", "reason": row[1]}
+            if note:
+                detail["note"] = note
+            self._audit(w, actor, Action.ITEM_REVIEW, case_id=case_id, detail=detail, at=now)
+            return self._items_by_id(w, [row[0]])[row[0]]
+
+    def add_match_counts(self, bucket: int, counts: Mapping[int, int]) -> None:
+        """Add ``counts`` (item id -> uploads) to hour ``bucket`` (see ``MatchStore``)."""
+        if not counts:
+            return
+        # Sorted by item id: two replicas flushing at once lock the rows in one order.
+        rows = sorted((int(i), int(bucket), int(n)) for i, n in counts.items())
+        with self._write() as w, w.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO match_counts(item_id, bucket, matches) VALUES (%s, %s, %s) "
+                "ON CONFLICT (item_id, bucket) DO UPDATE "
+                "SET matches = match_counts.matches + excluded.matches",
+                rows,
+            )
+
+    def match_counts(self, item_ids: Sequence[int], since: int) -> dict[int, dict[int, int]]:
+        """Per item of ``item_ids``, its hour buckets from ``since`` on (see ``MatchStore``)."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT item_id, bucket, matches FROM match_counts "
+                "WHERE item_id = ANY(%s::bigint[]) AND bucket >= %s",
+                ([int(i) for i in item_ids], int(since)),
+            ).fetchall()
+        out: dict[int, dict[int, int]] = {}
+        for item_id, bucket, matches in rows:
+            out.setdefault(int(item_id), {})[int(bucket)] = int(matches)
+        return out
+
+    def match_norm(self, since: int, until: int) -> float:
+        """Mean matches per (item, hour) row of buckets ``since <= b < until`` (0 if none)."""
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT avg(matches) FROM match_counts WHERE bucket >= %s AND bucket < %s",
+                (int(since), int(until)),
+            ).fetchone()
+        return float(row[0] or 0.0) if row else 0.0
 
     # -- API keys
 

@@ -41,7 +41,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +68,11 @@ from matcher.records import (
     KeyPolicy,
     NewItem,
     Organisation,
+    Quarantine,
+    QuarantineReason,
+    ReportReason,
+    ReviewEntry,
+    VerdictRecord,
 )
 from matcher.signals import SIGNALS, Hash
 from matcher.store.base import AddedItems
@@ -119,9 +124,17 @@ _CASE_SQL = (
     "c.created_at, c.withdrawn_at "
     "FROM cases c LEFT JOIN items i ON i.case_id = c.id WHERE c.{column} = ? GROUP BY c.id"
 )
+# The open quarantine, if any, rides along as correlated subqueries (a primary-key lookup
+# each), so every statement that reads items keeps its plain "FROM items WHERE ..." shape.
+_QUARANTINE_COLUMNS = (
+    "reviewed_at, "
+    "(SELECT q.reason FROM quarantines q WHERE q.item_id = items.id), "
+    "(SELECT q.since FROM quarantines q WHERE q.item_id = items.id), "
+    "(SELECT q.detail FROM quarantines q WHERE q.item_id = items.id)"
+)
 _ITEM_COLUMNS = (
     "id, case_id, number, kind, state, label, hash_count, signals, reported_correct, "
-    "reported_wrong, created_at, withdrawn_at"
+    "reported_wrong, created_at, withdrawn_at, " + _QUARANTINE_COLUMNS
 )
 _KEY_COLUMNS = "id, name, role, org_id, prefix, created_at, revoked_at"
 
@@ -156,6 +169,59 @@ def _item(row: tuple[Any, ...]) -> ItemRecord:
         reported_wrong=row[9],
         created_at=_dt_required(row[10]),
         withdrawn_at=_dt(row[11]),
+        reviewed_at=_dt(row[12]),
+        quarantine=_quarantine(row[13], row[14], row[15]),
+    )
+
+
+def _quarantine(reason: str | None, since: int | None, detail: Any) -> Quarantine | None:
+    if reason is None or since is None:
+        return None
+    counts = json.loads(detail if isinstance(detail, str) else bytes(detail).decode())
+    return Quarantine(
+        QuarantineReason(reason),
+        _dt_required(since),
+        partners=int(counts.get("partners", 0)),
+        matches=int(counts.get("matches", 0)),
+    )
+
+
+def _quarantine_detail(partners: int, matches: int) -> str:
+    return json.dumps({"partners": int(partners), "matches": int(matches)}, sort_keys=True)
+
+
+def _verdict(row: tuple[Any, ...]) -> VerdictRecord:
+    return VerdictRecord(
+        item_id=int(row[0]),
+        key_id=int(row[1]),
+        correct=row[2] == "correct",
+        reason=ReportReason(row[3]) if row[3] else None,
+        at=_dt_required(row[4]),
+    )
+
+
+# The review queue: open quarantines of active items, with where they are (oldest first).
+_QUEUE_SQL = (
+    "SELECT c.number, i.number, i.label, q.reason, q.since, q.detail, i.reported_correct, "
+    "i.reported_wrong, i.created_at, i.reviewed_at, c.org_id "
+    "FROM quarantines q JOIN items i ON i.id = q.item_id JOIN cases c ON c.id = i.case_id "
+    "WHERE i.state = 'active' {where} ORDER BY q.since, q.item_id"
+)
+
+
+def _queue_entry(row: tuple[Any, ...]) -> ReviewEntry:
+    quarantine = _quarantine(row[3], row[4], row[5])
+    assert quarantine is not None
+    return ReviewEntry(
+        case_number=row[0],
+        number=int(row[1]),
+        label=row[2],
+        quarantine=quarantine,
+        reported_correct=int(row[6]),
+        reported_wrong=int(row[7]),
+        created_at=_dt_required(row[8]),
+        reviewed_at=_dt(row[9]),
+        org_id=row[10],
     )
 
 
@@ -180,6 +246,7 @@ def _policy_to_json(policy: KeyPolicy) -> str:
             "daily_hashes": policy.daily_hashes,
             "suspended_at": None if at is None else int(at.timestamp() * 1000),
             "suspend_reason": policy.suspend_reason,
+            "named_in_reports": policy.named_in_reports,
         },
         sort_keys=True,
     )
@@ -193,6 +260,7 @@ def _policy_from_json(text: str | bytes) -> KeyPolicy:
         daily_hashes=raw.get("daily_hashes"),
         suspended_at=_dt(raw.get("suspended_at")),
         suspend_reason=str(raw.get("suspend_reason", "")),
+        named_in_reports=bool(raw.get("named_in_reports", False)),
     )
 
 
@@ -752,6 +820,8 @@ class SQLiteStore:
                 "INSERT INTO changes(op, item_id, hash_count, at) VALUES ('remove', ?, ?, ?)",
                 (item_id, hash_count, now),
             )
+            # Open quarantines only: a withdrawn item has nothing left to review.
+            w.execute("DELETE FROM quarantines WHERE item_id = ?", (item_id,))
             removed.update(_signal_dict(signals))
         if rows:
             w.executemany(
@@ -988,40 +1058,209 @@ class SQLiteStore:
     # -- matching
 
     def active_items(self, item_ids: Sequence[int]) -> set[int]:
-        """The ids among ``item_ids`` of active items (one query for any number of ids)."""
+        """The ids among ``item_ids`` of active items that are not quarantined (one query for
+        any number of ids)."""
         if len(item_ids) == 0:
             return set()
         rows = self._reader().execute(
             "SELECT id FROM items WHERE id IN (SELECT value FROM json_each(?)) "
-            "AND state = 'active'",
+            "AND state = 'active' "
+            "AND NOT EXISTS (SELECT 1 FROM quarantines q WHERE q.item_id = items.id)",
             (_json_ids(item_ids),),
         )
         return {r[0] for r in rows.fetchall()}
 
-    def record_feedback(self, item_id: int, correct: bool, *, actor: Principal) -> None:
-        """Count one "this match was right/wrong" report on an active item."""
+    def record_feedback(
+        self,
+        item_id: int,
+        correct: bool,
+        *,
+        actor: Principal,
+        reason: ReportReason | None = None,
+        quarantine_after: int | None = None,
+    ) -> Quarantine | None:
+        """Record the key's current verdict on an active item (see ``MatchStore``)."""
+        if actor.key_id is None:
+            raise InvalidInput("a verdict is given with a partner's API key", field="actor")
         now = _now_ms()
-        column = "reported_correct" if correct else "reported_wrong"
+        verdict = "correct" if correct else "wrong"
         with self._write() as w:
             row = w.execute(
-                "SELECT case_id, number FROM items WHERE id = ? AND state = 'active'", (item_id,)
+                "SELECT case_id, number, reviewed_at FROM items WHERE id = ? AND state = 'active'",
+                (item_id,),
             ).fetchone()
             if row is None:
                 raise NotFound("no such match (it may have been withdrawn)")
-            w.execute(f"UPDATE items SET {column} = {column} + 1 WHERE id = ?", (item_id,))
+            held = w.execute(
+                "SELECT verdict FROM verdicts WHERE item_id = ? AND key_id = ?",
+                (item_id, actor.key_id),
+            ).fetchone()
+            w.execute(
+                "INSERT INTO verdicts(item_id, key_id, verdict, reason, at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(item_id, key_id) DO UPDATE SET verdict = excluded.verdict, "
+                "reason = excluded.reason, at = excluded.at",
+                (item_id, actor.key_id, verdict, None if reason is None else str(reason), now),
+            )
+            # The counts stay those of the current verdicts: a changed verdict moves from one
+            # column to the other, a repeated one changes nothing (a v3 folder's anonymous
+            # counts, with no verdict rows behind them, are kept as they were).
+            if held is None:
+                w.execute(
+                    f"UPDATE items SET reported_{verdict} = reported_{verdict} + 1 WHERE id = ?",
+                    (item_id,),
+                )
+            elif held[0] != verdict:
+                w.execute(
+                    f"UPDATE items SET reported_{verdict} = reported_{verdict} + 1, "
+                    f"reported_{held[0]} = max(reported_{held[0]} - 1, 0) WHERE id = ?",
+                    (item_id,),
+                )
             w.execute(
                 "INSERT INTO feedback(case_id, item_id, correct, actor, org_id, at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (row[0], item_id, int(correct), actor.audit_name, actor.org_id, now),
             )
-            self._audit(
-                w,
-                actor,
-                Action.MATCH_REPORT,
-                case_id=row[0],
-                detail={"item": row[1], "correct": bool(correct)},
-                at=now,
+            detail: dict[str, object] = {"item": row[1], "correct": bool(correct)}
+            if reason is not None:
+                detail["reason"] = str(reason)
+            if held is not None:
+                detail["replaced"] = True
+            self._audit(w, actor, Action.MATCH_REPORT, case_id=row[0], detail=detail, at=now)
+            if correct or quarantine_after is None:
+                return None
+            partners = int(
+                w.execute(
+                    "SELECT count(*) FROM verdicts WHERE item_id = ? AND verdict = 'wrong' "
+                    "AND at > ?",
+                    (item_id, -1 if row[2] is None else row[2]),
+                ).fetchone()[0]
             )
+            if partners < quarantine_after:
+                return None
+            return self._quarantine(
+                w, item_id, row[0], row[1], QuarantineReason.REPORTS, partners, 0, now
+            )
+
+    def _quarantine(
+        self,
+        w: sqlite3.Connection,
+        item_id: int,
+        case_id: int,
+        number: int,
+        reason: QuarantineReason,
+        partners: int,
+        matches: int,
+        now: int,
+    ) -> Quarantine | None:
+        """Open a quarantine on an active item unless one is open (then None), audited."""
+        cur = w.execute(
+            "INSERT INTO quarantines(item_id, reason, detail, since) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(item_id) DO NOTHING",
+            (item_id, str(reason), _quarantine_detail(partners, matches), now),
+        )
+        if cur.rowcount != 1:
+            return None
+        self._audit(
+            w,
+            Principal.operator(str(reason)),
+            Action.ITEM_QUARANTINE,
+            case_id=case_id,
+            detail={
+                "item": number,
+                "reason": str(reason),
+                "partners": partners,
+                "matches": matches,
+            },
+            at=now,
+        )
+        return Quarantine(reason, _dt_required(now), partners=partners, matches=matches)
+
+    def quarantine_item(
+        self, item_id: int, reason: QuarantineReason, *, matches: int = 0
+    ) -> Quarantine | None:
+        """Quarantine an active item (flood control); see ``MatchStore``."""
+        now = _now_ms()
+        with self._write() as w:
+            row = w.execute(
+                "SELECT case_id, number, reviewed_at FROM items WHERE id = ? AND state = 'active'",
+                (item_id,),
+            ).fetchone()
+            if row is None or (reason is QuarantineReason.FLOOD and row[2] is not None):
+                return None
+            return self._quarantine(w, item_id, row[0], row[1], reason, 0, matches, now)
+
+    def item_verdicts(self, item_ids: Sequence[int]) -> list[VerdictRecord]:
+        """The current verdicts on ``item_ids``, by item then key."""
+        rows = self._reader().execute(
+            "SELECT item_id, key_id, verdict, reason, at FROM verdicts "
+            "WHERE item_id IN (SELECT value FROM json_each(?)) ORDER BY item_id, key_id",
+            (_json_ids(item_ids),),
+        )
+        return [_verdict(r) for r in rows.fetchall()]
+
+    def review_queue(self, org_id: int | None = None) -> list[ReviewEntry]:
+        """Quarantined active items (of one organisation, or all), oldest quarantine first."""
+        where, args = ("AND c.org_id = ?", (org_id,)) if org_id is not None else ("", ())
+        rows = self._reader().execute(_QUEUE_SQL.format(where=where), args)
+        return [_queue_entry(r) for r in rows.fetchall()]
+
+    def restore_item(
+        self, case_id: int, number: int, *, actor: Principal, note: str = ""
+    ) -> ItemRecord:
+        """Lift an item's quarantine after review (see ``MatchStore``)."""
+        now = _now_ms()
+        with self._write() as w:
+            row = w.execute(
+                "SELECT i.id, q.reason FROM items i LEFT JOIN quarantines q ON q.item_id = i.id "
+                "WHERE i.case_id = ? AND i.number = ? AND i.state = 'active'",
+                (case_id, number),
+            ).fetchone()
+            if row is None:
+                raise NotFound("no such item")
+            if row[1] is None:
+                raise Conflict("the item is not quarantined")
+            w.execute("DELETE FROM quarantines WHERE item_id = ?", (row[0],))
+            w.execute("UPDATE items SET reviewed_at = ? WHERE id = ?", (now, row[0]))
+            detail: dict[str, object] = {"item": number, "decision": "restore", "reason": row[1]}
+            if note:
+                detail["note"] = note
+            self._audit(w, actor, Action.ITEM_REVIEW, case_id=case_id, detail=detail, at=now)
+            return self._items_by_id(w, [row[0]])[row[0]]
+
+    def add_match_counts(self, bucket: int, counts: Mapping[int, int]) -> None:
+        """Add ``counts`` (item id -> uploads) to hour ``bucket`` (see ``MatchStore``)."""
+        if not counts:
+            return
+        with self._write() as w:
+            w.executemany(
+                "INSERT INTO match_counts(item_id, bucket, matches) VALUES (?, ?, ?) "
+                "ON CONFLICT(item_id, bucket) DO UPDATE SET matches = matches + excluded.matches",
+                [(int(i), int(bucket), int(n)) for i, n in counts.items()],
+            )
+
+    def match_counts(self, item_ids: Sequence[int], since: int) -> dict[int, dict[int, int]]:
+        """Per item of ``item_ids``, its hour buckets from ``since`` on (see ``MatchStore``)."""
+        rows = self._reader().execute(
+            "SELECT item_id, bucket, matches FROM match_counts "
+            "WHERE item_id IN (SELECT value FROM json_each(?)) AND bucket >= ?",
+            (_json_ids(item_ids), int(since)),
+        )
+        out: dict[int, dict[int, int]] = {}
+        for item_id, bucket, matches in rows.fetchall():
+            out.setdefault(int(item_id), {})[int(bucket)] = int(matches)
+        return out
+
+    def match_norm(self, since: int, until: int) -> float:
+        """Mean matches per (item, hour) row of buckets ``since <= b < until`` (0 if none)."""
+        row = (
+            self._reader()
+            .execute(
+                "SELECT avg(matches) FROM match_counts WHERE bucket >= ? AND bucket < ?",
+                (int(since), int(until)),
+            )
+            .fetchone()
+        )
+        return float(row[0] or 0.0)
 
     # -- API keys
 

@@ -26,55 +26,55 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from matcher.v1 import hashes_pb2 as matcher_dot_v1_dot_hashes__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16matcher/v1/admin.proto\x12\nmatcher.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17matcher/v1/hashes.proto\"\xff\x01\n\x06\x41piKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.matcher.v1.Role\x12\x14\n\x0corganization\x18\x04 \x01(\t\x12\x12\n\nkey_prefix\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x06policy\x18\x08 \x01(\x0b\x32\x15.matcher.v1.KeyPolicy\"\xbc\x01\n\tKeyPolicy\x12\x17\n\x0f\x65xact_distances\x18\x01 \x01(\x08\x12\x31\n\rmax_distances\x18\x02 \x03(\x0b\x32\x1a.matcher.v1.SignalDistance\x12\x19\n\x11\x64\x61ily_hash_budget\x18\x03 \x01(\x03\x12\x30\n\x0csuspend_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0esuspend_reason\x18\x05 \x01(\t\"O\n\x0eSignalDistance\x12+\n\x0bsignal_type\x18\x01 \x01(\x0e\x32\x16.matcher.v1.SignalType\x12\x10\n\x08\x64istance\x18\x02 \x01(\x05\"\xdf\x01\n\x19UpdateApiKeyPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1c\n\x0f\x65xact_distances\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x31\n\rmax_distances\x18\x03 \x03(\x0b\x32\x1a.matcher.v1.SignalDistance\x12\x19\n\x11set_max_distances\x18\x04 \x01(\x08\x12\x1e\n\x11\x64\x61ily_hash_budget\x18\x05 \x01(\x03H\x01\x88\x01\x01\x42\x12\n\x10_exact_distancesB\x14\n\x12_daily_hash_budget\"A\n\x1aUpdateApiKeyPolicyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.matcher.v1.ApiKey\"$\n\x14RestoreApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x15RestoreApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.matcher.v1.ApiKey\"c\n\x0cOrganization\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"a\n\x13\x43reateApiKeyRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.matcher.v1.Role\x12\x14\n\x0corganization\x18\x03 \x01(\t\"H\n\x14\x43reateApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.matcher.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\";\n\x12ListApiKeysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x13ListApiKeysResponse\x12$\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x12.matcher.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x13RevokeApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x14RevokeApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.matcher.v1.ApiKey\"1\n\x19\x43reateOrganizationRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\"L\n\x1a\x43reateOrganizationResponse\x12.\n\x0corganization\x18\x01 \x01(\x0b\x32\x18.matcher.v1.Organization\"A\n\x18ListOrganizationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"e\n\x19ListOrganizationsResponse\x12/\n\rorganizations\x18\x01 \x03(\x0b\x32\x18.matcher.v1.Organization\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x15\n\x13GetBankStatsRequest\"\xb0\x01\n\x14GetBankStatsResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\x12(\n\x07indexed\x18\x02 \x03(\x0b\x32\x17.matcher.v1.SignalCount\x12\x14\n\x0c\x61\x63tive_cases\x18\x03 \x01(\x03\x12\x17\n\x0fwithdrawn_cases\x18\x04 \x01(\x03\x12\x1a\n\x12index_load_seconds\x18\x05 \x01(\x01\x12\x14\n\x0c\x61\x63tive_items\x18\x06 \x01(\x03*U\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_PARTNER\x10\x01\x12\x15\n\x11ROLE_PRACTITIONER\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xd9\x05\n\x0c\x41\x64minService\x12Q\n\x0c\x43reateApiKey\x12\x1f.matcher.v1.CreateApiKeyRequest\x1a .matcher.v1.CreateApiKeyResponse\x12N\n\x0bListApiKeys\x12\x1e.matcher.v1.ListApiKeysRequest\x1a\x1f.matcher.v1.ListApiKeysResponse\x12Q\n\x0cRevokeApiKey\x12\x1f.matcher.v1.RevokeApiKeyRequest\x1a .matcher.v1.RevokeApiKeyResponse\x12\x63\n\x12UpdateApiKeyPolicy\x12%.matcher.v1.UpdateApiKeyPolicyRequest\x1a&.matcher.v1.UpdateApiKeyPolicyResponse\x12T\n\rRestoreApiKey\x12 .matcher.v1.RestoreApiKeyRequest\x1a!.matcher.v1.RestoreApiKeyResponse\x12\x63\n\x12\x43reateOrganization\x12%.matcher.v1.CreateOrganizationRequest\x1a&.matcher.v1.CreateOrganizationResponse\x12`\n\x11ListOrganizations\x12$.matcher.v1.ListOrganizationsRequest\x1a%.matcher.v1.ListOrganizationsResponse\x12Q\n\x0cGetBankStats\x12\x1f.matcher.v1.GetBankStatsRequest\x1a .matcher.v1.GetBankStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16matcher/v1/admin.proto\x12\nmatcher.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17matcher/v1/hashes.proto\"\xff\x01\n\x06\x41piKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.matcher.v1.Role\x12\x14\n\x0corganization\x18\x04 \x01(\t\x12\x12\n\nkey_prefix\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x06policy\x18\x08 \x01(\x0b\x32\x15.matcher.v1.KeyPolicy\"\xd6\x01\n\tKeyPolicy\x12\x17\n\x0f\x65xact_distances\x18\x01 \x01(\x08\x12\x31\n\rmax_distances\x18\x02 \x03(\x0b\x32\x1a.matcher.v1.SignalDistance\x12\x19\n\x11\x64\x61ily_hash_budget\x18\x03 \x01(\x03\x12\x30\n\x0csuspend_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0esuspend_reason\x18\x05 \x01(\t\x12\x18\n\x10named_in_reports\x18\x06 \x01(\x08\"O\n\x0eSignalDistance\x12+\n\x0bsignal_type\x18\x01 \x01(\x0e\x32\x16.matcher.v1.SignalType\x12\x10\n\x08\x64istance\x18\x02 \x01(\x05\"\x93\x02\n\x19UpdateApiKeyPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1c\n\x0f\x65xact_distances\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x31\n\rmax_distances\x18\x03 \x03(\x0b\x32\x1a.matcher.v1.SignalDistance\x12\x19\n\x11set_max_distances\x18\x04 \x01(\x08\x12\x1e\n\x11\x64\x61ily_hash_budget\x18\x05 \x01(\x03H\x01\x88\x01\x01\x12\x1d\n\x10named_in_reports\x18\x06 \x01(\x08H\x02\x88\x01\x01\x42\x12\n\x10_exact_distancesB\x14\n\x12_daily_hash_budgetB\x13\n\x11_named_in_reports\"A\n\x1aUpdateApiKeyPolicyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.matcher.v1.ApiKey\"$\n\x14RestoreApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x15RestoreApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.matcher.v1.ApiKey\"c\n\x0cOrganization\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"a\n\x13\x43reateApiKeyRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.matcher.v1.Role\x12\x14\n\x0corganization\x18\x03 \x01(\t\"H\n\x14\x43reateApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.matcher.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\";\n\x12ListApiKeysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x13ListApiKeysResponse\x12$\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x12.matcher.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x13RevokeApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x14RevokeApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.matcher.v1.ApiKey\"1\n\x19\x43reateOrganizationRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\"L\n\x1a\x43reateOrganizationResponse\x12.\n\x0corganization\x18\x01 \x01(\x0b\x32\x18.matcher.v1.Organization\"A\n\x18ListOrganizationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"e\n\x19ListOrganizationsResponse\x12/\n\rorganizations\x18\x01 \x03(\x0b\x32\x18.matcher.v1.Organization\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x15\n\x13GetBankStatsRequest\"\xb0\x01\n\x14GetBankStatsResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\x12(\n\x07indexed\x18\x02 \x03(\x0b\x32\x17.matcher.v1.SignalCount\x12\x14\n\x0c\x61\x63tive_cases\x18\x03 \x01(\x03\x12\x17\n\x0fwithdrawn_cases\x18\x04 \x01(\x03\x12\x1a\n\x12index_load_seconds\x18\x05 \x01(\x01\x12\x14\n\x0c\x61\x63tive_items\x18\x06 \x01(\x03*U\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_PARTNER\x10\x01\x12\x15\n\x11ROLE_PRACTITIONER\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xd9\x05\n\x0c\x41\x64minService\x12Q\n\x0c\x43reateApiKey\x12\x1f.matcher.v1.CreateApiKeyRequest\x1a .matcher.v1.CreateApiKeyResponse\x12N\n\x0bListApiKeys\x12\x1e.matcher.v1.ListApiKeysRequest\x1a\x1f.matcher.v1.ListApiKeysResponse\x12Q\n\x0cRevokeApiKey\x12\x1f.matcher.v1.RevokeApiKeyRequest\x1a .matcher.v1.RevokeApiKeyResponse\x12\x63\n\x12UpdateApiKeyPolicy\x12%.matcher.v1.UpdateApiKeyPolicyRequest\x1a&.matcher.v1.UpdateApiKeyPolicyResponse\x12T\n\rRestoreApiKey\x12 .matcher.v1.RestoreApiKeyRequest\x1a!.matcher.v1.RestoreApiKeyResponse\x12\x63\n\x12\x43reateOrganization\x12%.matcher.v1.CreateOrganizationRequest\x1a&.matcher.v1.CreateOrganizationResponse\x12`\n\x11ListOrganizations\x12$.matcher.v1.ListOrganizationsRequest\x1a%.matcher.v1.ListOrganizationsResponse\x12Q\n\x0cGetBankStats\x12\x1f.matcher.v1.GetBankStatsRequest\x1a .matcher.v1.GetBankStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'matcher.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=2039
-  _globals['_ROLE']._serialized_end=2124
+  _globals['_ROLE']._serialized_start=2117
+  _globals['_ROLE']._serialized_end=2202
   _globals['_APIKEY']._serialized_start=97
   _globals['_APIKEY']._serialized_end=352
   _globals['_KEYPOLICY']._serialized_start=355
-  _globals['_KEYPOLICY']._serialized_end=543
-  _globals['_SIGNALDISTANCE']._serialized_start=545
-  _globals['_SIGNALDISTANCE']._serialized_end=624
-  _globals['_UPDATEAPIKEYPOLICYREQUEST']._serialized_start=627
-  _globals['_UPDATEAPIKEYPOLICYREQUEST']._serialized_end=850
-  _globals['_UPDATEAPIKEYPOLICYRESPONSE']._serialized_start=852
-  _globals['_UPDATEAPIKEYPOLICYRESPONSE']._serialized_end=917
-  _globals['_RESTOREAPIKEYREQUEST']._serialized_start=919
-  _globals['_RESTOREAPIKEYREQUEST']._serialized_end=955
-  _globals['_RESTOREAPIKEYRESPONSE']._serialized_start=957
-  _globals['_RESTOREAPIKEYRESPONSE']._serialized_end=1017
-  _globals['_ORGANIZATION']._serialized_start=1019
-  _globals['_ORGANIZATION']._serialized_end=1118
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1120
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1217
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1219
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1291
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1293
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1352
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1354
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1438
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1440
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1475
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1477
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1536
-  _globals['_CREATEORGANIZATIONREQUEST']._serialized_start=1538
-  _globals['_CREATEORGANIZATIONREQUEST']._serialized_end=1587
-  _globals['_CREATEORGANIZATIONRESPONSE']._serialized_start=1589
-  _globals['_CREATEORGANIZATIONRESPONSE']._serialized_end=1665
-  _globals['_LISTORGANIZATIONSREQUEST']._serialized_start=1667
-  _globals['_LISTORGANIZATIONSREQUEST']._serialized_end=1732
-  _globals['_LISTORGANIZATIONSRESPONSE']._serialized_start=1734
-  _globals['_LISTORGANIZATIONSRESPONSE']._serialized_end=1835
-  _globals['_GETBANKSTATSREQUEST']._serialized_start=1837
-  _globals['_GETBANKSTATSREQUEST']._serialized_end=1858
-  _globals['_GETBANKSTATSRESPONSE']._serialized_start=1861
-  _globals['_GETBANKSTATSRESPONSE']._serialized_end=2037
-  _globals['_ADMINSERVICE']._serialized_start=2127
-  _globals['_ADMINSERVICE']._serialized_end=2856
+  _globals['_KEYPOLICY']._serialized_end=569
+  _globals['_SIGNALDISTANCE']._serialized_start=571
+  _globals['_SIGNALDISTANCE']._serialized_end=650
+  _globals['_UPDATEAPIKEYPOLICYREQUEST']._serialized_start=653
+  _globals['_UPDATEAPIKEYPOLICYREQUEST']._serialized_end=928
+  _globals['_UPDATEAPIKEYPOLICYRESPONSE']._serialized_start=930
+  _globals['_UPDATEAPIKEYPOLICYRESPONSE']._serialized_end=995
+  _globals['_RESTOREAPIKEYREQUEST']._serialized_start=997
+  _globals['_RESTOREAPIKEYREQUEST']._serialized_end=1033
+  _globals['_RESTOREAPIKEYRESPONSE']._serialized_start=1035
+  _globals['_RESTOREAPIKEYRESPONSE']._serialized_end=1095
+  _globals['_ORGANIZATION']._serialized_start=1097
+  _globals['_ORGANIZATION']._serialized_end=1196
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1198
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1295
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1297
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1369
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1371
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1430
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1432
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1516
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1518
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1553
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1555
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1614
+  _globals['_CREATEORGANIZATIONREQUEST']._serialized_start=1616
+  _globals['_CREATEORGANIZATIONREQUEST']._serialized_end=1665
+  _globals['_CREATEORGANIZATIONRESPONSE']._serialized_start=1667
+  _globals['_CREATEORGANIZATIONRESPONSE']._serialized_end=1743
+  _globals['_LISTORGANIZATIONSREQUEST']._serialized_start=1745
+  _globals['_LISTORGANIZATIONSREQUEST']._serialized_end=1810
+  _globals['_LISTORGANIZATIONSRESPONSE']._serialized_start=1812
+  _globals['_LISTORGANIZATIONSRESPONSE']._serialized_end=1913
+  _globals['_GETBANKSTATSREQUEST']._serialized_start=1915
+  _globals['_GETBANKSTATSREQUEST']._serialized_end=1936
+  _globals['_GETBANKSTATSRESPONSE']._serialized_start=1939
+  _globals['_GETBANKSTATSRESPONSE']._serialized_end=2115
+  _globals['_ADMINSERVICE']._serialized_start=2205
+  _globals['_ADMINSERVICE']._serialized_end=2934
 # @@protoc_insertion_point(module_scope)

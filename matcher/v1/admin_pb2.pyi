@@ -43,18 +43,20 @@ class ApiKey(_message.Message):
     def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., organization: _Optional[str] = ..., key_prefix: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., policy: _Optional[_Union[KeyPolicy, _Mapping]] = ...) -> None: ...
 
 class KeyPolicy(_message.Message):
-    __slots__ = ("exact_distances", "max_distances", "daily_hash_budget", "suspend_time", "suspend_reason")
+    __slots__ = ("exact_distances", "max_distances", "daily_hash_budget", "suspend_time", "suspend_reason", "named_in_reports")
     EXACT_DISTANCES_FIELD_NUMBER: _ClassVar[int]
     MAX_DISTANCES_FIELD_NUMBER: _ClassVar[int]
     DAILY_HASH_BUDGET_FIELD_NUMBER: _ClassVar[int]
     SUSPEND_TIME_FIELD_NUMBER: _ClassVar[int]
     SUSPEND_REASON_FIELD_NUMBER: _ClassVar[int]
+    NAMED_IN_REPORTS_FIELD_NUMBER: _ClassVar[int]
     exact_distances: bool
     max_distances: _containers.RepeatedCompositeFieldContainer[SignalDistance]
     daily_hash_budget: int
     suspend_time: _timestamp_pb2.Timestamp
     suspend_reason: str
-    def __init__(self, exact_distances: _Optional[bool] = ..., max_distances: _Optional[_Iterable[_Union[SignalDistance, _Mapping]]] = ..., daily_hash_budget: _Optional[int] = ..., suspend_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., suspend_reason: _Optional[str] = ...) -> None: ...
+    named_in_reports: bool
+    def __init__(self, exact_distances: _Optional[bool] = ..., max_distances: _Optional[_Iterable[_Union[SignalDistance, _Mapping]]] = ..., daily_hash_budget: _Optional[int] = ..., suspend_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., suspend_reason: _Optional[str] = ..., named_in_reports: _Optional[bool] = ...) -> None: ...
 
 class SignalDistance(_message.Message):
     __slots__ = ("signal_type", "distance")
@@ -65,18 +67,20 @@ class SignalDistance(_message.Message):
     def __init__(self, signal_type: _Optional[_Union[_hashes_pb2.SignalType, str]] = ..., distance: _Optional[int] = ...) -> None: ...
 
 class UpdateApiKeyPolicyRequest(_message.Message):
-    __slots__ = ("name", "exact_distances", "max_distances", "set_max_distances", "daily_hash_budget")
+    __slots__ = ("name", "exact_distances", "max_distances", "set_max_distances", "daily_hash_budget", "named_in_reports")
     NAME_FIELD_NUMBER: _ClassVar[int]
     EXACT_DISTANCES_FIELD_NUMBER: _ClassVar[int]
     MAX_DISTANCES_FIELD_NUMBER: _ClassVar[int]
     SET_MAX_DISTANCES_FIELD_NUMBER: _ClassVar[int]
     DAILY_HASH_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    NAMED_IN_REPORTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     exact_distances: bool
     max_distances: _containers.RepeatedCompositeFieldContainer[SignalDistance]
     set_max_distances: bool
     daily_hash_budget: int
-    def __init__(self, name: _Optional[str] = ..., exact_distances: _Optional[bool] = ..., max_distances: _Optional[_Iterable[_Union[SignalDistance, _Mapping]]] = ..., set_max_distances: _Optional[bool] = ..., daily_hash_budget: _Optional[int] = ...) -> None: ...
+    named_in_reports: bool
+    def __init__(self, name: _Optional[str] = ..., exact_distances: _Optional[bool] = ..., max_distances: _Optional[_Iterable[_Union[SignalDistance, _Mapping]]] = ..., set_max_distances: _Optional[bool] = ..., daily_hash_budget: _Optional[int] = ..., named_in_reports: _Optional[bool] = ...) -> None: ...
 
 class UpdateApiKeyPolicyResponse(_message.Message):
     __slots__ = ("api_key",)

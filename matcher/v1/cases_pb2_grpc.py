@@ -76,6 +76,16 @@ class CaseServiceStub:
                 request_serializer=matcher_dot_v1_dot_cases__pb2.WithdrawItemWithSecretRequest.SerializeToString,
                 response_deserializer=matcher_dot_v1_dot_cases__pb2.WithdrawItemWithSecretResponse.FromString,
                 _registered_method=True)
+        self.ListReviewQueue = channel.unary_unary(
+                '/matcher.v1.CaseService/ListReviewQueue',
+                request_serializer=matcher_dot_v1_dot_cases__pb2.ListReviewQueueRequest.SerializeToString,
+                response_deserializer=matcher_dot_v1_dot_cases__pb2.ListReviewQueueResponse.FromString,
+                _registered_method=True)
+        self.ReviewItem = channel.unary_unary(
+                '/matcher.v1.CaseService/ReviewItem',
+                request_serializer=matcher_dot_v1_dot_cases__pb2.ReviewItemRequest.SerializeToString,
+                response_deserializer=matcher_dot_v1_dot_cases__pb2.ReviewItemResponse.FromString,
+                _registered_method=True)
 
 
 class CaseServiceServicer:
@@ -148,6 +158,23 @@ class CaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListReviewQueue(self, request, context):
+        """Quarantined items waiting for review, the oldest first: a practitioner's own
+        organisation's; an admin's, every organisation's (or one's, with `organization`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReviewItem(self, request, context):
+        """A practitioner's decision on a quarantined item of its organisation: restore it (it
+        matches again at once, everywhere) or withdraw it (as `WithdrawItem`). Audited.
+        FAILED_PRECONDITION when the item is not quarantined.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CaseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -190,6 +217,16 @@ def add_CaseServiceServicer_to_server(servicer, server):
                     servicer.WithdrawItemWithSecret,
                     request_deserializer=matcher_dot_v1_dot_cases__pb2.WithdrawItemWithSecretRequest.FromString,
                     response_serializer=matcher_dot_v1_dot_cases__pb2.WithdrawItemWithSecretResponse.SerializeToString,
+            ),
+            'ListReviewQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReviewQueue,
+                    request_deserializer=matcher_dot_v1_dot_cases__pb2.ListReviewQueueRequest.FromString,
+                    response_serializer=matcher_dot_v1_dot_cases__pb2.ListReviewQueueResponse.SerializeToString,
+            ),
+            'ReviewItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewItem,
+                    request_deserializer=matcher_dot_v1_dot_cases__pb2.ReviewItemRequest.FromString,
+                    response_serializer=matcher_dot_v1_dot_cases__pb2.ReviewItemResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -410,6 +447,60 @@ class CaseService:
             '/matcher.v1.CaseService/WithdrawItemWithSecret',
             matcher_dot_v1_dot_cases__pb2.WithdrawItemWithSecretRequest.SerializeToString,
             matcher_dot_v1_dot_cases__pb2.WithdrawItemWithSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReviewQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/matcher.v1.CaseService/ListReviewQueue',
+            matcher_dot_v1_dot_cases__pb2.ListReviewQueueRequest.SerializeToString,
+            matcher_dot_v1_dot_cases__pb2.ListReviewQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/matcher.v1.CaseService/ReviewItem',
+            matcher_dot_v1_dot_cases__pb2.ReviewItemRequest.SerializeToString,
+            matcher_dot_v1_dot_cases__pb2.ReviewItemResponse.FromString,
             options,
             channel_credentials,
             insecure,

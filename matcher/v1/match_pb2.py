@@ -25,17 +25,19 @@ _sym_db = _symbol_database.Default()
 from matcher.v1 import hashes_pb2 as matcher_dot_v1_dot_hashes__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16matcher/v1/match.proto\x12\nmatcher.v1\x1a\x17matcher/v1/hashes.proto\"g\n\x05Query\x12 \n\x06hashes\x18\x01 \x03(\x0b\x32\x10.matcher.v1.Hash\x12\x19\n\x0cmax_distance\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x08query_id\x18\x03 \x01(\tB\x0f\n\r_max_distance\"\xa2\x01\n\x0bMatchResult\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12+\n\x0bsignal_type\x18\x02 \x01(\x0e\x32\x16.matcher.v1.SignalType\x12\x15\n\x08\x64istance\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0c\n\x04hits\x18\x04 \x01(\x05\x12#\n\x04\x62\x61nd\x18\x05 \x01(\x0e\x32\x15.matcher.v1.MatchBandB\x0b\n\t_distance\"I\n\x0bQueryResult\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12(\n\x07matches\x18\x02 \x03(\x0b\x32\x17.matcher.v1.MatchResult\"2\n\x0cMatchRequest\x12\"\n\x07queries\x18\x01 \x03(\x0b\x32\x11.matcher.v1.Query\"9\n\rMatchResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.matcher.v1.QueryResult\"8\n\x12StreamMatchRequest\x12\"\n\x07queries\x18\x01 \x03(\x0b\x32\x11.matcher.v1.Query\"?\n\x13StreamMatchResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.matcher.v1.QueryResult\"K\n\x12ReportMatchRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12$\n\x07verdict\x18\x02 \x01(\x0e\x32\x13.matcher.v1.Verdict\"\x15\n\x13ReportMatchResponse*S\n\tMatchBand\x12\x1a\n\x16MATCH_BAND_UNSPECIFIED\x10\x00\x12\x15\n\x11MATCH_BAND_STRONG\x10\x01\x12\x13\n\x0fMATCH_BAND_WEAK\x10\x02*J\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x13\n\x0fVERDICT_CORRECT\x10\x01\x12\x11\n\rVERDICT_WRONG\x10\x02\x32\xf0\x01\n\x0cMatchService\x12<\n\x05Match\x12\x18.matcher.v1.MatchRequest\x1a\x19.matcher.v1.MatchResponse\x12R\n\x0bStreamMatch\x12\x1e.matcher.v1.StreamMatchRequest\x1a\x1f.matcher.v1.StreamMatchResponse(\x01\x30\x01\x12N\n\x0bReportMatch\x12\x1e.matcher.v1.ReportMatchRequest\x1a\x1f.matcher.v1.ReportMatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16matcher/v1/match.proto\x12\nmatcher.v1\x1a\x17matcher/v1/hashes.proto\"g\n\x05Query\x12 \n\x06hashes\x18\x01 \x03(\x0b\x32\x10.matcher.v1.Hash\x12\x19\n\x0cmax_distance\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x08query_id\x18\x03 \x01(\tB\x0f\n\r_max_distance\"\xa2\x01\n\x0bMatchResult\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12+\n\x0bsignal_type\x18\x02 \x01(\x0e\x32\x16.matcher.v1.SignalType\x12\x15\n\x08\x64istance\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0c\n\x04hits\x18\x04 \x01(\x05\x12#\n\x04\x62\x61nd\x18\x05 \x01(\x0e\x32\x15.matcher.v1.MatchBandB\x0b\n\t_distance\"I\n\x0bQueryResult\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12(\n\x07matches\x18\x02 \x03(\x0b\x32\x17.matcher.v1.MatchResult\"2\n\x0cMatchRequest\x12\"\n\x07queries\x18\x01 \x03(\x0b\x32\x11.matcher.v1.Query\"9\n\rMatchResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.matcher.v1.QueryResult\"8\n\x12StreamMatchRequest\x12\"\n\x07queries\x18\x01 \x03(\x0b\x32\x11.matcher.v1.Query\"?\n\x13StreamMatchResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.matcher.v1.QueryResult\"u\n\x12ReportMatchRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12$\n\x07verdict\x18\x02 \x01(\x0e\x32\x13.matcher.v1.Verdict\x12(\n\x06reason\x18\x03 \x01(\x0e\x32\x18.matcher.v1.ReportReason\"\x15\n\x13ReportMatchResponse*S\n\tMatchBand\x12\x1a\n\x16MATCH_BAND_UNSPECIFIED\x10\x00\x12\x15\n\x11MATCH_BAND_STRONG\x10\x01\x12\x13\n\x0fMATCH_BAND_WEAK\x10\x02*\xa7\x01\n\x0cReportReason\x12\x1d\n\x19REPORT_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bREPORT_REASON_NOT_THE_IMAGE\x10\x01\x12\x1f\n\x1bREPORT_REASON_WIDELY_SHARED\x10\x02\x12\x1d\n\x19REPORT_REASON_FEATURELESS\x10\x03\x12\x17\n\x13REPORT_REASON_OTHER\x10\x04*J\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x13\n\x0fVERDICT_CORRECT\x10\x01\x12\x11\n\rVERDICT_WRONG\x10\x02\x32\xf0\x01\n\x0cMatchService\x12<\n\x05Match\x12\x18.matcher.v1.MatchRequest\x1a\x19.matcher.v1.MatchResponse\x12R\n\x0bStreamMatch\x12\x1e.matcher.v1.StreamMatchRequest\x1a\x1f.matcher.v1.StreamMatchResponse(\x01\x30\x01\x12N\n\x0bReportMatch\x12\x1e.matcher.v1.ReportMatchRequest\x1a\x1f.matcher.v1.ReportMatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'matcher.v1.match_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MATCHBAND']._serialized_start=742
-  _globals['_MATCHBAND']._serialized_end=825
-  _globals['_VERDICT']._serialized_start=827
-  _globals['_VERDICT']._serialized_end=901
+  _globals['_MATCHBAND']._serialized_start=784
+  _globals['_MATCHBAND']._serialized_end=867
+  _globals['_REPORTREASON']._serialized_start=870
+  _globals['_REPORTREASON']._serialized_end=1037
+  _globals['_VERDICT']._serialized_start=1039
+  _globals['_VERDICT']._serialized_end=1113
   _globals['_QUERY']._serialized_start=63
   _globals['_QUERY']._serialized_end=166
   _globals['_MATCHRESULT']._serialized_start=169
@@ -51,9 +53,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMMATCHRESPONSE']._serialized_start=577
   _globals['_STREAMMATCHRESPONSE']._serialized_end=640
   _globals['_REPORTMATCHREQUEST']._serialized_start=642
-  _globals['_REPORTMATCHREQUEST']._serialized_end=717
-  _globals['_REPORTMATCHRESPONSE']._serialized_start=719
-  _globals['_REPORTMATCHRESPONSE']._serialized_end=740
-  _globals['_MATCHSERVICE']._serialized_start=904
-  _globals['_MATCHSERVICE']._serialized_end=1144
+  _globals['_REPORTMATCHREQUEST']._serialized_end=759
+  _globals['_REPORTMATCHRESPONSE']._serialized_start=761
+  _globals['_REPORTMATCHRESPONSE']._serialized_end=782
+  _globals['_MATCHSERVICE']._serialized_start=1116
+  _globals['_MATCHSERVICE']._serialized_end=1356
 # @@protoc_insertion_point(module_scope)

@@ -14,6 +14,14 @@ class MatchBand(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MATCH_BAND_STRONG: _ClassVar[MatchBand]
     MATCH_BAND_WEAK: _ClassVar[MatchBand]
 
+class ReportReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPORT_REASON_UNSPECIFIED: _ClassVar[ReportReason]
+    REPORT_REASON_NOT_THE_IMAGE: _ClassVar[ReportReason]
+    REPORT_REASON_WIDELY_SHARED: _ClassVar[ReportReason]
+    REPORT_REASON_FEATURELESS: _ClassVar[ReportReason]
+    REPORT_REASON_OTHER: _ClassVar[ReportReason]
+
 class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     VERDICT_UNSPECIFIED: _ClassVar[Verdict]
@@ -22,6 +30,11 @@ class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 MATCH_BAND_UNSPECIFIED: MatchBand
 MATCH_BAND_STRONG: MatchBand
 MATCH_BAND_WEAK: MatchBand
+REPORT_REASON_UNSPECIFIED: ReportReason
+REPORT_REASON_NOT_THE_IMAGE: ReportReason
+REPORT_REASON_WIDELY_SHARED: ReportReason
+REPORT_REASON_FEATURELESS: ReportReason
+REPORT_REASON_OTHER: ReportReason
 VERDICT_UNSPECIFIED: Verdict
 VERDICT_CORRECT: Verdict
 VERDICT_WRONG: Verdict
@@ -83,12 +96,14 @@ class StreamMatchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ...) -> None: ...
 
 class ReportMatchRequest(_message.Message):
-    __slots__ = ("item_id", "verdict")
+    __slots__ = ("item_id", "verdict", "reason")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     verdict: Verdict
-    def __init__(self, item_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ...) -> None: ...
+    reason: ReportReason
+    def __init__(self, item_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., reason: _Optional[_Union[ReportReason, str]] = ...) -> None: ...
 
 class ReportMatchResponse(_message.Message):
     __slots__ = ()

@@ -21,6 +21,8 @@ from matcher.records import (
     ItemKind,
     ItemState,
     NewItem,
+    QuarantineReason,
+    ReportReason,
     entry_ids,
     item_ids_of,
 )
@@ -29,7 +31,14 @@ from matcher.store import Store
 from tests.store.conftest import Backend
 
 OPERATOR = Principal.operator("test")
-PARTNER = Principal.key(5, Role.PARTNER)
+
+
+def partner_key(store: Store, name: str = "acme") -> Principal:
+    """A real partner key (verdicts name their key: it must exist)."""
+    record = store.create_api_key(
+        name, Role.PARTNER, None, os.urandom(32), f"mk_{name[:4]}", actor=OPERATOR
+    )
+    return Principal.key(record.id, Role.PARTNER)
 
 
 def pdq() -> Hash:
@@ -344,9 +353,11 @@ def test_active_items_checks_many_ids_in_one_call(store: Store, case_id: int) ->
 
 
 def test_feedback_counts_per_item_and_sums_per_case(store: Store, case_id: int) -> None:
+    PARTNER = partner_key(store)
+    other = partner_key(store, "other")
     one, two = store.add_items(case_id, [image(), image()], actor=OPERATOR).items
     store.record_feedback(one.id, True, actor=PARTNER)
-    store.record_feedback(one.id, False, actor=PARTNER)
+    store.record_feedback(one.id, False, actor=other)
     store.record_feedback(two.id, True, actor=PARTNER)
     got = {i.number: (i.reported_correct, i.reported_wrong) for i in store.list_items(case_id)}
     assert got == {1: (1, 1), 2: (1, 0)}
@@ -359,7 +370,153 @@ def test_feedback_counts_per_item_and_sums_per_case(store: Store, case_id: int) 
     with pytest.raises(NotFound):
         store.record_feedback(4242, True, actor=PARTNER)
     entry = store.audit_log(case_id=case_id)[1]
-    assert (entry.action, entry.actor) == ("match.report", "key:5")
+    assert (entry.action, entry.actor) == ("match.report", f"key:{PARTNER.key_id}")
+
+
+def test_a_verdict_counts_once_per_key_and_a_later_one_replaces_it(
+    store: Store, case_id: int
+) -> None:
+    me = partner_key(store)
+    (item,) = store.add_items(case_id, [image()], actor=OPERATOR).items
+
+    def counts() -> tuple[int, int]:
+        got = store.get_item(case_id, 1)
+        assert got is not None
+        return got.reported_correct, got.reported_wrong
+
+    for _ in range(3):
+        store.record_feedback(item.id, True, actor=me)
+    assert counts() == (1, 0)
+    store.record_feedback(item.id, False, actor=me, reason=ReportReason.WIDELY_SHARED)
+    assert counts() == (0, 1)
+    [verdict] = store.item_verdicts([item.id])
+    assert (verdict.key_id, verdict.correct, verdict.reason) == (
+        me.key_id,
+        False,
+        ReportReason.WIDELY_SHARED,
+    )
+    case = store.get_case_by_id(case_id)
+    assert case is not None and (case.reported_correct, case.reported_wrong) == (0, 1)
+    with pytest.raises(InvalidInput):
+        store.record_feedback(item.id, True, actor=OPERATOR)  # a verdict needs a key
+
+
+def test_quarantine_after_k_distinct_partners_and_not_before(store: Store, case_id: int) -> None:
+    one, two, three = (partner_key(store, n) for n in ("one", "two", "three"))
+    (item,) = store.add_items(case_id, [image()], actor=OPERATOR).items
+    # One partner saying "wrong" again and again is one partner.
+    for _ in range(3):
+        assert store.record_feedback(item.id, False, actor=one, quarantine_after=3) is None
+    assert store.record_feedback(item.id, True, actor=two, quarantine_after=3) is None
+    assert store.record_feedback(item.id, False, actor=two, quarantine_after=3) is None
+    assert store.active_items([item.id]) == {item.id}
+    opened = store.record_feedback(item.id, False, actor=three, quarantine_after=3)
+    assert opened is not None and opened.reason is QuarantineReason.REPORTS
+    assert opened.partners == 3
+    assert store.active_items([item.id]) == set()  # effective at once
+    held = store.get_item(case_id, 1)
+    assert held is not None and held.state is ItemState.ACTIVE and held.quarantine == opened
+    # Once open, more verdicts open nothing more.
+    assert store.record_feedback(item.id, False, actor=one, quarantine_after=3) is None
+    [entry] = [e for e in store.audit_log(case_id=case_id) if e.action == "item.quarantine"]
+    assert entry.detail == {"item": 1, "reason": "reports", "partners": 3, "matches": 0}
+
+
+def test_concurrent_reports_quarantine_exactly_once(
+    backend: Backend, store: Store, case_id: int
+) -> None:
+    partners = [partner_key(store, f"p{i}") for i in range(6)]
+    (item,) = store.add_items(case_id, [image()], actor=OPERATOR).items
+    handles = [backend.store() for _ in partners]  # one connection each, as replicas have
+    opened: list[object] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(partners))
+
+    def report(handle: Store, who: Principal) -> None:
+        try:
+            start.wait()
+            got = handle.record_feedback(item.id, False, actor=who, quarantine_after=2)
+            if got is not None:
+                opened.append(got)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=report, args=(h, p)) for h, p in zip(handles, partners, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(opened) == 1
+    rows = [e for e in store.audit_log(case_id=case_id, limit=100) if e.action == "item.quarantine"]
+    assert len(rows) == 1
+    held = store.get_item(case_id, 1)
+    assert held is not None and held.reported_wrong == len(partners)
+
+
+def test_review_queue_and_restore(store: Store, case_id: int, org_id: int) -> None:
+    one, two = partner_key(store, "one"), partner_key(store, "two")
+    kept, item = store.add_items(case_id, [image(), image(label="p2")], actor=OPERATOR).items
+    with pytest.raises(Conflict):
+        store.restore_item(case_id, item.number, actor=OPERATOR)  # nothing to review
+    store.record_feedback(item.id, False, actor=one, quarantine_after=2)
+    store.record_feedback(item.id, False, actor=two, quarantine_after=2)
+    [entry] = store.review_queue(org_id)
+    assert (entry.case_number, entry.number, entry.label) == ("AAAA-BBBB-CCCC", 2, "p2")
+    assert entry.quarantine.reason is QuarantineReason.REPORTS and entry.reported_wrong == 2
+    assert entry.org_id == org_id
+    assert store.review_queue(org_id + 1) == []
+    assert store.review_queue() == [entry]
+    restored = store.restore_item(case_id, item.number, actor=OPERATOR, note="checked")
+    assert restored.quarantine is None and restored.reviewed_at is not None
+    assert store.active_items([kept.id, item.id]) == {kept.id, item.id}
+    assert store.review_queue() == []
+    review = store.audit_log(case_id=case_id)[0]
+    assert review.action == "item.review"
+    assert review.detail == {
+        "item": 2,
+        "decision": "restore",
+        "reason": "reports",
+        "note": "checked",
+    }
+    # Verdicts from before the review no longer count: one partner giving its verdict again
+    # is one verdict since the review, not two; a second partner's makes the quarantine.
+    assert store.record_feedback(item.id, False, actor=one, quarantine_after=2) is None
+    assert store.active_items([item.id]) == {item.id}
+    assert store.record_feedback(item.id, False, actor=two, quarantine_after=2) is not None
+    # Withdrawing a quarantined item closes its quarantine.
+    store.withdraw_item(case_id, item.number, actor=OPERATOR)
+    assert store.review_queue() == []
+    with pytest.raises(NotFound):
+        store.restore_item(case_id, item.number, actor=OPERATOR)
+
+
+def test_flood_quarantine_spares_reviewed_items(store: Store, case_id: int) -> None:
+    one, two = partner_key(store, "one"), partner_key(store, "two")
+    fresh, reviewed = store.add_items(case_id, [image(), image()], actor=OPERATOR).items
+    store.record_feedback(reviewed.id, False, actor=one, quarantine_after=2)
+    store.record_feedback(reviewed.id, False, actor=two, quarantine_after=2)
+    store.restore_item(case_id, reviewed.number, actor=OPERATOR)
+    got = store.quarantine_item(fresh.id, QuarantineReason.FLOOD, matches=900)
+    assert got is not None and (got.reason, got.matches) == (QuarantineReason.FLOOD, 900)
+    assert store.quarantine_item(fresh.id, QuarantineReason.FLOOD, matches=901) is None
+    assert store.quarantine_item(reviewed.id, QuarantineReason.FLOOD, matches=900) is None
+    assert store.quarantine_item(10**9, QuarantineReason.FLOOD) is None
+    assert store.active_items([fresh.id, reviewed.id]) == {reviewed.id}
+
+
+def test_match_counts_add_up_per_item_and_hour(store: Store, case_id: int) -> None:
+    a, b = store.add_items(case_id, [image(), image()], actor=OPERATOR).items
+    store.add_match_counts(100, {a.id: 3, b.id: 1})
+    store.add_match_counts(100, {a.id: 2})  # another replica's flush
+    store.add_match_counts(101, {a.id: 7})
+    store.add_match_counts(101, {})
+    assert store.match_counts([a.id, b.id, 10**9], 100) == {a.id: {100: 5, 101: 7}, b.id: {100: 1}}
+    assert store.match_counts([a.id], 101) == {a.id: {101: 7}}
+    assert store.match_norm(100, 101) == 3.0  # (5 + 1) / 2 rows
+    assert store.match_norm(0, 100) == 0.0
 
 
 # -- following
@@ -514,6 +671,7 @@ def test_two_writers_committing_concurrently_and_a_follower_that_misses_nothing(
 
 
 def test_audit_rows_never_hold_hash_values(backend: Backend, store: Store, case_id: int) -> None:
+    PARTNER = partner_key(store)
     photos = [image(), image()]
     (item, _) = store.add_items(case_id, photos, actor=OPERATOR).items
     store.record_feedback(item.id, True, actor=PARTNER)
