@@ -167,7 +167,7 @@ export const api = {
     const data = await call("GET", "/api/v1/session", { auth: true });
     const org = pick(data, "organisation") ?? pick(data, "organization") ?? pick(data, "organization_name");
     return {
-      role: String(pick(data, "role") || "").toLowerCase().replace(/^role_/, ""),
+      role: String(pick(data, "role") || "").toLowerCase().split(/[._]/).pop(),
       organisation: typeof org === "object" && org ? pick(org, "display_name") || pick(org, "name") || "" : org || "",
     };
   },
@@ -204,17 +204,20 @@ export const api = {
   async selfService(items) {
     return newCase(await call("POST", "/api/v1/victim/cases", { body: { items }, who: "victim" }));
   },
-  /** Whether the operator turned self-service on (the OpenAPI description lists its path only
-   * then, or the server says so in /api/v1/features). Any failure means "no": the door is
-   * simply not shown. */
+  /** Whether the operator turned self-service on. The API has no switch to read, but its
+   * contract gives one: `POST /api/v1/victim/cases` answers 404 when self-service is off, and
+   * refuses a body with no photos as invalid (400) when it is on, before anything is stored or
+   * counted against the per-address limit. Anything else means "no": the door is not shown. */
   async selfServiceOn() {
     try {
-      const response = await fetch("/api/v1/openapi.json", { credentials: "omit", cache: "no-store" });
-      if (!response.ok) return false;
-      const doc = await response.json();
-      const info = doc && doc["x-matcher"];
-      if (info && typeof info.self_service === "boolean") return info.self_service;
-      return Boolean(doc && doc.paths && doc.paths["/api/v1/victim/cases"]);
+      const response = await fetch("/api/v1/victim/cases", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ items: [] }),
+        credentials: "omit",
+        cache: "no-store",
+      });
+      return response.status === 400;
     } catch {
       return false;
     }
