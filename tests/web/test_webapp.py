@@ -193,7 +193,7 @@ def test_practitioner_opens_a_case_adds_photos_and_withdraws(server, page, photo
     # The key is kept for the tab only.
     assert page.evaluate("sessionStorage.getItem('matcher.apiKey')") == server.key
     assert page.evaluate("localStorage.length") == 0
-    expect(page.get_by_text("Signed in")).to_be_visible()
+    expect(page.locator("#who")).to_have_text(re.compile("Signed in: Helpline A"))
 
     page.get_by_role("button", name="Open a new case").click()
     expect(page.get_by_role("heading", name="Write this down now")).to_be_visible()
@@ -356,12 +356,12 @@ UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea, bu
   .map(el => el.outerHTML.slice(0, 120))"""
 
 
-def tab_through(page: Any, presses: int) -> list[str]:
-    """What Tab reaches, in order: each focused element's accessible text."""
-    page.locator("body").focus()
+def tab_through(page: Any, presses: int, key: str = "Tab") -> list[str]:
+    """What Tab (or Shift+Tab) reaches from where focus is, in order: each focused element's
+    label or text. Each view puts focus on its heading, so Tab starts from there."""
     reached = []
     for _ in range(presses):
-        page.keyboard.press("Tab")
+        page.keyboard.press(key)
         reached.append(
             page.evaluate(
                 """() => { const el = document.activeElement;
@@ -384,11 +384,13 @@ def test_every_control_is_labelled_and_reachable_by_keyboard(server, page):
 
     page.goto("/#/")
     page.wait_for_selector("h1")
+    assert page.evaluate("document.activeElement.tagName") == "H1"
     reached = tab_through(page, 5)
-    assert reached[0] == "Skip to the main content"
     titles = ("Protect my photos", "I have a case number", "I am helping someone")
     doors = [t for r in reached for t in titles if r.startswith(t)]
     assert doors == list(titles)
+    page.get_by_role("heading", level=1).focus()
+    assert tab_through(page, 2, "Shift+Tab") == ["Photo protection", "Skip to the main content"]
 
     # Keyboard only: the victim's form, from the door to the answer.
     page.goto("/#/case")

@@ -1,6 +1,6 @@
 // Small DOM helpers shared by the pages. No framework: the pages are few and plain, and every
-// element is built with createElement so nothing is ever parsed from a string (no innerHTML:
-// labels typed by a person are shown as text, never as markup).
+// element is built with createElement so nothing is ever parsed as markup from a string:
+// labels typed by a person are shown as text, never as markup.
 
 /**
  * Build an element: h("p", {class: "x"}, "text", child). Attributes starting with "on" become
