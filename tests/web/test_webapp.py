@@ -127,7 +127,11 @@ def check_requests(sent: list[Sent], base_url: str, files: Sequence[Path], known
         assert request.method == "POST" and request.path.startswith("/api/v1/"), request.url
         for piece in pieces:
             assert piece not in request.body, f"image bytes in the body of {request.path}"
-        photos = walk(request.json(), known)
+        try:
+            body = request.json()
+        except ValueError as exc:  # not JSON (UnicodeDecodeError is a ValueError too)
+            raise AssertionError(f"a body that is not JSON sent to {request.path}") from exc
+        photos = walk(body, known)
         assert len(request.body) <= body_bound(photos), (request.path, len(request.body))
     return bodies
 
@@ -420,3 +424,40 @@ def test_every_control_is_labelled_and_reachable_by_keyboard(server, page):
     with grpc(server) as c:
         assert c.get_case(number).state == CaseState.ACTIVE
     assert not problems, problems
+
+
+# -- the request checker itself: it must refuse what it is there to catch ---------------------
+
+
+def _enroll(items: list[dict]) -> Sent:
+    body = json.dumps({"items": items}, separators=(",", ":")).encode()
+    return Sent("POST", "http://127.0.0.1:9/api/v1/cases/K7QP-2MXR-9TDA/items", body, "fetch")
+
+
+def _photo(n: int = 40) -> dict:
+    hashes: list[dict] = [{"signal": "pdq", "hex": f"{i:064x}", "quality": 90} for i in range(n)]
+    return {"kind": "image", "label": "beach", "hashes": hashes + [{"signal": "md5", "hex": "a" * 32}]}
+
+
+def test_the_request_checker_refuses_what_it_is_there_to_catch(tmp_path):
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(bytes(range(256)) * 40)
+    data = photo.read_bytes()
+    base = "http://127.0.0.1:9/"
+    known = {"beach", "K7QP-2MXR-9TDA", "S3CR-ET00"}
+    assert check_requests([_enroll([_photo()])], base, [photo], known) == 1
+
+    def refused(sent: Sent) -> None:
+        with pytest.raises(AssertionError):
+            check_requests([sent], base, [photo], known)
+
+    refused(_enroll([{**_photo(), "thumbnail": "x"}]))  # a field that is not a form field
+    refused(_enroll([{**_photo(), "label": "IMG_2041.jpg"}]))  # a value nobody typed
+    refused(_enroll([{"kind": "image", "hashes": [{"signal": "pdq", "hex": data[:64].hex()}]}]))
+    refused(_enroll([{"kind": "image", "hashes": [{"signal": "md5", "hex": "A" * 32}]}]))
+    refused(_enroll([_photo(MAX_HASHES_PER_PHOTO + 50)]))  # more than one photo's worth
+    refused(Sent("POST", base + "api/v1/victim/status", data, "fetch"))
+    refused(Sent("POST", base + "api/v1/victim/status", b'{"secret": "S3CR-ET00"} ' + data, "fetch"))
+    refused(Sent("POST", base + "api/v1/victim/status", base64.b64encode(data), "fetch"))
+    refused(Sent("GET", "http://127.0.0.2:9/app/main.js", None, "script"))  # another origin
+    refused(Sent("GET", base + "api/v1/victim/status?secret=S3CR-ET00", None, "fetch"))
