@@ -102,14 +102,17 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for old in args.out.glob("*.png"):
         old.unlink()
-    with tempfile.TemporaryDirectory() as tmp, web_server(Path(tmp) / "data") as server:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                for size in SIZES:
-                    walk(browser, server, args.out, size, photos)
-            finally:
-                browser.close()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        web_server(Path(tmp) / "data") as server,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for size in SIZES:
+                walk(browser, server, args.out, size, photos)
+        finally:
+            browser.close()
     print(f"wrote {len(list(args.out.glob('*.png')))} screenshots to {args.out}")
 
 

@@ -84,8 +84,9 @@ def test_sources_use_nothing_the_policy_or_the_privacy_model_forbids(path: Path)
 
 
 def test_every_module_import_is_a_file_of_the_web_root():
+    imports = re.compile(r"""^\s*import\s[^;]*?from\s+["']([^"']+)["']""", re.M)
     for path in APP.glob("*.js"):
-        for spec in re.findall(r"""^\s*import\s[^;]*?from\s+["']([^"']+)["']""", path.read_text(), re.M):
+        for spec in imports.findall(path.read_text(encoding="utf-8")):
             assert spec.startswith("./"), f"{path.name} imports {spec}: only our own modules"
             assert (APP / spec).is_file(), f"{path.name} imports {spec}, which is missing"
 

@@ -149,8 +149,10 @@ def new_page(browser: Any, base_url: str, *, width: int = 1280, height: int = 80
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on(
         "console",
-        lambda msg: problems.append(f"console: {msg.text}")
-        if "Content Security Policy" in msg.text or "Refused to" in msg.text
-        else None,
+        lambda msg: (
+            problems.append(f"console: {msg.text}")
+            if "Content Security Policy" in msg.text or "Refused to" in msg.text
+            else None
+        ),
     )
     return context, page, recorder, problems
