@@ -381,12 +381,17 @@ def tab_through(page: Any, presses: int, key: str = "Tab") -> list[str]:
     return reached
 
 
+NO_SIDEWAYS_SCROLL = "() => document.documentElement.scrollWidth <= window.innerWidth"
+
+
 def test_every_control_is_labelled_and_reachable_by_keyboard(server, page):
     page, _, problems = page
+    page.set_viewport_size({"width": 360, "height": 740})  # a small phone
     page.goto("/")
     for route in ("#/", "#/helper", "#/case", "#/protect"):
         page.goto("/" + route)
         page.wait_for_selector("h1")
+        assert page.evaluate(NO_SIDEWAYS_SCROLL), f"{route} is wider than a 360 px screen"
         assert page.evaluate(UNLABELLED) == [], route
         assert page.evaluate(POSITIVE_TABINDEX) == 0, "tab order must follow the page's order"
         check_plain(page)
@@ -419,6 +424,8 @@ def test_every_control_is_labelled_and_reachable_by_keyboard(server, page):
     page.get_by_label("Secret", exact=True).fill(secret)
     page.keyboard.press("Enter")
     expect(page.locator("[data-test=photos-held]")).to_have_text("1")
+    assert page.evaluate(NO_SIDEWAYS_SCROLL), "the case status is wider than a 360 px screen"
+    assert page.evaluate(UNLABELLED) == []
     page.get_by_role("button", name="Remove my whole case").focus()
     page.keyboard.press("Enter")
     expect(page.get_by_role("dialog")).to_be_visible()
