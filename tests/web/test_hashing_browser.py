@@ -20,7 +20,7 @@ from PIL import Image
 from matcher.hashing import hash_file, pdq
 from matcher.signals import PDQ, Hash
 from tests.conftest import shared_path
-from tests.web.conftest import StaticSite
+from tests.web.browser import StaticSite
 from tests.web.hashing_page import hash_in_browser
 
 HEIC_HEADER = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic"  # what an iPhone photo starts with
