@@ -256,68 +256,114 @@ function innerBox(w, h, degrees) {
 }
 
 /**
- * The enroll views of a picture: `[{name, hex, quality}]`, `full` first, flat views left out
- * (and, for a flat picture, no turns, flips or black-cornered rotations), as `enroll_views`.
- * `onView(done, total)` is told after each view is hashed.
+ * The views of a profile as tasks, in the order of `view_names` (Python's order):
+ * `[{name, kind: "full"|"crop"|"rot"|"dih"|"rotfill", arg}]`. Each can be hashed on its own
+ * (`hashTask`), so a worker can spread them over several threads.
  */
-export function enrollViews(img, config = PROFILES.enroll, onView = null) {
-  const { data, width: w, height: h, channels } = img;
+export function viewTasks(config) {
   const names = viewNames(config);
-  const total = names.length;
-  let done = 0;
-  const views = [];
-  const tick = (name, hash) => {
-    views.push({ name, ...hash });
-    done++;
-    if (onView) onView(done, total);
+  const args = [
+    null,
+    ...config.crops,
+    ...config.rotations,
+    ...(config.dihedral ? DIHEDRAL : []),
+    ...config.filledRotations,
+  ];
+  const kinds = [
+    "full",
+    ...config.crops.map(() => "crop"),
+    ...config.rotations.map(() => "rot"),
+    ...(config.dihedral ? DIHEDRAL.map(() => "dih") : []),
+    ...config.filledRotations.map(() => "rotfill"),
+  ];
+  return names.map((name, i) => ({ name, kind: kinds[i], arg: args[i] }));
+}
+
+/** What hashing a picture's views needs once: its luminance and two scratch buffers. */
+export function viewContext(img) {
+  const { data, width: w, height: h, channels } = img;
+  return {
+    img,
+    L: luma(data, channels, w, 0, 0, w, h),
+    scratch: new Float32Array(w * h),
+    work: new Float32Array(w * h),
   };
-  const L = luma(data, channels, w, 0, 0, w, h);
-  const scratch = new Float32Array(w * h);
-  const work = new Float32Array(w * h);
-  const hashRegion = (x, y, cw, chh) => {
+}
+
+/** Does a view exist for a flat picture? Python leaves out the turns, flips and
+ * black-cornered rotations of a picture whose full hash is below the floor. */
+export function keptWhenFlat(task) {
+  return task.kind !== "dih" && task.kind !== "rotfill";
+}
+
+/** The PDQ `{hex, quality}` of one view task of the picture of `ctx`. */
+export function hashTask(ctx, task) {
+  const { img, L, scratch, work } = ctx;
+  const { width: w, height: h } = img;
+  const region = (x, y, cw, ch) => {
     // A crop of the luminance is the luminance of the crop: no pixel is read twice.
     let o = 0;
-    for (let r = y; r < y + chh; r++) {
+    for (let r = y; r < y + ch; r++) {
       work.set(L.subarray(r * w + x, r * w + x + cw), o);
       o += cw;
     }
-    return pdqFromLuma(work, chh, cw, scratch);
+    return pdqFromLuma(work, ch, cw, scratch);
   };
-  const full = hashRegion(0, 0, w, h);
-  const flat = full.quality < QUALITY_FLOOR;
-  tick("full", full);
-  let k = 1;
-  for (const [scale, x, y] of config.crops) {
-    const [left, top, cw, chh] = cropBox(w, h, scale, x, y);
-    tick(names[k++], hashRegion(left, top, cw, chh));
-  }
-  for (const degrees of config.rotations) {
-    const [bx, by, bw, bh] = innerBox(w, h, degrees);
-    const rgb = rotateRGB(img, degrees, bx, by, bw, bh);
-    tick(names[k++], pdqFromLuma(luma(rgb, 3, bw, 0, 0, bw, bh, work), bh, bw, scratch));
-  }
-  if (config.dihedral) {
-    for (const op of DIHEDRAL) {
-      if (flat) {
-        k++;
-        done++;
-        continue;
-      }
-      const t = transposeLuma(L, w, h, op);
-      tick(names[k++], pdqFromLuma(t.buf, t.rows, t.cols, scratch));
+  switch (task.kind) {
+    case "full":
+      return region(0, 0, w, h);
+    case "crop": {
+      const [scale, x, y] = task.arg;
+      return region(...cropBox(w, h, scale, x, y));
     }
-  }
-  for (const degrees of config.filledRotations) {
-    if (flat) {
-      k++;
-      done++;
-      continue;
+    case "rot": {
+      const [bx, by, bw, bh] = innerBox(w, h, task.arg);
+      const rgb = rotateRGB(img, task.arg, bx, by, bw, bh);
+      return pdqFromLuma(luma(rgb, 3, bw, 0, 0, bw, bh, work), bh, bw, scratch);
     }
-    const rgb = rotateRGB(img, degrees);
-    tick(names[k++], pdqFromLuma(luma(rgb, 3, w, 0, 0, w, h, work), h, w, scratch));
+    case "dih": {
+      const t = transposeLuma(L, w, h, task.arg);
+      return pdqFromLuma(t.buf, t.rows, t.cols, scratch);
+    }
+    case "rotfill": {
+      const rgb = rotateRGB(img, task.arg);
+      return pdqFromLuma(luma(rgb, 3, w, 0, 0, w, h, work), h, w, scratch);
+    }
+    default:
+      throw new Error(`unknown view kind ${task.kind}`);
   }
-  if (onView) onView(total, total);
-  return views.filter((v) => v.quality >= QUALITY_FLOOR);
+}
+
+/**
+ * The views kept from hashed tasks (`hashes[i]` for `tasks[i]`, undefined where not hashed):
+ * `[{name, hex, quality}]` in order, flat ones left out, as `enroll_views` returns them.
+ */
+export function keptViews(tasks, hashes) {
+  const out = [];
+  tasks.forEach((task, i) => {
+    const h = hashes[i];
+    if (h && h.quality >= QUALITY_FLOOR) out.push({ name: task.name, hex: h.hex, quality: h.quality });
+  });
+  return out;
+}
+
+/**
+ * The enroll views of a picture: `[{name, hex, quality}]`, `full` first, flat views left out
+ * (and, for a flat picture, no turns, flips or black-cornered rotations), as `enroll_views`.
+ * One thread; `onView(done, total)` is told after each view.
+ */
+export function enrollViews(img, config = PROFILES.enroll, onView = null) {
+  const tasks = viewTasks(config);
+  const ctx = viewContext(img);
+  const hashes = new Array(tasks.length);
+  hashes[0] = hashTask(ctx, tasks[0]);
+  const flat = hashes[0].quality < QUALITY_FLOOR;
+  if (onView) onView(1, tasks.length);
+  for (let i = 1; i < tasks.length; i++) {
+    if (!flat || keptWhenFlat(tasks[i])) hashes[i] = hashTask(ctx, tasks[i]);
+    if (onView) onView(i + 1, tasks.length);
+  }
+  return keptViews(tasks, hashes);
 }
 
 /** The plain profile: the full picture's PDQ only (kept whatever its quality: the caller

@@ -18,7 +18,16 @@
 
 import { decodeForHashing, DecodeError, sniff } from "./decode.js";
 import { blobDigests } from "./digests.js";
-import { enrollViews, plainView, PROFILES, QUALITY_FLOOR } from "./views.js";
+import {
+  hashTask,
+  keptViews,
+  keptWhenFlat,
+  plainView,
+  PROFILES,
+  QUALITY_FLOOR,
+  viewContext,
+  viewTasks,
+} from "./views.js";
 
 const VIDEO_EXTENSIONS = /\.(mp4|m4v|mov|qt|3gp|3g2|avi|mkv|webm|mpg|mpeg|wmv|flv|ogv|ts|mts)$/i;
 
@@ -54,7 +63,7 @@ async function hashFile(id, file, profile, wantViews) {
   let views;
   let named;
   if (config) {
-    views = named = enrollViews(image, config, (done, total) => {
+    views = named = await profileViews(image, profile, config, (done, total) => {
       postMessage({ id, type: "progress", done, total });
     });
   } else {
@@ -79,6 +88,87 @@ async function hashFile(id, file, profile, wantViews) {
   const out = { item, timings: { decode: t1 - t0, views: t2 - t1, digests: t3 - t2 } };
   if (wantViews) out.views = named;
   return out;
+}
+
+// Helpers (views-worker.js), one per core up to 4, made once: the views are independent, so a
+// phone with 4+ cores hashes a photo several times faster. Where helpers cannot start (an old
+// browser without nested workers) or one fails, the views are hashed here, one by one.
+const HELPERS = Math.max(1, Math.min(4, (self.navigator && self.navigator.hardwareConcurrency) || 1));
+let pool = null;
+let nextJob = 0;
+
+function helpers() {
+  if (pool) return pool;
+  pool = [];
+  if (HELPERS < 2 || typeof Worker === "undefined") return pool;
+  try {
+    for (let k = 0; k < HELPERS; k++) {
+      pool.push(new Worker(new URL("./views-worker.js", import.meta.url), { type: "module" }));
+    }
+  } catch {
+    for (const w of pool) w.terminate();
+    pool = [];
+  }
+  return pool;
+}
+
+function dropHelpers() {
+  for (const w of pool || []) w.terminate();
+  pool = [];
+}
+
+// The profile's views of a decoded picture, `[{name, hex, quality}]` as enrollViews gives
+// them, spread over the helpers; onProgress(done, total) after each view.
+async function profileViews(image, profile, config, onProgress) {
+  const tasks = viewTasks(config);
+  const total = tasks.length;
+  const ctx = viewContext(image);
+  const hashes = new Array(total);
+  hashes[0] = hashTask(ctx, tasks[0]);
+  const flat = hashes[0].quality < QUALITY_FLOOR;
+  const todo = [];
+  for (let i = 1; i < total; i++) if (!flat || keptWhenFlat(tasks[i])) todo.push(i);
+  let done = total - todo.length;
+  onProgress(done, total);
+  const workers = helpers();
+  if (workers.length >= 2) {
+    const job = ++nextJob;
+    try {
+      await Promise.all(
+        workers.map(
+          (w, k) =>
+            new Promise((resolve, reject) => {
+              w.onmessage = (event) => {
+                const m = event.data;
+                if (m.job !== job) return;
+                if (m.error) reject(new Error(m.error));
+                else if (m.done) resolve();
+                else {
+                  hashes[m.i] = { hex: m.hex, quality: m.quality };
+                  onProgress(++done, total);
+                }
+              };
+              w.onerror = (event) => {
+                event.preventDefault();
+                reject(new Error("helper failed"));
+              };
+              // Every k-th view: the costly rotations, at the end of the list, are shared too.
+              const indices = todo.filter((_, j) => j % workers.length === k);
+              const { width, height, channels, data } = image;
+              w.postMessage({ job, profile, width, height, channels, data, indices });
+            }),
+        ),
+      );
+    } catch {
+      dropHelpers(); // and finish here whatever they did not
+    }
+  }
+  for (const i of todo) {
+    if (hashes[i]) continue;
+    hashes[i] = hashTask(ctx, tasks[i]);
+    onProgress(++done, total);
+  }
+  return keptViews(tasks, hashes);
 }
 
 let queue = Promise.resolve();
