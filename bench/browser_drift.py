@@ -83,6 +83,25 @@ def browser_views(
     return out
 
 
+def browser_enroll(paths: list[Path]) -> Any:
+    """The enroll views of ``paths`` made in Chromium, as ``bench.quality``'s ``HashSet``."""
+    from playwright.sync_api import sync_playwright
+
+    from bench.quality.collect import _build
+    from tests.web.browser import StaticSite, launch_chromium
+
+    site = StaticSite()
+    try:
+        with sync_playwright() as p:
+            browser = launch_chromium(p)
+            page = browser.new_context().new_page()
+            made = browser_views(page, site, paths)
+            browser.close()
+    finally:
+        site.close()
+    return _build([([(n, h.value) for n, h in views.items()], ms / 1000) for views, ms in made])
+
+
 def compare(
     pairs: Iterable[tuple[dict[str, Hash], dict[str, Hash]]],
 ) -> dict[str, dict[str, float]]:
