@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.web.webapp import CHROMIUM, CHROMIUM_ARGS, PHOTOS, WebServer, new_page, web_server
+from tests.web.browser import launch_chromium
+from tests.web.webapp import PHOTOS, WebServer, new_page, web_server
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("MATCHER_TEST_DATA", ROOT.parent / "shared" / "data"))
@@ -107,7 +108,7 @@ def main() -> None:
         web_server(Path(tmp) / "data") as server,
         sync_playwright() as p,
     ):
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             for size in SIZES:
                 walk(browser, server, args.out, size, photos)

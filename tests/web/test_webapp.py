@@ -152,7 +152,8 @@ def photos() -> list[Path]:
 
 
 @pytest.fixture
-def page(browser: Any, server: WebServer) -> Iterator[tuple[Any, Any, list[str]]]:
+def app(browser: Any, server: WebServer) -> Iterator[tuple[Any, Any, list[str]]]:
+    """A fresh context's page on the server's web app, its request recorder, its problems."""
     context, page, recorder, problems = new_page(browser, server.url)
     try:
         yield page, recorder, problems
@@ -192,8 +193,8 @@ def check_plain(page: Any) -> None:
 # -- the flows -------------------------------------------------------------------------------
 
 
-def test_practitioner_opens_a_case_adds_photos_and_withdraws(server, page, photos):
-    page, recorder, problems = page
+def test_practitioner_opens_a_case_adds_photos_and_withdraws(server, app, photos):
+    page, recorder, problems = app
     sign_in(page, server.key)
     # The key is kept for the tab only.
     assert page.evaluate("sessionStorage.getItem('matcher.apiKey')") == server.key
@@ -273,8 +274,8 @@ def enrolled_case(server: WebServer, rng: np.random.Generator, n: int) -> tuple[
     return case.number, case.secret, hashes[0]
 
 
-def test_victim_sees_the_status_and_withdraws(server, page):
-    page, recorder, problems = page
+def test_victim_sees_the_status_and_withdraws(server, app):
+    page, recorder, problems = app
     number, secret, _ = enrolled_case(server, np.random.default_rng(13), 3)
 
     page.goto("/")
@@ -306,8 +307,8 @@ def test_victim_sees_the_status_and_withdraws(server, page):
     assert not problems, problems
 
 
-def test_self_service_protects_photos(server, page, photos):
-    page, recorder, problems = page
+def test_self_service_protects_photos(server, app, photos):
+    page, recorder, problems = app
     page.goto("/")
     page.get_by_role("link", name="Protect my photos").click()
     check_plain(page)
@@ -384,8 +385,8 @@ def tab_through(page: Any, presses: int, key: str = "Tab") -> list[str]:
 NO_SIDEWAYS_SCROLL = "() => document.documentElement.scrollWidth <= window.innerWidth"
 
 
-def test_every_control_is_labelled_and_reachable_by_keyboard(server, page):
-    page, _, problems = page
+def test_every_control_is_labelled_and_reachable_by_keyboard(server, app):
+    page, _, problems = app
     page.set_viewport_size({"width": 360, "height": 740})  # a small phone
     page.goto("/")
     for route in ("#/", "#/helper", "#/case", "#/protect"):

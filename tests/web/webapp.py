@@ -22,9 +22,9 @@ from matcher.service import Server, ServerConfig
 # The photos the flows add: small real photos from the shared data (hashing each in the browser
 # with the enroll profile takes a moment; three are enough for every flow).
 PHOTOS = (
-    "photos/bsds500/val/101085.jpg",
-    "photos/bsds500/val/101087.jpg",
-    "photos/bsds500/val/102061.jpg",
+    "photos/clothing/test-dress-06a00c0f-5f9a-410d-a7da-3881a9df3a71.jpg",
+    "photos/clothing/test-dress-28b09463-6bbb-491d-9ffc-f36df5c6b211.jpg",
+    "photos/clothing/test-dress-35f157d0-53e4-4496-b087-da4ad63edd47.jpg",
 )
 
 
@@ -82,21 +82,6 @@ def web_server(data: Path, *, self_service: bool = True) -> Iterator[WebServer]:
         yield running
     finally:
         running.stop()
-
-
-# Debian's chromium, driven by playwright's own driver (never `playwright install`, which
-# downloads a browser build: not possible here, and not wanted in CI).
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @dataclass
