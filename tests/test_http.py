@@ -449,10 +449,23 @@ def test_victims_open_cases_themselves_within_a_per_address_limit(web: Running) 
     assert call(web, "POST", "/api/v1/victim/cases", body, source="127.0.0.5").status == 201
 
 
-def test_self_service_is_404_when_off(strict: Running) -> None:
+def test_self_service_is_404_when_off(strict: Running, web: Running) -> None:
     rng = np.random.default_rng(8)
     reply = call(strict, "POST", "/api/v1/victim/cases", {"items": [item(pdq(rng))]})
     assert_problem(reply, 404)
+    assert call(strict, "GET", "/api/v1/features").body == {"self_service": False}
+    assert call(web, "GET", "/api/v1/features").body == {"self_service": True}
+
+
+def test_http_requests_are_counted_by_operation_and_status(web: Running) -> None:
+    from prometheus_client import generate_latest
+
+    call(web, "GET", "/healthz")
+    call(web, "GET", "/no-such-page")
+    text = generate_latest(web.server.metrics.registry).decode()
+    assert 'matcher_http_requests_total{operation="liveness",status="200"}' in text
+    assert 'matcher_http_requests_total{operation="web",status="404"}' in text
+    assert "no-such-page" not in text
 
 
 # -- the web root
@@ -469,6 +482,7 @@ def test_web_root_is_served_with_the_strict_policy(web: Running) -> None:
         assert reply.headers["Content-Security-Policy"] == CSP
         assert reply.headers["X-Content-Type-Options"] == "nosniff"
         assert reply.headers["Referrer-Policy"] == "no-referrer"
+        assert reply.headers["Server"] == "matcher"
     assert "no-store" in call(web, "GET", "/api/v1/openapi.json").headers["Cache-Control"]
     assert "connect-src 'self'" in CSP and "script-src 'self';" in CSP
     # Nothing outside the web root, however the path is spelled.
@@ -514,7 +528,7 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(
 ) -> None:
     """Generated requests for every operation (bounded: a few dozen each), sent with an admin
     key (which may call every operation): no 5xx, every response as the description says."""
-    schemathesis = pytest.importorskip("schemathesis")
+    import schemathesis
     from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import (
         content_type_conformance,
