@@ -22,11 +22,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install matcher (editable) with its dev extra
 
-run: $(STAMP) ## Start the service on the embedded default (SQLite in ./matcher-data)
+HTTP_ADDRESS ?= 127.0.0.1:8080
+
+run: $(STAMP) ## Start the service on the embedded default (SQLite in ./matcher-data), web app on :8080
 	@echo "matcher is installed in $(VENV), which is not on your PATH: run it as $(BIN)/matcher,"
 	@echo "or activate the environment first (source $(BIN)/activate) and run matcher."
 	@echo "In another terminal, a first API key: $(BIN)/matcher keys create --role admin --name ops --data $(DATA)"
-	$(BIN)/matcher serve --data $(DATA)
+	@echo "Web app and HTTP API: http://$(HTTP_ADDRESS)/ (described at http://$(HTTP_ADDRESS)/api/v1/openapi.json)"
+	$(BIN)/matcher serve --data $(DATA) --http-address $(HTTP_ADDRESS)
 
 test: $(STAMP) ## Run the test suite
 	$(BIN)/python -m pytest -q

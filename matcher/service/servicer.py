@@ -32,7 +32,7 @@ from matcher.errors import (
 from matcher.index import one_thread
 from matcher.principal import Principal, Role
 from matcher.records import ItemMatch, KeyPolicy, Query
-from matcher.service.auth import _SUSPENDED, PUBLIC, Guard, Malformed, peer_host, rpc, stream
+from matcher.service.auth import _SUSPENDED, PUBLIC, Guard, Malformed, rpc, stream
 from matcher.service.dispatch import MatchDispatcher
 from matcher.service.limits import Limiter
 from matcher.service.metrics import Metrics
@@ -472,7 +472,7 @@ class CaseServicer(_Base, cases_pb2_grpc.CaseServiceServicer):
         """
         number, secret = contract.case_secret_from_pb(request.case_number, request.secret)
         case_key = ("case", credentials.normalise_case_number(number))
-        peer = peer_host(context)[:64]
+        peer = self.guard.client_host(context)[:64]
         peer_key = ("peer", peer)
         try:
             self.peer_failures.check(peer_key)
