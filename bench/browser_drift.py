@@ -23,9 +23,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from matcher.hashing import decode_image
+from matcher.hashing import decode_image, phash
 from matcher.hashing.views import enroll_views
-from matcher.signals import PDQ, Hash
+from matcher.signals import PDQ, PHASH, Hash
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MATCHER_TEST_DATA", ROOT.parent / "shared" / "data"))
@@ -37,6 +37,7 @@ FAMILIES = (
     "rotations",
     "quarter turns and flips",
     "rotations with corners",
+    "pHash (64 bits)",
 )
 
 
@@ -44,6 +45,8 @@ def family(name: str) -> str:
     """The family of an enroll view's name (``crop0.9@0.5,0.5``, ``rot+1.5``, ``dih/rot90``...)."""
     if name == "full":
         return "full"
+    if name == "phash":
+        return "pHash (64 bits)"
     if name.startswith("crop"):
         scale, at = name[4:].split("@")
         if float(scale) == 0.5:
@@ -57,7 +60,9 @@ def family(name: str) -> str:
 
 
 def python_views(path: Path) -> dict[str, Hash]:
-    return dict(enroll_views(decode_image(path.read_bytes())))
+    """The enroll views as ``matcher enroll`` makes them, and the pHash as ``"phash"``."""
+    image = decode_image(path.read_bytes())
+    return {**dict(enroll_views(image)), "phash": phash(image)}
 
 
 def browser_views(
@@ -79,6 +84,9 @@ def browser_views(
                 v["name"]: Hash.from_hex(PDQ, v["hex"], quality=v["quality"])
                 for v in result["views"]
             }
+            for h in result["item"]["hashes"]:
+                if h["signal"] == "phash":
+                    views["phash"] = Hash.from_hex(PHASH, h["hex"])
             out.append((views, float(result["ms"])))
     return out
 
@@ -99,7 +107,12 @@ def browser_enroll(paths: list[Path]) -> Any:
             browser.close()
     finally:
         site.close()
-    return _build([([(n, h.value) for n, h in views.items()], ms / 1000) for views, ms in made])
+    return _build(
+        [
+            ([(n, h.value) for n, h in views.items() if n != "phash"], ms / 1000)
+            for views, ms in made
+        ]
+    )
 
 
 def compare(
@@ -116,15 +129,15 @@ def compare(
             else:
                 lone[f] += 1
     table: dict[str, dict[str, float]] = {}
-    every = [b for f in FAMILIES for b in bits[f]]
-    for f in (*FAMILIES, "all"):
-        values = every if f == "all" else bits[f]
+    every = [b for f in FAMILIES if f != "pHash (64 bits)" for b in bits[f]]
+    for f in (*FAMILIES[:-1], "all PDQ views", FAMILIES[-1]):
+        values = every if f == "all PDQ views" else bits[f]
         table[f] = {
             "views": len(values),
             "mean": statistics.fmean(values) if values else 0.0,
             "max": max(values) if values else 0,
             "exact": sum(v == 0 for v in values) / len(values) if values else 0.0,
-            "lone": sum(lone.values()) if f == "all" else lone[f],
+            "lone": sum(lone.values()) if f == "all PDQ views" else lone[f],
         }
     return table
 
@@ -198,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         f"`{command}` on {platform.node() or 'this machine'} ({os.cpu_count()} cores), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {time.monotonic() - start:.0f} s.",
         "",
-        "Hamming distance (of 256 bits) between the hash the browser's worker makes of each view",
-        "and the one `matcher enroll --profile enroll` makes, for the views both keep. On the",
+        "Hamming distance (of 256 bits; pHash: of 64) between the hash the browser's worker",
+        "makes of each view and the one `matcher enroll --profile enroll` makes, for the views",
+        "both keep. On the",
         "same pixels they are identical (tests/web/test_hashing_node.py): every bit here comes",
         "from the decoders (Chromium's and PIL's), and for the phone photos from PIL's DCT-domain",
         "1/4 decode against the browser's full decode and box reduce. Matching allows 31 bits.",

@@ -1,6 +1,6 @@
 """Fixtures for the browser tests: a real headless Chromium and a local web server.
 
-- ``browser``: one Debian ``chromium`` for the session, driven by Python playwright (its wheel
+- ``browser``: one Debian ``chromium`` for the tests of this folder, driven by Python playwright (its wheel
   carries its own driver; the browser is the system's, never ``playwright install``'s).
   Skipped with a reason where chromium or playwright is missing, a failure under CI (``CI``
   set), where ``.ci/run`` installs chromium and the dev extra installs playwright.
@@ -39,7 +39,11 @@ def static_site() -> Iterator[StaticSite]:
     site.close()
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: playwright's sync API keeps an asyncio loop running in the main
+# thread while it is started, and every later ``asyncio.run`` (the package's doctests, other
+# tests) would fail. So the browser lives while tests/web runs, and stops before anything else.
+# For the same reason a test here must not call asyncio.run in the main thread.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         missing(f"chromium not found at {CHROMIUM} (apt-get install chromium)")

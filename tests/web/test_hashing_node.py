@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from matcher.hashing.compute import pdq
+from matcher.hashing.compute import pdq, phash
 from matcher.hashing.decode import decode_image
 from matcher.hashing.views import PROFILES
 from tests.conftest import DATA, ROOT
@@ -49,6 +49,7 @@ def _fixtures(folder: Path, astronaut: Image.Image, coffee: Image.Image) -> None
                         "quality": int(row["quality"]) if row["quality"] else None,
                         "python": h.hex,
                         "python_quality": h.quality,
+                        "phash": phash(image).hex,
                     }
                 )
     else:
@@ -70,6 +71,7 @@ def _fixtures(folder: Path, astronaut: Image.Image, coffee: Image.Image) -> None
                 **_write(folder, f"view-{name}", image),
                 "name": name,
                 "profile": profile,
+                "phash": phash(image).hex,
                 "views": {n: [h.hex, h.quality] for n, h in views},
             }
         )

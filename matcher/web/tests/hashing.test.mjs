@@ -11,6 +11,7 @@ import { test } from "node:test";
 import { blobDigests, bytesDigests } from "../static/hashing/digests.js";
 import { cropBox, enrollViews, fmtG, pyRound, viewNames, PROFILES } from "../static/hashing/views.js";
 import { distance, pdq } from "../static/hashing/pdq.js";
+import { phash } from "../static/hashing/phash.js";
 import { jpegDraftScale, reduceRGBA, sniff } from "../static/hashing/decode.js";
 
 const FIXTURES = process.env.HASHJS_FIXTURES;
@@ -38,6 +39,7 @@ test("the PDQ conformance rows, from Python-decoded pixels", { skip: noFixtures 
     // Same pixels, same arithmetic: the same bits and quality as the Python library.
     assert.equal(h.hex, r.python, `${r.path}: differs from matcher's Python PDQ`);
     assert.equal(h.quality, r.python_quality, `${r.path}: quality differs from Python's`);
+    assert.equal(phash(pixels(r), r.width, r.height, 3), r.phash, `${r.path}: pHash differs`);
   }
 });
 
@@ -48,6 +50,7 @@ test("the enroll views match Python's view by view", { skip: noFixtures }, () =>
     let calls = 0;
     const js = enrollViews(img, PROFILES[r.profile], () => calls++);
     assert.ok(calls >= js.length, "progress is told per view");
+    assert.equal(phash(img.data, img.width, img.height, 3), r.phash, `${r.name}: pHash`);
     const got = Object.fromEntries(js.map((v) => [v.name, [v.hex, v.quality]]));
     assert.deepEqual(Object.keys(got), Object.keys(r.views), `${r.name}: view names and order`);
     for (const [name, [hex, quality]] of Object.entries(r.views)) {

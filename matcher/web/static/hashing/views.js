@@ -190,9 +190,8 @@ export function rotateRGB(img, degrees, ox = 0, oy = 0, ow = img.width, oh = img
   const { data, width: w, height: h, channels: ch } = img;
   const [a0, a1, a2, a3, a4, a5] = rotateMatrix(w, h, degrees);
   const out = new Uint8Array(ow * oh * 3);
-  const rowAt = new Int32Array(4);
-  const colAt = new Int32Array(4);
-  const rowOk = [true, true, true, true];
+  const stride = w * ch;
+  const clampX = (x) => (x < 0 ? 0 : x < w ? x : w - 1) * ch;
   let o = 0;
   for (let y = oy; y < oy + oh; y++) {
     for (let x = ox; x < ox + ow; x++, o += 3) {
@@ -205,36 +204,35 @@ export function rotateRGB(img, degrees, ox = 0, oy = 0, ow = img.width, oh = img
       const fy = Math.floor(yin);
       const dx = xin - fx;
       const dy = yin - fy;
-      const x0 = fx - 1;
+      const c0 = clampX(fx - 1);
+      const c1 = clampX(fx);
+      const c2 = clampX(fx + 1);
+      const c3 = clampX(fx + 2);
+      // The first row is clamped; a later row outside the picture repeats the one before.
       const y0 = fy - 1;
-      for (let k = 0; k < 4; k++) {
-        const cx = x0 + k;
-        colAt[k] = (cx < 0 ? 0 : cx < w ? cx : w - 1) * ch;
-        const ry = y0 + k;
-        // The first row is clamped; a later row outside the picture repeats the one before.
-        rowOk[k] = k === 0 || (ry >= 0 && ry < h);
-        rowAt[k] = k === 0 ? (ry < 0 ? 0 : ry < h ? ry : h - 1) * w * ch : ry * w * ch;
-      }
+      const r0 = (y0 < 0 ? 0 : y0 < h ? y0 : h - 1) * stride;
+      const ok1 = fy >= 0 && fy < h;
+      const ok2 = fy + 1 >= 0 && fy + 1 < h;
+      const ok3 = fy + 2 >= 0 && fy + 2 < h;
+      const r1 = fy * stride;
+      const r2 = r1 + stride;
+      const r3 = r2 + stride;
       for (let band = 0; band < 3; band++) {
-        const c0 = colAt[0] + band;
-        const c1 = colAt[1] + band;
-        const c2 = colAt[2] + band;
-        const c3 = colAt[3] + band;
-        let r = rowAt[0];
+        let r = r0 + band;
         const v1 = cubic(data[r + c0], data[r + c1], data[r + c2], data[r + c3], dx);
         let v2 = v1;
-        if (rowOk[1]) {
-          r = rowAt[1];
+        if (ok1) {
+          r = r1 + band;
           v2 = cubic(data[r + c0], data[r + c1], data[r + c2], data[r + c3], dx);
         }
         let v3 = v2;
-        if (rowOk[2]) {
-          r = rowAt[2];
+        if (ok2) {
+          r = r2 + band;
           v3 = cubic(data[r + c0], data[r + c1], data[r + c2], data[r + c3], dx);
         }
         let v4 = v3;
-        if (rowOk[3]) {
-          r = rowAt[3];
+        if (ok3) {
+          r = r3 + band;
           v4 = cubic(data[r + c0], data[r + c1], data[r + c2], data[r + c3], dx);
         }
         const v = cubic(v1, v2, v3, v4, dy);

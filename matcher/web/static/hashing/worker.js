@@ -8,16 +8,17 @@
 //            quality?, view?}], flat?: true}, views?: [...], thumbnailless: true}
 //           {id, type: "error", kind: "unsupported"|"heic"|"corrupt"|"too_large", message}
 //
-// A picture gives its enroll-profile PDQ views (or, with "plain", its one PDQ hash), MD5 and
-// SHA-256 of the file; a video gives MD5 and SHA-256, read in chunks. As matcher's Python
+// A picture gives its enroll-profile PDQ views (or, with "plain", its one PDQ hash), its pHash
+// (bit for bit the Python library's on the same pixels), MD5 and SHA-256 of the file; a video gives MD5 and SHA-256, read in chunks. As matcher's Python
 // enrollment does, PDQ hashes below the quality floor are left out: a flat picture (a sky, a
-// wall; `flat: true`) is enrolled by its file digests only, which match exact copies alone.
+// wall; `flat: true`) is enrolled by its pHash and file digests only.
 // The same value twice (the plain hash is the `full` view) is given once. `views: true` also
 // returns every view by name (for the drift benchmark; with "plain", the one hash whatever its
 // quality, for the conformance tests). Jobs run one at a time, in order.
 
 import { decodeForHashing, DecodeError, sniff } from "./decode.js";
 import { blobDigests } from "./digests.js";
+import { phash } from "./phash.js";
 import {
   hashTask,
   keptViews,
@@ -71,6 +72,7 @@ async function hashFile(id, file, profile, wantViews) {
     views = named.filter((v) => v.quality >= QUALITY_FLOOR);
     postMessage({ id, type: "progress", done: 1, total: 1 });
   }
+  const grey = phash(image.data, image.width, image.height, image.channels);
   const t2 = performance.now();
   const digests = await blobDigests(file);
   const t3 = performance.now();
@@ -81,7 +83,11 @@ async function hashFile(id, file, profile, wantViews) {
     seen.add(v.hex);
     hashes.push({ signal: "pdq", hex: v.hex, quality: v.quality, view: v.name });
   }
-  hashes.push({ signal: "md5", hex: digests.md5 }, { signal: "sha256", hex: digests.sha256 });
+  hashes.push(
+    { signal: "phash", hex: grey },
+    { signal: "md5", hex: digests.md5 },
+    { signal: "sha256", hex: digests.sha256 },
+  );
   const item = { kind: "image", hashes };
   if (!views.length) item.flat = true;
   // How long each step took (ms), for the speed benchmark; no pixel or hash in it.
