@@ -51,9 +51,12 @@ the item number, the JSON punctuation."""
 
 
 def body_bound(photos: int) -> int:
-    """The largest body that holds ``photos`` photos' fingerprints and the form fields: about
-    25 KB a photo, a fraction of any photo's own size (and no photo's bytes fit in the hex or
-    number fields, whose lengths and ranges are checked one by one)."""
+    """The largest body that holds ``photos`` photos' fingerprints and the form fields: 226
+    hashes of at most 112 bytes of JSON, about 25 KB a photo (measured: 23.4 KB for each photo
+    of these tests). The small test photos are smaller than that (8-16 KB), so the size alone
+    proves nothing: what proves no picture is sent is the check of every field (``walk``): hex
+    strings of exactly a hash's length, numbers in their range, strings the person typed, and
+    no other field. The bound then says no photo carries more than its fingerprints."""
     return MAX_FORM_JSON + photos * MAX_HASHES_PER_PHOTO * MAX_HASH_JSON
 
 
