@@ -249,6 +249,31 @@ def test_health_and_readiness(web: Running) -> None:
     assert ready.headers["Cache-Control"] == "no-store"
 
 
+def test_readiness_is_the_grpc_health_until_the_index_is_loaded(tmp_path: Path) -> None:
+    import time
+
+    config = ServerConfig(
+        address="127.0.0.1:0",
+        metrics_address=None,
+        http=HttpConfig(address="127.0.0.1:0", self_service_org_id=1),
+    )
+    running, thread = start_server(tmp_path / "data", config, load=False)
+    try:
+        assert call(running, "GET", "/healthz").status == 200
+        waiting = call(running, "GET", "/readyz")
+        assert_problem(waiting, 503, "UNAVAILABLE")
+        assert waiting.headers["Retry-After"] == "1"
+        opened = call(running, "POST", "/api/v1/victim/cases", {"items": [item("ab" * 32)]})
+        assert_problem(opened, 503)
+        running.bank.load()
+        deadline = time.monotonic() + 60
+        while call(running, "GET", "/readyz").status != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        stop_server(running, thread)
+
+
 # -- auth and roles: the gRPC ones
 
 
@@ -449,10 +474,23 @@ def test_victims_open_cases_themselves_within_a_per_address_limit(web: Running) 
     assert call(web, "POST", "/api/v1/victim/cases", body, source="127.0.0.5").status == 201
 
 
-def test_self_service_is_404_when_off(strict: Running) -> None:
+def test_self_service_is_404_when_off(strict: Running, web: Running) -> None:
     rng = np.random.default_rng(8)
     reply = call(strict, "POST", "/api/v1/victim/cases", {"items": [item(pdq(rng))]})
     assert_problem(reply, 404)
+    assert call(strict, "GET", "/api/v1/features").body == {"self_service": False}
+    assert call(web, "GET", "/api/v1/features").body == {"self_service": True}
+
+
+def test_http_requests_are_counted_by_operation_and_status(web: Running) -> None:
+    from prometheus_client import generate_latest
+
+    call(web, "GET", "/healthz")
+    call(web, "GET", "/no-such-page")
+    text = generate_latest(web.server.metrics.registry).decode()
+    assert 'matcher_http_requests_total{operation="liveness",status="200"}' in text
+    assert 'matcher_http_requests_total{operation="web",status="404"}' in text
+    assert "no-such-page" not in text
 
 
 # -- the web root
@@ -469,6 +507,7 @@ def test_web_root_is_served_with_the_strict_policy(web: Running) -> None:
         assert reply.headers["Content-Security-Policy"] == CSP
         assert reply.headers["X-Content-Type-Options"] == "nosniff"
         assert reply.headers["Referrer-Policy"] == "no-referrer"
+        assert reply.headers["Server"] == "matcher"
     assert "no-store" in call(web, "GET", "/api/v1/openapi.json").headers["Cache-Control"]
     assert "connect-src 'self'" in CSP and "script-src 'self';" in CSP
     # Nothing outside the web root, however the path is spelled.
@@ -480,6 +519,23 @@ def test_web_root_is_served_with_the_strict_policy(web: Running) -> None:
         "/__init__.py",
     ):
         assert call(web, "GET", path).status == 404, path
+
+
+def test_every_file_of_the_web_root_is_served_with_its_type(web: Running) -> None:
+    """With ``nosniff``, a module script or worker served under another type does not run."""
+    types = {".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript",
+             ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png",
+             ".json": "application/json", ".wasm": "application/wasm"}  # fmt: skip
+    files = [p for p in WEB_ROOT.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert files
+    for path in files:
+        url = "/" + path.relative_to(WEB_ROOT).as_posix()
+        reply = call(web, "GET", url)
+        assert reply.status == 200, url
+        assert reply.raw == path.read_bytes(), url
+        if path.suffix in types:
+            assert reply.headers["Content-Type"].startswith(types[path.suffix]), url
+        assert reply.headers["Content-Security-Policy"] == CSP
 
 
 def test_web_pages_hold_no_inline_script_or_style() -> None:
@@ -514,7 +570,7 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(
 ) -> None:
     """Generated requests for every operation (bounded: a few dozen each), sent with an admin
     key (which may call every operation): no 5xx, every response as the description says."""
-    schemathesis = pytest.importorskip("schemathesis")
+    import schemathesis
     from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import (
         content_type_conformance,
@@ -613,7 +669,16 @@ def test_self_service_needs_the_http_address(tmp_path: Path) -> None:
     from matcher.cli import main
 
     result = CliRunner().invoke(
-        main, ["serve", "--data", str(tmp_path / "d"), "--self-service-org", "X"]
+        main,
+        [
+            "serve",
+            "--data",
+            str(tmp_path / "d"),
+            "--address",
+            "127.0.0.1:0",
+            "--self-service-org",
+            "X",
+        ],
     )
     assert result.exit_code == 2
     assert "--self-service-org needs --http-address" in result.output

@@ -52,9 +52,10 @@ import grpc
 from aiohttp import web
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import Counter
 
 from matcher import contract
-from matcher.errors import InvalidInput, MatcherError, RateLimited, Unauthenticated
+from matcher.errors import InvalidInput, MatcherError, RateLimited, Unauthenticated, Unavailable
 from matcher.http import convert
 from matcher.http.config import HttpConfig
 from matcher.principal import Principal, Role
@@ -263,194 +264,232 @@ _VICTIM_FIELDS = {"item_number": "item"}
 
 ROUTES: tuple[Route, ...] = (
     Route(
-        "POST",
-        "/api/v1/match",
-        "match",
-        "Match images by their hashes",
-        "Look up a batch of queries (images, each one or more hashes). One result per query, "
-        "in order; each lists the enrolled items that matched, best first, with a band "
-        "(strong, weak) instead of a distance unless the key was granted distances. Charged "
-        "per hash against the key's rate limit. Roles: partner, admin.",
-        "partners",
-        True,
-        "MatchRequest",
-        {200: "MatchResponse"},
-        (400, 401, 403, 429),
+        method="POST",
+        path="/api/v1/match",
+        operation_id="match",
+        summary="Match images by their hashes",
+        description=(
+            "Look up a batch of queries (images, each one or more hashes). One result per query, "
+            "in order; each lists the enrolled items that matched, best first, with a band "
+            "(strong, weak) instead of a distance unless the key was granted distances. Charged "
+            "per hash against the key's rate limit. Roles: partner, admin."
+        ),
+        tag="partners",
+        auth=True,
+        request="MatchRequest",
+        responses={200: "MatchResponse"},
+        errors=(400, 401, 403, 429),
     ),
     Route(
-        "POST",
-        "/api/v1/match/report",
-        "reportMatch",
-        "Report whether a match was right",
-        "Tell the bank whether a matched item was a re-upload (correct) or a false match "
-        "(wrong); counted per item and per case. Roles: partner, admin.",
-        "partners",
-        True,
-        "ReportRequest",
-        {204: None},
-        (400, 401, 403, 404, 429),
+        method="POST",
+        path="/api/v1/match/report",
+        operation_id="reportMatch",
+        summary="Report whether a match was right",
+        description=(
+            "Tell the bank whether a matched item was a re-upload (correct) or a false match "
+            "(wrong); counted per item and per case. Roles: partner, admin."
+        ),
+        tag="partners",
+        auth=True,
+        request="ReportRequest",
+        responses={204: None},
+        errors=(400, 401, 403, 404, 429),
     ),
     Route(
-        "GET",
-        "/api/v1/session",
-        "getSession",
-        "Who am I",
-        "The API key's role and organisation: the web app's sign-in checks a key with it.",
-        "session",
-        True,
-        None,
-        {200: "Session"},
-        (401, 403, 429),
+        method="GET",
+        path="/api/v1/session",
+        operation_id="getSession",
+        summary="Who am I",
+        description="The API key's role and organisation (the web app's sign-in checks a key).",
+        tag="session",
+        auth=True,
+        request=None,
+        responses={200: "Session"},
+        errors=(401, 403, 429),
     ),
     Route(
-        "POST",
-        "/api/v1/cases",
-        "createCase",
-        "Open a case",
-        "Open a case for the caller's organisation (admins name one). The response holds the "
-        "case number and the withdrawal secret for the victim: shown this once, never again. "
-        "Roles: practitioner, admin.",
-        "cases",
-        True,
-        "CreateCaseRequest",
-        {201: "NewCase"},
-        (400, 401, 403, 404, 429),
+        method="POST",
+        path="/api/v1/cases",
+        operation_id="createCase",
+        summary="Open a case",
+        description=(
+            "Open a case for the caller's organisation (admins name one). The response holds the "
+            "case number and the withdrawal secret for the victim: shown this once, never again. "
+            "Roles: practitioner, admin."
+        ),
+        tag="cases",
+        auth=True,
+        request="CreateCaseRequest",
+        responses={201: "NewCase"},
+        errors=(400, 401, 403, 404, 429),
     ),
     Route(
-        "GET",
-        "/api/v1/cases/{number}",
-        "getCase",
-        "A case's status and items",
-        "State, counts and every item ever enrolled (never a hash value). Practitioners of "
-        "the case's organisation, admins.",
-        "cases",
-        True,
-        None,
-        {200: "Case"},
-        (400, 401, 403, 404, 429),
-        _CASE_FIELDS,
+        method="GET",
+        path="/api/v1/cases/{number}",
+        operation_id="getCase",
+        summary="A case's status and items",
+        description=(
+            "State, counts and every item ever enrolled (never a hash value). Practitioners of "
+            "the case's organisation, admins."
+        ),
+        tag="cases",
+        auth=True,
+        request=None,
+        responses={200: "Case"},
+        errors=(400, 401, 403, 404, 429),
+        fields=_CASE_FIELDS,
     ),
     Route(
-        "POST",
-        "/api/v1/cases/{number}/items",
-        "addItems",
-        "Enroll items into a case",
-        "Enroll items (images, videos), each with all of its hashes: all of them or none, "
-        "acknowledged once durable. An item the case already holds (the same hashes) is not "
-        "added again, so a retry is safe. Roles: practitioner, admin.",
-        "cases",
-        True,
-        "AddItemsRequest",
-        {200: "AddItemsResponse"},
-        (400, 401, 403, 404, 409, 429),
-        _CASE_FIELDS,
+        method="POST",
+        path="/api/v1/cases/{number}/items",
+        operation_id="addItems",
+        summary="Enroll items into a case",
+        description=(
+            "Enroll items (images, videos), each with all of its hashes: all of them or none, "
+            "acknowledged once durable. An item the case already holds (the same hashes) is not "
+            "added again, so a retry is safe. Roles: practitioner, admin."
+        ),
+        tag="cases",
+        auth=True,
+        request="AddItemsRequest",
+        responses={200: "AddItemsResponse"},
+        errors=(400, 401, 403, 404, 409, 429),
+        fields=_CASE_FIELDS,
     ),
     Route(
-        "POST",
-        "/api/v1/cases/{number}/withdraw",
-        "withdrawCase",
-        "Withdraw a case",
-        "Delete the hashes of every item of the case: no match returns them once this "
-        "returns. Roles: practitioner, admin.",
-        "cases",
-        True,
-        None,
-        {200: "Case"},
-        (400, 401, 403, 404, 429),
-        _CASE_FIELDS,
+        method="POST",
+        path="/api/v1/cases/{number}/withdraw",
+        operation_id="withdrawCase",
+        summary="Withdraw a case",
+        description=(
+            "Delete the hashes of every item of the case: no match returns them once this "
+            "returns. Roles: practitioner, admin."
+        ),
+        tag="cases",
+        auth=True,
+        request=None,
+        responses={200: "Case"},
+        errors=(400, 401, 403, 404, 429),
+        fields=_CASE_FIELDS,
     ),
     Route(
-        "POST",
-        "/api/v1/cases/{number}/items/{item}/withdraw",
-        "withdrawItem",
-        "Withdraw one item of a case",
-        "Delete one item's hashes; the case's other items keep matching. Roles: "
-        "practitioner, admin.",
-        "cases",
-        True,
-        None,
-        {200: "Item"},
-        (400, 401, 403, 404, 429),
-        _CASE_FIELDS,
+        method="POST",
+        path="/api/v1/cases/{number}/items/{item}/withdraw",
+        operation_id="withdrawItem",
+        summary="Withdraw one item of a case",
+        description=(
+            "Delete one item's hashes; the case's other items keep matching. Roles: practitioner, "
+            "admin."
+        ),
+        tag="cases",
+        auth=True,
+        request=None,
+        responses={200: "Item"},
+        errors=(400, 401, 403, 404, 429),
+        fields=_CASE_FIELDS,
     ),
     Route(
-        "POST",
-        "/api/v1/victim/status",
-        "victimStatus",
-        "A case's status, for its victim",
-        "With the case number and secret (in the body: URLs end up in logs), no API key. A "
-        "wrong number and a wrong secret both answer 404; failed attempts are limited per "
-        "client address (429 with Retry-After), and slowed per case.",
-        "victims",
-        False,
-        "VictimRequest",
-        {200: "Case"},
-        (400, 404, 429),
-        _VICTIM_FIELDS,
+        method="POST",
+        path="/api/v1/victim/status",
+        operation_id="victimStatus",
+        summary="A case's status, for its victim",
+        description=(
+            "With the case number and secret (in the body: URLs end up in logs), no API key. A "
+            "wrong number and a wrong secret both answer 404; failed attempts are limited per "
+            "client address (429 with Retry-After), and slowed per case."
+        ),
+        tag="victims",
+        auth=False,
+        request="VictimRequest",
+        responses={200: "Case"},
+        errors=(400, 404, 429),
+        fields=_VICTIM_FIELDS,
     ),
     Route(
-        "POST",
-        "/api/v1/victim/withdraw",
-        "victimWithdraw",
-        "Withdraw, as the victim",
-        "The whole case, or one item (its number) when `item` is given. Errors as for the status.",
-        "victims",
-        False,
-        "VictimWithdrawRequest",
-        {200: "VictimWithdrawResponse"},
-        (400, 404, 429),
-        _VICTIM_FIELDS,
+        method="POST",
+        path="/api/v1/victim/withdraw",
+        operation_id="victimWithdraw",
+        summary="Withdraw, as the victim",
+        description=(
+            "The whole case, or one item (its number) when `item` is given. Errors as for the "
+            "status."
+        ),
+        tag="victims",
+        auth=False,
+        request="VictimWithdrawRequest",
+        responses={200: "VictimWithdrawResponse"},
+        errors=(400, 404, 429),
+        fields=_VICTIM_FIELDS,
     ),
     Route(
-        "POST",
-        "/api/v1/victim/cases",
-        "victimOpenCase",
-        "Open a case as a victim",
-        "Self-service, only where the operator turned it on (`--self-service-org`; 404 "
-        "otherwise): the case belongs to that organisation. Enrolls the items and answers the "
-        "case number and secret, shown this once. Limited per client address.",
-        "victims",
-        False,
-        "AddItemsRequest",
-        {201: "NewCase"},
-        (400, 404, 429),
+        method="POST",
+        path="/api/v1/victim/cases",
+        operation_id="victimOpenCase",
+        summary="Open a case as a victim",
+        description=(
+            "Self-service, only where the operator turned it on (`--self-service-org`; 404 "
+            "otherwise): the case belongs to that organisation. Enrolls the items and answers the "
+            "case number and secret, shown this once. Limited per client address."
+        ),
+        tag="victims",
+        auth=False,
+        request="AddItemsRequest",
+        responses={201: "NewCase"},
+        errors=(400, 404, 429),
     ),
     Route(
-        "GET",
-        "/api/v1/openapi.json",
-        "getOpenApi",
-        "This description",
-        "The OpenAPI 3 description of this API.",
-        "meta",
-        False,
-        None,
-        {200: "OpenApi"},
-        (),
+        method="GET",
+        path="/api/v1/openapi.json",
+        operation_id="getOpenApi",
+        summary="This description",
+        description="The OpenAPI 3 description of this API.",
+        tag="meta",
+        auth=False,
+        request=None,
+        responses={200: "OpenApi"},
+        errors=(),
     ),
     Route(
-        "GET",
-        "/healthz",
-        "liveness",
-        "Liveness",
-        "200 while the process answers at all.",
-        "meta",
-        False,
-        None,
-        {200: "Health"},
-        (),
+        method="GET",
+        path="/api/v1/features",
+        operation_id="getFeatures",
+        summary="What this server offers",
+        description=(
+            "Whether victims may open cases themselves here (`self_service`): the web app shows "
+            "that door only when it is open."
+        ),
+        tag="meta",
+        auth=False,
+        request=None,
+        responses={200: "Features"},
+        errors=(),
     ),
     Route(
-        "GET",
-        "/readyz",
-        "readiness",
-        "Readiness",
-        "200 once the index is loaded and caught up with the store (the gRPC health "
-        "service's readiness), 503 otherwise.",
-        "meta",
-        False,
-        None,
-        {200: "Health"},
-        (503,),
+        method="GET",
+        path="/healthz",
+        operation_id="liveness",
+        summary="Liveness",
+        description="200 while the process answers at all.",
+        tag="meta",
+        auth=False,
+        request=None,
+        responses={200: "Health"},
+        errors=(),
+    ),
+    Route(
+        method="GET",
+        path="/readyz",
+        operation_id="readiness",
+        summary="Readiness",
+        description=(
+            "200 once the index is loaded and caught up with the store (the gRPC health service's "
+            "readiness), 503 otherwise."
+        ),
+        tag="meta",
+        auth=False,
+        request=None,
+        responses={200: "Health"},
+        errors=(503,),
     ),
 )
 
@@ -515,6 +554,15 @@ class Gateway:
             rate=config.self_service_overall / window, burst=config.self_service_overall
         )
         self._web_root = config.web_root.resolve()
+        # Labels: an operation id of the route table ("web" for the web root, "other" for no
+        # route) and a status: few, fixed, never a case number or a path.
+        self._requests = Counter(
+            "matcher_http_requests",
+            "HTTP requests answered, by operation and status",
+            ["operation", "status"],
+            registry=server.metrics.registry,
+        )
+        self._counted: dict[tuple[str, int], Any] = {}
         self.app = self._app()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -541,15 +589,17 @@ class Gateway:
             "victimWithdraw": self.victim_withdraw,
             "victimOpenCase": self.victim_open_case,
             "getOpenApi": self.openapi,
+            "getFeatures": self.features,
             "liveness": self.liveness,
             "readiness": self.readiness,
         }
         for route in ROUTES:
+            handler, name = handlers[route.operation_id], route.operation_id
             if route.method == "GET":
-                app.router.add_get(route.path, handlers[route.operation_id])
+                app.router.add_get(route.path, handler, name=name)
             else:
-                app.router.add_route(route.method, route.path, handlers[route.operation_id])
-        app.router.add_get("/{path:.*}", self.static)
+                app.router.add_route(route.method, route.path, handler, name=name)
+        app.router.add_get("/{path:.*}", self.static, name="web")
         app.on_response_prepare.append(self._headers)
         return app
 
@@ -582,6 +632,7 @@ class Gateway:
         h["Referrer-Policy"] = "no-referrer"
         h["Cross-Origin-Opener-Policy"] = "same-origin"
         h["Cross-Origin-Resource-Policy"] = "same-origin"
+        h["Server"] = "matcher"  # not the library and its version
         path = request.path
         if path.startswith("/api/") or path in ("/healthz", "/readyz"):
             h["Cache-Control"] = "no-store"
@@ -590,8 +641,20 @@ class Gateway:
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Every error as problem details, including the router's 404 and 405 and aiohttp's
-        413; anything unexpected as a 500 whose text stays in the log."""
+        """Every error as problem details (``_problems``), and every request counted by
+        operation and status in ``matcher_http_requests_total``."""
+        response = await self._problems(request, handler)
+        route = request.match_info.route.name if request.match_info.route else None
+        key = (route or "other", response.status)
+        child = self._counted.get(key)
+        if child is None:
+            child = self._counted[key] = self._requests.labels(key[0], str(key[1]))
+        child.inc()
+        return response
+
+    async def _problems(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The handler's response; errors as problem details, including the router's 404 and
+        405 and aiohttp's 413; anything unexpected as a 500 whose text stays in the log."""
         try:
             return await handler(request)
         except web.HTTPException as exc:
@@ -833,6 +896,8 @@ class Gateway:
             max_items=limits.max_items,
             max_hashes=limits.max_enroll_hashes,
         )
+        if not self.server.bank.ready:  # before the limit: a starting server costs nothing
+            raise Unavailable("the service is starting: try again in a minute")
         address = client_address(request)[:64]
         try:
             self._self_service.take(address)
@@ -844,10 +909,6 @@ class Gateway:
                 retry_after=exc.retry_after,
             ) from None
         bank = self.server.bank
-        if not bank.ready:
-            from matcher.errors import Unavailable
-
-            raise Unavailable("the service is starting: try again in a minute")
         who = Principal("self-service", Role.PRACTITIONER, org_id=org_id)
         new = await asyncio.to_thread(bank.create_case, by=who)
         await asyncio.to_thread(bank.enroll, new.number, items, by=who)
@@ -867,6 +928,9 @@ class Gateway:
 
     async def openapi(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=self._openapi, content_type="application/json")
+
+    async def features(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"self_service": self.config.self_service_org_id is not None})
 
     async def liveness(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"status": "SERVING"})

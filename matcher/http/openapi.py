@@ -280,6 +280,10 @@ SCHEMAS: dict[str, Any] = {
         {"case": _ref("Case"), "item": _ref("Item")},
         description="`case` when the whole case was withdrawn, `item` for one item.",
     ),
+    "Features": _object(
+        {"self_service": {"type": "boolean", "description": "`POST /api/v1/victim/cases` is on."}},
+        ["self_service"],
+    ),
     "Health": _object({"status": {"type": "string", "enum": ["SERVING"]}}, ["status"]),
     "OpenApi": {"type": "object", "description": "An OpenAPI 3 document."},
     "Problem": {
