@@ -249,6 +249,31 @@ def test_health_and_readiness(web: Running) -> None:
     assert ready.headers["Cache-Control"] == "no-store"
 
 
+def test_readiness_is_the_grpc_health_until_the_index_is_loaded(tmp_path: Path) -> None:
+    import time
+
+    config = ServerConfig(
+        address="127.0.0.1:0",
+        metrics_address=None,
+        http=HttpConfig(address="127.0.0.1:0", self_service_org_id=1),
+    )
+    running, thread = start_server(tmp_path / "data", config, load=False)
+    try:
+        assert call(running, "GET", "/healthz").status == 200
+        waiting = call(running, "GET", "/readyz")
+        assert_problem(waiting, 503, "UNAVAILABLE")
+        assert waiting.headers["Retry-After"] == "1"
+        opened = call(running, "POST", "/api/v1/victim/cases", {"items": [item("ab" * 32)]})
+        assert_problem(opened, 503)
+        running.bank.load()
+        deadline = time.monotonic() + 60
+        while call(running, "GET", "/readyz").status != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        stop_server(running, thread)
+
+
 # -- auth and roles: the gRPC ones
 
 
@@ -496,6 +521,23 @@ def test_web_root_is_served_with_the_strict_policy(web: Running) -> None:
         assert call(web, "GET", path).status == 404, path
 
 
+def test_every_file_of_the_web_root_is_served_with_its_type(web: Running) -> None:
+    """With ``nosniff``, a module script or worker served under another type does not run."""
+    types = {".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript",
+             ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png",
+             ".json": "application/json", ".wasm": "application/wasm"}  # fmt: skip
+    files = [p for p in WEB_ROOT.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert files
+    for path in files:
+        url = "/" + path.relative_to(WEB_ROOT).as_posix()
+        reply = call(web, "GET", url)
+        assert reply.status == 200, url
+        assert reply.raw == path.read_bytes(), url
+        if path.suffix in types:
+            assert reply.headers["Content-Type"].startswith(types[path.suffix]), url
+        assert reply.headers["Content-Security-Policy"] == CSP
+
+
 def test_web_pages_hold_no_inline_script_or_style() -> None:
     """The CSP forbids inline code: a page that had any would break in the browser."""
     pages = list(WEB_ROOT.rglob("*.html"))
@@ -627,7 +669,16 @@ def test_self_service_needs_the_http_address(tmp_path: Path) -> None:
     from matcher.cli import main
 
     result = CliRunner().invoke(
-        main, ["serve", "--data", str(tmp_path / "d"), "--self-service-org", "X"]
+        main,
+        [
+            "serve",
+            "--data",
+            str(tmp_path / "d"),
+            "--address",
+            "127.0.0.1:0",
+            "--self-service-org",
+            "X",
+        ],
     )
     assert result.exit_code == 2
     assert "--self-service-org needs --http-address" in result.output

@@ -241,7 +241,8 @@ def serve_command(
     log_format: str,
     log_level: str,
 ) -> None:
-    """Run the matcher gRPC service on the bank in a data folder (or --store).
+    """Run the matcher gRPC service on the bank in a data folder (or --store), and with
+    --http-address the HTTP/JSON API and the web app beside it.
 
     The port opens at once; health reports NOT_SERVING until the index is loaded from the store
     and caught up with its change log, then SERVING while it stays caught up (the readiness
@@ -271,16 +272,16 @@ def serve_command(
 
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    if http_address == "off":
+        http_address = None
+    if self_service_org is not None and not http_address:
+        raise click.UsageError("--self-service-org needs --http-address (the web app)")
     check_tls(tls_cert, tls_key, tls_client_ca)
     check_port(address, "--address")
     if metrics_address != "off":
         check_port(metrics_address, "--metrics-address")
-    if http_address == "off":
-        http_address = None
     if http_address:
         check_port(http_address, "--http-address")
-    if self_service_org is not None and not http_address:
-        raise click.UsageError("--self-service-org needs --http-address (the web app)")
     configure_logging(json_lines=log_format == "json", level=log_level)
     tls = (
         TlsConfig(

@@ -55,7 +55,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Counter
 
 from matcher import contract
-from matcher.errors import InvalidInput, MatcherError, RateLimited, Unauthenticated
+from matcher.errors import InvalidInput, MatcherError, RateLimited, Unauthenticated, Unavailable
 from matcher.http import convert
 from matcher.http.config import HttpConfig
 from matcher.principal import Principal, Role
@@ -896,6 +896,8 @@ class Gateway:
             max_items=limits.max_items,
             max_hashes=limits.max_enroll_hashes,
         )
+        if not self.server.bank.ready:  # before the limit: a starting server costs nothing
+            raise Unavailable("the service is starting: try again in a minute")
         address = client_address(request)[:64]
         try:
             self._self_service.take(address)
@@ -907,10 +909,6 @@ class Gateway:
                 retry_after=exc.retry_after,
             ) from None
         bank = self.server.bank
-        if not bank.ready:
-            from matcher.errors import Unavailable
-
-            raise Unavailable("the service is starting: try again in a minute")
         who = Principal("self-service", Role.PRACTITIONER, org_id=org_id)
         new = await asyncio.to_thread(bank.create_case, by=who)
         await asyncio.to_thread(bank.enroll, new.number, items, by=who)

@@ -1,7 +1,8 @@
 """Fixtures for the browser tests: a real headless Chromium and a local web server.
 
-- ``browser``: one Debian ``chromium`` for the tests of this folder, driven by Python playwright (its wheel
-  carries its own driver; the browser is the system's, never ``playwright install``'s).
+- ``browser``: one Debian ``chromium`` for the tests of this folder, driven by Python
+  playwright (its wheel carries its own driver; the browser is the system's, never
+  ``playwright install``'s).
   Skipped with a reason where chromium or playwright is missing, a failure under CI (``CI``
   set), where ``.ci/run`` installs chromium and the dev extra installs playwright.
 - ``page``: a fresh browser context and page per test (no state shared between tests).
