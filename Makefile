@@ -9,7 +9,7 @@ DATA ?= ./matcher-data
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install run test bench bench-quality lint format clean proto proto-check
+.PHONY: help install run test bench bench-quality lint format clean proto proto-check screenshots
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -22,11 +22,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install matcher (editable) with its dev extra
 
-run: $(STAMP) ## Start the service on the embedded default (SQLite in ./matcher-data)
+HTTP_ADDRESS ?= 127.0.0.1:8080
+
+run: $(STAMP) ## Start the service on the embedded default (SQLite in ./matcher-data), web app on :8080
 	@echo "matcher is installed in $(VENV), which is not on your PATH: run it as $(BIN)/matcher,"
 	@echo "or activate the environment first (source $(BIN)/activate) and run matcher."
 	@echo "In another terminal, a first API key: $(BIN)/matcher keys create --role admin --name ops --data $(DATA)"
-	$(BIN)/matcher serve --data $(DATA)
+	@echo "Web app and HTTP API: http://$(HTTP_ADDRESS)/ (described at http://$(HTTP_ADDRESS)/api/v1/openapi.json)"
+	$(BIN)/matcher serve --data $(DATA) --http-address $(HTTP_ADDRESS)
 
 test: $(STAMP) ## Run the test suite
 	$(BIN)/python -m pytest -q
@@ -40,6 +43,9 @@ $(BENCH_STAMP): $(STAMP)
 
 bench-quality: $(BENCH_STAMP) ## Detection-quality benchmark, issue 6 (~30 min; writes bench/results/quality.md)
 	$(BIN)/python -m bench.quality -j 2
+
+screenshots: $(STAMP) ## Regenerate docs/screenshots/: each web app page, desktop and phone, in headless Chromium
+	$(BIN)/python -m tests.web.screenshots --out docs/screenshots
 
 lint: $(STAMP) ## Lint with ruff, type-check with mypy, lint the contract with buf
 	$(BIN)/ruff check .

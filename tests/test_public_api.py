@@ -139,6 +139,7 @@ PUBLIC: dict[str, set[str]] = {
         "open_store",
     },
     "matcher.bank": {"Accounts", "Bank", "IndexFollower"},
+    "matcher.http": {"WEB_ROOT", "HttpConfig"},
     "matcher.hashing": {
         "DEFAULT_MAX_PIXELS",
         "DEFAULT_SIGNALS",

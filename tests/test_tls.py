@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from matcher.client import Client
 from matcher.errors import MatcherError
+from matcher.http import HttpConfig
 from matcher.service import ServerConfig, TlsConfig
 from matcher.signals import PDQ, Hash
 from tests.service_fixtures import start_server, stop_server
@@ -73,7 +76,10 @@ def test_mutual_tls(tmp_path: Path) -> None:
     tls = TlsConfig(
         cert=tmp_path / "server.pem", key=tmp_path / "server.key", client_ca=tmp_path / "ca.pem"
     )
-    config = ServerConfig(address="127.0.0.1:0", metrics_address=None, tls=tls)
+    # With the HTTP gateway on too: it reaches gRPC over its own Unix socket, not the TLS port.
+    config = ServerConfig(
+        address="127.0.0.1:0", metrics_address=None, tls=tls, http=HttpConfig(address="127.0.0.1:0")
+    )
     running, thread = start_server(tmp_path / "data", config)
     try:
         assert running.bank.wait_ready(120)
@@ -97,5 +103,17 @@ def test_mutual_tls(tmp_path: Path) -> None:
         # A plaintext client cannot talk to a TLS server either.
         with Client(target, running.keys["partner"], timeout=5) as plain:
             assert not plain.healthy()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{running.server.http_port}/api/v1/match",
+            data=json.dumps(
+                {"queries": [{"hashes": [{"signal": "pdq", "hex": "00" * 32}]}]}
+            ).encode(),
+            headers={
+                "Authorization": f"Bearer {running.keys['partner']}",
+                "Content-Type": "application/json",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            assert json.load(reply) == {"results": [{"query_id": "", "matches": []}]}
     finally:
         stop_server(running, thread)

@@ -213,6 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline-only", action="store_true", help="plain PDQ only (quick: one hash per image)"
     )
+    parser.add_argument(
+        "--browser-enroll",
+        action="store_true",
+        help="also enroll the originals with the web app's hashing worker in headless Chromium "
+        "(needs chromium and playwright) and compare recall per tier with the Python-made "
+        "enrollment on the same queries; writes bench/results/browser-quality.md",
+    )
     args = parser.parse_args(argv)
 
     photos = DATA / "photos"
@@ -346,10 +353,81 @@ def main(argv: list[str] | None = None) -> int:
         ]
     for k, note in enumerate(args.note):
         meta[f"note {k + 1}"] = note
+    if args.browser_enroll and not args.baseline_only:
+        _browser_report(originals, bank, queries, origin, edit_index, dis, timing, meta, argv)
     write_report(results, edit_index, args.out, meta, ablations, extra)
     print(f"wrote {args.out / 'quality.md'}", file=sys.stderr)
     print((args.out / "quality.md").read_text())
     return 0
+
+
+def _browser_report(
+    originals: list[Path],
+    bank: HashSet,
+    queries: HashSet,
+    origin: np.ndarray,
+    edit_index: np.ndarray,
+    dis: HashSet,
+    timing: dict[str, float],
+    meta: dict[str, str],
+    argv: list[str] | None,
+) -> None:
+    """Recall per tier with the originals enrolled by the browser's worker (issue 13), against
+    the Python-made enrollment, on the same queries and distractors."""
+    from bench.browser_drift import browser_enroll
+
+    print(f"enrolling {len(originals)} originals in Chromium...", file=sys.stderr, flush=True)
+    browser_bank = browser_enroll(originals)
+    python = evaluate(
+        dataclasses.replace(SHIPPED, name="Python-made enrollment"),
+        bank,
+        queries,
+        origin,
+        dis,
+        timing["enroll"],
+        timing["query"],
+    )
+    made = evaluate(
+        dataclasses.replace(SHIPPED, name="browser-made enrollment"),
+        browser_bank,
+        queries,
+        origin,
+        dis,
+        timing["enroll"],
+        timing["query"],
+    )
+    same = sum(
+        bool(np.array_equal(a, b))
+        for a, b in zip(
+            np.split(bank.hashes, np.cumsum(np.bincount(bank.owner, minlength=bank.pictures))[:-1]),
+            np.split(
+                browser_bank.hashes,
+                np.cumsum(np.bincount(browser_bank.owner, minlength=bank.pictures))[:-1],
+            ),
+            strict=False,
+        )
+    )
+    command = " ".join(["python -m bench.quality", *(sys.argv[1:] if argv is None else argv)])
+    lines = [
+        "# Recall with browser-made enrollment hashes",
+        "",
+        f"`{command}`. The originals enrolled twice with the shipped `enroll` profile: by the",
+        "Python library (PIL's decoder, `matcher enroll`) and by the web app's hashing worker in",
+        "headless Chromium (its own decoder); every edited query and distractor hashed by Python",
+        "(`query` profile), the same for both. Per tier, the share of edited queries that find",
+        f"their original. Originals whose enrolled views came out identical: {same} of "
+        f"{bank.pictures}.",
+        "",
+        *(f"- {k}: {v}" for k, v in meta.items()),
+        "",
+        *tier_rows([python, made], edit_index),
+        "",
+        *false_rows([python, made]),
+        "",
+    ]
+    out = ROOT / "bench" / "results" / "browser-quality.md"
+    out.write_text("\n".join(lines))
+    print("\n".join(lines), file=sys.stderr)
 
 
 if __name__ == "__main__":

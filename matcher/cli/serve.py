@@ -98,6 +98,28 @@ def _env(name: str) -> dict[str, Any]:
     **_env("METRICS_ADDRESS"),
 )
 @click.option(
+    "--http-address",
+    default=None,
+    help="host:port for the HTTP/JSON API and the web app (off unless given; 'off' too).",
+    **_env("HTTP_ADDRESS"),
+)
+@click.option(
+    "--self-service-org",
+    metavar="NAME",
+    default=None,
+    help="Let victims open cases themselves on the web app, owned by this organisation "
+    "(created if new). Needs --http-address.",
+    **_env("SELF_SERVICE_ORG"),
+)
+@click.option(
+    "--self-service-limit",
+    type=click.IntRange(1, 10_000),
+    default=3,
+    show_default=True,
+    help="Cases one client address may open by self-service per hour.",
+    **_env("SELF_SERVICE_LIMIT"),
+)
+@click.option(
     "--rate",
     type=float,
     default=20_000,
@@ -284,6 +306,9 @@ def serve_command(
     key_file: str | None,
     address: str,
     metrics_address: str,
+    http_address: str | None,
+    self_service_org: str | None,
+    self_service_limit: int,
     rate: float,
     burst: float,
     max_batch: int,
@@ -308,7 +333,8 @@ def serve_command(
     log_format: str,
     log_level: str,
 ) -> None:
-    """Run the matcher gRPC service on the bank in a data folder (or --store).
+    """Run the matcher gRPC service on the bank in a data folder (or --store), and with
+    --http-address the HTTP/JSON API and the web app beside it.
 
     The port opens at once; health reports NOT_SERVING until the index is loaded from the store
     and caught up with its change log, then SERVING while it stays caught up (the readiness
@@ -321,6 +347,8 @@ def serve_command(
     \b
     Examples:
       matcher serve --data ./matcher-data
+      matcher serve --http-address 127.0.0.1:8080   # and the web app, http://127.0.0.1:8080/
+      matcher serve --http-address 0.0.0.0:8080 --self-service-org "Self-service"
       matcher serve --address 0.0.0.0:50051 --log-format json --tls-cert s.pem --tls-key s.key
       MATCHER_STORE=postgresql://matcher@db/matcher MATCHER_ADDRESS=0.0.0.0:50051 matcher serve
       matcher serve --store postgresql://matcher@db/matcher --ledger /var/lib/matcher/w.jsonl
@@ -328,9 +356,11 @@ def serve_command(
       matcher serve --quarantine-after 3 --flood-floor 1000
     """
     import asyncio
+    import dataclasses
 
     from matcher.bank import Bank
     from matcher.bank.flood import FloodRule
+    from matcher.http import HttpConfig
     from matcher.principal import Principal
     from matcher.service import ServerConfig, ServiceLimits, TlsConfig, configure_logging, serve
     from matcher.store import open_store
@@ -338,10 +368,16 @@ def serve_command(
 
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    if http_address == "off":
+        http_address = None
+    if self_service_org is not None and not http_address:
+        raise click.UsageError("--self-service-org needs --http-address (the web app)")
     check_tls(tls_cert, tls_key, tls_client_ca)
     check_port(address, "--address")
     if metrics_address != "off":
         check_port(metrics_address, "--metrics-address")
+    if http_address:
+        check_port(http_address, "--http-address")
     configure_logging(json_lines=log_format == "json", level=log_level)
     tls = (
         TlsConfig(
@@ -390,6 +426,13 @@ def serve_command(
                 "earlier point would bring back the withdrawals made after it",
                 err=True,
             )
+        if http_address:
+            http = HttpConfig(
+                address=http_address,
+                self_service_org_id=_self_service_org(bank, self_service_org),
+                self_service_cases=self_service_limit,
+            )
+            config = dataclasses.replace(config, http=http)
         if not any(k.active for k in bank.accounts.list_api_keys(by=Principal.operator("cli"))):
             where = f"--store {store_url}" if store_url else f"--data {data}"
             click.echo(
@@ -405,6 +448,20 @@ def serve_command(
         bank.close()
         if lock is not None:
             lock.release()
+
+
+def _self_service_org(bank: Any, name: str | None) -> int | None:
+    """The id of the self-service organisation, created if new (as ``keys create --org``)."""
+    if name is None:
+        return None
+    from matcher.principal import Principal
+
+    if not name.strip():
+        _fail("--self-service-org needs an organisation name")
+    me = Principal.operator("cli")
+    found = [o for o in bank.accounts.list_organisations(by=me) if o.name == name.strip()]
+    org = found[0] if found else bank.accounts.create_organisation(name, by=me)
+    return int(org.id)
 
 
 @click.command("health")

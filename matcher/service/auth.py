@@ -20,7 +20,9 @@ cached for ``key_cache_seconds``: a revoked or suspended key stops working withi
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,12 +38,29 @@ from matcher.service.limits import Limiter
 from matcher.service.metrics import Metrics
 from matcher.service.status import code_of, to_status
 
-__all__ = ["PUBLIC", "Guard", "Malformed", "peer_host", "rpc", "safe_deserializer", "stream"]
+__all__ = [
+    "CLIENT_ADDRESS",
+    "GATEWAY_TOKEN",
+    "PUBLIC",
+    "Guard",
+    "Malformed",
+    "peer_host",
+    "rpc",
+    "safe_deserializer",
+    "stream",
+]
 
 log = logging.getLogger("matcher.service")
 
 PUBLIC = "public"
 """Marker for methods that need no API key (the victim's withdrawal)."""
+
+CLIENT_ADDRESS = "x-matcher-client-address"
+GATEWAY_TOKEN = "x-matcher-gateway-token"
+"""Metadata the process's own HTTP gateway (``matcher.http``) sends with each call: the HTTP
+client's real address, and this process's random gateway token. The address is believed only
+with the token (``Guard.client_host``); from anyone else it is ignored, so a caller cannot
+pick the address its failed victim guesses are counted against."""
 
 
 class Malformed:
@@ -115,6 +134,29 @@ class Guard:
         """How long a key's lookup is trusted: a revoked key works at most this long."""
         self._keys: dict[str, _Cached] = {}
         self._policies: dict[int, KeyPolicy] = {}
+        self.gateway_token = secrets.token_urlsafe(32)
+        """Random per process, never logged nor stored: only the in-process HTTP gateway
+        knows it, so only its calls may say which client address they come from."""
+
+    def client_host(self, context: grpc.aio.ServicerContext) -> str:
+        """The caller's address without its port: the peer's, or, for a call from this
+        process's HTTP gateway (proved by ``gateway_token``), the HTTP client's address the
+        gateway passed on. Per-address limits (the victim's failed guesses) use this, so that
+        every HTTP client does not collapse onto the gateway's loopback address."""
+        metadata = context.invocation_metadata() or ()
+        token = address = None
+        for name, value in metadata:
+            if name == GATEWAY_TOKEN:
+                token = str(value)
+            elif name == CLIENT_ADDRESS:
+                address = str(value)
+        if (
+            token is not None
+            and address
+            and hmac.compare_digest(token.encode(), self.gateway_token.encode())
+        ):
+            return address
+        return peer_host(context)
 
     def authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
         """The principal behind the call's API key, or ``Unauthenticated``."""

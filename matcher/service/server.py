@@ -33,6 +33,7 @@ from grpc_reflection.v1alpha import reflection
 from matcher.bank import Bank
 from matcher.bank.flood import FloodRule
 from matcher.bank.matching import DEFAULT_QUARANTINE_AFTER
+from matcher.http.config import HttpConfig
 from matcher.principal import Principal
 from matcher.service.auth import Guard, safe_deserializer
 from matcher.service.limits import Limiter
@@ -107,6 +108,8 @@ class ServerConfig:
     """Distinct partners whose current "wrong" verdicts quarantine an item (0: never)."""
     flood: FloodRule = field(default_factory=FloodRule)
     """Flood control's rule and flush period (``matcher.bank.flood``)."""
+    http: HttpConfig | None = None
+    """The HTTP/JSON API and the web app beside gRPC (``matcher.http``); None: off."""
 
 
 def _handlers(module: Any, servicer: Any) -> grpc.GenericRpcHandler:
@@ -160,6 +163,19 @@ class Server:
         self.port = self._bind()
         self.metrics_port: int | None = None
         self._ready_task: asyncio.Task[None] | None = None
+        self.http: Any = None
+        """The running HTTP gateway (``matcher.http.gateway.Gateway``), when configured."""
+        self.http_port: int | None = None
+        self._gateway_folder: Path | None = None
+        self._gateway_target = ""
+        if config.http is not None:
+            # The HTTP gateway's own way in: a Unix socket in a folder only this user can
+            # enter, without TLS (it never leaves the host), whatever the public port uses.
+            from matcher.http.gateway import gateway_socket
+
+            self._gateway_folder, self._gateway_target = gateway_socket()
+            if self._server.add_insecure_port(self._gateway_target) == 0:
+                raise OSError(f"cannot listen on {self._gateway_target}")
 
     def _options(self) -> list[tuple[str, int]]:
         c = self.config
@@ -204,6 +220,11 @@ class Server:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self._server.start()
+        if self.config.http is not None:
+            from matcher.http.gateway import Gateway
+
+            self.http = await Gateway.start(self, self.config.http, self._gateway_target)
+            self.http_port = self.http.port
         if self.config.metrics_address:
             host, _, port = self.config.metrics_address.rpartition(":")
             self.metrics_port = self.metrics.serve(int(port), host or "127.0.0.1")
@@ -258,8 +279,15 @@ class Server:
         await asyncio.to_thread(self.bank.follower.stop_following)
         await asyncio.to_thread(self.bank.flood.stop)
         await asyncio.sleep(self.config.drain_seconds if drain is None else drain)
+        if self.http is not None:
+            # First, while gRPC still answers the requests in flight through the gateway.
+            await self.http.stop()
         await self._server.stop(self.config.grace_seconds if grace is None else grace)
         self.metrics.close()
+        if self._gateway_folder is not None:
+            from matcher.http.gateway import remove_socket_folder
+
+            remove_socket_folder(self._gateway_folder)
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
@@ -311,6 +339,9 @@ async def serve(bank: Bank, config: ServerConfig) -> None:
     log.info("listening on %s (port %d)", config.address, server.port)
     if server.metrics_port is not None:
         log.info("metrics on http://%s/metrics", config.metrics_address)
+    if config.http is not None:
+        host = config.http.address.rpartition(":")[0] or "0.0.0.0"
+        log.info("web app and HTTP API on http://%s:%d/", host, server.http_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -32,7 +32,7 @@ from matcher.errors import (
 from matcher.index import one_thread
 from matcher.principal import Principal, Role
 from matcher.records import ItemMatch, KeyPolicy, Query
-from matcher.service.auth import _SUSPENDED, PUBLIC, Guard, Malformed, peer_host, rpc, stream
+from matcher.service.auth import _SUSPENDED, PUBLIC, Guard, Malformed, rpc, stream
 from matcher.service.dispatch import MatchDispatcher
 from matcher.service.guesses import GuessLimits
 from matcher.service.metrics import Metrics
@@ -465,7 +465,7 @@ class CaseServicer(_Base, cases_pb2_grpc.CaseServiceServicer):
         """
         number, secret = contract.case_secret_from_pb(request.case_number, request.secret)
         case = credentials.normalise_case_number(number)
-        peer = peer_host(context)[:64]
+        peer = self.guard.client_host(context)[:64]
         verdict = await _run(self.guesses.check, peer, case)
         if verdict.refuse_for is not None:
             self.metrics.victim_refused.labels("address").inc()
