@@ -118,6 +118,7 @@ PUBLIC: dict[str, set[str]] = {
     "matcher.index": {"ExactIndex", "HammingIndex", "Index", "codes_of", "one_thread", "warm_up"},
     "matcher.store": {
         "DEFAULT_DATA_DIR",
+        "DEFAULT_POOL_SIZE",
         "AccountStore",
         "AddedItems",
         "AuditReader",

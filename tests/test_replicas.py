@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -293,6 +294,61 @@ def test_failed_victim_guesses_spread_over_replicas_count_together(cluster: Clus
             assert 60 < err.value.retry_after <= 900
     with Client(f"[::1]:{cluster.b.port}") as victim:
         assert victim.withdraw_with_secret(case.number, case.secret).state is CaseState.WITHDRAWN
+
+
+def test_a_replica_writes_its_ledger_before_acknowledging_and_keeps_to_its_pool(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """``MATCHER_LEDGER`` (``{host}``: the host name, so replicas sharing a volume write a
+    file each) holds a withdrawal as soon as it is acknowledged; ``MATCHER_POOL_SIZE`` bounds
+    the replica's connections (its pool, plus the one that listens for notifications) under
+    concurrent calls."""
+    import psycopg
+
+    with Bank.open(postgres_url, load=False) as bank:
+        org = bank.accounts.create_organisation("Helpline", by=OPERATOR)
+        key = bank.accounts.create_api_key("h", Role.PRACTITIONER, org_id=org.id, by=OPERATOR).key
+    replica = Replica(
+        postgres_url,
+        _free_port(),
+        tmp_path / "r.log",
+        env={"MATCHER_LEDGER": str(tmp_path / "ledger-{host}.jsonl"), "MATCHER_POOL_SIZE": "2"},
+    )
+    replica.start()
+    try:
+        replica.wait_serving()
+        ledger = tmp_path / f"ledger-{socket.gethostname()}.jsonl"
+        with Client(replica.target, key, timeout=30) as practitioner:
+            case = practitioner.create_case()
+            practitioner.add_items(case.number, [photo(), photo()])
+            assert not ledger.exists()
+            practitioner.withdraw_item(case.number, 2)
+            assert len(ledger.read_text().splitlines()) == 1
+            stop, seen = threading.Event(), []
+
+            def load() -> None:
+                with Client(replica.target, key, timeout=30) as c:
+                    while not stop.is_set():
+                        c.get_case(case.number)
+
+            threads = [threading.Thread(target=load) for _ in range(6)]
+            for t in threads:
+                t.start()
+            with psycopg.connect(postgres_url, autocommit=True) as watch:
+                for _ in range(30):
+                    row = watch.execute(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    ).fetchone()
+                    seen.append(int(row[0]))  # type: ignore[index]
+                    time.sleep(0.05)
+            stop.set()
+            for t in threads:
+                t.join()
+        assert 2 <= max(seen) <= 3, seen
+        assert "no withdrawal ledger" not in replica.log.read_text()
+    finally:
+        replica.stop()
 
 
 def test_a_follower_behind_a_trimmed_log_reloads_from_a_snapshot(postgres_url: str) -> None:

@@ -33,6 +33,10 @@ yes/no answers only, a walk out to the threshold and one flip per bit there does
 
 The counts are in memory, per replica (they are bounded: ``history`` hashes per key and signal,
 ``max_keys`` keys); suspensions are in the store, so every replica refuses a suspended key.
+With N replicas a prober who spreads its queries evenly needs up to N times the bounds before
+an alarm (README, "Deployment": the figures). The near-burst detector compares hash values,
+which are never written anywhere, so it stays per replica; the edge and spread counts are sets
+of query digests per (key, item) and could be shared as per-window sums, which they are not yet.
 """
 
 from __future__ import annotations

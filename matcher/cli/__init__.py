@@ -1,8 +1,8 @@
 """The ``matcher`` command: a package of thin commands over the library.
 
 One module per command group (``hash``, ``serve`` and ``health``, ``keys``, ``case``,
-``enroll``, ``match``, ``review``, ``scan``, ``victim``, ``backup`` with ``restore`` and
-``rotate-key``).
+``enroll``, ``match``, ``review``, ``scan``, ``victim``, ``backup`` with ``restore``,
+``rotate-key`` and ``ledger``).
 Each command parses its arguments, opens one library object, calls it and prints; a library
 error (``MatcherError``) becomes a one-line message and exit status 1 in one place
 (``_common.MatcherGroup``); bad usage exits 2. Every command's help ends with an example, and a
@@ -38,6 +38,7 @@ _COMMANDS = {
     "hash": "matcher.cli.hash:hash_command",
     "health": "matcher.cli.serve:health_command",
     "keys": "matcher.cli.keys:keys_group",
+    "ledger": "matcher.cli.backup:ledger_group",
     "match": "matcher.cli.match:match_command",
     "restore": "matcher.cli.backup:restore_command",
     "review": "matcher.cli.review:review_group",

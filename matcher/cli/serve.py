@@ -182,6 +182,23 @@ def _env(name: str) -> dict[str, Any]:
     **_env("STALE_AFTER"),
 )
 @click.option(
+    "--ledger",
+    type=click.Path(dir_okay=False),
+    help="This replica's withdrawal ledger file (one per replica; '{host}' in the path is "
+    "replaced by the host name), re-applied after a restore by 'matcher ledger apply'. "
+    "Default: none on PostgreSQL; withdrawals.jsonl in the data folder on SQLite.",
+    **_env("LEDGER"),
+)
+@click.option(
+    "--pool-size",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Most connections this replica opens to a PostgreSQL store (replicas x this must "
+    "stay below the server's max_connections). SQLite has no pool.",
+    **_env("POOL_SIZE"),
+)
+@click.option(
     "--quarantine-after",
     type=click.IntRange(min=0),
     default=2,
@@ -270,6 +287,8 @@ def serve_command(
     follow_poll: float,
     keep_log: float,
     stale_after: float,
+    ledger: str | None,
+    pool_size: int,
     quarantine_after: int,
     flood_control: bool,
     flood_floor: int,
@@ -295,6 +314,8 @@ def serve_command(
       matcher serve --data ./matcher-data
       matcher serve --address 0.0.0.0:50051 --log-format json --tls-cert s.pem --tls-key s.key
       MATCHER_STORE=postgresql://matcher@db/matcher MATCHER_ADDRESS=0.0.0.0:50051 matcher serve
+      matcher serve --store postgresql://matcher@db/matcher --ledger /var/lib/matcher/w.jsonl
+      matcher serve --store postgresql://matcher@db/matcher --pool-size 20
       matcher serve --quarantine-after 3 --flood-floor 1000
     """
     import asyncio
@@ -346,8 +367,19 @@ def serve_command(
     postgres = bool(store_url and store_url.startswith(("postgresql://", "postgres://")))
     # Held until this process ends: a second server on the folder would never see our writes.
     lock = None if postgres else FolderLock.acquire(sqlite_folder(data, store_url), "matcher serve")
-    bank = Bank(open_store(store_url or data, key_file=key_file))
+    from matcher.store.ledger import expand_path
+
+    ledger_path = expand_path(ledger) if ledger else None
+    bank = Bank(
+        open_store(store_url or data, key_file=key_file, pool_size=pool_size, ledger=ledger_path)
+    )
     try:
+        if postgres and ledger_path is None:
+            click.echo(
+                "matcher: no withdrawal ledger (--ledger): a restore of the database to an "
+                "earlier point would bring back the withdrawals made after it",
+                err=True,
+            )
         if not any(k.active for k in bank.accounts.list_api_keys(by=Principal.operator("cli"))):
             where = f"--store {store_url}" if store_url else f"--data {data}"
             click.echo(

@@ -51,6 +51,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -339,6 +340,8 @@ class ItemCipher:
             raise Unavailable("a sealed value is truncated")
         fmt, key_id = _HEADER.unpack_from(blob)
         aead = self._aead.get(key_id)
+        if aead is None and fmt == _FORMAT:
+            aead = self._reload(key_id)
         if fmt != _FORMAT or aead is None:
             raise Unavailable(
                 f"a sealed value needs store key {key_id}, which the keyring "
@@ -354,6 +357,25 @@ class ItemCipher:
                 "a sealed value does not open with the store key (wrong key, or the data was "
                 "altered)"
             ) from None
+
+    def _reload(self, key_id: int) -> Any:
+        """Read the key file again for a key this keyring lacks: after ``matcher rotate-key``
+        on a shared store, a replica still running with the old keyring opens what is sealed
+        under the new key as soon as the new file is in place, without a restart. The new keys
+        only open; this cipher goes on sealing with its current key until it is made again."""
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        source = self.ring.source
+        if not source or source == KEY_ENV:
+            return None
+        try:
+            fresh = Keyring.parse(Path(source).read_text(), source)
+        except (OSError, ValueError, Unavailable):
+            return None
+        if key_id not in fresh.keys:
+            return None
+        self._aead = {**{k: AESGCM(v) for k, v in fresh.keys.items()}, **self._aead}
+        return self._aead[key_id]
 
     @staticmethod
     def key_id(blob: bytes) -> int:

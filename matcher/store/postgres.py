@@ -39,8 +39,10 @@ replica). No hash value is ever in the cluster's files, its WAL or a dump in cle
 Withdrawal deletes the item's blob in the withdrawing transaction and the store runs
 ``VACUUM`` on the table afterwards (in the background, one at a time). PostgreSQL has no
 ``secure_delete``: a withdrawn item's sealed blob may linger in free page space or an older
-WAL segment until overwritten, still sealed. The withdrawal ledger and ``matcher backup`` /
-``restore`` are SQLite's (a PostgreSQL database is backed up with PostgreSQL's own tools).
+WAL segment until overwritten, still sealed. ``matcher backup`` / ``restore`` are SQLite's (a
+PostgreSQL database is backed up with PostgreSQL's own tools); the withdrawal ledger is a file
+per replica (``ledger``, ``matcher.store.ledger``), re-applied to a restored database by
+``matcher ledger apply``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from matcher.audit import Action, encode_detail
@@ -79,6 +82,7 @@ from matcher.records import (
     VerdictRecord,
 )
 from matcher.signals import SIGNALS
+from matcher.store import ledger as ledger_file
 from matcher.store.base import AddedItems
 from matcher.store.crypto import KEY_FILE_ENV, ItemCipher, Keyring, load_keyring
 from matcher.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
@@ -190,6 +194,7 @@ class PostgresStore:
         min_connections: int = 1,
         max_connections: int = 10,
         timeout: float = 30.0,
+        ledger: str | os.PathLike[str] | None = None,
     ) -> None:
         """Connect to ``url`` (a libpq URL), create or migrate the schema, read the key.
 
@@ -198,9 +203,12 @@ class PostgresStore:
         default file (a database has no folder to put it beside), and every replica must use
         the same keyring. A new database gets a new key file when a path is given; a sealed
         database whose key is missing is refused with ``Unavailable``. ``timeout`` is how long
-        a call waits for a free connection (or the server) before ``Unavailable``.
+        a call waits for a free connection (or the server) before ``Unavailable``;
+        ``max_connections`` is the pool's size (``matcher serve --pool-size``). ``ledger`` is
+        this replica's withdrawal ledger file (``matcher.store.ledger``; None: no ledger).
         """
         self.url = url
+        self.ledger_path = None if ledger is None else Path(ledger)
         self._closed = False
         self._vacuum_lock = threading.Lock()
         self._vacuum_pending = False
@@ -651,6 +659,9 @@ class PostgresStore:
             if row is None:
                 raise NotFound("no such item")
             active = [(row[0], row[2], row[3])] if row[1] == ItemState.ACTIVE else []
+            if active and ledger and self.ledger_path is not None:
+                # Written under the case lock, before the commit (``matcher.store.ledger``).
+                ledger_file.append(self.ledger_path, {"at": now, "case": case_id, "item": row[0]})
             removed = self._withdraw_items(w, active, now)
             self._audit(
                 w,
@@ -675,6 +686,8 @@ class PostgresStore:
                 "AND state = 'active' ORDER BY number",
                 (case_id,),
             ).fetchall()
+            if ledger and self.ledger_path is not None and (active or state == CaseState.ACTIVE):
+                ledger_file.append(self.ledger_path, {"at": now, "case": case_id, "item": None})
             removed = self._withdraw_items(w, active, now)
             if state == CaseState.ACTIVE:
                 w.execute(
@@ -694,6 +707,69 @@ class PostgresStore:
             self._vacuum_soon()
         assert record is not None
         return record
+
+    def raise_item_floor(self, item_id: int) -> None:
+        """Make sure no item id up to ``item_id`` is given out again (after a restore to an
+        earlier point, for ids the ledgers name that the restored database never saw)."""
+        with self._write() as w:
+            w.execute(
+                "SELECT setval(s, greatest(%s, coalesce(pg_sequence_last_value(s), 1))) "
+                "FROM CAST(pg_get_serial_sequence('items', 'id') AS regclass) AS s",
+                (int(item_id),),
+            )
+
+    def rotate_key(self, ring: Keyring) -> int:
+        """Seal every item's codes and the secret key again under ``ring``'s current key, in
+        one transaction, as SQLite's ``rotate_key`` (``ring`` must still hold the keys the
+        blobs are sealed with now); return the number of items resealed. Then this handle
+        uses ``ring``.
+
+        ``item_codes`` is locked against writes meanwhile (EXCLUSIVE: reads go on), so no
+        replica enrolls or withdraws an item during the rotation; their writes wait for it.
+        Replicas still running with the old keyring keep serving from their index and seal
+        new items under the old key (which ``ring`` keeps); they need the new keyring before
+        they can read an item sealed under the new key (README, "Deployment": the runbook).
+        """
+        cipher = ItemCipher(ring)
+        done = 0
+        with self._write() as w:
+            w.execute("LOCK TABLE item_codes IN EXCLUSIVE MODE")
+            last = -1
+            while True:
+                rows = w.execute(
+                    "SELECT item_id, sealed FROM item_codes WHERE item_id > %s "
+                    "ORDER BY item_id LIMIT 1000",
+                    (last,),
+                ).fetchall()
+                if not rows:
+                    break
+                with w.cursor() as cur:
+                    cur.executemany(
+                        "UPDATE item_codes SET sealed = %s WHERE item_id = %s",
+                        [
+                            (cipher.reseal(bytes(sealed), cipher.item_context(int(i))), int(i))
+                            for i, sealed in rows
+                        ],
+                    )
+                done += len(rows)
+                last = int(rows[-1][0])
+            w.execute(
+                "UPDATE meta SET value = %s WHERE key = 'secret_key'",
+                (cipher.seal_secret("secret_key", self._key),),
+            )
+        self._cipher = cipher
+        # The blobs under the old key are now only in dead row versions: vacuum them away.
+        self._vacuum_soon()
+        return done
+
+    def reapply_withdrawals(self, entries: Sequence[dict[str, Any]], *, actor: Principal) -> int:
+        """Withdraw again every item and case of ledger ``entries`` that is active here (as
+        SQLite's, after a restore); return how many took effect (``matcher.store.ledger``)."""
+        done = ledger_file.apply(self, entries, actor=actor)
+        items = [int(e["item"]) for e in entries if e.get("item") is not None]
+        if items:
+            self.raise_item_floor(max(items))
+        return done.count
 
     def _vacuum_soon(self) -> None:
         """Prune the withdrawn rows from the hash table's pages, in the background (one

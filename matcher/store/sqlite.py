@@ -355,6 +355,7 @@ class SQLiteStore:
         busy_timeout: float = 30.0,
         key_file: str | os.PathLike[str] | None = None,
         keyring: Keyring | None = None,
+        ledger: str | os.PathLike[str] | None = None,
         _migrations: Sequence[Migration] | None = None,
     ) -> None:
         """Open (creating and migrating if needed) the store in ``data_dir``.
@@ -364,11 +365,12 @@ class SQLiteStore:
         ``keyring`` if given, else ``MATCHER_STORE_KEY``, else ``key_file`` (default:
         ``MATCHER_KEY_FILE``, else ``<data_dir>.key`` beside the folder). A new store, or one
         whose values are not sealed yet (schema 1-2), gets a new key file; a sealed store whose
-        key is missing is refused with ``Unavailable``.
+        key is missing is refused with ``Unavailable``. ``ledger`` is the withdrawal ledger
+        file (default ``withdrawals.jsonl`` in the folder, where ``matcher restore`` looks).
         """
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_FILENAME
-        self.ledger_path = self.data_dir / LEDGER_FILENAME
+        self.ledger_path = Path(ledger) if ledger else self.data_dir / LEDGER_FILENAME
         if key_file is None:
             key_file = os.environ.get(KEY_FILE_ENV) or default_key_file(self.data_dir)
         self.key_file = Path(key_file)

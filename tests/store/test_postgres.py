@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from matcher.bank.follower import IndexFollower
+from matcher.errors import Unavailable
 from matcher.principal import Principal
 from matcher.records import NewItem
 from matcher.signals import MD5, PDQ, SIGNALS, Hash
@@ -213,3 +216,165 @@ def test_no_value_is_ever_in_the_cluster_files_in_clear(
         for h in item.hashes:
             for form in (h.value, h.value.hex().encode(), base64.b64encode(h.value)):
                 assert form not in files
+
+
+# -- the withdrawal ledger, restores and key rotation (PostgreSQL's own means)
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_each_withdrawal_is_in_the_replicas_ledger_before_it_commits(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A replica's ledger gets one line per withdrawal (ids and a time, no value), fsynced
+    before the commit: when it cannot be written, nothing is withdrawn."""
+    with PostgresStore(postgres_url, ledger=tmp_path / "a.jsonl") as store:
+        org = store.create_organisation("Helpline", actor=OPERATOR)
+        case = store.create_case(org.id, "AAAA-AAAA-AAAA", "scrypt$x", actor=OPERATOR)
+        items = store.add_items(case.id, [pdq_item(), pdq_item()], actor=OPERATOR).items
+        store.withdraw_item(case.id, 1, actor=OPERATOR)
+        store.withdraw_item(case.id, 1, actor=OPERATOR)  # already withdrawn: no line
+        store.withdraw_case(case.id, actor=OPERATOR)
+        store.withdraw_case(case.id, actor=OPERATOR)
+        lines = _lines(tmp_path / "a.jsonl")
+        assert [(e["case"], e["item"]) for e in lines] == [(case.id, items[0].id), (case.id, None)]
+        assert all(set(e) == {"at", "case", "item"} for e in lines)
+    with PostgresStore(postgres_url, ledger=tmp_path / "missing" / "b.jsonl") as broken:
+        other = broken.create_case(org.id, "BBBB-BBBB-BBBB", "scrypt$x", actor=OPERATOR)
+        (kept,) = broken.add_items(other.id, [pdq_item()], actor=OPERATOR).items
+        with pytest.raises(Unavailable):
+            broken.withdraw_item(other.id, 1, actor=OPERATOR)
+        assert broken.active_items([kept.id]) == {kept.id}
+
+
+def test_a_restore_to_an_earlier_point_gets_its_later_withdrawals_back_from_the_ledgers(
+    postgres_url: str,
+    postgres_server,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    """The runbook, with PostgreSQL's own tools: pg_dump, then withdrawals through two
+    replicas (each with its ledger), then pg_restore into a fresh database and ``matcher
+    ledger apply`` with both ledgers: every later withdrawal is back, applying again changes
+    nothing, and no item id named in a ledger is given out again."""
+    from click.testing import CliRunner
+
+    from matcher.cli import main
+
+    a_ledger, b_ledger, dump = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "db.dump"
+    a = PostgresStore(postgres_url, ledger=a_ledger)
+    b = PostgresStore(postgres_url, ledger=b_ledger)
+    org = a.create_organisation("Helpline", actor=OPERATOR)
+    one = a.create_case(org.id, "AAAA-AAAA-AAAA", "scrypt$x", actor=OPERATOR)
+    two = a.create_case(org.id, "BBBB-BBBB-BBBB", "scrypt$x", actor=OPERATOR)
+    x, y = a.add_items(one.id, [pdq_item(), pdq_item()], actor=OPERATOR).items
+    (z,) = a.add_items(two.id, [pdq_item()], actor=OPERATOR).items
+    dumped = subprocess.run(
+        [str(postgres_server.bin_dir / "pg_dump"), "-Fc", "-f", str(dump), postgres_url],
+        capture_output=True,
+        text=True,
+    )
+    assert dumped.returncode == 0, dumped.stderr
+    (late,) = b.add_items(one.id, [pdq_item()], actor=OPERATOR).items  # after the dump
+    a.withdraw_item(one.id, x.number, actor=OPERATOR)
+    b.withdraw_item(one.id, late.number, actor=OPERATOR)
+    b.withdraw_case(two.id, actor=OPERATOR)
+    a.close()
+    b.close()
+
+    restored = postgres_server.database()
+    put_back = subprocess.run(
+        [str(postgres_server.bin_dir / "pg_restore"), "-d", restored, str(dump)],
+        capture_output=True,
+        text=True,
+    )
+    assert put_back.returncode == 0, put_back.stderr
+    with PostgresStore(restored) as before:
+        assert before.active_items([x.id, y.id, z.id]) == {x.id, y.id, z.id}  # withdrawals lost
+
+    runner = CliRunner()
+    args = ["ledger", "apply", "--store", restored, str(a_ledger), str(b_ledger)]
+    first = runner.invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert f"2 withdrawal(s) took effect again: items {x.id}; cases {two.id}" in first.output
+    assert "1 of 3 ledger line(s) changed nothing" in first.output  # the late item: unknown
+    again = runner.invoke(main, args)
+    assert again.exit_code == 0 and "0 withdrawal(s) took effect again" in again.output
+    with PostgresStore(restored) as after:
+        assert after.active_items([x.id, y.id, z.id]) == {y.id}
+        (new,) = after.add_items(one.id, [pdq_item()], actor=OPERATOR).items
+        assert new.id > late.id  # the ledgers' ids are never given out again
+    postgres_server.drop(restored)
+
+
+def test_rotate_key_reseals_every_item_while_a_replica_keeps_reading(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``matcher rotate-key`` on PostgreSQL reseals every item under a new key; a replica
+    still running with the old keyring opens the resealed items once the new key file is in
+    place (it reads the file again for a key it lacks), and what it seals meanwhile, under
+    the old key, still opens with the new file. ``--forget-old`` is refused there."""
+    from click.testing import CliRunner
+
+    from matcher.cli import main
+    from matcher.store.crypto import KEY_ENV, ItemCipher
+
+    monkeypatch.delenv(KEY_ENV)
+    key_file = tmp_path / "store.key"
+    replica = PostgresStore(postgres_url, key_file=key_file)
+    org = replica.create_organisation("Helpline", actor=OPERATOR)
+    case = replica.create_case(org.id, "AAAA-AAAA-AAAA", "scrypt$x", actor=OPERATOR)
+    (old,) = replica.add_items(case.id, [pdq_item()], actor=OPERATOR).items
+    runner = CliRunner()
+    refused = runner.invoke(
+        main, ["rotate-key", "--store", postgres_url, "--key-file", str(key_file), "--forget-old"]
+    )
+    assert refused.exit_code != 0 and "SQLite only" in refused.output
+    done = runner.invoke(main, ["rotate-key", "--store", postgres_url, "--key-file", str(key_file)])
+    assert done.exit_code == 0, done.output
+    assert "now seals 1 item(s)" in done.output
+    with psycopg.connect(postgres_url) as conn:
+        row = conn.execute("SELECT sealed FROM item_codes WHERE item_id = %s", (old.id,))
+        assert ItemCipher.key_id(row.fetchone()[0]) == 2
+    # The running replica (keyring of key 1 in memory) reads the resealed item...
+    assert len(replica.item_codes([old.id])) == 1
+    # ...and seals under key 1 until restarted, which the new file still opens.
+    (during,) = replica.add_items(case.id, [pdq_item()], actor=OPERATOR).items
+    replica.close()
+    with PostgresStore(postgres_url, key_file=key_file) as restarted:
+        got = {int(i) for chunk in restarted.item_codes([old.id, during.id]) for i in chunk.ids}
+        assert {i >> 16 for i in got} == {old.id, during.id}
+
+
+def test_the_pool_size_bounds_a_stores_connections(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``open_store(..., pool_size=N)`` (``matcher serve --pool-size``): however many threads
+    call the store at once, it never holds more than N connections to the server."""
+    seen: list[int] = []
+    with open_store(postgres_url, pool_size=2) as store, psycopg.connect(postgres_url) as watch:
+        stop = threading.Event()
+
+        def load() -> None:
+            while not stop.is_set():
+                with store._conn() as conn:  # type: ignore[attr-defined]
+                    conn.execute("SELECT pg_sleep(0.01)")
+
+        threads = [threading.Thread(target=load) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for _ in range(40):
+            row = watch.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+            watch.rollback()
+            seen.append(int(row[0]))  # type: ignore[index]
+            time.sleep(0.02)
+        stop.set()
+        for t in threads:
+            t.join()
+    assert max(seen) == 2
