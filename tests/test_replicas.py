@@ -338,7 +338,8 @@ def test_a_replica_writes_its_ledger_before_acknowledging_and_keeps_to_its_pool(
                 for _ in range(30):
                     row = watch.execute(
                         "SELECT count(*) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                        "AND backend_type = 'client backend'"
                     ).fetchone()
                     seen.append(int(row[0]))  # type: ignore[index]
                     time.sleep(0.05)
