@@ -16,6 +16,7 @@ tree. The heavier parts are their own packages: ``matcher.hashing`` (client-side
 from typing import TYPE_CHECKING
 
 from matcher.errors import (
+    Allowlisted,
     Conflict,
     CorruptImage,
     ImageError,
@@ -83,6 +84,7 @@ __all__ = [
     "PHASH",
     "SHA256",
     "SIGNALS",
+    "Allowlisted",
     "CaseState",
     "CaseStatus",
     "Conflict",

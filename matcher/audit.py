@@ -39,6 +39,10 @@ class Action(enum.StrEnum):
     KEY_RESTORE = "key.restore"
     MATCH_PROBE = "match.probe"
     VICTIM_REFUSED = "victim.refused"
+    ALLOWLIST_ADD = "allowlist.add"
+    ALLOWLIST_REMOVE = "allowlist.remove"
+    ALLOWLIST_SEED = "allowlist.seed"
+    ENROLL_REFUSED = "case.enroll_refused"
     ITEM_QUARANTINE = "item.quarantine"
     ITEM_REVIEW = "item.review"
 

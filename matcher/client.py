@@ -39,9 +39,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from matcher import contract
-from matcher.errors import InvalidInput, MatcherError
+from matcher.errors import Allowlisted, InvalidInput, MatcherError
 from matcher.principal import Role
 from matcher.records import (
+    AllowlistAdded,
+    AllowlistEntry,
     ApiKeyRecord,
     BankStats,
     CaseStatus,
@@ -72,6 +74,8 @@ from matcher.v1 import (
 __all__ = [
     "DEFAULT_TARGET",
     "MAX_ITEMS_PER_CALL",
+    "AllowlistAdded",
+    "AllowlistEntry",
     "ApiKeyRecord",
     "AsyncClient",
     "BankStats",
@@ -121,6 +125,16 @@ class _Call(Generic[R]):
     method: str
     request: Any
     parse: Callable[[Any], R]
+
+
+def _shifted(exc: Allowlisted, offset: int) -> Allowlisted:
+    # A refusal names the item within its call (``items[3]``); ``enroll`` cuts the caller's
+    # items into calls, so name it within the caller's whole list.
+    head, _, tail = exc.field.partition("[")
+    index, _, rest = tail.partition("]")
+    if head == "items" and index.isdigit() and offset:
+        return Allowlisted(exc.reason, field=f"items[{int(index) + offset}]{rest}")
+    return exc
 
 
 def _enroll_batches(
@@ -331,6 +345,54 @@ class _Calls:
         )
 
     @staticmethod
+    def add_allowlist(hashes: Sequence[Hash], label: str) -> _Call[AllowlistAdded]:
+        request = admin_pb2.AddAllowlistEntriesRequest(
+            hashes=[contract.hash_to_pb(h) for h in hashes], label=label
+        )
+        return _Call(
+            "admin",
+            "AddAllowlistEntries",
+            request,
+            lambda r: AllowlistAdded(
+                [contract.allowlist_entry_from_pb(e) for e in r.entries], r.existing_count, -1
+            ),
+        )
+
+    @staticmethod
+    def list_allowlist(page_token: str = "") -> _Call[tuple[list[AllowlistEntry], str]]:
+        request = admin_pb2.ListAllowlistRequest(page_size=1000, page_token=page_token)
+        return _Call(
+            "admin",
+            "ListAllowlist",
+            request,
+            lambda r: (
+                [contract.allowlist_entry_from_pb(e) for e in r.entries],
+                r.next_page_token,
+            ),
+        )
+
+    @staticmethod
+    def remove_allowlist_entry(entry_id: int) -> _Call[AllowlistEntry]:
+        request = admin_pb2.RemoveAllowlistEntryRequest(
+            name=contract.allowlist_entry_name(entry_id)
+        )
+        return _Call(
+            "admin",
+            "RemoveAllowlistEntry",
+            request,
+            lambda r: contract.allowlist_entry_from_pb(r.entry),
+        )
+
+    @staticmethod
+    def seed_allowlist() -> _Call[tuple[int, int]]:
+        return _Call(
+            "admin",
+            "SeedAllowlist",
+            admin_pb2.SeedAllowlistRequest(),
+            lambda r: (int(r.added_count), int(r.existing_count)),
+        )
+
+    @staticmethod
     def create_organization(name: str) -> _Call[Organisation]:
         request = admin_pb2.CreateOrganizationRequest(display_name=name)
         return _Call(
@@ -514,8 +576,14 @@ class Client(_ClientBase):
         committed (calling ``enroll`` again with the same items adds only what is missing).
         The result sums the calls.
         """
-        batches = _enroll_batches(_items(items), max_hashes)
-        return _sum_results(case, [self.add_items(case, batch) for batch in batches])
+        results, offset = [], 0
+        for batch in _enroll_batches(_items(items), max_hashes):
+            try:
+                results.append(self.add_items(case, batch))
+            except Allowlisted as exc:
+                raise _shifted(exc, offset) from None
+            offset += len(batch)
+        return _sum_results(case, results)
 
     def get_case(self, case: str) -> CaseStatus:
         """A case's state, counts and every item (practitioner of its organisation, admin)."""
@@ -594,6 +662,28 @@ class Client(_ClientBase):
     def stats(self) -> BankStats:
         """Index sizes and case counts (admin); never a hash value."""
         return self._invoke(_Calls.stats())
+
+    def add_allowlist(self, hashes: Sequence[Hash], *, label: str) -> AllowlistAdded:
+        """Add the hashes of a benign, widely shared picture to the allowlist (admin): no item
+        looking like it is enrolled from then on, and matches on it are suppressed.
+        ``version`` of the result is -1 (the server's version is not sent)."""
+        return self._invoke(_Calls.add_allowlist(hashes, label))
+
+    def list_allowlist(self) -> list[AllowlistEntry]:
+        """Every allowlist entry: ids, signal types, labels, sources, dates; never values."""
+        entries, token = self._invoke(_Calls.list_allowlist())
+        while token:
+            more, token = self._invoke(_Calls.list_allowlist(token))
+            entries += more
+        return entries
+
+    def remove_allowlist_entry(self, entry_id: int) -> AllowlistEntry:
+        """Remove one allowlist entry (admin)."""
+        return self._invoke(_Calls.remove_allowlist_entry(entry_id))
+
+    def seed_allowlist(self) -> tuple[int, int]:
+        """Add the generated seed again (admin): (added now, held already)."""
+        return self._invoke(_Calls.seed_allowlist())
 
 
 class AsyncClient(_ClientBase):
@@ -693,9 +783,13 @@ class AsyncClient(_ClientBase):
         self, case: str, items: Iterable[ItemLike], *, max_hashes: int = 20_000
     ) -> EnrollResult:
         """Enroll any number of items in batched calls (see ``Client.enroll``)."""
-        results = []
+        results, offset = [], 0
         for batch in _enroll_batches(_items(items), max_hashes):
-            results.append(await self.add_items(case, batch))
+            try:
+                results.append(await self.add_items(case, batch))
+            except Allowlisted as exc:
+                raise _shifted(exc, offset) from None
+            offset += len(batch)
         return _sum_results(case, results)
 
     async def get_case(self, case: str) -> CaseStatus:
@@ -763,6 +857,26 @@ class AsyncClient(_ClientBase):
     async def restore_api_key(self, key_id: int) -> KeyPolicy:
         """Lift a key's suspension (see ``Client.restore_api_key``)."""
         return await self._invoke(_Calls.restore_api_key(key_id))
+
+    async def add_allowlist(self, hashes: Sequence[Hash], *, label: str) -> AllowlistAdded:
+        """Add hashes to the allowlist (see ``Client.add_allowlist``)."""
+        return await self._invoke(_Calls.add_allowlist(hashes, label))
+
+    async def list_allowlist(self) -> list[AllowlistEntry]:
+        """Every allowlist entry, never values (see ``Client.list_allowlist``)."""
+        entries, token = await self._invoke(_Calls.list_allowlist())
+        while token:
+            more, token = await self._invoke(_Calls.list_allowlist(token))
+            entries += more
+        return entries
+
+    async def remove_allowlist_entry(self, entry_id: int) -> AllowlistEntry:
+        """Remove one allowlist entry (see ``Client.remove_allowlist_entry``)."""
+        return await self._invoke(_Calls.remove_allowlist_entry(entry_id))
+
+    async def seed_allowlist(self) -> tuple[int, int]:
+        """Add the seed again (see ``Client.seed_allowlist``)."""
+        return await self._invoke(_Calls.seed_allowlist())
 
     async def create_organization(self, name: str) -> Organisation:
         """Create an organisation (see ``Client.create_organization``)."""

@@ -38,6 +38,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from matcher.errors import (
+    Allowlisted,
     Conflict,
     InvalidDistance,
     InvalidHash,
@@ -52,6 +53,8 @@ from matcher.errors import (
 )
 from matcher.principal import Role
 from matcher.records import (
+    AllowlistEntry,
+    AllowlistSource,
     ApiKeyRecord,
     BankStats,
     CaseState,
@@ -87,6 +90,10 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "MAX_NOTE_LENGTH",
     "MAX_SECRET_LENGTH",
+    "allowlist_entry_from_pb",
+    "allowlist_entry_name",
+    "allowlist_entry_to_pb",
+    "allowlist_hashes_from_pb",
     "api_key_from_pb",
     "api_key_name",
     "api_key_to_pb",
@@ -435,6 +442,50 @@ def organization_id_from_name(name: str, *, field: str = "organization") -> int 
 def api_key_name(key_id: int) -> str:
     """``apiKeys/{id}``."""
     return f"apiKeys/{key_id}"
+
+
+def allowlist_entry_name(entry_id: int) -> str:
+    """``allowlistEntries/{id}``."""
+    return f"allowlistEntries/{entry_id}"
+
+
+_ALLOWLIST_SOURCE = {
+    AllowlistSource.SEED: admin_pb2.ALLOWLIST_SOURCE_SEED,
+    AllowlistSource.ADMIN: admin_pb2.ALLOWLIST_SOURCE_ADMIN,
+}
+_ALLOWLIST_SOURCE_FROM_PB = {v: k for k, v in _ALLOWLIST_SOURCE.items()}
+MAX_ALLOWLIST_HASHES = 10_000
+
+
+def allowlist_entry_to_pb(entry: AllowlistEntry) -> admin_pb2.AllowlistEntry:
+    """The wire form of an allowlist entry (never its value: it has none here)."""
+    return admin_pb2.AllowlistEntry(
+        name=allowlist_entry_name(entry.id),
+        signal_type=_SIGNAL_TO_PB[entry.signal],
+        label=entry.label,
+        source=_ALLOWLIST_SOURCE[entry.source],
+        create_time=timestamp(entry.created_at),
+    )
+
+
+def allowlist_entry_from_pb(message: admin_pb2.AllowlistEntry) -> AllowlistEntry:
+    """An allowlist entry from its wire form."""
+    return AllowlistEntry(
+        id=id_from_name(message.name, "allowlistEntries", field="name"),
+        signal=signal_from_pb(message.signal_type).name,
+        label=message.label,
+        source=_ALLOWLIST_SOURCE_FROM_PB.get(message.source, AllowlistSource.ADMIN),
+        created_at=_required_time(message, "create_time"),
+    )
+
+
+def allowlist_hashes_from_pb(messages: Sequence[hashes_pb2.Hash]) -> list[Hash]:
+    """Hashes to allowlist: at least one, at most 10,000, each well formed (no quality rule:
+    a flat picture is exactly what an allowlist holds)."""
+    if not messages:
+        raise InvalidInput("give at least one hash to add", field="hashes")
+    _batch_size(len(messages), MAX_ALLOWLIST_HASHES, "hash", "hashes")
+    return _hashes_from_pb(messages, "hashes")
 
 
 # -- hashes and queries
@@ -989,6 +1040,7 @@ ERROR_CODES: list[tuple[type[MatcherError], grpc.StatusCode]] = [
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Allowlisted, grpc.StatusCode.FAILED_PRECONDITION),
     (Conflict, grpc.StatusCode.FAILED_PRECONDITION),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
 ]
@@ -1027,7 +1079,7 @@ def status_of(exc: BaseException) -> status_pb2.Status:
     status.details.add().Pack(
         error_details_pb2.ErrorInfo(reason=_class_of(exc).__name__, domain=ERROR_DOMAIN)
     )
-    if isinstance(exc, InvalidInput):
+    if isinstance(exc, InvalidInput | Allowlisted):
         violation = error_details_pb2.BadRequest.FieldViolation(
             field=exc.field, description=exc.reason
         )
@@ -1060,7 +1112,7 @@ def error_of(code: grpc.StatusCode, message: str, details: Iterable[Any] = ()) -
             retry_after = retry.retry_delay.ToMilliseconds() / 1000
     if cls is None:
         return MatcherError(f"{code.name}: {message or code.name}")
-    if issubclass(cls, InvalidInput):
+    if issubclass(cls, InvalidInput | Allowlisted):
         return cls(message, field=field)
     if issubclass(cls, RateLimited):
         return RateLimited(message, retry_after=retry_after)

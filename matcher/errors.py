@@ -27,6 +27,7 @@ text ends up in logs.
 from __future__ import annotations
 
 __all__ = [
+    "Allowlisted",
     "Conflict",
     "CorruptImage",
     "ImageError",
@@ -125,6 +126,23 @@ class RateLimited(MatcherError):
 
 class Conflict(MatcherError):
     """The request is well formed but the current state does not allow it."""
+
+
+class Allowlisted(Conflict):
+    """An enrollment was refused: a picture of it looks like one on the allowlist (a widely
+    shared or featureless picture, ``matcher.bank.allowlist``). ``field`` names the item
+    (``items[2]``); the message never says which allowlist entry it resembles, nor how close.
+    """
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.reason = message
+        self.field = field
+
+    def at(self, field: str) -> Allowlisted:
+        """Return a copy located at ``field`` (prefixing any inner field)."""
+        inner = f"{field}.{self.field}" if self.field else field
+        return type(self)(self.reason, field=inner)
 
 
 class Unavailable(MatcherError):

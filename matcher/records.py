@@ -35,9 +35,14 @@ from matcher.principal import Role
 from matcher.signals import SIGNALS, Hash, SignalType
 
 __all__ = [
+    "ALLOWLIST_LABEL_LENGTH",
     "ITEM_BITS",
     "MAX_ITEM_HASHES",
     "MAX_LABEL_LENGTH",
+    "AllowlistAdded",
+    "AllowlistCodes",
+    "AllowlistEntry",
+    "AllowlistSource",
     "ApiKeyRecord",
     "AuditEntry",
     "BankStats",
@@ -607,3 +612,54 @@ class BankStats:
     cases: dict[str, int]
     items: int
     load_seconds: float | None
+
+
+# -- the allowlist (negative bank)
+
+ALLOWLIST_LABEL_LENGTH = 100
+"""The longest allowlist label (it goes into audit rows, which hold short names only)."""
+
+
+class AllowlistSource(enum.StrEnum):
+    """Where an allowlist entry came from."""
+
+    SEED = "seed"
+    """The generated seed (``matcher.allowlist_seed``)."""
+    ADMIN = "admin"
+    """Added by an operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class AllowlistEntry:
+    """One allowlist entry as operators see it: never its value (a hash of a benign picture
+    says nothing about anyone, but listing values would still hand a poisoner the list of
+    what to avoid)."""
+
+    id: int
+    signal: str
+    label: str
+    source: AllowlistSource
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AllowlistAdded:
+    """What an addition committed: the entries created now (in the order sent), how many of
+    the hashes sent were held already, and the allowlist's version after it."""
+
+    entries: list[AllowlistEntry]
+    existing: int
+    version: int
+
+    @property
+    def added(self) -> int:
+        return len(self.entries)
+
+
+@dataclass(frozen=True, slots=True)
+class AllowlistCodes:
+    """Every allowlist value, for the in-memory allowlist: one ``CodeChunk`` per signal type
+    (its ids are entry ids), read in one transaction with the ``version`` they make up."""
+
+    version: int
+    chunks: list[CodeChunk]

@@ -28,6 +28,10 @@ def test_the_vocabulary() -> None:
         "key.restore",
         "match.probe",
         "victim.refused",
+        "allowlist.add",
+        "allowlist.remove",
+        "allowlist.seed",
+        "case.enroll_refused",
         "item.quarantine",
         "item.review",
     }

@@ -41,9 +41,11 @@ def photos(tmp_path: Path, astronaut: Image.Image, coffee: Image.Image) -> dict[
     w, h = astronaut.size
     # Off-centre crop of 15%: plain PDQ misses it, the enroll/query profiles find it.
     astronaut.crop((int(w * 0.15), int(h * 0.15), w, h)).save(paths["cropped"], quality=85)
-    # A smooth gradient: PDQ quality below the floor of 50.
-    ramp = np.linspace(100, 140, 256, dtype=np.uint8)
-    Image.fromarray(np.stack([np.tile(ramp, (256, 1))] * 3, axis=-1)).save(paths["flat"])
+    # Soft low-contrast blotches: PDQ quality below the floor of 50. (Not a plain gradient:
+    # that one is on the allowlist's seed, and refused: tests/test_allowlist.py.)
+    blotches = np.random.default_rng(0).integers(110, 146, (6, 6)).astype(np.uint8)
+    small = Image.fromarray(blotches).resize((256, 256), Image.Resampling.BICUBIC)
+    small.convert("RGB").save(paths["flat"])
     return paths
 
 

@@ -47,7 +47,9 @@ def test_sync_and_async_clients_have_the_same_methods() -> None:
         "get_case_with_secret", "withdraw", "withdraw_item", "withdraw_with_secret",
         "withdraw_item_with_secret", "create_api_key", "list_api_keys", "revoke_api_key",
         "create_organization", "stats", "healthy", "close", "update_key_policy",
-        "restore_api_key", "review_queue", "review_item",
+        "restore_api_key", "add_allowlist", "list_allowlist", "remove_allowlist_entry",
+        "seed_allowlist",
+        "review_queue", "review_item",
     }  # fmt: skip
     assert planned == set(sync)
 
@@ -73,6 +75,10 @@ _EXPECTED: dict[str, type | tuple[type, ...]] = {
     "withdraw_with_secret": records.CaseStatus,
     "stats": records.BankStats,
     "healthy": bool,
+    "add_allowlist": records.AllowlistAdded,
+    "list_allowlist": records.AllowlistEntry,
+    "remove_allowlist_entry": records.AllowlistEntry,
+    "seed_allowlist": tuple,
 }
 
 
@@ -125,6 +131,10 @@ def test_the_sync_client_returns_records(service: Running, rng: np.random.Genera
         second = c.create_case()
         got["withdraw_with_secret"] = victim.withdraw_with_secret(second.number, second.secret)
         got["healthy"] = victim.healthy()
+        got["add_allowlist"] = added = admin.add_allowlist([random_pdq(rng)], label="meme")
+        got["list_allowlist"] = admin.list_allowlist()
+        got["remove_allowlist_entry"] = admin.remove_allowlist_entry(added.entries[0].id)
+        got["seed_allowlist"] = admin.seed_allowlist()
     _check_types(got)
     assert got["get_case"].items[0].label == "one"
     assert got["get_case_with_secret"] == got["get_case"]
@@ -177,6 +187,10 @@ def test_the_async_client_returns_records(service: Running, rng: np.random.Gener
                 second.number, second.secret
             )
             got["healthy"] = await victim.healthy()
+            got["add_allowlist"] = added = await admin.add_allowlist([random_pdq(rng)], label="m")
+            got["list_allowlist"] = await admin.list_allowlist()
+            got["remove_allowlist_entry"] = await admin.remove_allowlist_entry(added.entries[0].id)
+            got["seed_allowlist"] = await admin.seed_allowlist()
         return got
 
     got = asyncio.run(main())

@@ -23,7 +23,7 @@ import pytest
 
 from matcher.bank import Bank
 from matcher.client import Client
-from matcher.errors import Conflict, NotFound, RateLimited
+from matcher.errors import Allowlisted, Conflict, NotFound, RateLimited
 from matcher.principal import Principal, Role
 from matcher.records import CaseState, NewItem, Query
 from matcher.signals import MD5, PDQ, PHASH, Hash
@@ -122,6 +122,7 @@ def _cluster(postgres_url: str, tmp_path: Path, env: dict[str, str]) -> Iterator
             "partner": bank.accounts.create_api_key(
                 "p", Role.PARTNER, org_id=None, by=OPERATOR
             ).key,
+            "admin": bank.accounts.create_api_key("ops", Role.ADMIN, org_id=None, by=OPERATOR).key,
             "partner2": bank.accounts.create_api_key(
                 "q", Role.PARTNER, org_id=None, by=OPERATOR
             ).key,
@@ -190,6 +191,35 @@ def test_enroll_on_one_replica_match_on_the_other_withdraw_and_never_match(
             assert not _matched(b, item)
         b_status = a.get_case(case.number)
         assert b_status.item_count == 0
+
+
+def test_an_allowlist_entry_added_on_one_replica_applies_on_the_other_at_once(
+    cluster: Cluster,
+) -> None:
+    meme, victim = photo(), photo()
+    with (
+        cluster.client(cluster.a, "admin") as admin_a,
+        cluster.client(cluster.b, "practitioner") as b,
+        cluster.client(cluster.b, "partner") as partner_b,
+    ):
+        case = b.create_case()
+        b.add_items(case.number, [meme, victim])  # enrolled before anyone allowlisted it
+        assert _matched(partner_b, meme)
+        admin_a.add_allowlist([meme.hashes[0]], label="meme: cat")
+        # Enrollment on B reads the allowlist's version first: refused with no wait at all.
+        with pytest.raises(Allowlisted) as refused:
+            b.add_items(case.number, [photo(), NewItem([meme.hashes[0]])])
+        assert refused.value.field == "items[1]"
+        # Matching on B drops the meme's PDQ hit once B's follow loop has reloaded (a poll);
+        # its pHash and digest still match the item, the victim's item is untouched.
+        acked = time.monotonic()
+        while True:
+            (result,) = partner_b.match([meme.hashes[:1]])
+            if not result.matches:
+                break
+            assert time.monotonic() - acked < 10, "never applied on replica B"
+            time.sleep(0.05)
+        assert _matched(partner_b, victim)
 
 
 def test_a_quarantine_is_seen_at_once_by_every_replica(cluster: Cluster) -> None:

@@ -75,6 +75,8 @@ class IndexFollower:
         """Changes applied since start (by every path)."""
         self.errors = 0
         """Failed catch-ups of the follow loop (the store unreachable, say)."""
+        self.after_catch_up: list[Callable[[], object]] = []
+        """Called by the follow loop after each catch-up (the bank refreshes its allowlist)."""
 
     @property
     def index(self) -> Index:
@@ -147,6 +149,8 @@ class IndexFollower:
                     log.warning("the change log was trimmed past this replica: reloading")
                     self.reloads += 1
                     self.load()
+                for hook in self.after_catch_up:
+                    hook()
                 if keep_log is not None:
                     self._trim(marks, keep_log)
                 backoff = poll

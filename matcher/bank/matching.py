@@ -45,13 +45,25 @@ import numpy as np
 from matcher import credentials
 from matcher.audit import Action, check_detail
 from matcher.bank.accounts import Accounts, require
+from matcher.bank.allowlist import REFUSAL, Allowlist
 from matcher.bank.flood import FloodControl, FloodRule
 from matcher.bank.follower import IndexFollower, Progress
-from matcher.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unavailable
+from matcher.errors import (
+    Allowlisted,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from matcher.index import warm_up
 from matcher.principal import Principal, Role
 from matcher.records import (
+    ALLOWLIST_LABEL_LENGTH,
     ITEM_BITS,
+    AllowlistAdded,
+    AllowlistEntry,
+    AllowlistSource,
     AuditEntry,
     BankStats,
     CaseRecord,
@@ -70,7 +82,7 @@ from matcher.records import (
     ReviewDecision,
     ReviewEntry,
 )
-from matcher.signals import SIGNALS, SignalType
+from matcher.signals import SIGNALS, Hash, SignalType
 from matcher.store import DEFAULT_DATA_DIR, Store, open_store
 
 __all__ = ["DEFAULT_QUARANTINE_AFTER", "Bank"]
@@ -107,6 +119,23 @@ def _item_status(
     )
 
 
+def _allowlist_label(label: str) -> str:
+    label = (label or "").strip()
+    if not label:
+        raise InvalidInput("give a label saying what the picture is", field="label")
+    if len(label) > ALLOWLIST_LABEL_LENGTH:
+        raise InvalidInput(
+            f"a label has at most {ALLOWLIST_LABEL_LENGTH} characters", field="label"
+        )
+    try:
+        check_detail({"label": label})
+    except ValueError:
+        raise InvalidInput(
+            "a label must not look like a hash value (16 or more hex digits)", field="label"
+        ) from None
+    return label
+
+
 class Bank:
     """The domain object the service (and the CLI) calls. Safe to share between threads.
 
@@ -134,11 +163,18 @@ class Bank:
         store: Store,
         *,
         follower: IndexFollower | None = None,
+        allowlist_seed: bool = True,
         quarantine_after: int = DEFAULT_QUARANTINE_AFTER,
         flood: FloodRule | None = None,
     ) -> None:
         self._store = store
         self._follower = IndexFollower(store) if follower is None else follower
+        self.allowlist = Allowlist(store)
+        """The allowlist in memory (``matcher.bank.allowlist``), reloaded by the follow loop."""
+        self.seed_new_allowlist = allowlist_seed
+        """Seed an allowlist never seeded before when loading (``matcher serve
+        --no-allowlist-seed`` turns it off)."""
+        self._follower.after_catch_up.append(self.allowlist.refresh)
         self._ids = credentials.MatchIds(store.secret_key())
         self._load_error: BaseException | None = None
         self._loaded = threading.Event()
@@ -156,10 +192,17 @@ class Bank:
         ``flood.quarantined``)."""
 
     @classmethod
-    def open(cls, store: str | os.PathLike[str] = DEFAULT_DATA_DIR, *, load: bool = True) -> Bank:
+    def open(
+        cls,
+        store: str | os.PathLike[str] = DEFAULT_DATA_DIR,
+        *,
+        load: bool = True,
+        allowlist_seed: bool = True,
+    ) -> Bank:
         """Open the store at ``store`` (a folder or a store URL, see ``open_store``) and, by
-        default, compile the kernels and load the index before returning."""
-        bank = cls(open_store(store))
+        default, compile the kernels and load the index before returning. ``allowlist_seed``:
+        seed an allowlist never seeded before, when loading."""
+        bank = cls(open_store(store), allowlist_seed=allowlist_seed)
         if load:
             bank.load()
         return bank
@@ -224,6 +267,9 @@ class Bank:
         # The stand-in secret hash for unknown case numbers is made once per process: make it
         # now, so that the first victim call for a missing case costs what every later one does.
         credentials.verify_secret_absent("")
+        if self.seed_new_allowlist:
+            self._seed_once()
+        self.allowlist.reload()
         seconds = self._follower.load(progress)
         self._loaded.set()
         return seconds
@@ -260,6 +306,7 @@ class Bank:
         if not items:
             raise InvalidInput("an enrollment needs at least one item", field="items")
         record = self._own_case(case, by)
+        self._check_allowlist(record, items, by)
         added = self._store.add_items(record.id, items, actor=by)
         self._follower.catch_up()
         new = sum(added.created)
@@ -271,6 +318,23 @@ class Bank:
             item_count=added.case.item_count,
             hash_count=added.case.hash_count,
         )
+
+    def _check_allowlist(self, record: CaseRecord, items: Sequence[NewItem], by: Principal) -> None:
+        """Refuse the call if any item looks like an allowlist entry (read fresh: an entry an
+        admin added on another replica a moment ago counts)."""
+        self.allowlist.refresh()
+        for i, item in enumerate(items):
+            if self.allowlist.first_near(item.hashes) is None:
+                continue
+            self.allowlist.count_refused()
+            # Audited without any hash or entry: which item of the call, and how many items.
+            self._store.record_audit(
+                Action.ENROLL_REFUSED,
+                actor=by,
+                case_id=record.id,
+                detail={"item": i, "items": len(items), "reason": "allowlist"},
+            )
+            raise Allowlisted(REFUSAL, field=f"items[{i}]")
 
     def case_status(self, case: str, *, by: Principal) -> CaseStatus:
         """The case's state, counts and items (its organisation's practitioners, admins),
@@ -424,10 +488,10 @@ class Bank:
                 len(entries), signal.byte_length
             )
             order = _SIGNAL_ORDER[signal.name]
-            for (qi, _), (ids, dists) in zip(
-                entries, index.search(signal, codes, distance), strict=True
-            ):
-                if not len(ids):
+            results = index.search(signal, codes, distance)
+            blocked = self._suppressed(signal, codes, results)
+            for k, ((qi, _), (ids, dists)) in enumerate(zip(entries, results, strict=True)):
+                if not len(ids) or (blocked is not None and blocked[k]):
                     continue
                 # Results come sorted by distance: an item's first entry is its nearest.
                 items, first = np.unique(ids >> ITEM_BITS, return_index=True)
@@ -457,6 +521,25 @@ class Bank:
         if returned:
             self.flood.count(returned)
         return out
+
+    def _suppressed(
+        self, signal: SignalType, codes: np.ndarray, results: list[tuple[np.ndarray, np.ndarray]]
+    ) -> np.ndarray | None:
+        """Which query hashes' hits to drop: those that hit an item and are near an allowlist
+        entry. None (nothing asked) when the allowlist holds no entry of this signal type or
+        no hash hit anything, so an upload that matches nothing pays no more than before."""
+        if not self.allowlist.holds(signal):
+            return None
+        hit = [k for k, (ids, _) in enumerate(results) if len(ids)]
+        if not hit:
+            return None
+        near = self.allowlist.near(signal, codes[hit])
+        if not near.any():
+            return None
+        blocked = np.zeros(len(results), bool)
+        blocked[np.asarray(hit)[near]] = True
+        self.allowlist.count_suppressed(int(near.sum()))
+        return blocked
 
     def item_number(self, item_id: str) -> int | None:
         """The store's id of the item behind a partner-facing id (for audit rows: an id, not
@@ -542,6 +625,54 @@ class Bank:
         withdrawn = self._withdraw_item(record, number, by, missing="no such item")
         self._store.record_audit(Action.ITEM_REVIEW, actor=by, case_id=record.id, detail=detail)
         return withdrawn
+
+    # -- the allowlist (admins)
+
+    def _seed_once(self) -> AllowlistAdded | None:
+        from matcher.allowlist_seed import seed_entries
+
+        entries = [(Hash.parse(e.hash), e.label) for e in seed_entries()]
+        return self._store.seed_allowlist(entries, actor=Principal.operator("seed"))
+
+    def allowlist_add(self, hashes: Sequence[Hash], *, label: str, by: Principal) -> AllowlistAdded:
+        """Add hashes of a benign, widely shared picture to the allowlist (admin): from now on
+        no item looking like it is enrolled, and matches on it are suppressed, on every
+        replica. ``label`` (required, at most 100 characters, e.g. "meme: distracted
+        boyfriend") is what operators and the audit trail see; hashes already held count as
+        ``existing``."""
+        require(by, Role.ADMIN)
+        label = _allowlist_label(label)
+        if not hashes:
+            raise InvalidInput("give at least one hash to add", field="hashes")
+        added = self._store.add_allowlist_entries(
+            hashes, label=label, source=AllowlistSource.ADMIN, actor=by
+        )
+        self.allowlist.refresh()
+        return added
+
+    def allowlist_entries(self, *, by: Principal) -> list[AllowlistEntry]:
+        """Every allowlist entry, without values (admin)."""
+        require(by, Role.ADMIN)
+        return self._store.list_allowlist()
+
+    def allowlist_remove(self, entry_id: int, *, by: Principal) -> AllowlistEntry:
+        """Remove one allowlist entry (admin); ``NotFound`` if there is none."""
+        require(by, Role.ADMIN)
+        entry = self._store.remove_allowlist_entry(entry_id, actor=by)
+        self.allowlist.refresh()
+        return entry
+
+    def allowlist_seed(self, *, by: Principal) -> AllowlistAdded:
+        """Add the generated seed again (admin): entries an operator removed come back,
+        held ones are counted as ``existing``."""
+        require(by, Role.ADMIN)
+        from matcher.allowlist_seed import seed_entries
+
+        entries = [(Hash.parse(e.hash), e.label) for e in seed_entries()]
+        added = self._store.seed_allowlist(entries, actor=by, again=True)
+        assert added is not None  # again=True always runs
+        self.allowlist.refresh()
+        return added
 
     # -- operators
 

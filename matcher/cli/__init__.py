@@ -32,6 +32,7 @@ __all__ = ["main"]
 # Command name -> "module:object". A command's module is imported only when it runs (or when
 # --help lists it), so `matcher hash` never builds the options of `scan` or `serve`.
 _COMMANDS = {
+    "allowlist": "matcher.cli.allowlist:allowlist_group",
     "backup": "matcher.cli.backup:backup_command",
     "case": "matcher.cli.case:case_group",
     "enroll": "matcher.cli.enroll:enroll_command",

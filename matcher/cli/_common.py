@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from matcher.errors import InvalidInput, MatcherError
+from matcher.errors import Allowlisted, InvalidInput, MatcherError
 
 if TYPE_CHECKING:
     from matcher.client import Client
@@ -51,7 +51,8 @@ F = Callable[..., Any]
 
 def error_message(exc: MatcherError) -> str:
     """The one line a library error prints as: its message, and the field it is about."""
-    where = f" ({exc.field})" if isinstance(exc, InvalidInput) and exc.field else ""
+    field = exc.field if isinstance(exc, InvalidInput | Allowlisted) else ""
+    where = f" ({field})" if field else ""
     return f"matcher: {exc}{where}"
 
 

@@ -81,7 +81,16 @@ def enroll_command(
         sys.exit(1)
     if not items:
         raise click.UsageError("no images to enroll")
-    enrolled = remote.call(lambda c: c.enroll(case, items))
+    from matcher.errors import Allowlisted
+
+    try:
+        enrolled = remote.call(lambda c: c.enroll(case, items))
+    except Allowlisted as exc:
+        # Name the file (only here: the service never sees file names).
+        index = exc.field.removeprefix("items[").split("]")[0]
+        where = files[int(index)] if index.isdigit() and int(index) < len(files) else exc.field
+        click.echo(f"matcher: {where}: {exc.reason}", err=True)
+        sys.exit(1)
     echo_json(
         {
             "case": enrolled.case_number,

@@ -182,6 +182,14 @@ def _env(name: str) -> dict[str, Any]:
     **_env("STALE_AFTER"),
 )
 @click.option(
+    "--allowlist-seed/--no-allowlist-seed",
+    default=True,
+    show_default=True,
+    help="Seed an allowlist never seeded before with the generated featureless and "
+    "geometric pictures (once: removals stick; 'matcher allowlist seed' adds it again).",
+    **_env("ALLOWLIST_SEED"),
+)
+@click.option(
     "--ledger",
     type=click.Path(dir_okay=False),
     help="This replica's withdrawal ledger file (one per replica; '{host}' in the path is "
@@ -287,6 +295,7 @@ def serve_command(
     follow_poll: float,
     keep_log: float,
     stale_after: float,
+    allowlist_seed: bool,
     ledger: str | None,
     pool_size: int,
     quarantine_after: int,
@@ -371,7 +380,8 @@ def serve_command(
 
     ledger_path = expand_path(ledger) if ledger else None
     bank = Bank(
-        open_store(store_url or data, key_file=key_file, pool_size=pool_size, ledger=ledger_path)
+        open_store(store_url or data, key_file=key_file, pool_size=pool_size, ledger=ledger_path),
+        allowlist_seed=allowlist_seed,
     )
     try:
         if postgres and ledger_path is None:

@@ -102,6 +102,33 @@ class _BankCollector(Collector):
         )
 
 
+class _AllowlistCollector(Collector):
+    # Read from the bank's allowlist at each scrape: this replica's counts, no hash value.
+    def __init__(self, bank: Bank) -> None:
+        self._bank = bank
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        allowlist = self._bank.allowlist
+        yield GaugeMetricFamily(
+            "matcher_allowlist_entries", "Entries of the allowlist held", value=len(allowlist)
+        )
+        yield CounterMetricFamily(
+            "matcher_allowlist_suppressed",
+            "Query hashes whose hits were suppressed because they look like an allowlist entry",
+            value=allowlist.suppressed,
+        )
+        yield CounterMetricFamily(
+            "matcher_allowlist_refused",
+            "Enrollment calls refused because an item looks like an allowlist entry",
+            value=allowlist.refused,
+        )
+        yield CounterMetricFamily(
+            "matcher_allowlist_reloads",
+            "Times this replica read the allowlist from the store (its version moved)",
+            value=allowlist.reloads,
+        )
+
+
 class Metrics:
     """The service's metrics, in a registry of their own (one per server)."""
 
@@ -164,6 +191,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_BankCollector(bank))
+        self.registry.register(_AllowlistCollector(bank))
         # The process itself, read from /proc at each scrape: resident and virtual memory,
         # CPU seconds, open and allowed file descriptors, start time (process_* series), so
         # an operator can alert on a leak or on descriptors running out.

@@ -635,3 +635,43 @@ class AdminServicer(_Base, admin_pb2_grpc.AdminServiceServicer):
     @rpc(Role.ADMIN)
     async def GetBankStats(self, request: Any, context: Any, who: Principal) -> Any:
         return contract.stats_to_pb(await _run(self.bank.stats, by=who))
+
+    # -- the allowlist (admin): values go in, never out
+
+    @rpc(Role.ADMIN)
+    async def AddAllowlistEntries(self, request: Any, context: Any, who: Principal) -> Any:
+        hashes = contract.allowlist_hashes_from_pb(request.hashes)
+        added = await _run(self.bank.allowlist_add, hashes, label=request.label, by=who)
+        log.info(
+            "%d allowlist entries added (%d held already) by %s",
+            added.added,
+            added.existing,
+            who.audit_name,
+        )
+        return admin_pb2.AddAllowlistEntriesResponse(
+            entries=[contract.allowlist_entry_to_pb(e) for e in added.entries],
+            existing_count=added.existing,
+        )
+
+    @rpc(Role.ADMIN)
+    async def ListAllowlist(self, request: Any, context: Any, who: Principal) -> Any:
+        entries = await _run(self.bank.allowlist_entries, by=who)
+        page, nxt = _page(entries, request.page_size, request.page_token)
+        return admin_pb2.ListAllowlistResponse(
+            entries=[contract.allowlist_entry_to_pb(e) for e in page], next_page_token=nxt
+        )
+
+    @rpc(Role.ADMIN)
+    async def RemoveAllowlistEntry(self, request: Any, context: Any, who: Principal) -> Any:
+        entry_id = contract.id_from_name(request.name, "allowlistEntries", field="name")
+        entry = await _run(self.bank.allowlist_remove, entry_id, by=who)
+        log.info("allowlist entry %d removed by %s", entry_id, who.audit_name)
+        return admin_pb2.RemoveAllowlistEntryResponse(entry=contract.allowlist_entry_to_pb(entry))
+
+    @rpc(Role.ADMIN)
+    async def SeedAllowlist(self, request: Any, context: Any, who: Principal) -> Any:
+        added = await _run(self.bank.allowlist_seed, by=who)
+        log.info("allowlist seed added again by %s: %d new", who.audit_name, added.added)
+        return admin_pb2.SeedAllowlistResponse(
+            added_count=added.added, existing_count=added.existing
+        )

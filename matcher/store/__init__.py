@@ -15,6 +15,7 @@ from matcher.errors import InvalidInput
 from matcher.store.base import (
     AccountStore,
     AddedItems,
+    AllowlistStore,
     AuditReader,
     CaseStore,
     ChangeFeed,
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_POOL_SIZE",
     "AccountStore",
     "AddedItems",
+    "AllowlistStore",
     "AuditReader",
     "CaseStore",
     "ChangeFeed",

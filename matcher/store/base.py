@@ -21,6 +21,8 @@ Promises every backend keeps (DESIGN.md rules 2-4):
 - **Hash values stay in one table.** Only the sealed item codes hold values. The change log records
   (op, item id, hash count); a follower reads an added item's codes by item id
   (``item_codes``), so after a withdrawal no copy of a value remains anywhere in the store.
+  (The allowlist's values, hashes of public benign pictures and generated patterns, sit in
+  clear in their own table: they are about no one.)
   Audit rows carry counts and names, checked by ``matcher.audit.check_detail``.
 - **Ids are never reused.** Item ids only grow (gaps allowed), and index entry ids derive from
   them (``records.entry_ids``), so a stale index can never find a new, unrelated hash behind an
@@ -52,6 +54,10 @@ from typing import Protocol, runtime_checkable
 
 from matcher.principal import Principal, Role
 from matcher.records import (
+    AllowlistAdded,
+    AllowlistCodes,
+    AllowlistEntry,
+    AllowlistSource,
     ApiKeyRecord,
     AuditEntry,
     CaseRecord,
@@ -67,10 +73,12 @@ from matcher.records import (
     ReviewEntry,
     VerdictRecord,
 )
+from matcher.signals import Hash
 
 __all__ = [
     "AccountStore",
     "AddedItems",
+    "AllowlistStore",
     "AuditReader",
     "CaseStore",
     "ChangeFeed",
@@ -304,6 +312,64 @@ class MatchStore(Protocol):
         ...
 
 
+class AllowlistStore(Protocol):
+    """The allowlist (negative bank): hashes of benign, widely shared pictures that no item may
+    resemble (``matcher.bank.allowlist``). Values are stored in clear (they are hashes of public
+    pictures) but never leave the store except through ``allowlist_codes``, for the in-memory
+    allowlist; listings and audit rows carry ids, signal names, labels and counts only.
+
+    ``meta.allowlist_version`` is bumped in the same transaction as every change, so a replica
+    that reads the version (cheap) knows whether to reload; ``meta.allowlist_seeded`` records
+    that the seed was added once, so that an operator's removals stick across restarts.
+    """
+
+    def add_allowlist_entries(
+        self,
+        hashes: Sequence[Hash],
+        *,
+        label: str,
+        source: AllowlistSource,
+        actor: Principal,
+    ) -> AllowlistAdded:
+        """Add ``hashes`` with ``label`` in one transaction: a (signal, value) already held is
+        not added again (``existing`` counts those and repeats within the call). The version is
+        bumped when anything was added; one ``allowlist.add`` audit row (counts, label,
+        source) either way. ``InvalidInput`` for no hashes."""
+        ...
+
+    def seed_allowlist(
+        self,
+        entries: Sequence[tuple[Hash, str]],
+        *,
+        actor: Principal,
+        again: bool = False,
+    ) -> AllowlistAdded | None:
+        """Add the seed ``(hash, label)`` entries (source ``seed``) and mark the allowlist
+        seeded, in one transaction; None, with nothing changed, when it was seeded before and
+        ``again`` is False. Of several processes seeding a new store at once, exactly one adds
+        the seed. One ``allowlist.seed`` audit row (counts) when it runs."""
+        ...
+
+    def list_allowlist(self) -> list[AllowlistEntry]:
+        """Every entry, by id, without its value."""
+        ...
+
+    def remove_allowlist_entry(self, entry_id: int, *, actor: Principal) -> AllowlistEntry:
+        """Delete one entry, bump the version, one ``allowlist.remove`` audit row; ``NotFound``
+        if there is no such entry."""
+        ...
+
+    def allowlist_version(self) -> int:
+        """The allowlist's version (0 for one never changed): one cheap read, fresh, so it sees
+        every change committed before the call."""
+        ...
+
+    def allowlist_codes(self) -> AllowlistCodes:
+        """Every entry's value with its id, one chunk per signal type, and the version they
+        make up (one consistent read)."""
+        ...
+
+
 class Snapshot(Protocol):
     """A consistent read of every stored hash, to build an index from.
 
@@ -382,7 +448,16 @@ class GuessStore(Protocol):
 
 
 @runtime_checkable
-class Store(AccountStore, CaseStore, MatchStore, ChangeFeed, AuditReader, GuessStore, Protocol):
+class Store(
+    AccountStore,
+    CaseStore,
+    MatchStore,
+    ChangeFeed,
+    AuditReader,
+    AllowlistStore,
+    GuessStore,
+    Protocol,
+):
     """A whole backend: every part above, its secret key, and ``close``."""
 
     def secret_key(self) -> bytes:

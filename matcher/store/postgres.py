@@ -63,6 +63,10 @@ from matcher.credentials import item_fingerprint
 from matcher.errors import Conflict, InvalidInput, NotFound, Unavailable
 from matcher.principal import Principal, Role
 from matcher.records import (
+    AllowlistAdded,
+    AllowlistCodes,
+    AllowlistEntry,
+    AllowlistSource,
     ApiKeyRecord,
     AuditEntry,
     CaseRecord,
@@ -81,14 +85,18 @@ from matcher.records import (
     ReviewEntry,
     VerdictRecord,
 )
-from matcher.signals import SIGNALS
+from matcher.signals import SIGNALS, Hash
 from matcher.store import ledger as ledger_file
 from matcher.store.base import AddedItems
 from matcher.store.crypto import KEY_FILE_ENV, ItemCipher, Keyring, load_keyring
 from matcher.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from matcher.store.sqlite import (
+    _ALLOWLIST_COLUMNS,
     _QUARANTINE_COLUMNS,
     _QUEUE_SQL,
+    _allowlist_chunks,
+    _allowlist_entry,
+    _allowlist_news,
     _case,
     _codes_by_signal,
     _dt_required,
@@ -1149,6 +1157,153 @@ class PostgresStore:
         """One audit row on its own."""
         with self._write() as w:
             self._audit(w, actor, Action(action), case_id=case_id, detail=detail)
+
+    # -- the allowlist
+
+    @staticmethod
+    def _bump_allowlist(w: psycopg.Connection[Any]) -> int:
+        # The version row is locked (FOR UPDATE) before it is read, so two writers committing
+        # at once give two versions, and a reader never sees a version without its entries.
+        w.execute(
+            "INSERT INTO meta(key, value) VALUES ('allowlist_version', %s) "
+            "ON CONFLICT (key) DO NOTHING",
+            (b"0",),
+        )
+        row = w.execute(
+            "SELECT value FROM meta WHERE key = 'allowlist_version' FOR UPDATE"
+        ).fetchone()
+        assert row is not None
+        version = int(bytes(row[0]).decode()) + 1
+        w.execute(
+            "UPDATE meta SET value = %s WHERE key = 'allowlist_version'", (str(version).encode(),)
+        )
+        # Wake the replicas' follow loops: they reload the allowlist at once.
+        w.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+        return version
+
+    @staticmethod
+    def _read_allowlist_version(conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'allowlist_version'").fetchone()
+        return int(bytes(row[0]).decode()) if row else 0
+
+    @staticmethod
+    def _insert_allowlist(
+        w: psycopg.Connection[Any], entries: Sequence[tuple[Hash, str]], source: str, now: int
+    ) -> tuple[list[AllowlistEntry], int]:
+        created = []
+        for h, label in entries:
+            row = w.execute(
+                "INSERT INTO allowlist(signal, value, label, source, created_at) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (signal, value) DO NOTHING "
+                "RETURNING id",
+                (h.signal.name, h.value, label, source, now),
+            ).fetchone()
+            if row is not None:
+                created.append(
+                    AllowlistEntry(
+                        int(row[0]),
+                        h.signal.name,
+                        label,
+                        AllowlistSource(source),
+                        _dt_required(now),
+                    )
+                )
+        return created, len(entries) - len(created)
+
+    def add_allowlist_entries(
+        self,
+        hashes: Sequence[Hash],
+        *,
+        label: str,
+        source: AllowlistSource,
+        actor: Principal,
+    ) -> AllowlistAdded:
+        """Add hashes to the allowlist (held ones are not added again), audited."""
+        unique = _allowlist_news(hashes)
+        now = _now_ms()
+        with self._write() as w:
+            created, _ = self._insert_allowlist(
+                w, [(h, label) for h in unique], str(AllowlistSource(source)), now
+            )
+            version = self._bump_allowlist(w) if created else self._read_allowlist_version(w)
+            detail = {"added": len(created), "existing": len(hashes) - len(created)}
+            self._audit(
+                w,
+                actor,
+                Action.ALLOWLIST_ADD,
+                detail={**detail, "label": label, "source": str(source)},
+                at=now,
+            )
+        return AllowlistAdded(created, len(hashes) - len(created), version)
+
+    def seed_allowlist(
+        self,
+        entries: Sequence[tuple[Hash, str]],
+        *,
+        actor: Principal,
+        again: bool = False,
+    ) -> AllowlistAdded | None:
+        """Add the seed once (or ``again``), audited; None when it was seeded before.
+
+        The flag's insert decides between replicas starting at once: the second one waits on
+        the first one's row and then finds it."""
+        now = _now_ms()
+        with self._write() as w:
+            cur = w.execute(
+                "INSERT INTO meta(key, value) VALUES ('allowlist_seeded', %s) "
+                "ON CONFLICT (key) DO NOTHING",
+                (str(now).encode(),),
+            )
+            if not cur.rowcount and not again:
+                return None
+            created, existing = self._insert_allowlist(w, entries, "seed", now)
+            version = self._bump_allowlist(w) if created else self._read_allowlist_version(w)
+            self._audit(
+                w,
+                actor,
+                Action.ALLOWLIST_SEED,
+                detail={"added": len(created), "existing": existing},
+                at=now,
+            )
+        return AllowlistAdded(created, existing, version)
+
+    def list_allowlist(self) -> list[AllowlistEntry]:
+        """Every entry, by id, without values."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                f"SELECT {_ALLOWLIST_COLUMNS} FROM allowlist ORDER BY id"
+            ).fetchall()
+        return [_allowlist_entry(r) for r in rows]
+
+    def remove_allowlist_entry(self, entry_id: int, *, actor: Principal) -> AllowlistEntry:
+        """Delete one entry (``NotFound`` if none), bump the version, audited."""
+        with self._write() as w:
+            row = w.execute(
+                f"DELETE FROM allowlist WHERE id = %s RETURNING {_ALLOWLIST_COLUMNS}", (entry_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound("no such allowlist entry")
+            self._bump_allowlist(w)
+            entry = _allowlist_entry(row)
+            self._audit(
+                w,
+                actor,
+                Action.ALLOWLIST_REMOVE,
+                detail={"entry": entry_id, "label": entry.label, "source": str(entry.source)},
+            )
+        return entry
+
+    def allowlist_version(self) -> int:
+        """The allowlist's version (one read of ``meta``)."""
+        with self._conn() as conn:
+            return self._read_allowlist_version(conn)
+
+    def allowlist_codes(self) -> AllowlistCodes:
+        """Every value with its entry id, and the version, in one REPEATABLE READ read."""
+        with self._read() as conn:
+            version = self._read_allowlist_version(conn)
+            rows = conn.execute("SELECT id, signal, value FROM allowlist ORDER BY id").fetchall()
+        return AllowlistCodes(version, _allowlist_chunks(rows))
 
     # -- loading and following
 

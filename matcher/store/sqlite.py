@@ -55,6 +55,10 @@ from matcher.errors import Conflict, InvalidInput, NotFound, Unavailable
 from matcher.principal import Principal, Role
 from matcher.records import (
     ITEM_BITS,
+    AllowlistAdded,
+    AllowlistCodes,
+    AllowlistEntry,
+    AllowlistSource,
     ApiKeyRecord,
     AuditEntry,
     CaseRecord,
@@ -274,6 +278,40 @@ def _unique_hashes(hashes: Sequence[Hash]) -> list[Hash]:
             seen.add(key)
             out.append(h)
     return out
+
+
+_ALLOWLIST_COLUMNS = "id, signal, label, source, created_at"
+
+
+def _allowlist_entry(row: tuple[Any, ...]) -> AllowlistEntry:
+    return AllowlistEntry(
+        int(row[0]), row[1], row[2], AllowlistSource(row[3]), _dt_required(int(row[4]))
+    )
+
+
+def _allowlist_chunks(rows: Sequence[tuple[Any, ...]]) -> list[CodeChunk]:
+    # (id, signal, value) rows -> one chunk per signal type, in registry order.
+    by_signal: dict[str, list[tuple[int, bytes]]] = {}
+    for entry_id, signal, value in rows:
+        if signal in SIGNALS and len(value) == SIGNALS[signal].byte_length:
+            by_signal.setdefault(signal, []).append((int(entry_id), bytes(value)))
+    chunks = []
+    for name in SIGNALS:
+        got = by_signal.get(name)
+        if not got:
+            continue
+        ids = np.fromiter((i for i, _ in got), np.int64, len(got))
+        codes = np.frombuffer(b"".join(v for _, v in got), np.uint8).reshape(
+            len(got), SIGNALS[name].byte_length
+        )
+        chunks.append(CodeChunk(name, ids, codes.copy()))
+    return chunks
+
+
+def _allowlist_news(hashes: Sequence[Hash]) -> list[Hash]:
+    if not hashes:
+        raise InvalidInput("an allowlist addition needs at least one hash", field="hashes")
+    return _unique_hashes(hashes)
 
 
 def _parse_position(position: str) -> int:
@@ -1375,6 +1413,140 @@ class SQLiteStore:
         """One audit row on its own."""
         with self._write() as w:
             self._audit(w, actor, Action(action), case_id=case_id, detail=detail)
+
+    # -- the allowlist
+
+    @staticmethod
+    def _bump_allowlist(w: sqlite3.Connection) -> int:
+        # One writer at a time: read and write in the same transaction is enough.
+        row = w.execute("SELECT value FROM meta WHERE key = 'allowlist_version'").fetchone()
+        version = (int(bytes(row[0]).decode()) if row else 0) + 1
+        w.execute(
+            "INSERT INTO meta(key, value) VALUES ('allowlist_version', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (str(version).encode(),),
+        )
+        return version
+
+    @staticmethod
+    def _read_allowlist_version(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'allowlist_version'").fetchone()
+        return int(bytes(row[0]).decode()) if row else 0
+
+    def _insert_allowlist(
+        self, w: sqlite3.Connection, entries: Sequence[tuple[Hash, str]], source: str, now: int
+    ) -> tuple[list[AllowlistEntry], int]:
+        created = []
+        for h, label in entries:
+            cur = w.execute(
+                "INSERT INTO allowlist(signal, value, label, source, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(signal, value) DO NOTHING",
+                (h.signal.name, h.value, label, source, now),
+            )
+            if cur.rowcount:
+                created.append(
+                    AllowlistEntry(
+                        int(cur.lastrowid or 0),
+                        h.signal.name,
+                        label,
+                        AllowlistSource(source),
+                        _dt_required(now),
+                    )
+                )
+        return created, len(entries) - len(created)
+
+    def add_allowlist_entries(
+        self,
+        hashes: Sequence[Hash],
+        *,
+        label: str,
+        source: AllowlistSource,
+        actor: Principal,
+    ) -> AllowlistAdded:
+        """Add hashes to the allowlist (held ones are not added again), audited."""
+        unique = _allowlist_news(hashes)
+        now = _now_ms()
+        with self._write() as w:
+            created, _ = self._insert_allowlist(
+                w, [(h, label) for h in unique], str(AllowlistSource(source)), now
+            )
+            version = self._bump_allowlist(w) if created else self._read_allowlist_version(w)
+            detail = {"added": len(created), "existing": len(hashes) - len(created)}
+            self._audit(
+                w,
+                actor,
+                Action.ALLOWLIST_ADD,
+                detail={**detail, "label": label, "source": str(source)},
+                at=now,
+            )
+        return AllowlistAdded(created, len(hashes) - len(created), version)
+
+    def seed_allowlist(
+        self,
+        entries: Sequence[tuple[Hash, str]],
+        *,
+        actor: Principal,
+        again: bool = False,
+    ) -> AllowlistAdded | None:
+        """Add the seed once (or ``again``), audited; None when it was seeded before."""
+        now = _now_ms()
+        with self._write() as w:
+            cur = w.execute(
+                "INSERT INTO meta(key, value) VALUES ('allowlist_seeded', ?) "
+                "ON CONFLICT(key) DO NOTHING",
+                (str(now).encode(),),
+            )
+            if not cur.rowcount and not again:
+                return None
+            created, existing = self._insert_allowlist(w, entries, "seed", now)
+            version = self._bump_allowlist(w) if created else self._read_allowlist_version(w)
+            self._audit(
+                w,
+                actor,
+                Action.ALLOWLIST_SEED,
+                detail={"added": len(created), "existing": existing},
+                at=now,
+            )
+        return AllowlistAdded(created, existing, version)
+
+    def list_allowlist(self) -> list[AllowlistEntry]:
+        """Every entry, by id, without values."""
+        rows = self._reader().execute(f"SELECT {_ALLOWLIST_COLUMNS} FROM allowlist ORDER BY id")
+        return [_allowlist_entry(r) for r in rows.fetchall()]
+
+    def remove_allowlist_entry(self, entry_id: int, *, actor: Principal) -> AllowlistEntry:
+        """Delete one entry (``NotFound`` if none), bump the version, audited."""
+        with self._write() as w:
+            row = w.execute(
+                f"SELECT {_ALLOWLIST_COLUMNS} FROM allowlist WHERE id = ?", (entry_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound("no such allowlist entry")
+            w.execute("DELETE FROM allowlist WHERE id = ?", (entry_id,))
+            self._bump_allowlist(w)
+            entry = _allowlist_entry(row)
+            self._audit(
+                w,
+                actor,
+                Action.ALLOWLIST_REMOVE,
+                detail={"entry": entry_id, "label": entry.label, "source": str(entry.source)},
+            )
+        return entry
+
+    def allowlist_version(self) -> int:
+        """The allowlist's version (one read of ``meta``)."""
+        return self._read_allowlist_version(self._reader())
+
+    def allowlist_codes(self) -> AllowlistCodes:
+        """Every value with its entry id, and the version, in one read transaction."""
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            version = self._read_allowlist_version(conn)
+            rows = conn.execute("SELECT id, signal, value FROM allowlist ORDER BY id").fetchall()
+        finally:
+            conn.execute("COMMIT")
+        return AllowlistCodes(version, _allowlist_chunks(rows))
 
     # -- loading and following
 

@@ -17,10 +17,19 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_PARTNER: _ClassVar[Role]
     ROLE_PRACTITIONER: _ClassVar[Role]
     ROLE_ADMIN: _ClassVar[Role]
+
+class AllowlistSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ALLOWLIST_SOURCE_UNSPECIFIED: _ClassVar[AllowlistSource]
+    ALLOWLIST_SOURCE_SEED: _ClassVar[AllowlistSource]
+    ALLOWLIST_SOURCE_ADMIN: _ClassVar[AllowlistSource]
 ROLE_UNSPECIFIED: Role
 ROLE_PARTNER: Role
 ROLE_PRACTITIONER: Role
 ROLE_ADMIN: Role
+ALLOWLIST_SOURCE_UNSPECIFIED: AllowlistSource
+ALLOWLIST_SOURCE_SEED: AllowlistSource
+ALLOWLIST_SOURCE_ADMIN: AllowlistSource
 
 class ApiKey(_message.Message):
     __slots__ = ("name", "display_name", "role", "organization", "key_prefix", "create_time", "revoke_time", "policy")
@@ -203,3 +212,73 @@ class GetBankStatsResponse(_message.Message):
     index_load_seconds: float
     active_items: int
     def __init__(self, ready: _Optional[bool] = ..., indexed: _Optional[_Iterable[_Union[_hashes_pb2.SignalCount, _Mapping]]] = ..., active_cases: _Optional[int] = ..., withdrawn_cases: _Optional[int] = ..., index_load_seconds: _Optional[float] = ..., active_items: _Optional[int] = ...) -> None: ...
+
+class AllowlistEntry(_message.Message):
+    __slots__ = ("name", "signal_type", "label", "source", "create_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    signal_type: _hashes_pb2.SignalType
+    label: str
+    source: AllowlistSource
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., signal_type: _Optional[_Union[_hashes_pb2.SignalType, str]] = ..., label: _Optional[str] = ..., source: _Optional[_Union[AllowlistSource, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AddAllowlistEntriesRequest(_message.Message):
+    __slots__ = ("hashes", "label")
+    HASHES_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    hashes: _containers.RepeatedCompositeFieldContainer[_hashes_pb2.Hash]
+    label: str
+    def __init__(self, hashes: _Optional[_Iterable[_Union[_hashes_pb2.Hash, _Mapping]]] = ..., label: _Optional[str] = ...) -> None: ...
+
+class AddAllowlistEntriesResponse(_message.Message):
+    __slots__ = ("entries", "existing_count")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    EXISTING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[AllowlistEntry]
+    existing_count: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[AllowlistEntry, _Mapping]]] = ..., existing_count: _Optional[int] = ...) -> None: ...
+
+class ListAllowlistRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAllowlistResponse(_message.Message):
+    __slots__ = ("entries", "next_page_token")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[AllowlistEntry]
+    next_page_token: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[AllowlistEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RemoveAllowlistEntryRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RemoveAllowlistEntryResponse(_message.Message):
+    __slots__ = ("entry",)
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    entry: AllowlistEntry
+    def __init__(self, entry: _Optional[_Union[AllowlistEntry, _Mapping]] = ...) -> None: ...
+
+class SeedAllowlistRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SeedAllowlistResponse(_message.Message):
+    __slots__ = ("added_count", "existing_count")
+    ADDED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EXISTING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    added_count: int
+    existing_count: int
+    def __init__(self, added_count: _Optional[int] = ..., existing_count: _Optional[int] = ...) -> None: ...

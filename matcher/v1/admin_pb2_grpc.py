@@ -75,6 +75,26 @@ class AdminServiceStub:
                 request_serializer=matcher_dot_v1_dot_admin__pb2.GetBankStatsRequest.SerializeToString,
                 response_deserializer=matcher_dot_v1_dot_admin__pb2.GetBankStatsResponse.FromString,
                 _registered_method=True)
+        self.AddAllowlistEntries = channel.unary_unary(
+                '/matcher.v1.AdminService/AddAllowlistEntries',
+                request_serializer=matcher_dot_v1_dot_admin__pb2.AddAllowlistEntriesRequest.SerializeToString,
+                response_deserializer=matcher_dot_v1_dot_admin__pb2.AddAllowlistEntriesResponse.FromString,
+                _registered_method=True)
+        self.ListAllowlist = channel.unary_unary(
+                '/matcher.v1.AdminService/ListAllowlist',
+                request_serializer=matcher_dot_v1_dot_admin__pb2.ListAllowlistRequest.SerializeToString,
+                response_deserializer=matcher_dot_v1_dot_admin__pb2.ListAllowlistResponse.FromString,
+                _registered_method=True)
+        self.RemoveAllowlistEntry = channel.unary_unary(
+                '/matcher.v1.AdminService/RemoveAllowlistEntry',
+                request_serializer=matcher_dot_v1_dot_admin__pb2.RemoveAllowlistEntryRequest.SerializeToString,
+                response_deserializer=matcher_dot_v1_dot_admin__pb2.RemoveAllowlistEntryResponse.FromString,
+                _registered_method=True)
+        self.SeedAllowlist = channel.unary_unary(
+                '/matcher.v1.AdminService/SeedAllowlist',
+                request_serializer=matcher_dot_v1_dot_admin__pb2.SeedAllowlistRequest.SerializeToString,
+                response_deserializer=matcher_dot_v1_dot_admin__pb2.SeedAllowlistResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -138,6 +158,37 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddAllowlistEntries(self, request, context):
+        """Add hashes of a benign, widely shared picture (a meme, a pattern) to the allowlist: from
+        then on, on every replica, no item that looks like it is enrolled (FAILED_PRECONDITION)
+        and matches on it are suppressed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAllowlist(self, request, context):
+        """List the allowlist: ids, signal types, labels, sources and dates, never the values.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveAllowlistEntry(self, request, context):
+        """Remove one allowlist entry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SeedAllowlist(self, request, context):
+        """Add the generated seed (uniform colours, gradients, grids, checkerboards, stripes) again:
+        entries removed come back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +231,26 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetBankStats,
                     request_deserializer=matcher_dot_v1_dot_admin__pb2.GetBankStatsRequest.FromString,
                     response_serializer=matcher_dot_v1_dot_admin__pb2.GetBankStatsResponse.SerializeToString,
+            ),
+            'AddAllowlistEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddAllowlistEntries,
+                    request_deserializer=matcher_dot_v1_dot_admin__pb2.AddAllowlistEntriesRequest.FromString,
+                    response_serializer=matcher_dot_v1_dot_admin__pb2.AddAllowlistEntriesResponse.SerializeToString,
+            ),
+            'ListAllowlist': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAllowlist,
+                    request_deserializer=matcher_dot_v1_dot_admin__pb2.ListAllowlistRequest.FromString,
+                    response_serializer=matcher_dot_v1_dot_admin__pb2.ListAllowlistResponse.SerializeToString,
+            ),
+            'RemoveAllowlistEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveAllowlistEntry,
+                    request_deserializer=matcher_dot_v1_dot_admin__pb2.RemoveAllowlistEntryRequest.FromString,
+                    response_serializer=matcher_dot_v1_dot_admin__pb2.RemoveAllowlistEntryResponse.SerializeToString,
+            ),
+            'SeedAllowlist': grpc.unary_unary_rpc_method_handler(
+                    servicer.SeedAllowlist,
+                    request_deserializer=matcher_dot_v1_dot_admin__pb2.SeedAllowlistRequest.FromString,
+                    response_serializer=matcher_dot_v1_dot_admin__pb2.SeedAllowlistResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -399,6 +470,114 @@ class AdminService:
             '/matcher.v1.AdminService/GetBankStats',
             matcher_dot_v1_dot_admin__pb2.GetBankStatsRequest.SerializeToString,
             matcher_dot_v1_dot_admin__pb2.GetBankStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddAllowlistEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/matcher.v1.AdminService/AddAllowlistEntries',
+            matcher_dot_v1_dot_admin__pb2.AddAllowlistEntriesRequest.SerializeToString,
+            matcher_dot_v1_dot_admin__pb2.AddAllowlistEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAllowlist(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/matcher.v1.AdminService/ListAllowlist',
+            matcher_dot_v1_dot_admin__pb2.ListAllowlistRequest.SerializeToString,
+            matcher_dot_v1_dot_admin__pb2.ListAllowlistResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveAllowlistEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/matcher.v1.AdminService/RemoveAllowlistEntry',
+            matcher_dot_v1_dot_admin__pb2.RemoveAllowlistEntryRequest.SerializeToString,
+            matcher_dot_v1_dot_admin__pb2.RemoveAllowlistEntryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SeedAllowlist(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/matcher.v1.AdminService/SeedAllowlist',
+            matcher_dot_v1_dot_admin__pb2.SeedAllowlistRequest.SerializeToString,
+            matcher_dot_v1_dot_admin__pb2.SeedAllowlistResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,6 +18,7 @@ from matcher.audit import check_detail
 from matcher.errors import Conflict, InvalidInput, NotFound, Unavailable
 from matcher.principal import Principal, Role
 from matcher.records import (
+    AllowlistSource,
     ItemKind,
     ItemState,
     NewItem,
@@ -692,6 +693,128 @@ def test_audit_rows_never_hold_hash_values(backend: Backend, store: Store, case_
     ]
     page = store.audit_log(case_id=case_id, before=store.audit_log(case_id=case_id)[1].id, limit=2)
     assert [e.action for e in page] == ["match.report", "case.enroll"]
+
+
+# -- the allowlist
+
+
+def _allowlisted(store: Store) -> dict[int, tuple[str, bytes]]:
+    codes = store.allowlist_codes()
+    return {
+        int(i): (chunk.signal, code.tobytes())
+        for chunk in codes.chunks
+        for i, code in zip(chunk.ids, chunk.codes, strict=True)
+    }
+
+
+def test_allowlist_entries_are_added_once_listed_without_values_and_versioned(
+    store: Store,
+) -> None:
+    assert store.allowlist_version() == 0
+    assert store.list_allowlist() == [] and store.allowlist_codes().chunks == []
+    meme, flat = pdq(), Hash(PHASH, os.urandom(8))
+    added = store.add_allowlist_entries(
+        [meme, flat, meme], label="meme", source=AllowlistSource.ADMIN, actor=OPERATOR
+    )
+    assert (added.added, added.existing, added.version) == (2, 1, 1)
+    assert store.allowlist_version() == 1
+    again = store.add_allowlist_entries(
+        [meme], label="again", source=AllowlistSource.ADMIN, actor=OPERATOR
+    )
+    # Nothing new: the version stays, so no replica reloads for nothing.
+    assert (again.added, again.existing, again.version) == (0, 1, 1)
+    listed = store.list_allowlist()
+    assert [(e.signal, e.label, e.source) for e in listed] == [
+        ("pdq", "meme", AllowlistSource.ADMIN),
+        ("phash", "meme", AllowlistSource.ADMIN),
+    ]
+    assert [e.id for e in listed] == [e.id for e in added.entries]
+    assert meme.hex not in repr(listed) and flat.hex not in repr(listed)
+    codes = store.allowlist_codes()
+    assert codes.version == 1
+    assert _allowlisted(store) == {
+        listed[0].id: ("pdq", meme.value),
+        listed[1].id: ("phash", flat.value),
+    }
+    with pytest.raises(InvalidInput):
+        store.add_allowlist_entries([], label="x", source=AllowlistSource.ADMIN, actor=OPERATOR)
+
+
+def test_removing_an_allowlist_entry_bumps_the_version_and_is_seen_elsewhere(
+    backend: Backend, store: Store
+) -> None:
+    one, two = pdq(), pdq()
+    added = store.add_allowlist_entries(
+        [one, two], label="pair", source=AllowlistSource.ADMIN, actor=OPERATOR
+    )
+    other = backend.store()  # another process or replica
+    assert other.allowlist_version() == added.version
+    gone = store.remove_allowlist_entry(added.entries[0].id, actor=OPERATOR)
+    assert gone.id == added.entries[0].id and gone.label == "pair"
+    assert other.allowlist_version() == added.version + 1
+    assert _allowlisted(other) == {added.entries[1].id: ("pdq", two.value)}
+    with pytest.raises(NotFound):
+        store.remove_allowlist_entry(added.entries[0].id, actor=OPERATOR)
+    # Ids are not reused: the same value added again is a new entry.
+    back = store.add_allowlist_entries(
+        [one], label="back", source=AllowlistSource.ADMIN, actor=OPERATOR
+    )
+    assert back.entries[0].id > added.entries[1].id
+
+
+def test_the_seed_is_added_once_and_again_only_when_asked(backend: Backend, store: Store) -> None:
+    seed = [(pdq(), "grid"), (Hash(PHASH, bytes(8)), "uniform")]
+    first = store.seed_allowlist(seed, actor=OPERATOR)
+    assert first is not None and first.added == 2
+    assert [e.source for e in store.list_allowlist()] == ["seed", "seed"]
+    # An operator removes an entry: a later start (any replica) does not bring it back.
+    store.remove_allowlist_entry(first.entries[0].id, actor=OPERATOR)
+    assert backend.store().seed_allowlist(seed, actor=OPERATOR) is None
+    assert len(store.list_allowlist()) == 1
+    again = store.seed_allowlist(seed, actor=OPERATOR, again=True)
+    assert again is not None and (again.added, again.existing) == (1, 1)
+    assert [e.label for e in store.list_allowlist()] == ["uniform", "grid"]
+
+
+def test_two_handles_seeding_at_once_add_the_seed_once(backend: Backend, store: Store) -> None:
+    seed = [(pdq(), "stripes") for _ in range(20)]
+    handles = [store, backend.store()]
+    results: list[object] = []
+    errors: list[BaseException] = []
+
+    def run(handle: Store) -> None:
+        try:
+            results.append(handle.seed_allowlist(seed, actor=OPERATOR))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(h,)) for h in handles]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert sum(r is not None for r in results) == 1
+    assert len(store.list_allowlist()) == 20
+
+
+def test_allowlist_audit_rows_hold_counts_and_labels_never_values(store: Store) -> None:
+    values = [pdq(), pdq()]
+    added = store.add_allowlist_entries(
+        values, label="meme", source=AllowlistSource.ADMIN, actor=OPERATOR
+    )
+    store.seed_allowlist([(pdq(), "grid")], actor=OPERATOR)
+    store.remove_allowlist_entry(added.entries[0].id, actor=OPERATOR)
+    log = store.audit_log(limit=10)
+    assert [(e.action, e.actor) for e in log[:3]] == [
+        ("allowlist.remove", "operator"),
+        ("allowlist.seed", "operator"),
+        ("allowlist.add", "operator"),
+    ]
+    assert log[2].detail == {"added": 2, "existing": 0, "label": "meme", "source": "admin"}
+    assert log[0].detail == {"entry": added.entries[0].id, "label": "meme", "source": "admin"}
+    text = repr(log)
+    assert all(h.hex not in text for h in values)
 
 
 # -- threads
