@@ -1338,9 +1338,12 @@ class PostgresStore:
             assert row is not None
             horizon = int(row[0])
             rows = conn.execute(
+                # Order by the column, qualified: a bare ``xid`` here would name the output
+                # column ``xid::text`` and sort as text ('1000' before '999'), which once
+                # skipped and repeated changes whenever xids gained a digit.
                 "SELECT xid::text, seq, op, item_id, hash_count FROM changes "
                 "WHERE (xid, seq) > (%s::text::xid8, %s) AND xid < %s::text::xid8 "
-                "ORDER BY xid, seq LIMIT %s",
+                "ORDER BY changes.xid, changes.seq LIMIT %s",
                 (str(after[0]), after[1], str(horizon), limit),
             ).fetchall()
         changes = [Change(op, int(item), int(n)) for _, _, op, item, n in rows]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -649,19 +650,23 @@ def test_two_writers_committing_concurrently_and_a_follower_that_misses_nothing(
         for t in writers:
             t.join()
         done.set()
-    read()
     assert errors == []
-    # Each change is delivered once. What a follower relies on is that every item ends where
-    # the store has it: the add of every live item seen, the remove of every withdrawn one. The
-    # order of an item's two changes is not asserted here: one PostgreSQL run (of many) saw an
-    # item whose changes did not read "add, remove", not reproduced since; a late add is
-    # harmless (an add reads the codes of items still active), a missed add of a live item is
-    # not, and is caught below.
-    assert all(sorted(ops) in (["add"], ["add", "remove"], ["remove"]) for ops in seen.values()), (
-        seen
-    )
+    # The writers have committed, but a follower sees a commit only once every transaction
+    # with a lower id has ended: on PostgreSQL another transaction that holds an id (an
+    # autovacuum ANALYZE of these fresh tables, say) holds the horizon back for a moment, and
+    # one more read may still miss the last commits. A follower reads again; so does this test,
+    # until every item has arrived (what a real follower does on its next poll).
+    deadline = time.monotonic() + 30
+    while True:
+        read()
+        if len(seen) == 100 and sum(ops == ["add", "remove"] for ops in seen.values()) == 18:
+            break
+        assert time.monotonic() < deadline, f"{len(seen)} items seen"
+        time.sleep(0.05)
+    # Each change is delivered once, and an item's remove after its add.
+    assert all(ops in (["add"], ["add", "remove"]) for ops in seen.values()), seen
     live = {item for item, ops in seen.items() if ops == ["add"]}
-    assert len(seen) == 100 and len(live) == 100 - 18
+    assert len(live) == 100 - 18
     cases = [store.get_case(c) for c in ("WRIT-ER10-0000", "WRIT-ER20-0000")]
     all_ids = [i.id for c in cases if c is not None for i in store.list_items(c.id)]
     assert len(all_ids) == 100
