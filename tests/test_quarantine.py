@@ -8,6 +8,7 @@ names only where the partner agreed.
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,6 +97,28 @@ def test_quarantine_after_k_distinct_partners_and_not_before_then_restore(
     entries = service.bank.audit_log(by=Principal.operator("test"), case=case.number)
     actions = [e.action for e in entries]
     assert actions.count("item.quarantine") == 2 and actions.count("item.review") == 1
+    # The victim's own command says so, in words.
+    from click.testing import CliRunner
+
+    from matcher.cli import main
+
+    said = CliRunner().invoke(
+        main,
+        ["status", case.number, "--secret", case.secret],
+        env={"MATCHER_SERVER": service.target},
+        catch_exceptions=False,
+    )
+    assert said.exit_code == 0, said.output
+    assert "photo 1 (photo 1): active" in said.stdout and "ON HOLD since" in said.stdout
+    assert "2 partners reported its matches as wrong" in said.stdout
+    assert "photo 2" in said.stdout and said.stdout.count("ON HOLD") == 1
+    # And the metrics count the verdicts and the quarantines (no key names, no hash).
+    url = f"http://127.0.0.1:{service.server.metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    assert 'matcher_verdicts_total{verdict="wrong"} 4.0' in text
+    assert 'matcher_quarantines_total{reason="reports"} 2.0' in text
+    assert 'matcher_quarantines_total{reason="flood"} 0.0' in text
+    assert "matcher_flood_flushes_total" in text
     quarantine = next(e for e in entries if e.action == "item.quarantine")
     assert quarantine.detail == {"item": 1, "reason": "reports", "partners": 2, "matches": 0}
 

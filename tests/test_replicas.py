@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,8 +111,8 @@ class Cluster:
         return Client(replica.target, self.keys[role], timeout=10)
 
 
-@pytest.fixture
-def cluster(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
+@contextmanager
+def _cluster(postgres_url: str, tmp_path: Path, env: dict[str, str]) -> Iterator[Cluster]:
     with Bank.open(postgres_url, load=False) as bank:
         org = bank.accounts.create_organisation("Helpline", by=OPERATOR)
         keys = {
@@ -126,8 +127,8 @@ def cluster(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
                 "q", Role.PARTNER, org_id=None, by=OPERATOR
             ).key,
         }
-    a = Replica(postgres_url, _free_port(), tmp_path / "a.log")
-    b = Replica(postgres_url, _free_port(), tmp_path / "b.log")
+    a = Replica(postgres_url, _free_port(), tmp_path / "a.log", env=env)
+    b = Replica(postgres_url, _free_port(), tmp_path / "b.log", env=env)
     for r in (a, b):
         r.start()
     try:
@@ -137,6 +138,26 @@ def cluster(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
     finally:
         for r in (a, b):
             r.stop()
+
+
+@pytest.fixture
+def cluster(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    with _cluster(postgres_url, tmp_path, {}) as running:
+        yield running
+
+
+@pytest.fixture
+def flood_cluster(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    """Two replicas with flood control's small test bounds (``tests/test_flood.py``), set
+    through the environment as an operator would."""
+    env = {
+        "MATCHER_FLOOD_FLOOR": "20",
+        "MATCHER_FLOOD_HISTORY_FACTOR": "4",
+        "MATCHER_FLOOD_NORM_FACTOR": "2",
+        "MATCHER_FLOOD_FLUSH": "0.1",
+    }
+    with _cluster(postgres_url, tmp_path, env) as running:
+        yield running
 
 
 def _matched(client: Client, item: NewItem) -> bool:
@@ -225,6 +246,37 @@ def test_a_quarantine_is_seen_at_once_by_every_replica(cluster: Cluster) -> None
         # A restore through one replica is also effective at once on the other.
         a.review_item(case.number, 1, "restore")
         assert _matched(on_b, item) and _matched(on_a, item)
+
+
+def test_flood_control_counts_every_replicas_matches(flood_cluster: Cluster) -> None:
+    cluster = flood_cluster
+    with (
+        cluster.client(cluster.a, "practitioner") as a,
+        cluster.client(cluster.a, "partner") as on_a,
+        cluster.client(cluster.b, "partner2") as on_b,
+    ):
+        case = a.create_case()
+        viral, victim = photo(), photo()
+        a.add_items(case.number, [viral, victim])
+        for item in (viral, victim):
+            deadline = time.monotonic() + 10
+            while not _matched(on_b, item):  # the one poll that matches counts once
+                assert time.monotonic() < deadline, "never propagated"
+                time.sleep(0.01)
+        # 12 uploads on each replica: under the floor of 20 on either alone, over it together.
+        for client in (on_a, on_b):
+            assert sum(bool(r.matches) for r in client.match([viral.hashes] * 12)) == 12
+        # The victim's item: 8 on each (17 with the poll), under the floor.
+        for client in (on_a, on_b):
+            assert sum(bool(r.matches) for r in client.match([victim.hashes] * 8)) == 8
+        deadline = time.monotonic() + 15
+        while _matched(on_a, viral) or _matched(on_b, viral):
+            assert time.monotonic() < deadline, "the flood over two replicas was never stopped"
+            time.sleep(0.1)
+        time.sleep(0.5)  # a few more flushes
+        assert _matched(on_a, victim) and _matched(on_b, victim)
+        [entry] = a.review_queue()
+        assert entry.number == 1 and entry.quarantine.matches >= 20
 
 
 def test_a_killed_replica_leaves_the_other_serving_and_catches_up_on_restart(
@@ -316,7 +368,8 @@ def test_a_replica_writes_its_ledger_before_acknowledging_and_keeps_to_its_pool(
                 for _ in range(30):
                     row = watch.execute(
                         "SELECT count(*) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                        "AND backend_type = 'client backend'"
                     ).fetchone()
                     seen.append(int(row[0]))  # type: ignore[index]
                     time.sleep(0.05)

@@ -52,9 +52,16 @@ def describe_item(item: ItemStatus) -> str:
     if item.withdrawn_at is not None:
         return f"photo {item.number}{label}: withdrawn on {item.withdrawn_at.date().isoformat()}"
     reported = f", matches reported: {item.match_count}" if item.match_count else ""
+    held = ""
+    if item.quarantine is not None:
+        # Said plainly: the photo is still held, but partners get no match for it for now.
+        held = (
+            f"; ON HOLD since {item.quarantine.since.date().isoformat()} "
+            f"({item.quarantine.description}): not matched until your helpline reviews it"
+        )
     return (
         f"photo {item.number}{label}: {item.state}, enrolled {_day(item)}, "
-        f"{item.hash_count} hashes{reported}"
+        f"{item.hash_count} hashes{reported}{held}"
     )
 
 
