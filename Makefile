@@ -9,7 +9,7 @@ DATA ?= ./matcher-data
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install run test bench bench-quality lint format clean proto proto-check
+.PHONY: help install run test bench bench-quality lint format clean proto proto-check screenshots
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ $(BENCH_STAMP): $(STAMP)
 
 bench-quality: $(BENCH_STAMP) ## Detection-quality benchmark, issue 6 (~30 min; writes bench/results/quality.md)
 	$(BIN)/python -m bench.quality -j 2
+
+screenshots: $(STAMP) ## Regenerate docs/screenshots/: each web app page, desktop and phone, in headless Chromium
+	$(BIN)/python -m tests.web.screenshots --out docs/screenshots
 
 lint: $(STAMP) ## Lint with ruff, type-check with mypy, lint the contract with buf
 	$(BIN)/ruff check .

@@ -204,20 +204,12 @@ export const api = {
   async selfService(items) {
     return newCase(await call("POST", "/api/v1/victim/cases", { body: { items }, who: "victim" }));
   },
-  /** Whether the operator turned self-service on. The API has no switch to read, but its
-   * contract gives one: `POST /api/v1/victim/cases` answers 404 when self-service is off, and
-   * refuses a body with no photos as invalid (400) when it is on, before anything is stored or
-   * counted against the per-address limit. Anything else means "no": the door is not shown. */
+  /** Whether the operator turned self-service on (`GET /api/v1/features`). Any failure means
+   * "no": the door is simply not shown. */
   async selfServiceOn() {
     try {
-      const response = await fetch("/api/v1/victim/cases", {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify({ items: [] }),
-        credentials: "omit",
-        cache: "no-store",
-      });
-      return response.status === 400;
+      const data = await call("GET", "/api/v1/features", { who: "victim" });
+      return Boolean(data && data.self_service === true);
     } catch {
       return false;
     }

@@ -75,12 +75,19 @@ export function caseStatus(c, { onWithdrawPhoto, onWithdrawCase, onRefresh, who 
           : "No photos are protected in this case yet.",
       );
 
+  // Pictures are shown only where they were chosen, in this tab: the service never had them.
+  const byNumber =
+    rows.length && local.size === 0
+      ? h("p", { class: "hint" }, "The service never receives the photos themselves, so they are listed here by number.")
+      : null;
+
   return h(
     "section",
     { class: "card", "aria-labelledby": "status-title" },
     h("h2", { id: "status-title" }, "Case status"),
     summary,
     explain,
+    byNumber,
     rows.length ? h("ul", { class: "status-list", "aria-label": "Photos in this case" }, rows) : null,
     h(
       "div",
