@@ -214,6 +214,8 @@ def test_practitioner_opens_a_case_adds_photos_and_withdraws(server, app, photos
 
     page.get_by_label("A short note for these photos (optional)").fill("beach")
     page.locator("input[type=file]").set_input_files([str(p) for p in photos])
+    # A note typed while they are being worked on is for the next photos, not these.
+    page.get_by_label("A short note for these photos (optional)").fill("later")
     expect(page.locator(".photo-row.ok")).to_have_count(len(photos), timeout=HASH_TIMEOUT_MS)
     expect(page.locator("[data-test=photos-held]")).to_have_text(str(len(photos)))
     # Local thumbnails: object URLs of the person's own files.
@@ -257,7 +259,7 @@ def test_practitioner_opens_a_case_adds_photos_and_withdraws(server, app, photos
     paths = [r.path for r in recorder.sent]
     # The worker's own imports are recorded too: requests made inside the worker are seen.
     assert {"/hashing/worker.js", "/hashing/pdq.js"} <= set(paths), paths
-    bodies = check_requests(recorder.sent, server.url, photos, {number, secret, "beach"})
+    bodies = check_requests(recorder.sent, server.url, photos, {number, secret, "beach", "later"})
     assert bodies >= len(photos) + 3  # one enrollment per photo, the case, two withdrawals
     assert not problems, problems
 

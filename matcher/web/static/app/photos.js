@@ -39,11 +39,12 @@ export function thumb(url, text) {
 }
 
 /**
- * The photo chooser. `onReady(file, item, url, row)` is awaited for each photo once fingerprinted
- * (the practitioner's page enrolls it then; self-service collects it); it may call
- * `row.done(text)` or `row.fail(text)`. Returns {element, busy()}.
+ * The photo chooser. `onReady(file, item, url, row, context)` is awaited for each photo once
+ * fingerprinted (the practitioner's page enrolls it then; self-service collects it); it may call
+ * `row.done(text)` or `row.fail(text)`. `context` is what `onChoose()` returned when the photos
+ * were chosen. Returns {element, busy()}.
  */
-export function photoPicker({ onReady, intro, buttonText = "Choose photos" }) {
+export function photoPicker({ onReady, onChoose = () => null, intro, buttonText = "Choose photos" }) {
   const inputId = uid("photos");
   const input = h("input", {
     id: inputId,
@@ -87,21 +88,24 @@ export function photoPicker({ onReady, intro, buttonText = "Choose photos" }) {
   function add(files) {
     const total = files.length;
     announce(`${plural(total, "photo", "photos")} chosen. Working out their digital fingerprints on this device.`);
+    // What the form said when these photos were chosen (the practitioner's note), so typing
+    // a new note while they are still being worked on does not relabel them.
+    const context = onChoose();
     files.forEach((file, index) => {
       const row = makeRow(file);
       list.append(row.element);
-      queue = queue.then(() => run(file, row, index + 1, total));
+      queue = queue.then(() => run(file, row, index + 1, total, context));
     });
   }
 
-  async function run(file, row, position, total) {
+  async function run(file, row, position, total, context) {
     running += 1;
     overall.hidden = false;
     overall.textContent = `Photo ${position} of ${total}`;
     row.working();
     try {
       const item = await fingerprint(file, (done, all) => row.progress(done, all));
-      await onReady(file, item, row.url, row);
+      await onReady(file, item, row.url, row, context);
     } catch (error) {
       row.fail(error instanceof HashingError ? error.message : error.message || "This photo could not be added.");
     } finally {

@@ -232,8 +232,9 @@ async function casePage(number, secret = "") {
   const picker = photoPicker({
     intro: "Add the photos to protect. They stay on this device: only their digital fingerprints are sent.",
     buttonText: "Choose photos",
-    async onReady(file, item, url, row) {
-      const [enrolled] = await api.addItems(number, [itemToSend(item, label.input.value.trim())]);
+    onChoose: () => label.input.value.trim(),
+    async onReady(file, item, url, row, note) {
+      const [enrolled] = await api.addItems(number, [itemToSend(item, note)]);
       if (enrolled) rememberThumb(number, enrolled.number, url);
       row.done(enrolled ? `Protected as photo ${enrolled.number}.` : "Protected.");
       await refresh();
