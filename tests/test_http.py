@@ -26,7 +26,6 @@ from matcher.service.auth import CLIENT_ADDRESS, GATEWAY_TOKEN
 from matcher.v1 import cases_pb2, cases_pb2_grpc
 from tests.service_fixtures import Running, start_server, stop_server
 
-
 ADMIN = Principal.operator("tests")
 
 
