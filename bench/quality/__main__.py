@@ -418,7 +418,7 @@ def _browser_report(
         f"their original. Originals whose enrolled views came out identical: {same} of "
         f"{bank.pictures}.",
         "",
-        *(f"- {k}: {v}" for k, v in meta.items()),
+        *(f"- {k}: {v}" for k, v in meta.items() if k != "command"),
         "",
         *tier_rows([python, made], edit_index),
         "",
