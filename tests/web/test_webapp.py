@@ -21,6 +21,7 @@ import pytest
 from matcher.client import Client
 from matcher.errors import NotFound
 from matcher.hashing.views import ENROLL, view_names
+from matcher.principal import Principal, Role
 from matcher.records import CaseState, ItemState, NewItem
 from matcher.signals import PDQ, Hash
 from tests.conftest import shared_path
@@ -76,6 +77,8 @@ def check_value(key: str, value: Any, parent: dict, known: set[str]) -> None:
         assert isinstance(value, int) and 0 < value < 10_000
     elif key in ("case_number", "secret", "label"):
         assert isinstance(value, str) and value in known, (key, "not a value the person typed")
+    elif key == "decision":  # a practitioner's review of a paused photo
+        assert value in ("restore", "withdraw")
     elif key in ("items", "hashes"):
         assert isinstance(value, list)
     else:
@@ -310,6 +313,62 @@ def test_victim_sees_the_status_and_withdraws(server, app):
         assert c.get_case(number).state == CaseState.WITHDRAWN
 
     check_requests(recorder.sent, server.url, [], {number, secret, "WRONG-" + secret})
+    assert not problems, problems
+
+
+def test_a_paused_photo_is_shown_then_restored_by_review(server, app):
+    """Two partners report a photo wrong: it is paused (quarantined); the victim's page says so
+    in words, the practitioner's "To review" lists it, and Restore (confirmed) protects it
+    again, on the server as on the page."""
+    page, recorder, problems = app
+    number, secret, first = enrolled_case(server, np.random.default_rng(11), 2)
+    second = server.bank.accounts.create_api_key(
+        "beta", Role.PARTNER, org_id=None, by=Principal.operator("tests")
+    ).key
+    for key in (server.partner_key, second):
+        with grpc(server, key) as partner:
+            [found] = partner.match([[first]])[0].matches
+            partner.report(found.item_id, False)
+    with grpc(server, server.partner_key) as partner:
+        assert not partner.match([[first]])[0].matches  # paused: it matches nothing
+
+    page.goto("/")
+    page.get_by_role("link", name="I have a case number").click()
+    page.get_by_label("Case number").fill(number)
+    page.get_by_label("Secret", exact=True).fill(secret)
+    page.get_by_role("button", name="See my case").click()
+    paused = page.locator("[data-test=paused]")
+    expect(paused).to_have_count(1)
+    expect(paused).to_contain_text(
+        "Paused: other services said this may not be your photo; your helpline will check it."
+    )
+    check_plain(page)
+
+    sign_in(page, server.key)
+    review = page.get_by_role("region", name="To review")
+    expect(review).to_be_visible()
+    expect(review).to_contain_text(f"Photo 1 of case {number}")
+    check_plain(page)
+    name = f"Restore Photo 1 of case {number}"
+    page.get_by_role("button", name=name).click()  # "no" first: nothing changes
+    page.get_by_role("dialog").get_by_role("button", name="No, keep it").click()
+    with grpc(server) as c:
+        assert c.get_case(number).items[0].quarantine is not None
+    page.get_by_role("button", name=name).click()
+    confirm(page, "Yes, restore this photo")
+    expect(page.get_by_role("region", name="To review")).to_have_count(0)
+    with grpc(server) as c:
+        restored = c.get_case(number).items[0]
+    assert restored.quarantine is None and restored.reviewed_at is not None
+    with grpc(server, server.partner_key) as partner:
+        assert partner.match([[first]])[0].matches  # protected again
+
+    page.get_by_role("button", name="Show this case").wait_for()
+    page.get_by_label("Case number").fill(number)
+    page.get_by_role("button", name="Show this case").click()
+    expect(page.locator("[data-test=photos-held]")).to_have_text("2")
+    expect(page.locator("[data-test=paused]")).to_have_count(0)
+    check_requests(recorder.sent, server.url, [], {number, secret})
     assert not problems, problems
 
 

@@ -126,6 +126,26 @@ export function normItem(raw) {
     reportedWrong: num(pick(raw, "reported_wrong")),
     created: pick(raw, "create_time") || "",
     withdrawnAt: pick(raw, "withdraw_time") || "",
+    quarantine: quarantine(pick(raw, "quarantine")),
+    reviewedAt: pick(raw, "review_time") || "",
+  };
+}
+
+/** An item's quarantine ({reason: "reports"|"flood", since}), or null when it is not paused. */
+function quarantine(raw) {
+  if (!raw || typeof raw !== "object") return null;
+  const reason = String(pick(raw, "reason") || "").toLowerCase().includes("flood") ? "flood" : "reports";
+  return { reason, since: pick(raw, "since") || "" };
+}
+
+/** One entry of the review queue (a paused photo waiting for the practitioner). */
+function normReview(raw) {
+  return {
+    caseNumber: pick(raw, "case_number") || "",
+    number: num(pick(raw, "item") ?? pick(raw, "item_number")),
+    label: pick(raw, "label") || "",
+    quarantine: quarantine(pick(raw, "quarantine")) || { reason: "reports", since: "" },
+    reportedWrong: num(pick(raw, "reported_wrong")),
   };
 }
 
@@ -188,6 +208,18 @@ export const api = {
   async withdrawItem(number, item) {
     return call("POST", `${casePath(number)}/items/${encodeURIComponent(item)}/withdraw`, {
       body: {},
+      auth: true,
+    });
+  },
+  /** The organisation's paused photos, waiting for a decision (the oldest first). */
+  async reviewQueue() {
+    const data = await call("GET", "/api/v1/review", { auth: true });
+    return (pick(data, "entries") || []).map(normReview);
+  },
+  /** Restore ("restore") or remove ("withdraw") a paused photo. */
+  async reviewItem(number, item, decision) {
+    return call("POST", `${casePath(number)}/items/${encodeURIComponent(item)}/review`, {
+      body: { decision },
       auth: true,
     });
   },

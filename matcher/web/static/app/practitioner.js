@@ -1,11 +1,12 @@
 // The practitioner's pages: sign in with the helpline's key, open a case (its number and secret
-// shown once), add photos, see the case's status, remove one photo or the whole case.
+// shown once), add photos, see the case's status, remove one photo or the whole case, and decide
+// on paused photos ("To review": restore or remove).
 
 import { api, ApiError, session } from "./api.js";
 import { itemToSend } from "./hashing.js";
 import { photoPicker, revoke } from "./photos.js";
-import { caseStatus, rememberThumb, thumbnails } from "./status.js";
-import { announce, confirmAction, errorBox, field, h, show } from "./ui.js";
+import { caseStatus, pausedText, rememberThumb, thumbnails } from "./status.js";
+import { announce, confirmAction, errorBox, field, h, show, when } from "./ui.js";
 
 let me = null; // {role, organisation} once signed in
 
@@ -130,8 +131,10 @@ function homePage() {
     const number = lookup.input.value.trim().toUpperCase();
     if (number) casePage(number);
   });
+  const review = h("div", { class: "review-holder" });
   show(
     h("h1", {}, "Cases"),
+    review,
     h(
       "section",
       { class: "card" },
@@ -141,6 +144,73 @@ function homePage() {
       h("div", { class: "actions" }, open),
     ),
     form,
+  );
+  reviewList(review);
+}
+
+/** "To review": the organisation's paused photos, each with Restore and Remove. Shown only
+ * when there is something to decide. */
+async function reviewList(holder) {
+  const err = errorBox();
+  let entries;
+  try {
+    entries = await api.reviewQueue();
+  } catch (error) {
+    err.set(error.message);
+    holder.replaceChildren(h("section", { class: "card" }, h("h2", {}, "To review"), err.box));
+    return;
+  }
+  if (!entries.length) {
+    holder.replaceChildren();
+    return;
+  }
+  async function decide(entry, name, decision) {
+    const restore = decision === "restore";
+    const yes = await confirmAction(
+      restore
+        ? `${name} will be protected again: platforms will be told about copies of it at once. Choose this only if you have checked that it is the person's own photo.`
+        : `${name} will be removed from the case. Its digital fingerprints are deleted and platforms will no longer be told about copies of it. This cannot be undone.`,
+      restore ? "Yes, restore this photo" : "Yes, remove this photo",
+    );
+    if (!yes) return;
+    try {
+      await api.reviewItem(entry.caseNumber, entry.number, decision);
+      announce(restore ? `${name} is protected again.` : `${name} removed.`);
+      await reviewList(holder);
+    } catch (error) {
+      err.set(error.message);
+    }
+  }
+  const rows = entries.map((entry) => {
+    const name = `Photo ${entry.number} of case ${entry.caseNumber}`;
+    const since = entry.quarantine.since ? ` Since ${when(entry.quarantine.since)}.` : "";
+    return h(
+      "li",
+      { class: "status-row review-row" },
+      h(
+        "div",
+        { class: "row-body" },
+        h("h3", { class: "row-name" }, entry.label ? `${name}: ${entry.label}` : name),
+        h("p", {}, pausedText(entry.quarantine), since),
+        h(
+          "div",
+          { class: "actions" },
+          h("button", { type: "button", class: "secondary", "aria-label": `Restore ${name}`, onclick: () => decide(entry, name, "restore") }, "Restore"),
+          h("button", { type: "button", class: "danger", "aria-label": `Remove ${name}`, onclick: () => decide(entry, name, "withdraw") }, "Remove"),
+          h("button", { type: "button", class: "link", "aria-label": `Show case ${entry.caseNumber}`, onclick: () => casePage(entry.caseNumber) }, "Show the case"),
+        ),
+      ),
+    );
+  });
+  holder.replaceChildren(
+    h(
+      "section",
+      { class: "card", "aria-labelledby": "review-title" },
+      h("h2", { id: "review-title" }, "To review"),
+      h("p", {}, "These photos are paused: they are not matched until you decide. Restore a photo if it is the person's own; remove it if it is not."),
+      err.box,
+      h("ul", { class: "status-list", "aria-label": "Paused photos" }, rows),
+    ),
   );
 }
 

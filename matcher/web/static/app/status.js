@@ -18,6 +18,13 @@ function matchesText(n) {
   return `Platforms have reported ${plural(n, "possible copy", "possible copies")}.`;
 }
 
+/** Why a photo is paused, in the words of the person reading (the same for both). */
+export function pausedText(q) {
+  return q.reason === "flood"
+    ? "Paused: it matched far more often than usual."
+    : "Paused: other services said this may not be your photo; your helpline will check it.";
+}
+
 /**
  * The status section. `onWithdrawPhoto(number)` and `onWithdrawCase()` are called after the
  * person has confirmed.
@@ -44,6 +51,13 @@ export function caseStatus(c, { onWithdrawPhoto, onWithdrawCase, onRefresh, who 
     const state = item.withdrawn
       ? `Removed${item.withdrawnAt ? ` on ${when(item.withdrawnAt)}` : ""}. Its fingerprints are deleted.`
       : `Protected since ${when(item.created) || "it was added"}. ${matchesText(item.matches)}`;
+    // A paused photo is held but not matched until the helpline decides: say so instead of
+    // "protected", in words, with why.
+    const paused =
+      item.quarantine && !item.withdrawn && !c.withdrawn
+        ? h("p", { class: "paused", "data-test": "paused" }, pausedText(item.quarantine), item.quarantine.since ? ` Since ${when(item.quarantine.since)}.` : "")
+        : null;
+    const stateLine = paused ? null : h("p", {}, state);
     const button =
       item.withdrawn || c.withdrawn
         ? null
@@ -61,7 +75,7 @@ export function caseStatus(c, { onWithdrawPhoto, onWithdrawCase, onRefresh, who 
       "li",
       { class: `status-row${item.withdrawn ? " removed" : ""}` },
       thumb(item.withdrawn ? null : local.get(item.number), String(item.number)),
-      h("div", { class: "row-body" }, h("h3", { class: "row-name" }, name), h("p", {}, state), button),
+      h("div", { class: "row-body" }, h("h3", { class: "row-name" }, name), stateLine, paused, button),
     );
   });
 
