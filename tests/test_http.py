@@ -20,10 +20,13 @@ import pytest
 from matcher.http import WEB_ROOT, HttpConfig
 from matcher.http.gateway import CSP, ROUTES
 from matcher.http.openapi import document
+from matcher.principal import Principal
 from matcher.service import ServerConfig, ServiceLimits
 from matcher.service.auth import CLIENT_ADDRESS, GATEWAY_TOKEN
 from matcher.v1 import cases_pb2, cases_pb2_grpc
 from tests.service_fixtures import Running, start_server, stop_server
+
+ADMIN = Principal.operator("tests")
 
 
 @dataclass
@@ -240,6 +243,113 @@ def test_practitioner_partner_and_victim_flows_over_http(web: Running) -> None:
 
 def found_query(hex_value: str) -> dict[str, Any]:
     return {"queries": [{"hashes": [{"signal": "pdq", "hex": hex_value}]}]}
+
+
+def matched(running: Running, hex_value: str) -> list[dict[str, Any]]:
+    reply = call(
+        running, "POST", "/api/v1/match", found_query(hex_value), key=running.keys["partner"]
+    )
+    assert reply.status == 200, reply.raw
+    matches: list[dict[str, Any]] = reply.body["results"][0]["matches"]
+    return matches
+
+
+def test_verdicts_quarantine_and_review_over_http(web: Running) -> None:
+    """Issue 11 through the gateway: a reason is taken, a key counts once per item, two
+    partners quarantine an item (the victim's status says so), a practitioner restores it."""
+    rng = np.random.default_rng(11)
+    practitioner = web.keys["practitioner"]
+    # "audited" agreed to be named beside its verdicts; "acme" did not.
+    web.bank.accounts.update_key_policy(
+        next(k.id for k in web.bank.accounts.list_api_keys(by=ADMIN) if k.name == "audited"),
+        named_in_reports=True,
+        by=ADMIN,
+    )
+    opened = call(web, "POST", "/api/v1/cases", key=practitioner).body
+    number, secret = opened["case_number"], opened["secret"]
+    a, b = pdq(rng), pdq(rng)
+    body = {"items": [item(a, "photo 1"), item(b, "photo 2")]}
+    assert call(web, "POST", f"/api/v1/cases/{number}/items", body, key=practitioner).status == 200
+    [match] = matched(web, a)
+
+    def report(role: str, verdict: str, **extra: str) -> Reply:
+        body = {"item_id": match["item_id"], "verdict": verdict, **extra}
+        return call(web, "POST", "/api/v1/match/report", body, key=web.keys[role])
+
+    def first_item(path: str = f"/api/v1/cases/{number}") -> dict[str, Any]:
+        reply = call(web, "GET", path, key=practitioner)
+        assert reply.status == 200, reply.raw
+        first: dict[str, Any] = reply.body["items"][0]
+        return first
+
+    bad = assert_problem(report("partner", "wrong", reason="ugly"), 400, "INVALID_ARGUMENT")
+    assert bad["errors"][0]["field"] == "reason"
+    # One partner saying "wrong" three times is one partner: counted once, still matching.
+    for _ in range(3):
+        assert report("partner", "wrong", reason="not_the_image").status == 204
+    one = first_item()
+    assert (one["reported_correct"], one["reported_wrong"]) == (0, 1)
+    assert "quarantine" not in one and one["partner_reports"] == []  # acme is never named
+    assert matched(web, a)
+    # A second, named partner: quarantined at once (K = 2), the other item untouched.
+    assert report("exact", "wrong", reason="widely_shared").status == 204
+    assert matched(web, a) == [] and matched(web, b)
+    held = first_item()
+    assert held["state"] == "active" and held["reported_wrong"] == 2
+    assert held["quarantine"]["reason"] == "reports"
+    assert held["quarantine"]["partners"] == 2
+    assert held["quarantine"]["description"] == "2 partners reported its matches as wrong"
+    assert held["quarantine"]["since"].endswith("Z")
+    [named] = held["partner_reports"]
+    assert (named["partner"], named["verdict"], named["reason"]) == (
+        "audited",
+        "wrong",
+        "widely_shared",
+    )
+    # The victim sees it too, in words, and never a partner's name.
+    mine = {"case_number": number, "secret": secret}
+    status = call(web, "POST", "/api/v1/victim/status", mine, source="127.0.0.10")
+    assert status.status == 200, status.raw
+    first, second = status.body["items"]
+    assert first["quarantine"]["reason"] == "reports" and "quarantine" not in second
+    assert "partner_reports" not in first and "audited" not in status.raw.decode()
+    # The review queue holds it; Helpline B's does not, and B cannot review it.
+    queue = call(web, "GET", "/api/v1/review", key=practitioner)
+    assert queue.status == 200, queue.raw
+    [entry] = [e for e in queue.body["entries"] if e["case_number"] == number]
+    assert (entry["item"], entry["label"], entry["reported_wrong"]) == (1, "photo 1", 2)
+    assert entry["quarantine"]["reason"] == "reports" and "review_time" not in entry
+    other = call(web, "GET", "/api/v1/review", key=web.keys["practitioner_b"]).body
+    assert all(e["case_number"] != number for e in other["entries"])
+    review = f"/api/v1/cases/{number}/items/1/review"
+    stranger = call(web, "POST", review, {"decision": "restore"}, key=web.keys["practitioner_b"])
+    assert stranger.status in (403, 404), stranger.raw
+    assert_problem(call(web, "GET", "/api/v1/review?page_size=x", key=practitioner), 400)
+    assert_problem(call(web, "GET", "/api/v1/review?nope=1", key=practitioner), 400)
+    refused = call(web, "POST", review, {"decision": "keep"}, key=practitioner)
+    assert assert_problem(refused, 400)["errors"][0]["field"] == "decision"
+    # The practitioner restores it: matching again at once, off the queue, and a second
+    # restore has nothing to do.
+    restored = call(
+        web, "POST", review, {"decision": "restore", "note": "checked"}, key=practitioner
+    )
+    assert restored.status == 200, restored.raw
+    assert "quarantine" not in restored.body and restored.body["review_time"].endswith("Z")
+    assert matched(web, a)
+    after = call(web, "GET", "/api/v1/review", key=practitioner).body["entries"]
+    assert all(e["case_number"] != number for e in after)
+    again = call(web, "POST", review, {"decision": "restore"}, key=practitioner)
+    assert_problem(again, 409, "FAILED_PRECONDITION")
+    assert "review_time" in first_item()
+    # Verdicts from before the review no longer count: the same two again quarantine it again,
+    # and this time the practitioner withdraws it.
+    assert report("partner", "wrong").status == 204
+    assert matched(web, a)
+    assert report("exact", "wrong").status == 204
+    assert matched(web, a) == []
+    gone = call(web, "POST", review, {"decision": "withdraw"}, key=practitioner)
+    assert gone.status == 200 and gone.body["state"] == "withdrawn", gone.raw
+    assert gone.body["hash_count"] == 0
 
 
 def test_health_and_readiness(web: Running) -> None:

@@ -20,12 +20,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from matcher import contract
 from matcher.errors import InvalidHash, InvalidInput
+from matcher.records import QuarantineReason, ReportReason, ReviewDecision
 from matcher.signals import SIGNALS
 from matcher.v1 import cases_pb2, hashes_pb2, match_pb2
 
 __all__ = [
     "BANDS",
+    "DECISIONS",
     "KINDS",
+    "QUARANTINE_REASONS",
+    "REPORT_REASONS",
     "SIGNAL_NAMES",
     "STATES",
     "VERDICTS",
@@ -37,6 +41,8 @@ __all__ = [
     "match_response",
     "new_items",
     "report_request",
+    "review_queue_response",
+    "review_request",
 ]
 
 _INT32 = 2**31 - 1
@@ -47,6 +53,18 @@ _SIGNAL_OF = {v: k for k, v in SIGNAL_NAMES.items()}
 KINDS = {"image": hashes_pb2.ITEM_KIND_IMAGE, "video": hashes_pb2.ITEM_KIND_VIDEO}
 _KIND_OF = {v: k for k, v in KINDS.items()}
 VERDICTS = {"correct": match_pb2.VERDICT_CORRECT, "wrong": match_pb2.VERDICT_WRONG}
+_VERDICT_OF = {v: k for k, v in VERDICTS.items()}
+REPORT_REASONS: dict[str, int] = {r.value: contract.reason_to_pb(r) for r in ReportReason}
+"""A report's reason codes (``not_the_image``, ``widely_shared``, ...) and their protobuf
+values; unset in JSON is unset in protobuf (no reason given)."""
+_REPORT_REASON_OF = {v: k for k, v in REPORT_REASONS.items()}
+DECISIONS: dict[str, int] = {d.value: contract.review_decision_to_pb(d) for d in ReviewDecision}
+"""A review's decisions (``restore``, ``withdraw``) and their protobuf values."""
+QUARANTINE_REASONS: dict[int, str] = {
+    cases_pb2.QuarantineReason.Value(f"QUARANTINE_REASON_{r.name}"): r.value
+    for r in QuarantineReason
+}
+"""Why an item is quarantined, as JSON names it (``reports``, ``flood``)."""
 BANDS = {match_pb2.MATCH_BAND_STRONG: "strong", match_pb2.MATCH_BAND_WEAK: "weak"}
 STATES = ("active", "withdrawn")
 _CASE_STATE = {cases_pb2.CASE_STATE_ACTIVE: "active", cases_pb2.CASE_STATE_WITHDRAWN: "withdrawn"}
@@ -139,11 +157,26 @@ def match_request(body: Any) -> match_pb2.MatchRequest:
 
 
 def report_request(body: Any) -> match_pb2.ReportMatchRequest:
-    body = _object(body, "", {"item_id", "verdict"}, ("item_id", "verdict"))
-    return match_pb2.ReportMatchRequest(
+    body = _object(body, "", {"item_id", "verdict", "reason"}, ("item_id", "verdict"))
+    message = match_pb2.ReportMatchRequest(
         item_id=text(body["item_id"], "item_id"),
         verdict=_choice(body["verdict"], "verdict", VERDICTS),  # type: ignore[arg-type]
     )
+    if "reason" in body:
+        message.reason = _choice(body["reason"], "reason", REPORT_REASONS)  # type: ignore[assignment]
+    return message
+
+
+def review_request(body: Any, name: str) -> cases_pb2.ReviewItemRequest:
+    """A review decision on the item ``name`` (``cases/{number}/items/{item}``)."""
+    body = _object(body, "", {"decision", "note"}, ("decision",))
+    message = cases_pb2.ReviewItemRequest(
+        name=name,
+        decision=_choice(body["decision"], "decision", DECISIONS),  # type: ignore[arg-type]
+    )
+    if "note" in body:
+        message.note = text(body["note"], "note")
+    return message
 
 
 def new_items(body: Any) -> list[cases_pb2.NewItem]:
@@ -179,7 +212,30 @@ def _counts(counts: Any) -> dict[str, int]:
     return {_SIGNAL_OF.get(c.signal_type, "unknown"): c.count for c in counts}
 
 
-def item_json(item: cases_pb2.Item) -> dict[str, Any]:
+def quarantine_json(q: cases_pb2.Quarantine) -> dict[str, Any]:
+    return {
+        "reason": QUARANTINE_REASONS.get(q.reason, "reports"),
+        "description": q.description,
+        "since": _time(q.since),
+        "partners": q.partners,
+        "matches": q.matches,
+    }
+
+
+def _partner_report_json(r: cases_pb2.PartnerReport) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "partner": r.partner,
+        "verdict": _VERDICT_OF.get(r.verdict, "wrong"),
+        "report_time": _time(r.report_time),
+    }
+    if r.reason in _REPORT_REASON_OF:
+        out["reason"] = _REPORT_REASON_OF[r.reason]
+    return out
+
+
+def item_json(item: cases_pb2.Item, *, practitioner: bool = False) -> dict[str, Any]:
+    """An item as JSON. ``practitioner``: the owning organisation's view, which adds the named
+    partners' reports (the server sends them only there; a victim's view never has the key)."""
     out: dict[str, Any] = {
         "number": item.number,
         "kind": _KIND_OF.get(item.kind, "image"),
@@ -194,10 +250,18 @@ def item_json(item: cases_pb2.Item) -> dict[str, Any]:
     }
     if item.HasField("withdraw_time"):
         out["withdraw_time"] = _time(item.withdraw_time)
+    if item.HasField("quarantine"):
+        out["quarantine"] = quarantine_json(item.quarantine)
+    if item.HasField("review_time"):
+        out["review_time"] = _time(item.review_time)
+    if practitioner:
+        out["partner_reports"] = [_partner_report_json(r) for r in item.partner_reports]
     return out
 
 
-def case_json(case: cases_pb2.Case, *, items: bool = False) -> dict[str, Any]:
+def case_json(
+    case: cases_pb2.Case, *, items: bool = False, practitioner: bool = False
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "case_number": case.case_number,
         "state": _CASE_STATE.get(case.state, "active"),
@@ -212,13 +276,35 @@ def case_json(case: cases_pb2.Case, *, items: bool = False) -> dict[str, Any]:
     if case.HasField("withdraw_time"):
         out["withdraw_time"] = _time(case.withdraw_time)
     if items:
-        out["items"] = [item_json(i) for i in case.items]
+        out["items"] = [item_json(i, practitioner=practitioner) for i in case.items]
+    return out
+
+
+def review_queue_response(response: cases_pb2.ListReviewQueueResponse) -> dict[str, Any]:
+    entries = []
+    for e in response.entries:
+        entry: dict[str, Any] = {
+            "case_number": e.case_number,
+            "item": e.item_number,
+            "label": e.label,
+            "quarantine": quarantine_json(e.quarantine),
+            "reported_correct": e.reported_correct,
+            "reported_wrong": e.reported_wrong,
+            "create_time": _time(e.create_time),
+            "organization": e.organization,
+        }
+        if e.HasField("review_time"):
+            entry["review_time"] = _time(e.review_time)
+        entries.append(entry)
+    out: dict[str, Any] = {"entries": entries}
+    if response.next_page_token:
+        out["next_page_token"] = response.next_page_token
     return out
 
 
 def add_items_response(response: cases_pb2.AddItemsResponse) -> dict[str, Any]:
     return {
-        "items": [item_json(i) for i in response.items],
+        "items": [item_json(i, practitioner=True) for i in response.items],
         "added": response.added,
         "existing": response.existing,
         "item_count": response.item_count,

@@ -257,6 +257,8 @@ class Route:
     """Problem statuses it may answer (besides the ones every route may)."""
     fields: Mapping[str, str] | None = None
     """Top-level protobuf fields named otherwise here (``name`` is the path's case number)."""
+    query: tuple[str, ...] = ()
+    """Query parameters it takes (their schemas: ``openapi.QUERY_PARAMETERS``)."""
 
 
 _CASE_FIELDS = {"name": "number"}
@@ -287,7 +289,10 @@ ROUTES: tuple[Route, ...] = (
         summary="Report whether a match was right",
         description=(
             "Tell the bank whether a matched item was a re-upload (correct) or a false match "
-            "(wrong); counted per item and per case. Roles: partner, admin."
+            "(wrong), optionally with a reason code. Each partner key counts once per item: a "
+            "later verdict replaces its earlier one. When enough distinct partners report an "
+            "item wrong it is quarantined (stops matching) until its organisation reviews it. "
+            "Roles: partner, admin."
         ),
         tag="partners",
         auth=True,
@@ -386,6 +391,41 @@ ROUTES: tuple[Route, ...] = (
         request=None,
         responses={200: "Item"},
         errors=(400, 401, 403, 404, 429),
+        fields=_CASE_FIELDS,
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/review",
+        operation_id="listReviewQueue",
+        summary="Quarantined items waiting for review",
+        description=(
+            "The caller's organisation's quarantined items (an admin's: every organisation's, or "
+            "one's with `organization`), the oldest quarantine first, with why, since when and "
+            "the verdict counts. Roles: practitioner, admin."
+        ),
+        tag="cases",
+        auth=True,
+        request=None,
+        responses={200: "ReviewQueue"},
+        errors=(400, 401, 403, 404, 429),
+        query=("page_size", "page_token", "organization"),
+    ),
+    Route(
+        method="POST",
+        path="/api/v1/cases/{number}/items/{item}/review",
+        operation_id="reviewItem",
+        summary="Restore or withdraw a quarantined item",
+        description=(
+            "A practitioner's decision on a quarantined item of its organisation: `restore` (it "
+            "matches again at once, everywhere; verdicts from before no longer count) or "
+            "`withdraw` (as the item's withdrawal). An optional `note` goes into the audit "
+            "trail. 409 when the item is not quarantined. Roles: practitioner, admin."
+        ),
+        tag="cases",
+        auth=True,
+        request="ReviewRequest",
+        responses={200: "Item"},
+        errors=(400, 401, 403, 404, 409, 429),
         fields=_CASE_FIELDS,
     ),
     Route(
@@ -585,6 +625,8 @@ class Gateway:
             "addItems": self.add_items,
             "withdrawCase": self.withdraw_case,
             "withdrawItem": self.withdraw_item,
+            "listReviewQueue": self.review_queue,
+            "reviewItem": self.review_item,
             "victimStatus": self.victim_status,
             "victimWithdraw": self.victim_withdraw,
             "victimOpenCase": self.victim_open_case,
@@ -703,6 +745,19 @@ class Gateway:
         except (ValueError, RecursionError):
             raise InvalidInput("the body is not valid JSON (UTF-8)", field="") from None
 
+    @staticmethod
+    def _query(request: web.Request, known: set[str]) -> dict[str, str]:
+        """The query parameters, each known and given once (as a body's fields are checked)."""
+        out: dict[str, str] = {}
+        for name, value in request.query.items():
+            shown = name[:64]
+            if name not in known:
+                raise InvalidInput(f"unknown query parameter {shown!r}", field=shown)
+            if name in out:
+                raise InvalidInput(f"{shown} is given more than once", field=shown)
+            out[name] = convert.text(value, name)
+        return out
+
     def _metadata(self, request: web.Request) -> tuple[tuple[str, str], ...]:
         metadata = [(CLIENT_ADDRESS, client_address(request)), (GATEWAY_TOKEN, self._token)]
         authorization = request.headers.get("Authorization")
@@ -798,7 +853,7 @@ class Gateway:
             request,
             "GetCase",
             message,
-            lambda r: convert.case_json(r.case, items=True),
+            lambda r: convert.case_json(r.case, items=True, practitioner=True),
             fields=_CASE_FIELDS,
         )
 
@@ -821,17 +876,44 @@ class Gateway:
             fields=_CASE_FIELDS,
         )
 
-    async def withdraw_item(self, request: web.Request) -> web.StreamResponse:
+    def _item_name(self, request: web.Request) -> str:
         text = request.match_info["item"]
         if not (text.isascii() and text.isdigit() and 0 < len(text) <= 9 and int(text) > 0):
             raise InvalidInput("the item is its number in the case: 1, 2, ...", field="item")
-        name = f"{self._case_name(request)}/items/{int(text)}"
-        message = cases_pb2.WithdrawItemRequest(name=name)
+        return f"{self._case_name(request)}/items/{int(text)}"
+
+    async def withdraw_item(self, request: web.Request) -> web.StreamResponse:
+        message = cases_pb2.WithdrawItemRequest(name=self._item_name(request))
         return await self._json_call(
             request,
             "WithdrawItem",
             message,
-            lambda r: convert.item_json(r.item),
+            lambda r: convert.item_json(r.item, practitioner=True),
+            fields=_CASE_FIELDS,
+        )
+
+    async def review_queue(self, request: web.Request) -> web.StreamResponse:
+        query = self._query(request, {"page_size", "page_token", "organization"})
+        message = cases_pb2.ListReviewQueueRequest(
+            page_token=query.get("page_token", ""), organization=query.get("organization", "")
+        )
+        if "page_size" in query:
+            size = query["page_size"]
+            if not (size.isascii() and size.isdigit() and len(size) <= 9):
+                raise InvalidInput("page_size must be a whole number", field="page_size")
+            message.page_size = int(size)
+        return await self._json_call(
+            request, "ListReviewQueue", message, convert.review_queue_response
+        )
+
+    async def review_item(self, request: web.Request) -> web.StreamResponse:
+        name = self._item_name(request)
+        message = convert.review_request(await self._body(request), name)
+        return await self._json_call(
+            request,
+            "ReviewItem",
+            message,
+            lambda r: convert.item_json(r.item, practitioner=True),
             fields=_CASE_FIELDS,
         )
 

@@ -20,7 +20,7 @@ from matcher.v1 import cases_pb2, match_pb2
 if TYPE_CHECKING:
     from matcher.http.gateway import Route
 
-__all__ = ["SCHEMAS", "document"]
+__all__ = ["QUERY_PARAMETERS", "SCHEMAS", "document"]
 
 
 def _proto_doc(message: Any, field: str) -> str:
@@ -143,8 +143,91 @@ SCHEMAS: dict[str, Any] = {
         {
             "item_id": _str("The `item_id` of a match."),
             "verdict": {"type": "string", "enum": list(convert.VERDICTS)},
+            "reason": {
+                "type": "string",
+                "enum": list(convert.REPORT_REASONS),
+                "description": "Why, optionally (a code, never free text): not_the_image (a "
+                "different picture), widely_shared (a meme, a celebrity photo), featureless (a "
+                "flat colour, a grid), other.",
+            },
         },
         ["item_id", "verdict"],
+    ),
+    "Quarantine": _object(
+        {
+            "reason": {
+                "type": "string",
+                "enum": list(convert.QUARANTINE_REASONS.values()),
+                "description": "reports: enough distinct partners reported its matches wrong; "
+                "flood: its match rate jumped far above its own history and the bank's norm.",
+            },
+            "description": _str("The reason in plain words, for practitioners and victims."),
+            "since": _TIME,
+            "partners": _int(
+                "Reason `reports`: distinct partners whose current verdict was wrong.", minimum=0
+            ),
+            "matches": _int(
+                "Reason `flood`: uploads that returned it within the last hour.", minimum=0
+            ),
+        },
+        ["reason", "description", "since", "partners", "matches"],
+        "Set while the item is quarantined: it is held but matches nothing until a "
+        "practitioner of its organisation reviews it.",
+    ),
+    "PartnerReport": _object(
+        {
+            "partner": _str("The partner's name (the name of its API key)."),
+            "verdict": {"type": "string", "enum": list(convert.VERDICTS)},
+            "reason": {"type": "string", "enum": list(convert.REPORT_REASONS)},
+            "report_time": _TIME,
+        },
+        ["partner", "verdict", "report_time"],
+        "One named partner's current verdict (only partners who agreed to be named).",
+    ),
+    "ReviewRequest": _object(
+        {
+            "decision": {
+                "type": "string",
+                "enum": list(convert.DECISIONS),
+                "description": "restore: it is the victim's image, match it again; withdraw: "
+                "it should not be in the bank (its hashes are deleted).",
+            },
+            "note": _str("Optional note for the audit trail (at most 100 characters)."),
+        },
+        ["decision"],
+    ),
+    "ReviewQueueEntry": _object(
+        {
+            "case_number": _str("The case number."),
+            "item": _int("The item's number within the case.", minimum=1),
+            "label": _str("The practitioner's label, if any."),
+            "quarantine": _ref("Quarantine"),
+            "reported_correct": _COUNT,
+            "reported_wrong": _COUNT,
+            "create_time": _TIME,
+            "review_time": _str(
+                "When it was last restored from quarantine, if ever.", format="date-time"
+            ),
+            "organization": _str("Its organisation, `organizations/{id}`."),
+        },
+        [
+            "case_number",
+            "item",
+            "label",
+            "quarantine",
+            "reported_correct",
+            "reported_wrong",
+            "create_time",
+            "organization",
+        ],
+        "One quarantined item waiting for review.",
+    ),
+    "ReviewQueue": _object(
+        {
+            "entries": {"type": "array", "items": _ref("ReviewQueueEntry")},
+            "next_page_token": _str("Pass as `page_token` for the next page; absent on the last."),
+        },
+        ["entries"],
     ),
     "Session": _object(
         {
@@ -181,6 +264,18 @@ SCHEMAS: dict[str, Any] = {
             "reported_wrong": _COUNT,
             "create_time": _TIME,
             "withdraw_time": _TIME,
+            "quarantine": _ref("Quarantine"),
+            "review_time": _str(
+                "When a practitioner last restored it from quarantine, if ever.",
+                format="date-time",
+            ),
+            "partner_reports": {
+                "type": "array",
+                "items": _ref("PartnerReport"),
+                "description": "The current verdicts of partners who agreed to be named; only "
+                "in the owning organisation's views, never the victim's. Other partners' "
+                "verdicts are in the counts only.",
+            },
         },
         [
             "number",
@@ -311,6 +406,22 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
+QUERY_PARAMETERS: dict[str, dict[str, Any]] = {
+    "page_size": {
+        "description": "At most this many entries (default 100, at most 1000).",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+    },
+    "page_token": {
+        "description": "The `next_page_token` of the previous page.",
+        "schema": {"type": "string"},
+    },
+    "organization": {
+        "description": "Admins only: one organisation's items, `organizations/{id}`.",
+        "schema": {"type": "string"},
+    },
+}
+"""The query parameters routes take (``Route.query``)."""
+
 _REASONS = {
     400: "The request is not valid (`errors` names the fields)",
     401: "No API key, or an unknown or revoked one",
@@ -364,6 +475,7 @@ def _operation(route: Route) -> dict[str, Any]:
                 "schema": {"type": "integer", "minimum": 1},
             }
         )
+    params += [{"name": name, "in": "query", **QUERY_PARAMETERS[name]} for name in route.query]
     if params:
         op["parameters"] = params
     if route.request:
