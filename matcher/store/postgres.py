@@ -871,6 +871,10 @@ class PostgresStore:
             ).fetchone()
             if row is None:
                 raise NotFound("no such match (it may have been withdrawn)")
+            # A verdict written after a review counts as after it, even within the review's
+            # millisecond or from a replica whose clock is behind: writes on one item are
+            # serialised, so their order is the truth, not the clocks.
+            at = now if row[2] is None else max(now, int(row[2]) + 1)
             held = w.execute(
                 "SELECT verdict FROM verdicts WHERE item_id = %s AND key_id = %s",
                 (item_id, actor.key_id),
@@ -880,7 +884,7 @@ class PostgresStore:
                 "VALUES (%s, %s, %s, %s, %s) "
                 "ON CONFLICT (item_id, key_id) DO UPDATE SET verdict = excluded.verdict, "
                 "reason = excluded.reason, at = excluded.at",
-                (item_id, actor.key_id, verdict, None if reason is None else str(reason), now),
+                (item_id, actor.key_id, verdict, None if reason is None else str(reason), at),
             )
             if held is None:
                 w.execute(
@@ -1000,7 +1004,14 @@ class PostgresStore:
             if row[1] is None:
                 raise Conflict("the item is not quarantined")
             w.execute("DELETE FROM quarantines WHERE item_id = %s", (row[0],))
-            w.execute("UPDATE items SET reviewed_at = %s WHERE id = %s", (now, row[0]))
+            # The review covers every verdict given before it, whatever the clock of the
+            # replica that wrote them said (verdicts after it are stamped later, above).
+            (latest,) = w.execute(
+                "SELECT coalesce(max(at), 0) FROM verdicts WHERE item_id = %s", (row[0],)
+            ).fetchone()
+            w.execute(
+                "UPDATE items SET reviewed_at = %s WHERE id = %s", (max(now, int(latest)), row[0])
+            )
             detail: dict[str, object] = {"item": number, "decision": "restore", "reason": row[1]}
             if note:
                 detail["note"] = note
