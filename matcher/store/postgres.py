@@ -1006,9 +1006,10 @@ class PostgresStore:
             w.execute("DELETE FROM quarantines WHERE item_id = %s", (row[0],))
             # The review covers every verdict given before it, whatever the clock of the
             # replica that wrote them said (verdicts after it are stamped later, above).
-            (latest,) = w.execute(
+            found = w.execute(
                 "SELECT coalesce(max(at), 0) FROM verdicts WHERE item_id = %s", (row[0],)
             ).fetchone()
+            latest = found[0] if found else 0  # an aggregate always gives a row: for mypy
             w.execute(
                 "UPDATE items SET reviewed_at = %s WHERE id = %s", (max(now, int(latest)), row[0])
             )
