@@ -163,3 +163,28 @@ def test_a_benign_flood_is_quarantined_while_a_victims_wave_is_not(
     [row] = [e for e in entries if e.action == "item.quarantine"]
     assert row.detail["reason"] == "flood" and row.actor == "operator"
     assert guarded.bank.flood.quarantined == 1
+
+
+def test_flood_control_trims_the_counts_it_no_longer_reads(tmp_path: Path) -> None:
+    """Once an hour a replica deletes the buckets older than the rule's history: the table holds
+    about ``history_hours`` rows per matched item, not one per item per hour for ever."""
+    from matcher.bank.flood import FloodControl
+    from matcher.signals import MD5, Hash
+    from matcher.store import SQLiteStore
+
+    with SQLiteStore(tmp_path / "data") as store:
+        org = store.create_organisation("Helpline", actor=Principal.operator("test"))
+        case = store.create_case(
+            org.id, "AAAA-BBBB-CCCC", "scrypt$x", actor=Principal.operator("t")
+        )
+        (item,) = store.add_items(
+            case.id, [NewItem([Hash(MD5, bytes(16))])], actor=Principal.operator("t")
+        ).items
+        flood = FloodControl(store, FloodRule(history_hours=3))
+        start = 1_000 * 3600.0
+        for hour in range(10):
+            flood.count([item.id])
+            flood.flush(now=start + hour * 3600)
+        held = store.match_counts([item.id], 0)[item.id]
+        # The last flush (hour 1009) keeps what the rule reads: hours 1005 (= 1009 - 1 - 3) on.
+        assert sorted(held) == [1005, 1006, 1007, 1008, 1009]

@@ -126,6 +126,7 @@ class FloodControl:
         """Flushes that wrote counts (for metrics)."""
         self.quarantined = 0
         """Items this replica quarantined for a flood."""
+        self._trimmed_at: int | None = None
 
     def count(self, item_ids: Iterable[int]) -> None:
         """Count one upload for each item of ``item_ids`` (one query's matched items)."""
@@ -160,7 +161,16 @@ class FloodControl:
                         self._counts[item] = self._counts.get(item, 0) + n
                 raise
             self.flushes += 1
-            return self._evaluate(list(counts), now)
+            quarantined = self._evaluate(list(counts), now)
+            if bucket != self._trimmed_at:
+                # Once an hour per replica: the rule reads ``history_hours`` back from the hour
+                # before this one, so older buckets are dead weight.
+                try:
+                    self._store.trim_match_counts(bucket - 1 - self.rule.history_hours)
+                    self._trimmed_at = bucket
+                except Exception:  # the counts went in; the trim is tried again next flush
+                    log.exception("flood control: trimming old match counts failed")
+            return quarantined
 
     def _evaluate(self, item_ids: Sequence[int], now: float) -> list[int]:
         rule = self.rule

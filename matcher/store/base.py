@@ -306,6 +306,12 @@ class MatchStore(Protocol):
         """For each of ``item_ids`` with counts, its uploads per hour bucket from ``since``."""
         ...
 
+    def trim_match_counts(self, before: int) -> int:
+        """Delete the match counts of hour buckets before ``before`` (older than anything the
+        flood rule reads); return how many rows went. Without it the table grows by a row per
+        matched item per hour for ever."""
+        ...
+
     def match_norm(self, since: int, until: int) -> float:
         """The bank's norm: the mean uploads per (item, hour) row over the buckets
         ``since <= bucket < until`` (0.0 when there are none)."""

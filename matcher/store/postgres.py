@@ -1033,6 +1033,12 @@ class PostgresStore:
                 rows,
             )
 
+    def trim_match_counts(self, before: int) -> int:
+        """Delete the counts of hour buckets before ``before`` (see ``MatchStore``)."""
+        with self._write() as w:
+            cur = w.execute("DELETE FROM match_counts WHERE bucket < %s", (int(before),))
+            return int(cur.rowcount)
+
     def match_counts(self, item_ids: Sequence[int], since: int) -> dict[int, dict[int, int]]:
         """Per item of ``item_ids``, its hour buckets from ``since`` on (see ``MatchStore``)."""
         with self._conn() as conn:

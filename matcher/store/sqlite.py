@@ -1287,6 +1287,12 @@ class SQLiteStore:
                 [(int(i), int(bucket), int(n)) for i, n in counts.items()],
             )
 
+    def trim_match_counts(self, before: int) -> int:
+        """Delete the counts of hour buckets before ``before`` (see ``MatchStore``)."""
+        with self._write() as w:
+            cur = w.execute("DELETE FROM match_counts WHERE bucket < ?", (int(before),))
+            return int(cur.rowcount)
+
     def match_counts(self, item_ids: Sequence[int], since: int) -> dict[int, dict[int, int]]:
         """Per item of ``item_ids``, its hour buckets from ``since`` on (see ``MatchStore``)."""
         rows = self._reader().execute(

@@ -519,6 +519,9 @@ def test_match_counts_add_up_per_item_and_hour(store: Store, case_id: int) -> No
     assert store.match_counts([a.id], 101) == {a.id: {101: 7}}
     assert store.match_norm(100, 101) == 3.0  # (5 + 1) / 2 rows
     assert store.match_norm(0, 100) == 0.0
+    assert store.trim_match_counts(101) == 2  # the two rows of hour 100 go
+    assert store.match_counts([a.id, b.id], 0) == {a.id: {101: 7}}
+    assert store.trim_match_counts(101) == 0
 
 
 # -- following
