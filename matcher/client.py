@@ -354,7 +354,7 @@ class _Calls:
             "AddAllowlistEntries",
             request,
             lambda r: AllowlistAdded(
-                [contract.allowlist_entry_from_pb(e) for e in r.entries], r.existing_count, -1
+                [contract.allowlist_entry_from_pb(e) for e in r.entries], r.existing_count
             ),
         )
 

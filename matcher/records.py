@@ -645,11 +645,12 @@ class AllowlistEntry:
 @dataclass(frozen=True, slots=True)
 class AllowlistAdded:
     """What an addition committed: the entries created now (in the order sent), how many of
-    the hashes sent were held already, and the allowlist's version after it."""
+    the hashes sent were held already, and the allowlist's version after it (None through the
+    SDK: the service does not send its store's version)."""
 
     entries: list[AllowlistEntry]
     existing: int
-    version: int
+    version: int | None = None
 
     @property
     def added(self) -> int:
