@@ -192,7 +192,9 @@ class KeyPolicy:
     ``max_distance``: per signal type name, a threshold stricter than the bank's for this key.
     ``daily_hashes``: at most this many query hashes per UTC day (None: no budget).
     ``suspended_at``: set when probing detection suspended the key (``suspend_reason`` says
-    which bound); the key is refused until an admin restores it.
+    which bound); the key is refused until an admin restores it. ``throttled_until``: while
+    in the future, probing detection throttles the key (every replica refuses its matches);
+    kept with the probing counts, not set through ``set_key_policy``.
     """
 
     exact_distances: bool = False
@@ -203,6 +205,7 @@ class KeyPolicy:
     named_in_reports: bool = False
     """The partner agreed that its name (the key's name) is shown to the owning organisation
     beside its verdicts in the case status; otherwise its verdicts are counts only."""
+    throttled_until: datetime | None = None
 
     @property
     def suspended(self) -> bool:

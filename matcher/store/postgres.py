@@ -87,7 +87,7 @@ from matcher.records import (
 )
 from matcher.signals import SIGNALS, Hash
 from matcher.store import ledger as ledger_file
-from matcher.store.base import AddedItems
+from matcher.store.base import AddedItems, ProbeRecord, ProbeTally
 from matcher.store.crypto import KEY_FILE_ENV, ItemCipher, Keyring, load_keyring
 from matcher.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from matcher.store.sqlite import (
@@ -100,8 +100,11 @@ from matcher.store.sqlite import (
     _case,
     _codes_by_signal,
     _dt_required,
+    _hit_rows,
     _item,
     _key,
+    _near_asked,
+    _near_rows,
     _now_ms,
     _policy_from_json,
     _policy_to_json,
@@ -110,6 +113,7 @@ from matcher.store.sqlite import (
     _signal_dict,
     _unique_hashes,
     _verdict,
+    _with_throttle,
 )
 
 try:
@@ -829,6 +833,111 @@ class PostgresStore:
                     [(bytes(k), bucket) for k in sorted(set(keys))],
                 )
 
+    # -- probing counts (``ProbeStore``)
+
+    def record_probes(
+        self, key_id: int, record: ProbeRecord, *, now: int, near_since: int, edge_since: int
+    ) -> ProbeTally:
+        """Check and record one request's hits (see ``ProbeStore``).
+
+        The transaction first upserts the key's ``probe_keys`` row, which locks it until
+        commit: two replicas recording for one key take turns, and each statement after the
+        lock reads (READ COMMITTED) everything the previous holder committed. Different keys
+        never wait for each other."""
+        key_id, now = int(key_id), int(now)
+        with self._write() as w:
+            locked = w.execute(
+                "INSERT INTO probe_keys(key_id) VALUES (%s) ON CONFLICT (key_id) "
+                "DO UPDATE SET key_id = excluded.key_id RETURNING throttled_until",
+                (key_id,),
+            ).fetchone()
+            throttled = locked[0] if locked else 0
+            added = 0
+            if record.near:
+                held = {
+                    int(r[0])
+                    for r in w.execute(
+                        "SELECT digest FROM probe_near WHERE key_id = %s AND at >= %s "
+                        "AND digest = ANY(%s::bigint[])",
+                        (key_id, near_since, _near_asked(record)),
+                    )
+                }
+                rows = _near_rows(record, held)
+                added = sum(near for _, near in rows)
+                with w.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO probe_near(key_id, digest, near, at) "
+                        "VALUES (%s, %s, %s, %s) ON CONFLICT (key_id, digest) DO UPDATE "
+                        "SET near = excluded.near, at = excluded.at",
+                        [(key_id, d, int(near), now) for d, near in rows],
+                    )
+            counted = w.execute(
+                "SELECT count(*) FROM probe_near WHERE key_id = %s AND near = 1 AND at >= %s",
+                (key_id, near_since),
+            ).fetchone()
+            near_count = counted[0] if counted else 0
+            items: dict[int, tuple[int, int, bool]] = {}
+            if record.hits:
+                slots = sorted({int(i) for i, _, _ in record.hits})
+                held_hits = {
+                    (int(i), int(d)): bool(e)
+                    for i, d, e in w.execute(
+                        "SELECT item, digest, edge FROM probe_hits WHERE key_id = %s "
+                        "AND at >= %s AND item = ANY(%s::bigint[]) "
+                        "AND digest = ANY(%s::bigint[])",
+                        (
+                            key_id,
+                            edge_since,
+                            slots,
+                            sorted({int(d) for _, d, _ in record.hits}),
+                        ),
+                    )
+                }
+                changed, grown = _hit_rows(record, held_hits)
+                with w.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO probe_hits(key_id, item, digest, edge, at) "
+                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key_id, item, digest) "
+                        "DO UPDATE SET edge = excluded.edge, at = excluded.at",
+                        [(key_id, i, d, int(e), now) for (i, d), e in sorted(changed.items())],
+                    )
+                for item, spread, edge in w.execute(
+                    "SELECT item, count(*), sum(edge) FROM probe_hits WHERE key_id = %s "
+                    "AND item = ANY(%s::bigint[]) AND at >= %s GROUP BY item",
+                    (key_id, slots, edge_since),
+                ):
+                    items[int(item)] = (int(edge), int(spread), int(item) in grown)
+        return ProbeTally(int(near_count), added, items, int(throttled))
+
+    def throttle_probes(
+        self, key_id: int, until: int, *, actor: Principal, detail: dict[str, object]
+    ) -> None:
+        """Throttle the key until ``until`` and audit it (see ``ProbeStore``)."""
+        with self._write() as w:
+            w.execute(
+                "INSERT INTO probe_keys(key_id, throttled_until) VALUES (%s, %s) "
+                "ON CONFLICT (key_id) DO UPDATE SET "
+                "throttled_until = GREATEST(probe_keys.throttled_until, excluded.throttled_until)",
+                (int(key_id), int(until)),
+            )
+            self._audit(w, actor, Action.MATCH_PROBE, detail=detail)
+
+    def reset_probes(self, key_id: int) -> None:
+        """Forget the key's probing counts and throttle (see ``ProbeStore``)."""
+        with self._write() as w:
+            for table in ("probe_near", "probe_hits", "probe_keys"):
+                w.execute(f"DELETE FROM {table} WHERE key_id = %s", (int(key_id),))
+
+    def trim_probes(self, *, near_before: int, edge_before: int) -> int:
+        """Delete probing rows older than their windows (see ``ProbeStore``)."""
+        with self._write() as w:
+            gone = w.execute("DELETE FROM probe_near WHERE at < %s", (int(near_before),)).rowcount
+            gone += w.execute("DELETE FROM probe_hits WHERE at < %s", (int(edge_before),)).rowcount
+            gone += w.execute(
+                "DELETE FROM probe_keys WHERE throttled_until < %s", (int(near_before),)
+            ).rowcount
+        return int(gone)
+
     # -- matching
 
     def active_items(self, item_ids: Sequence[int]) -> set[int]:
@@ -1133,12 +1242,16 @@ class PostgresStore:
     # Key policies live in ``meta`` (one JSON row per key, ``key_policy:{id}``), as in SQLite.
 
     def key_policy(self, key_id: int) -> KeyPolicy:
-        """The key's policy, or the default one (read fresh: every replica sees a change)."""
+        """The key's policy, or the default one, with its probing throttle (read fresh:
+        every replica sees a change)."""
         with self._conn() as conn:
             row = conn.execute(
-                "SELECT value FROM meta WHERE key = %s", (f"key_policy:{key_id}",)
+                "SELECT (SELECT value FROM meta WHERE key = %s), "
+                "(SELECT throttled_until FROM probe_keys WHERE key_id = %s)",
+                (f"key_policy:{key_id}", int(key_id)),
             ).fetchone()
-        return KeyPolicy() if row is None else _policy_from_json(bytes(row[0]))
+        policy = KeyPolicy() if row is None or row[0] is None else _policy_from_json(bytes(row[0]))
+        return _with_throttle(policy, None if row is None else row[1])
 
     def set_key_policy(
         self,

@@ -24,7 +24,8 @@ key (outside the database: ``MATCHER_STORE_KEY`` or a key file, the same for eve
 and ``meta.secret_key`` is stored wrapped. A version-2 database is sealed in place.
 
 Schema version 4, as on SQLite: ``verdicts``, ``quarantines``, ``items.reviewed_at``,
-``match_counts``, ``allowlist`` and ``guess_failures`` (see ``matcher.store.sqlite_schema``).
+``match_counts``, ``allowlist``, ``guess_failures`` and the probing counts ``probe_near``,
+``probe_hits``, ``probe_keys`` (see ``matcher.store.sqlite_schema``).
 """
 
 from __future__ import annotations
@@ -207,6 +208,29 @@ _V4: tuple[str, ...] = (
         PRIMARY KEY (key, bucket)
     )""",
     "CREATE INDEX guess_failures_by_bucket ON guess_failures(bucket)",
+    """CREATE TABLE probe_near (
+        key_id BIGINT NOT NULL,
+        digest BIGINT NOT NULL,
+        near SMALLINT NOT NULL CHECK (near IN (0, 1)),
+        at BIGINT NOT NULL,
+        PRIMARY KEY (key_id, digest)
+    )""",
+    "CREATE INDEX probe_near_by_at ON probe_near(at)",
+    # The near count reads the near rows only: few, where honest partners' hits are many.
+    "CREATE INDEX probe_near_counted ON probe_near(key_id, at) WHERE near = 1",
+    """CREATE TABLE probe_hits (
+        key_id BIGINT NOT NULL,
+        item BIGINT NOT NULL,
+        digest BIGINT NOT NULL,
+        edge SMALLINT NOT NULL CHECK (edge IN (0, 1)),
+        at BIGINT NOT NULL,
+        PRIMARY KEY (key_id, item, digest)
+    )""",
+    "CREATE INDEX probe_hits_by_at ON probe_hits(at)",
+    """CREATE TABLE probe_keys (
+        key_id BIGINT PRIMARY KEY,
+        throttled_until BIGINT NOT NULL DEFAULT 0
+    )""",
 )
 
 

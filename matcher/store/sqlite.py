@@ -35,6 +35,7 @@ Times are integer milliseconds since the Unix epoch (UTC).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
@@ -79,7 +80,7 @@ from matcher.records import (
     VerdictRecord,
 )
 from matcher.signals import SIGNALS, Hash
-from matcher.store.base import AddedItems
+from matcher.store.base import AddedItems, ProbeRecord, ProbeTally
 from matcher.store.crypto import KEY_FILE_ENV, ItemCipher, Keyring, default_key_file, load_keyring
 from matcher.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, Migration
 
@@ -112,6 +113,45 @@ def _json_ids(ids: Sequence[int]) -> str:
     # One JSON array parameter instead of thousands of "?" placeholders: SQLite's json_each
     # turns it back into rows, and the statement text stays the same (cached) for any size.
     return json.dumps([int(i) for i in ids])
+
+
+def _near_asked(record: ProbeRecord) -> list[int]:
+    """Every digest a request's near check looks up: its own and their neighbours."""
+    asked = {int(d) for d, _ in record.near}
+    for _, neighbours in record.near:
+        asked.update(int(n) for n in neighbours)
+    return sorted(asked)
+
+
+def _near_rows(record: ProbeRecord, held: set[int]) -> list[tuple[int, bool]]:
+    """The near digests of ``record`` to write (those not ``held`` in the window), in request
+    order, each with whether a neighbour was held or came earlier in the request."""
+    seen = set(held)
+    rows = []
+    for digest, neighbours in record.near:
+        d = int(digest)
+        if d in seen:
+            continue
+        rows.append((d, any(int(n) in seen for n in neighbours)))
+        seen.add(d)
+    return rows
+
+
+def _hit_rows(
+    record: ProbeRecord, held: Mapping[tuple[int, int], bool]
+) -> tuple[dict[tuple[int, int], bool], set[int]]:
+    """The (item, query) rows of ``record`` to write (new in the window, or now at the edge)
+    and the items whose counts they grow."""
+    wanted: dict[tuple[int, int], bool] = {}
+    for item, digest, edge in record.hits:
+        pair = (int(item), int(digest))
+        wanted[pair] = wanted.get(pair, False) or bool(edge)
+    changed = {
+        pair: edge or held.get(pair, False)
+        for pair, edge in wanted.items()
+        if pair not in held or (edge and not held[pair])
+    }
+    return changed, {item for item, _ in changed}
 
 
 def _signal_dict(text: str) -> dict[str, int]:
@@ -254,6 +294,13 @@ def _policy_to_json(policy: KeyPolicy) -> str:
         },
         sort_keys=True,
     )
+
+
+def _with_throttle(policy: KeyPolicy, until_ms: int | None) -> KeyPolicy:
+    """``policy`` with the key's probing throttle (``probe_keys``; 0 or None: none)."""
+    if not until_ms:
+        return policy
+    return dataclasses.replace(policy, throttled_until=_dt(int(until_ms)))
 
 
 def _policy_from_json(text: str | bytes) -> KeyPolicy:
@@ -1093,6 +1140,105 @@ class SQLiteStore:
                 [(bytes(k), bucket) for k in sorted(set(keys))],
             )
 
+    # -- probing counts (``ProbeStore``)
+
+    def record_probes(
+        self, key_id: int, record: ProbeRecord, *, now: int, near_since: int, edge_since: int
+    ) -> ProbeTally:
+        """Check and record one request's hits (see ``ProbeStore``): one write transaction,
+        so every other writer (another process on the folder too) waits for it."""
+        key_id, now = int(key_id), int(now)
+        with self._write() as w:
+            w.execute(
+                "INSERT INTO probe_keys(key_id) VALUES (?) ON CONFLICT(key_id) DO NOTHING",
+                (key_id,),
+            )
+            (throttled,) = w.execute(
+                "SELECT throttled_until FROM probe_keys WHERE key_id = ?", (key_id,)
+            ).fetchone()
+            added = 0
+            if record.near:
+                held = {
+                    int(r[0])
+                    for r in w.execute(
+                        "SELECT digest FROM probe_near WHERE key_id = ? AND at >= ? "
+                        "AND digest IN (SELECT value FROM json_each(?))",
+                        (key_id, near_since, _json_ids(_near_asked(record))),
+                    )
+                }
+                rows = _near_rows(record, held)
+                added = sum(near for _, near in rows)
+                w.executemany(
+                    "INSERT INTO probe_near(key_id, digest, near, at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(key_id, digest) DO UPDATE SET near = excluded.near, "
+                    "at = excluded.at",
+                    [(key_id, d, int(near), now) for d, near in rows],
+                )
+            (near_count,) = w.execute(
+                "SELECT count(*) FROM probe_near WHERE key_id = ? AND near = 1 AND at >= ?",
+                (key_id, near_since),
+            ).fetchone()
+            items: dict[int, tuple[int, int, bool]] = {}
+            if record.hits:
+                slots = sorted({int(i) for i, _, _ in record.hits})
+                held_hits = {
+                    (int(i), int(d)): bool(e)
+                    for i, d, e in w.execute(
+                        "SELECT item, digest, edge FROM probe_hits WHERE key_id = ? AND at >= ? "
+                        "AND item IN (SELECT value FROM json_each(?)) "
+                        "AND digest IN (SELECT value FROM json_each(?))",
+                        (
+                            key_id,
+                            edge_since,
+                            _json_ids(slots),
+                            _json_ids(sorted({int(d) for _, d, _ in record.hits})),
+                        ),
+                    )
+                }
+                changed, grown = _hit_rows(record, held_hits)
+                w.executemany(
+                    "INSERT INTO probe_hits(key_id, item, digest, edge, at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT(key_id, item, digest) DO UPDATE SET edge = excluded.edge, "
+                    "at = excluded.at",
+                    [(key_id, i, d, int(e), now) for (i, d), e in changed.items()],
+                )
+                for item, spread, edge in w.execute(
+                    "SELECT item, count(*), sum(edge) FROM probe_hits WHERE key_id = ? "
+                    "AND item IN (SELECT value FROM json_each(?)) AND at >= ? GROUP BY item",
+                    (key_id, _json_ids(slots), edge_since),
+                ):
+                    items[int(item)] = (int(edge), int(spread), int(item) in grown)
+        return ProbeTally(int(near_count), added, items, int(throttled))
+
+    def throttle_probes(
+        self, key_id: int, until: int, *, actor: Principal, detail: dict[str, object]
+    ) -> None:
+        """Throttle the key until ``until`` and audit it (see ``ProbeStore``)."""
+        with self._write() as w:
+            w.execute(
+                "INSERT INTO probe_keys(key_id, throttled_until) VALUES (?, ?) "
+                "ON CONFLICT(key_id) DO UPDATE SET "
+                "throttled_until = max(throttled_until, excluded.throttled_until)",
+                (int(key_id), int(until)),
+            )
+            self._audit(w, actor, Action.MATCH_PROBE, detail=detail)
+
+    def reset_probes(self, key_id: int) -> None:
+        """Forget the key's probing counts and throttle (see ``ProbeStore``)."""
+        with self._write() as w:
+            for table in ("probe_near", "probe_hits", "probe_keys"):
+                w.execute(f"DELETE FROM {table} WHERE key_id = ?", (int(key_id),))
+
+    def trim_probes(self, *, near_before: int, edge_before: int) -> int:
+        """Delete probing rows older than their windows (see ``ProbeStore``)."""
+        with self._write() as w:
+            gone = w.execute("DELETE FROM probe_near WHERE at < ?", (int(near_before),)).rowcount
+            gone += w.execute("DELETE FROM probe_hits WHERE at < ?", (int(edge_before),)).rowcount
+            gone += w.execute(
+                "DELETE FROM probe_keys WHERE throttled_until < ?", (int(near_before),)
+            ).rowcount
+        return int(gone)
+
     # -- matching
 
     def active_items(self, item_ids: Sequence[int]) -> set[int]:
@@ -1387,13 +1533,17 @@ class SQLiteStore:
     # no schema change: few keys ever get one, and it is read only when a key is (re)cached.
 
     def key_policy(self, key_id: int) -> KeyPolicy:
-        """The key's policy, or the default one."""
+        """The key's policy, or the default one, with its probing throttle."""
         row = (
             self._reader()
-            .execute("SELECT value FROM meta WHERE key = ?", (f"key_policy:{key_id}",))
+            .execute(
+                "SELECT (SELECT value FROM meta WHERE key = ?), "
+                "(SELECT throttled_until FROM probe_keys WHERE key_id = ?)",
+                (f"key_policy:{key_id}", int(key_id)),
+            )
             .fetchone()
         )
-        return KeyPolicy() if row is None else _policy_from_json(row[0])
+        return _with_throttle(KeyPolicy() if row[0] is None else _policy_from_json(row[0]), row[1])
 
     def set_key_policy(
         self,

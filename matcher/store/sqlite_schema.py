@@ -48,6 +48,11 @@ Schema version 4 (a bank nobody can poison)::
               UNIQUE(signal, value))      hashes of benign, widely shared pictures
     guess_failures(key, bucket, failures, PK(key, bucket))   failed victim guesses per keyed
                                               address / case / overall, per time bucket
+    probe_near(key_id, digest, near, at, PK(key_id, digest))   keyed digests of hit query
+                                              hashes, for near-identical probing
+    probe_hits(key_id, item, digest, edge, at, PK(key_id, item, digest))   keyed (item,
+                                              query) hits, for the edge and spread counts
+    probe_keys(key_id PK, throttled_until)    the lock row and shared throttle per key
 
 ``items.reported_correct`` / ``reported_wrong`` are from now on the counts of the current
 verdicts (distinct partner keys); the counts a v3 folder held (anonymous repeats) are kept as
@@ -372,6 +377,35 @@ _V4: tuple[str, ...] = (
         PRIMARY KEY (key, bucket)
     ) WITHOUT ROWID""",
     "CREATE INDEX guess_failures_by_bucket ON guess_failures(bucket)",
+    # Probing counts (issue 12), per partner key, so every replica counts one prober's
+    # queries together (``matcher.bank.probe_counts``). Digests are keyed (BLAKE2b under the
+    # store's secret key, 64 bits): never a hash value, never an item id in clear. Only
+    # queries that hit something are recorded. ``at`` is epoch ms; old rows are trimmed.
+    """CREATE TABLE probe_near (
+        key_id INTEGER NOT NULL,
+        digest INTEGER NOT NULL,
+        near INTEGER NOT NULL CHECK (near IN (0, 1)),
+        at INTEGER NOT NULL,
+        PRIMARY KEY (key_id, digest)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX probe_near_by_at ON probe_near(at)",
+    # The near count reads the near rows only: few, where honest partners' hits are many.
+    "CREATE INDEX probe_near_counted ON probe_near(key_id, at) WHERE near = 1",
+    """CREATE TABLE probe_hits (
+        key_id INTEGER NOT NULL,
+        item INTEGER NOT NULL,
+        digest INTEGER NOT NULL,
+        edge INTEGER NOT NULL CHECK (edge IN (0, 1)),
+        at INTEGER NOT NULL,
+        PRIMARY KEY (key_id, item, digest)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX probe_hits_by_at ON probe_hits(at)",
+    # One row per key with probing counts: the row every check-and-record of the key locks
+    # first (PostgreSQL), and the key's throttle, which every replica reads with its policy.
+    """CREATE TABLE probe_keys (
+        key_id INTEGER PRIMARY KEY,
+        throttled_until INTEGER NOT NULL DEFAULT 0
+    )""",
 )
 
 

@@ -1,0 +1,232 @@
+"""Probing counts in the store, so that every replica counts one prober's queries together.
+
+``matcher.bank.probing`` explains the bounds (near-identical hashes, hashes at one item's
+edge, spread). Counted per replica, a prober who sends its queries round-robin over N replicas
+would need N times each bound before an alarm. Here the counts that decide the alarms are the
+store's (``ProbeStore``): after a request's search, if anything matched, one worker thread
+(never the event loop) records what it hit and reads the key's counts back, in one
+transaction that waits for any other one of the same key, and the service refuses the request
+if a bound is crossed. A request that matched nothing costs nothing here: no digest, no store
+call (``any(results)`` on the event loop).
+
+What is recorded, per partner key (its id in clear), for queries that hit an item only:
+
+- *near*: for each hash of a watched signal (``ProbeLimits.near_bits``: PDQ) in such a query,
+  a keyed digest of its value, and, for the lookup only, the digests of its one-bit
+  neighbours (256 for PDQ). A hash is *near* when a neighbour's digest was recorded before it
+  within ``near_window_seconds``: the store finds pairs one bit apart by equality, never
+  seeing a value. Distances above one bit are not shared (the per-replica detector, which
+  holds values in memory, still watches its own queries at ``near_bits``).
+- *edge* and *spread*: per (item, query) hit, a keyed digest of the item's partner-facing id,
+  a keyed digest of the query's hashes, and whether the query sat within ``edge_margin`` of
+  the threshold, within ``edge_window_seconds``.
+
+Digests are BLAKE2b keyed with the store's secret key (the same on every replica), with a
+different personalisation per kind, cut to 64 bits (a signed integer column). What a copy of
+the database shows:
+
+- without the store key: per key id, opaque numbers and times: how many distinct queries hit
+  something, in how many distinct (unnamed) items, how many were one bit from another. No
+  hash value, no item id, nothing to link a row to a case.
+- with the store key (which also unseals the stored hashes, so the bank is lost anyway): the
+  rows can be tested against guesses. A guessed hash can be confirmed as queried by that key
+  (with a hit) in the window; an unknown query hash cannot be read back, since it is one of
+  about 2^130 values within the threshold of a stored hash, except copies within a few bits
+  of a stored hash (C(256, 4) = 1.7e8 guesses per stored hash), which tell the thief nothing
+  the stored hash does not. Items: the thief can link a row to an item by digesting every
+  item id (they are the store's ids, encoded), so they learn which key matched which item
+  and when, within the window (a day): what ``match_counts`` tells per item, plus the key.
+
+Windows slide: a row counts while it is younger than its window; a digest seen again after
+its window is recorded afresh. Each replica deletes rows past their windows about once an
+hour (``trim_probes``). An admin's restore of a suspended key clears its rows.
+
+Decision latency. ``record_probes`` is serialised per key, and a request's answer is sent
+only after its record committed: of requests sprayed at every replica at once, each sees the
+counts of all those recorded before it, so no hit is answered past a bound (zero extra
+answers that count). What a replica may still answer after another replica throttled or
+suspended the key: requests that hit nothing, for up to the key cache period (2 s) until it
+re-reads the key (``KeyPolicy.throttled_until``, ``suspended``), as for any revoked key; and
+re-sends of a query already recorded (they add nothing). Misses were never counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from matcher.bank.probing import Alarm, ProbeLimits, worst_alarm
+from matcher.records import ItemMatch, Query
+from matcher.signals import SignalType
+from matcher.store.base import ProbeRecord, ProbeStore, ProbeTally
+
+__all__ = ["ProbeCheck", "SharedProbes"]
+
+log = logging.getLogger("matcher.probing")
+
+_TRIM_SECONDS = 3600.0
+
+
+def _number(mac: hashlib.blake2b) -> int:
+    return int.from_bytes(mac.digest(), "big", signed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeCheck:
+    """What the store's counts say about one request: an alarm to raise, else ``wait``
+    seconds while the key is throttled (by any replica; 0: answer)."""
+
+    alarm: Alarm | None
+    wait: float = 0.0
+
+
+class SharedProbes:
+    """The store-counted probing bounds of one replica (see the module docstring).
+
+    Thread-safe (each call is one store transaction); called from the service's worker
+    threads. ``clock`` is wall time: replicas keep their clocks in step (NTP), and a skew of
+    a second moves a row's window by that much.
+    """
+
+    def __init__(
+        self,
+        store: ProbeStore,
+        secret_key: bytes,
+        limits: ProbeLimits,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self.limits = limits
+        self._clock = clock
+        key = secret_key[:64]
+        self._near = hashlib.blake2b(key=key, digest_size=8, person=b"matcher-pnear")
+        self._query = hashlib.blake2b(key=key, digest_size=8, person=b"matcher-pquery")
+        self._item = hashlib.blake2b(key=key, digest_size=8, person=b"matcher-pitem")
+        self._trimmed = clock()
+
+    def _near_entry(self, signal: SignalType, value: bytes) -> tuple[int, list[int]]:
+        base = self._near.copy()
+        base.update(signal.name.encode() + b"\0")
+        own = base.copy()
+        own.update(value)
+        neighbours = []
+        flipped = bytearray(value)
+        for i, byte in enumerate(value):
+            for bit in range(8):
+                flipped[i] = byte ^ (1 << bit)
+                mac = base.copy()
+                mac.update(flipped)
+                neighbours.append(_number(mac))
+            flipped[i] = byte
+        return _number(own), neighbours
+
+    def _query_digest(self, query: Query) -> int:
+        mac = self._query.copy()
+        for h in query.hashes:
+            mac.update(h.signal.name.encode() + b"\0" + len(h.value).to_bytes(2, "big"))
+            mac.update(h.value)
+        return _number(mac)
+
+    def _item_digest(self, item_id: str) -> int:
+        mac = self._item.copy()
+        mac.update(item_id.encode())
+        return _number(mac)
+
+    def record_of(
+        self,
+        queries: Sequence[Query],
+        results: Sequence[Sequence[ItemMatch]],
+        thresholds: Callable[[SignalType], int],
+    ) -> tuple[ProbeRecord, dict[int, str]]:
+        """The digests of a request's hits, and the item id behind each item digest."""
+        limits = self.limits
+        near: list[tuple[int, list[int]]] = []
+        seen: set[tuple[str, bytes]] = set()
+        hits: list[tuple[int, int, bool]] = []
+        items: dict[int, str] = {}
+        for query, matches in zip(queries, results, strict=True):
+            if not matches:
+                continue
+            for h in query.hashes:
+                watched = limits.near_bits.get(h.signal.name, 0) > 0
+                if watched and (h.signal.name, h.value) not in seen:
+                    seen.add((h.signal.name, h.value))
+                    near.append(self._near_entry(h.signal, h.value))
+            digest = self._query_digest(query)
+            for m in matches:
+                slot = self._item_digest(m.item_id)
+                items[slot] = m.item_id
+                margin = limits.edge_margin.get(m.signal.name)
+                edge = (
+                    margin is not None
+                    and m.distance is not None
+                    and m.distance > thresholds(m.signal) - margin
+                )
+                hits.append((slot, digest, edge))
+        return ProbeRecord(near, hits), items
+
+    def check(
+        self,
+        key_id: int,
+        queries: Sequence[Query],
+        results: Sequence[Sequence[ItemMatch]],
+        thresholds: Callable[[SignalType], int],
+    ) -> ProbeCheck:
+        """Record a request's hits for ``key_id`` and decide on the store's counts (one
+        transaction; call it only when something matched)."""
+        record, items = self.record_of(queries, results, thresholds)
+        now = self._clock()
+        limits = self.limits
+        tally = self._store.record_probes(
+            key_id,
+            record,
+            now=int(now * 1000),
+            near_since=int((now - limits.near_window_seconds) * 1000),
+            edge_since=int((now - limits.edge_window_seconds) * 1000),
+        )
+        if now - self._trimmed >= _TRIM_SECONDS:
+            self._trim(now)
+        alarm = worst_alarm(self.alarms(tally, items))
+        if alarm is not None:
+            return ProbeCheck(alarm)
+        return ProbeCheck(None, max(0.0, tally.throttled_until / 1000 - now))
+
+    def alarms(self, tally: ProbeTally, items: dict[int, str]) -> list[Alarm]:
+        """The bounds ``tally`` crosses with counts this request grew (a count that did not
+        grow raises nothing: re-sending a recorded query adds nothing)."""
+        limits = self.limits
+        alarms = []
+        if tally.near_added:
+            if tally.near >= limits.near_suspend:
+                alarms.append(Alarm("near", "suspend", tally.near))
+            elif tally.near >= limits.near_throttle:
+                alarms.append(Alarm("near", "throttle", tally.near))
+        for slot, (edge, spread, grown) in tally.items.items():
+            if not grown:
+                continue
+            if edge < limits.edge_share * spread:
+                edge = 0  # mostly honest copies well inside: their few edge cases are noise
+            for kind, count, throttle, suspend in (
+                ("edge", edge, limits.edge_throttle, limits.edge_suspend),
+                ("spread", spread, limits.spread_throttle, limits.spread_suspend),
+            ):
+                if count >= suspend:
+                    alarms.append(Alarm(kind, "suspend", count, items.get(slot)))
+                elif count >= throttle:
+                    alarms.append(Alarm(kind, "throttle", count, items.get(slot)))
+        return alarms
+
+    def _trim(self, now: float) -> None:
+        self._trimmed = now
+        limits = self.limits
+        try:
+            self._store.trim_probes(
+                near_before=int((now - limits.near_window_seconds) * 1000),
+                edge_before=int((now - limits.edge_window_seconds) * 1000),
+            )
+        except Exception:  # the counts went in; the trim is tried again in an hour
+            log.exception("probing: trimming old probing counts failed")
