@@ -320,3 +320,27 @@ def test_a_daily_budget_refuses_until_midnight(guarded: Running, rng: np.random.
         with pytest.raises(RateLimited) as err:
             partner.match([Query([balanced(rng)])])
         assert 0 < err.value.retry_after <= 86_400 and "00:00 UTC" in str(err.value)
+
+
+def test_a_throttle_set_by_another_replica_holds_here_within_the_key_cache_period(
+    guarded: Running, rng: np.random.Generator
+) -> None:
+    """Another replica's throttle is in the store: this server refuses the key's every
+    request (misses too) once it re-reads the key, and its hits at once (the store's counts
+    say so), with how long it lasts."""
+    stored = _enrolled(guarded, rng)
+    me = Principal.operator("tests")
+    key_id = next(k.id for k in guarded.bank.accounts.list_api_keys(by=me) if k.name == "acme")
+    with guarded.client("partner") as partner:
+        partner.match([Query([balanced(rng)])])  # the key's policy is cached now
+        guarded.bank.store.throttle_probes(
+            key_id, int((time.time() + 30) * 1000), actor=me, detail={"key_id": key_id}
+        )
+        with pytest.raises(RateLimited) as hit:
+            partner.match([Query([flip_bits(stored, 5, rng)])])
+        assert 25 < hit.value.retry_after <= 30
+        time.sleep(2.1)  # the key cache period
+        with pytest.raises(RateLimited) as miss:
+            partner.match([Query([balanced(rng)])])
+        assert 20 < miss.value.retry_after <= 30
+    assert _alarms(guarded) == {}  # not a crossing here: no alarm, no audit of its own

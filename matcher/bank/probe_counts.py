@@ -196,11 +196,12 @@ class SharedProbes:
         return ProbeCheck(None, max(0.0, tally.throttled_until / 1000 - now))
 
     def alarms(self, tally: ProbeTally, items: dict[int, str]) -> list[Alarm]:
-        """The bounds ``tally`` crosses with counts this request grew (a count that did not
-        grow raises nothing: re-sending a recorded query adds nothing)."""
+        """The bounds ``tally`` crosses that this request adds to: a near hash of the request
+        past the near bound (new, or a re-sent one: a refused probe stays refused), an item
+        whose edge or spread count it grew (re-sending a recorded query adds nothing there)."""
         limits = self.limits
         alarms = []
-        if tally.near_added:
+        if tally.near_touched:
             if tally.near >= limits.near_suspend:
                 alarms.append(Alarm("near", "suspend", tally.near))
             elif tally.near >= limits.near_throttle:

@@ -22,7 +22,7 @@ from matcher import contract, credentials
 from matcher.audit import Action
 from matcher.bank import Bank
 from matcher.bank.probe_counts import SharedProbes
-from matcher.bank.probing import Alarm, Banding, ProbeDetector, ProbeLimits
+from matcher.bank.probing import Alarm, Banding, ProbeDetector, ProbeLimits, worst_alarm
 from matcher.errors import (
     InvalidInput,
     NotFound,
@@ -308,26 +308,32 @@ class MatchServicer(_Base, match_pb2_grpc.MatchServiceServicer):
                 retry_after=wait,
             )
         self._spend_daily(who, policy, total)
+        # This replica's own watch over every hash (misses too): a suspension is final at
+        # once; a throttle waits until the request's hits are in the store's counts, so that
+        # the counts every replica shares miss nothing this replica refused.
         alarm = self.probes.before(key_id, queries)
-        if alarm is not None:
+        if alarm is not None and alarm.action == "suspend":
             await self._alarm(who, alarm)
         searched = self._bounded(queries, policy)
         results = await self.dispatcher.match(searched)
+        wait = 0.0
         if any(results):
             # Hits are recorded and counted in the store before anything is answered (one
             # transaction on a worker thread); a request that hit nothing skips this.
             check = await _run(
                 self.shared_probes.check, key_id, searched, results, self._thresholds(policy)
             )
-            if check.alarm is not None:
-                await self._alarm(who, check.alarm)
-            if check.wait > 0:  # throttled by another replica's alarm: not news, no audit
-                self.probes.hold(key_id, check.wait)
-                raise RateLimited(
-                    f"throttled: this key's queries look like probing for stored hashes; try "
-                    f"again in {check.wait:.0f} s",
-                    retry_after=check.wait,
-                )
+            alarm = worst_alarm([a for a in (alarm, check.alarm) if a is not None])
+            wait = check.wait
+        if alarm is not None:
+            await self._alarm(who, alarm)
+        if wait > 0:  # throttled by another replica's alarm: not news, no audit
+            self.probes.hold(key_id, wait)
+            raise RateLimited(
+                f"throttled: this key's queries look like probing for stored hashes; try "
+                f"again in {wait:.0f} s",
+                retry_after=wait,
+            )
         for name, count in signals.items():
             self.metrics.count_hashes("match", name, count)
         matched = sum(map(len, results))

@@ -475,15 +475,17 @@ class ProbeRecord:
 class ProbeTally:
     """A key's probing counts right after a ``record_probes`` (every replica's requests).
 
-    ``near``: distinct recorded hashes of the key in the near window that were one bit from
-    one recorded before them; ``near_added``: how many of those this request added.
+    ``near``: the key's near arrivals in the near window: each time a recorded hash arrived
+    one bit from another one recorded before it (a re-sent probing query counts again, as
+    the per-replica detector counts it); ``near_touched``: how many of those this request
+    added.
     ``items``: per item digest of the request, ``(edge, spread, grown)``: distinct queries at
     its edge and distinct queries that hit it in the edge window, and whether this request
     added to either. ``throttled_until``: the key's shared throttle (epoch ms, 0 for none).
     """
 
     near: int
-    near_added: int
+    near_touched: int
     items: Mapping[int, tuple[int, int, bool]]
     throttled_until: int
 
@@ -503,11 +505,11 @@ class ProbeStore(Protocol):
     ) -> ProbeTally:
         """Record ``record`` for ``key_id`` at ``now`` and return the key's counts, in one
         transaction (committed before it returns) that waits for any other one of the same
-        key. A near digest already held since ``near_since`` (or earlier in the request) is
-        not added again; a new one is *near* when one of its neighbours is held since
-        ``near_since`` or came earlier in the request. A (item, query) pair already held since
-        ``edge_since`` is not added again (its edge flag may still turn on). Rows older than
-        the windows count as absent (a new record refreshes them)."""
+        key. A near digest is *near* when one of its neighbours is held since ``near_since``
+        or came earlier in the request; each near arrival counts once (a digest held already
+        is not added again, but counts again when near). A (item, query) pair already held
+        since ``edge_since`` is not added again (its edge flag may still turn on). Rows older
+        than the windows count as absent (a new record refreshes them)."""
         ...
 
     def throttle_probes(

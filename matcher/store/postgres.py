@@ -852,27 +852,33 @@ class PostgresStore:
                 (key_id,),
             ).fetchone()
             throttled = locked[0] if locked else 0
-            added = 0
+            touched = 0
             if record.near:
                 held = {
-                    int(r[0])
-                    for r in w.execute(
-                        "SELECT digest FROM probe_near WHERE key_id = %s AND at >= %s "
-                        "AND digest = ANY(%s::bigint[])",
+                    int(d): int(n)
+                    for d, n in w.execute(
+                        "SELECT digest, touches FROM probe_near WHERE key_id = %s "
+                        "AND at >= %s AND digest = ANY(%s::bigint[])",
                         (key_id, near_since, _near_asked(record)),
                     )
                 }
-                rows = _near_rows(record, held)
-                added = sum(near for _, near in rows)
+                fresh, again = _near_rows(record, held)
+                touched = sum(n for _, n in fresh) + len(again)
                 with w.cursor() as cur:
                     cur.executemany(
-                        "INSERT INTO probe_near(key_id, digest, near, at) "
+                        "INSERT INTO probe_near(key_id, digest, touches, at) "
                         "VALUES (%s, %s, %s, %s) ON CONFLICT (key_id, digest) DO UPDATE "
-                        "SET near = excluded.near, at = excluded.at",
-                        [(key_id, d, int(near), now) for d, near in rows],
+                        "SET touches = excluded.touches, at = excluded.at",
+                        [(key_id, d, n, now) for d, n in fresh],
+                    )
+                    cur.executemany(
+                        "UPDATE probe_near SET touches = touches + 1, at = %s "
+                        "WHERE key_id = %s AND digest = %s",
+                        [(now, key_id, d) for d in again],
                     )
             counted = w.execute(
-                "SELECT count(*) FROM probe_near WHERE key_id = %s AND near = 1 AND at >= %s",
+                "SELECT coalesce(sum(touches), 0) FROM probe_near "
+                "WHERE key_id = %s AND touches > 0 AND at >= %s",
                 (key_id, near_since),
             ).fetchone()
             near_count = counted[0] if counted else 0
@@ -907,7 +913,7 @@ class PostgresStore:
                     (key_id, slots, edge_since),
                 ):
                     items[int(item)] = (int(edge), int(spread), int(item) in grown)
-        return ProbeTally(int(near_count), added, items, int(throttled))
+        return ProbeTally(int(near_count), touched, items, int(throttled))
 
     def throttle_probes(
         self, key_id: int, until: int, *, actor: Principal, detail: dict[str, object]

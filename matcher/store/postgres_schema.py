@@ -211,13 +211,13 @@ _V4: tuple[str, ...] = (
     """CREATE TABLE probe_near (
         key_id BIGINT NOT NULL,
         digest BIGINT NOT NULL,
-        near SMALLINT NOT NULL CHECK (near IN (0, 1)),
+        touches INTEGER NOT NULL CHECK (touches >= 0),
         at BIGINT NOT NULL,
         PRIMARY KEY (key_id, digest)
     )""",
     "CREATE INDEX probe_near_by_at ON probe_near(at)",
     # The near count reads the near rows only: few, where honest partners' hits are many.
-    "CREATE INDEX probe_near_counted ON probe_near(key_id, at) WHERE near = 1",
+    "CREATE INDEX probe_near_counted ON probe_near(key_id, at) WHERE touches > 0",
     """CREATE TABLE probe_hits (
         key_id BIGINT NOT NULL,
         item BIGINT NOT NULL,

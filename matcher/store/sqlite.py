@@ -123,18 +123,26 @@ def _near_asked(record: ProbeRecord) -> list[int]:
     return sorted(asked)
 
 
-def _near_rows(record: ProbeRecord, held: set[int]) -> list[tuple[int, bool]]:
-    """The near digests of ``record`` to write (those not ``held`` in the window), in request
-    order, each with whether a neighbour was held or came earlier in the request."""
+def _near_rows(
+    record: ProbeRecord, held: Mapping[int, int]
+) -> tuple[list[tuple[int, int]], list[int]]:
+    """What a request's near digests write, given the digests ``held`` in the window (with
+    their touches): rows to write afresh (not held), with 1 touch if near else 0, and held
+    digests touched again (near now). In request order: a digest is near when a neighbour is
+    held or came earlier in the request."""
     seen = set(held)
-    rows = []
+    fresh: list[tuple[int, int]] = []
+    again: list[int] = []
     for digest, neighbours in record.near:
         d = int(digest)
-        if d in seen:
-            continue
-        rows.append((d, any(int(n) in seen for n in neighbours)))
+        near = any(int(n) in seen for n in neighbours if int(n) != d)
+        if d in held:
+            if near and d not in again:
+                again.append(d)
+        elif d not in seen:
+            fresh.append((d, int(near)))
         seen.add(d)
-    return rows
+    return fresh, again
 
 
 def _hit_rows(
@@ -1156,26 +1164,32 @@ class SQLiteStore:
             (throttled,) = w.execute(
                 "SELECT throttled_until FROM probe_keys WHERE key_id = ?", (key_id,)
             ).fetchone()
-            added = 0
+            touched = 0
             if record.near:
                 held = {
-                    int(r[0])
-                    for r in w.execute(
-                        "SELECT digest FROM probe_near WHERE key_id = ? AND at >= ? "
+                    int(d): int(n)
+                    for d, n in w.execute(
+                        "SELECT digest, touches FROM probe_near WHERE key_id = ? AND at >= ? "
                         "AND digest IN (SELECT value FROM json_each(?))",
                         (key_id, near_since, _json_ids(_near_asked(record))),
                     )
                 }
-                rows = _near_rows(record, held)
-                added = sum(near for _, near in rows)
+                fresh, again = _near_rows(record, held)
+                touched = sum(n for _, n in fresh) + len(again)
                 w.executemany(
-                    "INSERT INTO probe_near(key_id, digest, near, at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(key_id, digest) DO UPDATE SET near = excluded.near, "
+                    "INSERT INTO probe_near(key_id, digest, touches, at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(key_id, digest) DO UPDATE SET touches = excluded.touches, "
                     "at = excluded.at",
-                    [(key_id, d, int(near), now) for d, near in rows],
+                    [(key_id, d, n, now) for d, n in fresh],
+                )
+                w.executemany(
+                    "UPDATE probe_near SET touches = touches + 1, at = ? "
+                    "WHERE key_id = ? AND digest = ?",
+                    [(now, key_id, d) for d in again],
                 )
             (near_count,) = w.execute(
-                "SELECT count(*) FROM probe_near WHERE key_id = ? AND near = 1 AND at >= ?",
+                "SELECT coalesce(sum(touches), 0) FROM probe_near "
+                "WHERE key_id = ? AND touches > 0 AND at >= ?",
                 (key_id, near_since),
             ).fetchone()
             items: dict[int, tuple[int, int, bool]] = {}
@@ -1208,7 +1222,7 @@ class SQLiteStore:
                     (key_id, _json_ids(slots), edge_since),
                 ):
                     items[int(item)] = (int(edge), int(spread), int(item) in grown)
-        return ProbeTally(int(near_count), added, items, int(throttled))
+        return ProbeTally(int(near_count), touched, items, int(throttled))
 
     def throttle_probes(
         self, key_id: int, until: int, *, actor: Principal, detail: dict[str, object]

@@ -48,8 +48,8 @@ Schema version 4 (a bank nobody can poison)::
               UNIQUE(signal, value))      hashes of benign, widely shared pictures
     guess_failures(key, bucket, failures, PK(key, bucket))   failed victim guesses per keyed
                                               address / case / overall, per time bucket
-    probe_near(key_id, digest, near, at, PK(key_id, digest))   keyed digests of hit query
-                                              hashes, for near-identical probing
+    probe_near(key_id, digest, touches, at, PK(key_id, digest))   keyed digests of hit
+                                              query hashes; touches: arrivals while near
     probe_hits(key_id, item, digest, edge, at, PK(key_id, item, digest))   keyed (item,
                                               query) hits, for the edge and spread counts
     probe_keys(key_id PK, throttled_until)    the lock row and shared throttle per key
@@ -384,13 +384,13 @@ _V4: tuple[str, ...] = (
     """CREATE TABLE probe_near (
         key_id INTEGER NOT NULL,
         digest INTEGER NOT NULL,
-        near INTEGER NOT NULL CHECK (near IN (0, 1)),
+        touches INTEGER NOT NULL CHECK (touches >= 0),
         at INTEGER NOT NULL,
         PRIMARY KEY (key_id, digest)
     ) WITHOUT ROWID""",
     "CREATE INDEX probe_near_by_at ON probe_near(at)",
     # The near count reads the near rows only: few, where honest partners' hits are many.
-    "CREATE INDEX probe_near_counted ON probe_near(key_id, at) WHERE near = 1",
+    "CREATE INDEX probe_near_counted ON probe_near(key_id, at) WHERE touches > 0",
     """CREATE TABLE probe_hits (
         key_id INTEGER NOT NULL,
         item INTEGER NOT NULL,

@@ -938,30 +938,32 @@ def test_probe_near_pairs_are_found_by_their_neighbours_digests_across_handles(
     backend: Backend, store: Store
 ) -> None:
     """A digest is near when one of its neighbours was recorded before it (through any
-    handle) within the window, or earlier in the same request; a repeat adds nothing."""
+    handle) within the window, or earlier in the same request; each near arrival counts."""
     other = backend.store()
     first = store.record_probes(
         7, ProbeRecord(near=[(1, [10, 11])]), now=1000, near_since=0, edge_since=0
     )
-    assert (first.near, first.near_added, first.items, first.throttled_until) == (0, 0, {}, 0)
+    assert (first.near, first.near_touched, first.items, first.throttled_until) == (0, 0, {}, 0)
     second = other.record_probes(
         7, ProbeRecord(near=[(10, [1, 12])]), now=2000, near_since=0, edge_since=0
     )
-    assert (second.near, second.near_added) == (1, 1)
+    assert (second.near, second.near_touched) == (1, 1)
     again = store.record_probes(
         7, ProbeRecord(near=[(10, [1, 12]), (20, [21])]), now=3000, near_since=0, edge_since=0
     )
-    assert (again.near, again.near_added) == (1, 0)  # 10 is held; 20 has no neighbour
+    # 10 is held, and near: re-sent, it counts again (as the per-replica detector counts a
+    # re-sent probe); 20 is not near anything.
+    assert (again.near, again.near_touched) == (2, 1)
     # In request order: 31 follows 30, its neighbour; 30 came first, so only 31 is near.
     both = other.record_probes(
         7, ProbeRecord(near=[(30, [31]), (31, [30])]), now=4000, near_since=0, edge_since=0
     )
-    assert (both.near, both.near_added) == (2, 1)
+    assert (both.near, both.near_touched) == (3, 1)
     # Another key shares nothing.
     assert (
         store.record_probes(
             8, ProbeRecord(near=[(11, [1])]), now=4000, near_since=0, edge_since=0
-        ).near_added
+        ).near_touched
         == 0
     )
     # Rows older than the window count as absent: 10 and 20 are out of it (31 is in).
@@ -972,12 +974,12 @@ def test_probe_near_pairs_are_found_by_their_neighbours_digests_across_handles(
         near_since=3500,
         edge_since=0,
     )
-    assert (late.near, late.near_added) == (2, 1)  # 31 and 32
+    assert (late.near, late.near_touched) == (2, 1)  # 31 and 32 (10 was last seen at 3000)
     # A digest seen again after its window is recorded afresh: 1, now near of 12.
     afresh = other.record_probes(
         7, ProbeRecord(near=[(1, [12])]), now=9500, near_since=3500, edge_since=0
     )
-    assert (afresh.near, afresh.near_added) == (3, 1)
+    assert (afresh.near, afresh.near_touched) == (3, 1)
 
 
 def test_probe_hits_count_distinct_queries_per_item_and_their_edge(
@@ -1041,7 +1043,7 @@ def test_probe_records_of_one_key_from_many_threads_take_turns(
     for t in threads:
         t.join()
     assert errors == []
-    assert sum(t.near_added for t in tallies) == 11
+    assert sum(t.near_touched for t in tallies) == 11
     assert sorted(t.near for t in tallies) == list(range(12))
 
 
@@ -1086,5 +1088,5 @@ def test_trim_probes_deletes_rows_past_their_windows(backend: Backend, store: St
     tally = backend.store().record_probes(
         4, ProbeRecord(near=[(1, [2])], hits=[(5, 3, False)]), now=6000, near_since=0, edge_since=0
     )
-    assert (tally.near, tally.near_added) == (2, 1)  # 1 is recorded afresh, near of 2
+    assert (tally.near, tally.near_touched) == (2, 1)  # 1 is recorded afresh, near of 2
     assert tally.items == {5: (0, 3, True)}
