@@ -582,7 +582,9 @@ class ItemMatch:
     ``hits`` is how many of the query's hashes matched the item. ``distance`` is the exact
     Hamming distance of that closest hash: the bank always knows it, but the service sends it
     only to keys an admin granted exact distances (``KeyPolicy.exact_distances``), since exact
-    distances let a partner read a stored hash back; elsewhere it is None.
+    distances let a partner read a stored hash back; elsewhere it is None. ``matched``: the
+    positions in the query of the hashes that hit the item (the bank's answer only; never
+    sent: the service's probing counts record those hashes and no others).
     """
 
     item_id: str
@@ -590,6 +592,7 @@ class ItemMatch:
     distance: int | None
     hits: int
     band: MatchBand = MatchBand.STRONG
+    matched: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

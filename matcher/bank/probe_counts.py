@@ -58,6 +58,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from matcher.bank.probing import Alarm, ProbeLimits, worst_alarm
 from matcher.records import ItemMatch, Query
 from matcher.signals import SignalType
@@ -72,6 +75,43 @@ _TRIM_SECONDS = 3600.0
 
 def _number(mac: hashlib.blake2b) -> int:
     return int.from_bytes(mac.digest(), "big", signed=True)
+
+
+class _NearMac:
+    """Keyed 64-bit digests of one signal's values and of all their one-bit neighbours.
+
+    AES-CBC-MAC over the value (zero-padded to whole blocks: the length is fixed per signal,
+    and the key is the signal's own, derived from the store's secret key), which is a
+    pseudo-random function for messages of one fixed length. It is computed for a whole
+    batch in one ECB call per block, so a PDQ hash and its 256 neighbours take about 20 us,
+    where a BLAKE2b call per neighbour took 550 us."""
+
+    def __init__(self, secret: bytes, signal: SignalType) -> None:
+        key = hashlib.blake2b(
+            signal.name.encode(), key=secret, digest_size=32, person=b"matcher-pnear"
+        ).digest()
+        self._cipher = Cipher(algorithms.AES(key), modes.ECB())
+        self._length = signal.byte_length
+        self._width = -(-signal.byte_length // 16) * 16
+        bits = signal.bits
+        self._flips = np.zeros((bits + 1, self._width), np.uint8)
+        index = np.arange(bits)
+        self._flips[1 + index, index // 8] = (128 >> (index % 8)).astype(np.uint8)
+
+    def entries(self, values: list[bytes]) -> list[tuple[int, list[int]]]:
+        """Per value, its digest and its neighbours' digests."""
+        padded = np.zeros((len(values), self._width), np.uint8)
+        padded[:, : self._length] = np.frombuffer(b"".join(values), np.uint8).reshape(
+            len(values), self._length
+        )
+        messages = (padded[:, None, :] ^ self._flips[None, :, :]).reshape(-1, self._width)
+        encrypt = self._cipher.encryptor()
+        state = np.zeros((len(messages), 16), np.uint8)
+        for start in range(0, self._width, 16):
+            block = (state ^ messages[:, start : start + 16]).tobytes()
+            state = np.frombuffer(encrypt.update(block), np.uint8).reshape(-1, 16)
+        digests = state[:, :8].copy().view(">i8").reshape(len(values), -1)
+        return [(int(row[0]), row[1:].tolist()) for row in digests]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,26 +143,17 @@ class SharedProbes:
         self.limits = limits
         self._clock = clock
         key = secret_key[:64]
-        self._near = hashlib.blake2b(key=key, digest_size=8, person=b"matcher-pnear")
+        self._secret = key
+        self._near: dict[str, _NearMac] = {}
         self._query = hashlib.blake2b(key=key, digest_size=8, person=b"matcher-pquery")
         self._item = hashlib.blake2b(key=key, digest_size=8, person=b"matcher-pitem")
         self._trimmed = clock()
 
-    def _near_entry(self, signal: SignalType, value: bytes) -> tuple[int, list[int]]:
-        base = self._near.copy()
-        base.update(signal.name.encode() + b"\0")
-        own = base.copy()
-        own.update(value)
-        neighbours = []
-        flipped = bytearray(value)
-        for i, byte in enumerate(value):
-            for bit in range(8):
-                flipped[i] = byte ^ (1 << bit)
-                mac = base.copy()
-                mac.update(flipped)
-                neighbours.append(_number(mac))
-            flipped[i] = byte
-        return _number(own), neighbours
+    def _near_entries(self, signal: SignalType, values: list[bytes]) -> list[tuple[int, list[int]]]:
+        mac = self._near.get(signal.name)
+        if mac is None:
+            mac = self._near[signal.name] = _NearMac(self._secret, signal)
+        return mac.entries(values)
 
     def _query_digest(self, query: Query) -> int:
         mac = self._query.copy()
@@ -144,20 +175,22 @@ class SharedProbes:
     ) -> tuple[ProbeRecord, dict[int, str]]:
         """The digests of a request's hits, and the item id behind each item digest."""
         limits = self.limits
-        near: list[tuple[int, list[int]]] = []
+        watched: dict[SignalType, list[bytes]] = {}
         seen: set[tuple[str, bytes]] = set()
         hits: list[tuple[int, int, bool]] = []
         items: dict[int, str] = {}
         for query, matches in zip(queries, results, strict=True):
             if not matches:
                 continue
-            for h in query.hashes:
-                watched = limits.near_bits.get(h.signal.name, 0) > 0
-                if watched and (h.signal.name, h.value) not in seen:
-                    seen.add((h.signal.name, h.value))
-                    near.append(self._near_entry(h.signal, h.value))
             digest = self._query_digest(query)
             for m in matches:
+                for i in m.matched:  # the hashes that hit, not the query's others
+                    h = query.hashes[i]
+                    if limits.near_bits.get(h.signal.name, 0) > 0 and (
+                        (h.signal.name, h.value) not in seen
+                    ):
+                        seen.add((h.signal.name, h.value))
+                        watched.setdefault(h.signal, []).append(h.value)
                 slot = self._item_digest(m.item_id)
                 items[slot] = m.item_id
                 margin = limits.edge_margin.get(m.signal.name)
@@ -167,6 +200,7 @@ class SharedProbes:
                     and m.distance > thresholds(m.signal) - margin
                 )
                 hits.append((slot, digest, edge))
+        near = [e for signal, values in watched.items() for e in self._near_entries(signal, values)]
         return ProbeRecord(near, hits), items
 
     def check(
