@@ -529,35 +529,50 @@ class SQLiteStore:
         return conn
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction: commits on success, rolls back on any exception.
 
         Nothing is acknowledged unless COMMIT returned. A database that is locked by another
         process for longer than the busy timeout, or that fails to write (disk full, I/O
-        error), raises ``Unavailable``: the caller may retry.
+        error), raises ``Unavailable``: the caller may retry. ``durable=False`` (probing
+        counts only, acknowledged to no one) commits without an fsync (``synchronous=NORMAL``
+        for this transaction: in WAL mode a power loss may drop it, never corrupt the file;
+        the next durable commit syncs it along).
         """
         with self._write_lock:
             if self._closed:
                 raise Unavailable("the store is closed")
             conn = self._writer
+            if not durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                # IMMEDIATE takes the write lock now, so another process writing to the same
-                # file makes us wait (busy timeout) here rather than fail halfway through.
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise Unavailable("the store is busy; retry later") from exc
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                # A failed COMMIT can leave the transaction open: roll it back, so that it is
-                # not committed later by accident with the next transaction's COMMIT.
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.OperationalError):
-                    raise Unavailable("the store failed to write; retry later") from exc
-                raise
+                with self._transaction(conn):
+                    yield conn
+            finally:
+                if not durable:
+                    conn.execute("PRAGMA synchronous=FULL")
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+        try:
+            # IMMEDIATE takes the write lock now, so another process writing to the same
+            # file makes us wait (busy timeout) here rather than fail halfway through.
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise Unavailable("the store is busy; retry later") from exc
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            # A failed COMMIT can leave the transaction open: roll it back, so that it is
+            # not committed later by accident with the next transaction's COMMIT.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise Unavailable("the store failed to write; retry later") from exc
+            raise
 
     def close(self) -> None:
         """Checkpoint the WAL into the database file and close every connection."""
@@ -1156,7 +1171,7 @@ class SQLiteStore:
         """Check and record one request's hits (see ``ProbeStore``): one write transaction,
         so every other writer (another process on the folder too) waits for it."""
         key_id, now = int(key_id), int(now)
-        with self._write() as w:
+        with self._write(durable=False) as w:
             w.execute(
                 "INSERT INTO probe_keys(key_id) VALUES (?) ON CONFLICT(key_id) DO NOTHING",
                 (key_id,),
