@@ -9,21 +9,25 @@ transaction that waits for any other one of the same key, and the service refuse
 if a bound is crossed. A request that matched nothing costs nothing here: no digest, no store
 call (``any(results)`` on the event loop).
 
-What is recorded, per partner key (its id in clear), for queries that hit an item only:
+What is recorded, per partner key (its id in clear), for the query hashes that hit an item
+only (``ItemMatch.matched``: a query's other hashes, its other views or padding, are not):
 
-- *near*: for each hash of a watched signal (``ProbeLimits.near_bits``: PDQ) in such a query,
-  a keyed digest of its value, and, for the lookup only, the digests of its one-bit
-  neighbours (256 for PDQ). A hash is *near* when a neighbour's digest was recorded before it
-  within ``near_window_seconds``: the store finds pairs one bit apart by equality, never
-  seeing a value. Distances above one bit are not shared (the per-replica detector, which
-  holds values in memory, still watches its own queries at ``near_bits``).
+- *near*: for each such hash of a watched signal (``ProbeLimits.near_bits``: PDQ), a keyed
+  digest of its value, and, for the lookup only, the digests of its one-bit neighbours (256
+  for PDQ). A hash is *near* when a neighbour's digest was recorded before it within
+  ``near_window_seconds`` (or earlier in the request): the store finds pairs one bit apart
+  by equality, never seeing a value. Each arrival of a near hash counts, a re-sent one too,
+  as the per-replica detector counts it (a refused probe stays refused when sent again).
+  Distances above one bit are not shared (the per-replica detector, which holds values in
+  memory, watches its own queries at ``near_bits``).
 - *edge* and *spread*: per (item, query) hit, a keyed digest of the item's partner-facing id,
   a keyed digest of the query's hashes, and whether the query sat within ``edge_margin`` of
-  the threshold, within ``edge_window_seconds``.
+  the threshold, within ``edge_window_seconds``; a re-sent query adds nothing there.
 
-Digests are BLAKE2b keyed with the store's secret key (the same on every replica), with a
-different personalisation per kind, cut to 64 bits (a signed integer column). What a copy of
-the database shows:
+Digests are 64 bits (a signed integer column), keyed with keys derived from the store's
+secret key (the same on every replica): BLAKE2b for queries and items; for near digests
+AES-CBC-MAC, one key per signal (``_NearMac``), computed for a hash and its 256 neighbours in
+two AES calls. What a copy of the database shows:
 
 - without the store key: per key id, opaque numbers and times: how many distinct queries hit
   something, in how many distinct (unnamed) items, how many were one bit from another. No
@@ -39,15 +43,17 @@ the database shows:
 
 Windows slide: a row counts while it is younger than its window; a digest seen again after
 its window is recorded afresh. Each replica deletes rows past their windows about once an
-hour (``trim_probes``). An admin's restore of a suspended key clears its rows.
+hour (``trim_probes``). An admin's restore of a suspended key clears its rows. The records
+commit without waiting for a disk sync (they are acknowledged to no one): a crash of the
+database loses at most its last fraction of a second of them.
 
 Decision latency. ``record_probes`` is serialised per key, and a request's answer is sent
 only after its record committed: of requests sprayed at every replica at once, each sees the
 counts of all those recorded before it, so no hit is answered past a bound (zero extra
-answers that count). What a replica may still answer after another replica throttled or
-suspended the key: requests that hit nothing, for up to the key cache period (2 s) until it
-re-reads the key (``KeyPolicy.throttled_until``, ``suspended``), as for any revoked key; and
-re-sends of a query already recorded (they add nothing). Misses were never counted.
+answers among those the bounds count). What a replica may still answer after another
+replica throttled or suspended the key: requests that hit nothing, for up to the key cache
+period (2 s) until it re-reads the key (``KeyPolicy.throttled_until``, ``suspended``), as for
+any revoked key; and a re-sent edge query already recorded. Misses were never counted.
 """
 
 from __future__ import annotations
