@@ -460,7 +460,8 @@ class GuessStore(Protocol):
 @dataclass(frozen=True, slots=True)
 class ProbeRecord:
     """What one request of one partner key hit, as keyed digests only (signed 64-bit
-    integers: ``matcher.bank.probe_counts`` makes them and says what they reveal).
+    integers, Python ``int``s: ``matcher.bank.probe_counts`` makes them and says what they
+    reveal).
 
     ``near``: per hash of a watched signal in a query that hit something, in request order,
     its digest and the digests of its one-bit neighbours. ``hits``: per (item, query) hit,

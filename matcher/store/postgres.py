@@ -1588,7 +1588,7 @@ def _pg_ints(values: Iterable[int]) -> str:
     """An integer array as PostgreSQL's text form, for a ``%s::bigint[]`` parameter: a few
     hundred digests this way cost microseconds, where psycopg's list dumper checks every
     element's quoting (a millisecond for one PDQ hash's 257 digests)."""
-    return "{" + ",".join(str(int(v)) for v in values) + "}"
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _reason(exc: BaseException) -> str:
