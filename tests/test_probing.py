@@ -344,3 +344,41 @@ def test_a_throttle_set_by_another_replica_holds_here_within_the_key_cache_perio
             partner.match([Query([balanced(rng)])])
         assert 20 < miss.value.retry_after <= 30
     assert _alarms(guarded) == {}  # not a crossing here: no alarm, no audit of its own
+
+
+def test_the_shared_counts_trim_what_left_their_windows_once_an_hour(tmp_path: Path) -> None:
+    """A replica deletes the store's probing rows older than their windows about once an
+    hour, on the path that records them: a key's hits of two hours ago are gone, not merely
+    out of the count."""
+    import sqlite3
+
+    from matcher.bank.probe_counts import SharedProbes
+    from matcher.records import ItemMatch
+    from matcher.store import SQLiteStore
+
+    now = [1_000_000.0]
+    limits = ProbeLimits(edge_window_seconds=3600.0)
+    with SQLiteStore(tmp_path / "data") as store:
+        shared = SharedProbes(store, store.secret_key(), limits, clock=lambda: now[0])
+        value = bytes(16) + b"\xff" * 16
+
+        def hit(v: bytes) -> None:
+            match = ItemMatch("m_1", PDQ, 3, 1, matched=(0,))
+            shared.check(1, [Query([Hash(PDQ, v)])], [[match]], lambda s: 31)
+
+        def rows() -> int:
+            conn = sqlite3.connect(tmp_path / "data" / "matcher.db")
+            try:
+                return sum(
+                    conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                    for t in ("probe_near", "probe_hits")
+                )
+            finally:
+                conn.close()
+
+        hit(value)
+        hit(flip(value, 3))
+        assert rows() == 4
+        now[0] += 2 * 3600  # both windows (an hour each here) are over, and an hour passed
+        hit(flip(value, 200))
+        assert rows() == 2  # only the new hit's rows
