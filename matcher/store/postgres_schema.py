@@ -24,8 +24,10 @@ key (outside the database: ``MATCHER_STORE_KEY`` or a key file, the same for eve
 and ``meta.secret_key`` is stored wrapped. A version-2 database is sealed in place.
 
 Schema version 4, as on SQLite: ``verdicts``, ``quarantines``, ``items.reviewed_at``,
-``match_counts``, ``allowlist``, ``guess_failures`` and the probing counts ``probe_near``,
-``probe_hits``, ``probe_keys`` (see ``matcher.store.sqlite_schema``).
+``match_counts``, ``allowlist`` and ``guess_failures`` (see ``matcher.store.sqlite_schema``).
+
+Schema version 5, as on SQLite: the probing counts ``probe_near``, ``probe_hits`` and
+``probe_keys``.
 """
 
 from __future__ import annotations
@@ -208,6 +210,11 @@ _V4: tuple[str, ...] = (
         PRIMARY KEY (key, bucket)
     )""",
     "CREATE INDEX guess_failures_by_bucket ON guess_failures(bucket)",
+)
+
+
+# Version 5 (issue 12): probing counts shared by every replica (``matcher.bank.probe_counts``).
+_V5: tuple[str, ...] = (
     """CREATE TABLE probe_near (
         key_id BIGINT NOT NULL,
         digest BIGINT NOT NULL,
@@ -233,8 +240,7 @@ _V4: tuple[str, ...] = (
     )""",
 )
 
-
-MIGRATIONS: list[Migration] = [_V1, _V2, _v3_sealed, _V4]
+MIGRATIONS: list[Migration] = [_V1, _V2, _v3_sealed, _V4, _V5]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this code writes (the same number as SQLite's)."""

@@ -48,17 +48,20 @@ Schema version 4 (a bank nobody can poison)::
               UNIQUE(signal, value))      hashes of benign, widely shared pictures
     guess_failures(key, bucket, failures, PK(key, bucket))   failed victim guesses per keyed
                                               address / case / overall, per time bucket
-    probe_near(key_id, digest, touches, at, PK(key_id, digest))   keyed digests of hit
-                                              query hashes; touches: arrivals while near
-    probe_hits(key_id, item, digest, edge, at, PK(key_id, item, digest))   keyed (item,
-                                              query) hits, for the edge and spread counts
-    probe_keys(key_id PK, throttled_until)    the lock row and shared throttle per key
 
 ``items.reported_correct`` / ``reported_wrong`` are from now on the counts of the current
 verdicts (distinct partner keys); the counts a v3 folder held (anonymous repeats) are kept as
 they were, with no verdict rows behind them, so they never count towards a quarantine.
 The allowlist's values are not sealed: they are hashes of pictures known to be benign and
 public (a meme, a flat grey square), which say nothing about anyone.
+
+Schema version 5 (probing counts shared by every replica, issue 12)::
+
+    probe_near(key_id, digest, touches, at, PK(key_id, digest))   keyed digests of hit
+                                              query hashes; touches: arrivals while near
+    probe_hits(key_id, item, digest, edge, at, PK(key_id, item, digest))   keyed (item,
+                                              query) hits, for the edge and spread counts
+    probe_keys(key_id PK, throttled_until)    the lock row and shared throttle per key
 
 From version 1 to 2 (``_v2_items``), for data folders made before items existed:
 
@@ -377,9 +380,14 @@ _V4: tuple[str, ...] = (
         PRIMARY KEY (key, bucket)
     ) WITHOUT ROWID""",
     "CREATE INDEX guess_failures_by_bucket ON guess_failures(bucket)",
-    # Probing counts (issue 12), per partner key, so every replica counts one prober's
-    # queries together (``matcher.bank.probe_counts``). Digests are keyed (BLAKE2b under the
-    # store's secret key, 64 bits): never a hash value, never an item id in clear. Only
+)
+
+
+# Version 5 (issue 12): probing counts shared by every replica (``matcher.bank.probe_counts``).
+_V5: tuple[str, ...] = (
+    # Per partner key, so every replica counts one prober's queries together. Digests are
+    # keyed (64 bits, under a key derived from the store's secret key): never a hash value,
+    # never an item id in clear. Only
     # queries that hit something are recorded. ``at`` is epoch ms; old rows are trimmed.
     """CREATE TABLE probe_near (
         key_id INTEGER NOT NULL,
@@ -408,8 +416,7 @@ _V4: tuple[str, ...] = (
     )""",
 )
 
-
-MIGRATIONS: list[Migration] = [_V1, _v2_items, _v3_sealed, _V4]
+MIGRATIONS: list[Migration] = [_V1, _v2_items, _v3_sealed, _V4, _V5]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this code writes."""
