@@ -192,7 +192,9 @@ class KeyPolicy:
     ``max_distance``: per signal type name, a threshold stricter than the bank's for this key.
     ``daily_hashes``: at most this many query hashes per UTC day (None: no budget).
     ``suspended_at``: set when probing detection suspended the key (``suspend_reason`` says
-    which bound); the key is refused until an admin restores it.
+    which bound); the key is refused until an admin restores it. ``throttled_until``: while
+    in the future, probing detection throttles the key (every replica refuses its matches);
+    kept with the probing counts, not set through ``set_key_policy``.
     """
 
     exact_distances: bool = False
@@ -203,6 +205,7 @@ class KeyPolicy:
     named_in_reports: bool = False
     """The partner agreed that its name (the key's name) is shown to the owning organisation
     beside its verdicts in the case status; otherwise its verdicts are counts only."""
+    throttled_until: datetime | None = None
 
     @property
     def suspended(self) -> bool:
@@ -579,7 +582,9 @@ class ItemMatch:
     ``hits`` is how many of the query's hashes matched the item. ``distance`` is the exact
     Hamming distance of that closest hash: the bank always knows it, but the service sends it
     only to keys an admin granted exact distances (``KeyPolicy.exact_distances``), since exact
-    distances let a partner read a stored hash back; elsewhere it is None.
+    distances let a partner read a stored hash back; elsewhere it is None. ``matched``: the
+    positions in the query of the hashes that hit the item (the bank's answer only; never
+    sent: the service's probing counts record those hashes and no others).
     """
 
     item_id: str
@@ -587,6 +592,7 @@ class ItemMatch:
     distance: int | None
     hits: int
     band: MatchBand = MatchBand.STRONG
+    matched: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,3 +182,19 @@ def test_detection_profiles_end_to_end(service: Running, photos: dict[str, Path]
     assert len(found) == 1, "one result for the image, however many of its views were hit"
     assert found[0]["hits"] >= 1
     assert _matches(service, photos["coffee"], profile="query") == [[]]
+
+
+def test_every_serve_option_also_reads_an_environment_variable_shown_in_its_help() -> None:
+    """Issue 12: a container is configured through its environment only, so every option of
+    ``matcher serve`` has a ``MATCHER_*`` variable, and ``--help`` names it."""
+    import click
+
+    from matcher.cli.serve import serve_command
+
+    options = [p for p in serve_command.params if isinstance(p, click.Option)]
+    missing = [o.name for o in options if not o.envvar]
+    assert missing == []
+    shown = CliRunner().invoke(main, ["serve", "--help"], terminal_width=200).output
+    for option in options:
+        assert isinstance(option.envvar, str) and option.envvar.startswith("MATCHER_")
+        assert option.envvar in shown, option.name

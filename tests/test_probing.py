@@ -320,3 +320,65 @@ def test_a_daily_budget_refuses_until_midnight(guarded: Running, rng: np.random.
         with pytest.raises(RateLimited) as err:
             partner.match([Query([balanced(rng)])])
         assert 0 < err.value.retry_after <= 86_400 and "00:00 UTC" in str(err.value)
+
+
+def test_a_throttle_set_by_another_replica_holds_here_within_the_key_cache_period(
+    guarded: Running, rng: np.random.Generator
+) -> None:
+    """Another replica's throttle is in the store: this server refuses the key's every
+    request (misses too) once it re-reads the key, and its hits at once (the store's counts
+    say so), with how long it lasts."""
+    stored = _enrolled(guarded, rng)
+    me = Principal.operator("tests")
+    key_id = next(k.id for k in guarded.bank.accounts.list_api_keys(by=me) if k.name == "acme")
+    with guarded.client("partner") as partner:
+        partner.match([Query([balanced(rng)])])  # the key's policy is cached now
+        guarded.bank.store.throttle_probes(
+            key_id, int((time.time() + 30) * 1000), actor=me, detail={"key_id": key_id}
+        )
+        with pytest.raises(RateLimited) as hit:
+            partner.match([Query([flip_bits(stored, 5, rng)])])
+        assert 25 < hit.value.retry_after <= 30
+        time.sleep(2.1)  # the key cache period
+        with pytest.raises(RateLimited) as miss:
+            partner.match([Query([balanced(rng)])])
+        assert 20 < miss.value.retry_after <= 30
+    assert _alarms(guarded) == {}  # not a crossing here: no alarm, no audit of its own
+
+
+def test_the_shared_counts_trim_what_left_their_windows_once_an_hour(tmp_path: Path) -> None:
+    """A replica deletes the store's probing rows older than their windows about once an
+    hour, on the path that records them: a key's hits of two hours ago are gone, not merely
+    out of the count."""
+    import sqlite3
+
+    from matcher.bank.probe_counts import SharedProbes
+    from matcher.records import ItemMatch
+    from matcher.store import SQLiteStore
+
+    now = [1_000_000.0]
+    limits = ProbeLimits(edge_window_seconds=3600.0)
+    with SQLiteStore(tmp_path / "data") as store:
+        shared = SharedProbes(store, store.secret_key(), limits, clock=lambda: now[0])
+        value = bytes(16) + b"\xff" * 16
+
+        def hit(v: bytes) -> None:
+            match = ItemMatch("m_1", PDQ, 3, 1, matched=(0,))
+            shared.check(1, [Query([Hash(PDQ, v)])], [[match]], lambda s: 31)
+
+        def rows() -> int:
+            conn = sqlite3.connect(tmp_path / "data" / "matcher.db")
+            try:
+                return sum(
+                    conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                    for t in ("probe_near", "probe_hits")
+                )
+            finally:
+                conn.close()
+
+        hit(value)
+        hit(flip(value, 3))
+        assert rows() == 4
+        now[0] += 2 * 3600  # both windows (an hour each here) are over, and an hour passed
+        hit(flip(value, 200))
+        assert rows() == 2  # only the new hit's rows

@@ -19,15 +19,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from matcher.bank import Bank
 from matcher.client import Client
-from matcher.errors import Allowlisted, Conflict, NotFound, RateLimited
+from matcher.errors import Allowlisted, Conflict, NotFound, PermissionDenied, RateLimited
 from matcher.principal import Principal, Role
 from matcher.records import CaseState, NewItem, Query
 from matcher.signals import MD5, PDQ, PHASH, Hash
 from matcher.store.postgres import PostgresStore
+from tests.service_fixtures import flip_bits
 
 OPERATOR = Principal.operator("test")
 
@@ -277,6 +279,153 @@ def test_flood_control_counts_every_replicas_matches(flood_cluster: Cluster) -> 
         assert _matched(on_a, victim) and _matched(on_b, victim)
         [entry] = a.review_queue()
         assert entry.number == 1 and entry.quarantine.matches >= 20
+
+
+@pytest.fixture
+def probe_cluster(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    """Two replicas with a short probing throttle, so that attacks run to their end."""
+    with _cluster(postgres_url, tmp_path, {"MATCHER_PROBE_THROTTLE": "0.3"}) as running:
+        yield running
+
+
+def _balanced(rng: np.random.Generator) -> Hash:
+    """A PDQ-like hash with 128 ones, as every real one has."""
+    bits = np.zeros(256, np.uint8)
+    bits[rng.choice(256, 128, replace=False)] = 1
+    return Hash(PDQ, np.packbits(bits).tobytes(), 90)
+
+
+def _flip(value: bytes, bit: int) -> bytes:
+    return (int.from_bytes(value, "big") ^ (1 << bit)).to_bytes(len(value), "big")
+
+
+def _stored(cluster: Cluster, rng: np.random.Generator) -> Hash:
+    """A PDQ hash enrolled through A and matchable on B (checked with a key that is not
+    attacking, so the attackers' counts start at zero)."""
+    stored = _balanced(rng)
+    with (
+        cluster.client(cluster.a, "practitioner") as a,
+        Client(cluster.b.target, cluster.keys["admin"], timeout=10) as watcher,
+    ):
+        case = a.create_case()
+        a.add_items(case.number, [NewItem([stored])])
+        deadline = time.monotonic() + 10
+        while not watcher.match([Query([stored])])[0].matches:
+            assert time.monotonic() < deadline, "never propagated"
+            time.sleep(0.01)
+    return stored
+
+
+def _attack(clients: list[Client], values: list[bytes]) -> list[str]:
+    """One query per request, round-robin over ``clients``; a throttled query is not sent
+    again (the attacker moves on), the attack ends at the suspension."""
+    outcomes = []
+    for i, value in enumerate(values):
+        try:
+            clients[i % len(clients)].match([Query([Hash(PDQ, value)])])
+            outcomes.append("answered")
+        except RateLimited as exc:
+            outcomes.append("throttled")
+            time.sleep(exc.retry_after + 0.05)
+        except PermissionDenied:
+            outcomes.append("suspended")
+            break
+    return outcomes
+
+
+def test_a_flip_attack_spread_over_replicas_is_stopped_at_one_replicas_counts(
+    probe_cluster: Cluster, rng: np.random.Generator
+) -> None:
+    """A re-upload and its one-bit flips, each query a hit: sent to one replica by one key
+    and alternating between two replicas by another, both are throttled at the 8th
+    near-identical query and suspended at the 32nd (on one replica its own detector decides,
+    over two the store's counts do); then both replicas refuse the suspended key's hits."""
+    cluster = probe_cluster
+    stored = _stored(cluster, rng)
+    upload = flip_bits(stored, 14, rng).value
+    values = [upload] + [_flip(upload, bit) for bit in range(40)]
+    expected = ["answered"] * 8 + ["throttled"] * 24 + ["suspended"]
+    with cluster.client(cluster.a, "partner2") as alone:
+        assert _attack([alone], values) == expected
+    with cluster.client(cluster.a, "partner") as a, cluster.client(cluster.b, "partner") as b:
+        assert _attack([a, b], values) == expected
+        for replica in (a, b):  # the suspending one at once; the other by the store's counts
+            with pytest.raises(PermissionDenied):
+                replica.match([Query([Hash(PDQ, upload)])])
+
+
+def test_an_edge_attack_spread_over_replicas_is_stopped_at_one_replicas_counts(
+    probe_cluster: Cluster, rng: np.random.Generator
+) -> None:
+    """Unrelated queries that all land at one item's edge (29 bits out of 31): throttled at
+    the 6th and suspended at the 16th, on one replica as over two."""
+    cluster = probe_cluster
+    stored = _stored(cluster, rng)
+    values = [flip_bits(stored, 29, rng).value for _ in range(30)]
+    expected = ["answered"] * 5 + ["throttled"] * 10 + ["suspended"]
+    with cluster.client(cluster.a, "partner2") as alone:
+        assert _attack([alone], values) == expected
+    with cluster.client(cluster.a, "partner") as a, cluster.client(cluster.b, "partner") as b:
+        assert _attack([a, b], values) == expected
+
+
+def test_a_boundary_walk_spread_over_replicas_ends_far_away_and_suspended(
+    probe_cluster: Cluster, rng: np.random.Generator
+) -> None:
+    """The walk of ``tests/test_probing.py``, each query to the other replica, re-sending a
+    throttled query until it is answered: suspended before it gets near the stored hash."""
+    cluster = probe_cluster
+    stored = _stored(cluster, rng)
+    upload = flip_bits(stored, 10, rng).value
+    asked = throttled = 0
+    suspended = False
+    with cluster.client(cluster.a, "partner") as a, cluster.client(cluster.b, "partner") as b:
+        clients = [a, b]
+
+        def ask(value: bytes) -> bool | None:
+            nonlocal asked, throttled, suspended
+            while not suspended:
+                try:
+                    (result,) = clients[(asked + throttled) % 2].match([Query([Hash(PDQ, value)])])
+                except RateLimited as exc:
+                    throttled += 1
+                    time.sleep(exc.retry_after + 0.05)
+                    continue
+                except PermissionDenied:
+                    suspended = True
+                    break
+                asked += 1
+                return bool(result.matches)
+            return None
+
+        current, walked = upload, set()
+        for bit in rng.permutation(256).tolist():
+            answer = ask(_flip(current, bit))
+            if answer is None:
+                break
+            current = _flip(current, bit)
+            walked.add(bit)
+            if not answer:
+                break
+        found = []
+        if not suspended:
+            for bit in range(256):
+                if bit in walked:
+                    continue
+                answer = ask(_flip(current, bit))
+                if answer is None:
+                    break
+                if answer:
+                    found.append(bit)
+    guess = current
+    for bit in found:
+        guess = _flip(guess, bit)
+    closest = min(
+        (int.from_bytes(v, "big") ^ int.from_bytes(stored.value, "big")).bit_count()
+        for v in (upload, guess)
+    )
+    print(f"walk over two replicas: {asked} answered, {throttled} throttled, closest {closest}")
+    assert suspended and throttled >= 1 and closest >= 8
 
 
 def test_a_killed_replica_leaves_the_other_serving_and_catches_up_on_restart(

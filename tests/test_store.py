@@ -19,6 +19,7 @@ from matcher.principal import Principal
 from matcher.records import NewItem
 from matcher.signals import PDQ, Hash
 from matcher.store import SQLiteStore, Store, open_store
+from matcher.store.base import ProbeRecord
 from matcher.store.sqlite import DB_FILENAME, SCHEMA_VERSION
 from matcher.store.sqlite_schema import MIGRATIONS
 
@@ -75,7 +76,7 @@ def test_open_store_takes_a_path_or_a_url(tmp_path: Path) -> None:
 
 def test_an_empty_folder_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "new") as store:
-        assert store.schema_version == SCHEMA_VERSION == 4
+        assert store.schema_version == SCHEMA_VERSION == 5
         tables = {r[0] for r in raw(store, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {
         "organisations",
@@ -211,3 +212,24 @@ def test_audit_refuses_anything_that_looks_like_a_hash(store: SQLiteStore) -> No
     with pytest.raises(ValueError, match="looks like a hash"), store._write() as w:
         store._audit(w, OPERATOR, Action.CASE_CREATE, detail={"value": os.urandom(32).hex()})
     assert store.audit_log() == []
+
+
+def test_a_schema_4_folder_gains_the_probing_counts_when_opened(tmp_path: Path) -> None:
+    """Schema 4 shipped without the probing tables: opening such a folder adds them (v5)
+    and keeps what it held, and the shared probing counts work at once."""
+    data = tmp_path / "data"
+    with SQLiteStore(data, _migrations=MIGRATIONS[:4]) as store:
+        assert store.schema_version == 4
+        store.create_organisation("Kept", actor=OPERATOR)
+        assert raw(store, "SELECT name FROM sqlite_master WHERE name = 'probe_near'") == []
+    with SQLiteStore(data) as store:
+        assert store.schema_version == SCHEMA_VERSION == 5
+        assert [o.name for o in store.list_organisations()] == ["Kept"]
+        tally = store.record_probes(
+            7, ProbeRecord(near=[(1, [2])]), now=1000, near_since=0, edge_since=0
+        )
+        assert tally.near_touched == 0
+        again = store.record_probes(
+            7, ProbeRecord(near=[(2, [1])]), now=2000, near_since=0, edge_since=0
+        )
+        assert again.near_touched == 1

@@ -17,6 +17,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Protocol
 
 from matcher import credentials
 from matcher.audit import Action
@@ -24,7 +25,7 @@ from matcher.errors import InvalidInput, NotFound, PermissionDenied, Unauthentic
 from matcher.principal import Principal, Role
 from matcher.records import ApiKeyRecord, KeyPolicy, NewApiKey, Organisation
 from matcher.signals import SIGNALS
-from matcher.store.base import AccountStore
+from matcher.store.base import AccountStore, ProbeStore
 
 __all__ = ["Accounts", "require"]
 
@@ -35,6 +36,10 @@ def require(by: Principal, *roles: Role) -> None:
         raise PermissionDenied(f"requires role {' or '.join(str(r) for r in roles)}")
 
 
+class _KeyStore(AccountStore, ProbeStore, Protocol):
+    """What accounts need of a store: keys, and the probing counts a restore clears."""
+
+
 class Accounts:
     """Organisations and API keys over any ``AccountStore``. Safe to share between threads.
 
@@ -42,7 +47,7 @@ class Accounts:
     act as admins).
     """
 
-    def __init__(self, store: AccountStore) -> None:
+    def __init__(self, store: _KeyStore) -> None:
         self._store = store
 
     @classmethod
@@ -213,5 +218,8 @@ class Accounts:
         held = self._policy(key_id)
         if not held.suspended:
             return held
+        # Its probing counts go first: restored, it starts afresh on every replica (the
+        # counts that suspended it would suspend it again at its next hit).
+        self._store.reset_probes(key_id)
         policy = dataclasses.replace(held, suspended_at=None, suspend_reason="")
         return self._store.set_key_policy(key_id, policy, actor=by, action=Action.KEY_RESTORE)

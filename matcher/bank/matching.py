@@ -475,29 +475,29 @@ class Bank:
             raise Unavailable("the index is still loading")
         index = self._follower.index
         # Group the query hashes by (signal type, distance): one index search per group.
-        groups: dict[tuple[SignalType, int], list[tuple[int, bytes]]] = {}
+        groups: dict[tuple[SignalType, int], list[tuple[int, int, bytes]]] = {}
         for qi, query in enumerate(queries):
-            for h in query.hashes:
+            for hi, h in enumerate(query.hashes):
                 groups.setdefault((h.signal, query.distance_for(h.signal)), []).append(
-                    (qi, h.value)
+                    (qi, hi, h.value)
                 )
         best: list[dict[int, tuple[float, int, int, SignalType]]] = [{} for _ in queries]
-        hits: list[Counter[int]] = [Counter() for _ in queries]
+        hits: list[dict[int, list[int]]] = [{} for _ in queries]
         for (signal, distance), entries in groups.items():
-            codes = np.frombuffer(b"".join(v for _, v in entries), dtype=np.uint8).reshape(
+            codes = np.frombuffer(b"".join(v for _, _, v in entries), dtype=np.uint8).reshape(
                 len(entries), signal.byte_length
             )
             order = _SIGNAL_ORDER[signal.name]
             results = index.search(signal, codes, distance)
             blocked = self._suppressed(signal, codes, results)
-            for k, ((qi, _), (ids, dists)) in enumerate(zip(entries, results, strict=True)):
+            for k, ((qi, hi, _), (ids, dists)) in enumerate(zip(entries, results, strict=True)):
                 if not len(ids) or (blocked is not None and blocked[k]):
                     continue
                 # Results come sorted by distance: an item's first entry is its nearest.
                 items, first = np.unique(ids >> ITEM_BITS, return_index=True)
                 found = best[qi]
                 for item, d in zip(items.tolist(), dists[first].tolist(), strict=True):
-                    hits[qi][item] += 1
+                    hits[qi].setdefault(item, []).append(hi)
                     key = (d / signal.bits, order, d, signal)
                     held = found.get(item)
                     if held is None or key[:2] < held[:2]:
@@ -510,12 +510,17 @@ class Bank:
         returned: list[int] = []
         for found, counts in zip(best, hits, strict=True):
             ranked = sorted(
-                (rel, self._ids.encode(item), signal, d, counts[item], item)
+                (rel, self._ids.encode(item), signal, d, item)
                 for item, (rel, _, d, signal) in found.items()
                 if item in active
             )
-            returned.extend(r[5] for r in ranked)
-            out.append([ItemMatch(i, signal, d, n) for _, i, signal, d, n, _ in ranked])
+            returned.extend(r[4] for r in ranked)
+            out.append(
+                [
+                    ItemMatch(i, signal, d, len(counts[item]), matched=tuple(sorted(counts[item])))
+                    for _, i, signal, d, item in ranked
+                ]
+            )
         # Flood control counts the uploads that returned each item: one dict increment per
         # result, flushed to the store in the background (matcher.bank.flood).
         if returned:

@@ -11,7 +11,8 @@ yes/no answers only, a walk out to the threshold and one flip per bit there does
   the same band, but a one-bit flip moves the edge at random, so comparing neighbours at that
   edge tells nothing. The match/no-match edge is not jittered (it is the bank's recall
   promise); it is watched instead.
-- **Probing detection** (``ProbeDetector``), per partner key:
+- **Probing detection**, per partner key (counted in the store by
+  ``matcher.bank.probe_counts.SharedProbes``, and per replica by ``ProbeDetector``):
 
   *near-identical bursts*: query hashes 1 bit apart (``near_bits``) from another query hash of
   the same key in the last ``near_window_seconds``. Natural PDQ hashes are balanced (128 ones:
@@ -31,12 +32,23 @@ yes/no answers only, a walk out to the threshold and one flip per bit there does
   restores it. Every alarm is logged, audited (key id, item id, counts, never a hash value) and
   counted in ``matcher_probe_alarms``.
 
-The counts are in memory, per replica (they are bounded: ``history`` hashes per key and signal,
-``max_keys`` keys); suspensions are in the store, so every replica refuses a suspended key.
-With N replicas a prober who spreads its queries evenly needs up to N times the bounds before
-an alarm (README, "Deployment": the figures). The near-burst detector compares hash values,
-which are never written anywhere, so it stays per replica; the edge and spread counts are sets
-of query digests per (key, item) and could be shared as per-window sums, which they are not yet.
+Where the counts live. The counts that decide the alarms are in the store, shared by every
+replica (``matcher.bank.probe_counts``): for every request that hit something, keyed digests
+of its hit query hashes (near pairs are found by equality with the digests of each hash's
+one-bit neighbours) and of its (item, query) hits, so a prober who spreads its queries
+round-robin over N replicas is throttled and suspended at the same counts as against one.
+Only hits are recorded: flip attacks and boundary walks are made of them, and a store write
+per upload hash would cost every request and keep a record of partners' uploads. Throttles
+(``probe_keys``) and suspensions (the key's policy) are in the store too: every replica
+refuses a throttled or suspended key's hits at once, and all its requests within the key
+cache period.
+
+``ProbeDetector`` adds a per-replica watch on the near-identical bound over *every* query hash
+(misses too), with the values in memory, before the search: a request of 257 one-bit flips is
+suspended before it is searched, and a walk sent to one replica is seen at its misses too. Its
+state is bounded (``history`` hashes per key and signal, ``max_keys`` keys) and never written
+anywhere. On one replica it mostly alarms before the store's counts do (it counts misses too);
+over several, the store's counts are the ones that hold.
 """
 
 from __future__ import annotations
@@ -52,7 +64,7 @@ from dataclasses import dataclass, field
 from matcher.records import ItemMatch, MatchBand, Query
 from matcher.signals import SignalType
 
-__all__ = ["Alarm", "Banding", "ProbeDetector", "ProbeLimits"]
+__all__ = ["Alarm", "Banding", "ProbeDetector", "ProbeLimits", "worst_alarm"]
 
 
 def _signal_map(**values: int) -> Mapping[str, int]:
@@ -137,6 +149,13 @@ class Alarm:
     item_id: str | None = None
 
 
+def worst_alarm(alarms: Sequence[Alarm]) -> Alarm | None:
+    """The alarm to act on: a suspension before a throttle, then the highest count."""
+    if not alarms:
+        return None
+    return max(alarms, key=lambda a: (a.action == "suspend", a.count))
+
+
 class _Recent:
     """Recent query hashes of one key and signal, found again by pigeonhole pieces: two
     values within ``k`` bits agree exactly on at least one of ``k + 1`` pieces."""
@@ -179,23 +198,16 @@ class _Recent:
 
 
 @dataclass(slots=True)
-class _ItemSeen:
-    since: float
-    edge: set[int] = field(default_factory=set)
-    spread: set[int] = field(default_factory=set)
-
-
-@dataclass(slots=True)
 class _KeyState:
     recent: dict[str, _Recent] = field(default_factory=dict)
     near_events: deque[float] = field(default_factory=deque)
-    items: dict[str, _ItemSeen] = field(default_factory=dict)
     throttled_until: float = 0.0
     last_seen: float = 0.0
 
 
 class ProbeDetector:
-    """Per-key probing detection. Runs on the service's event loop (no lock needed).
+    """Per-replica near-identical watch over every query hash, per key, and the replica's
+    view of throttles. Runs on the service's event loop (no lock needed).
 
     >>> from matcher.signals import PDQ, Hash
     >>> detector = ProbeDetector(ProbeLimits(near_throttle=2, near_suspend=3))
@@ -231,11 +243,15 @@ class ProbeDetector:
         state = self._keys.get(key_id)
         return max(0.0, state.throttled_until - self._clock()) if state else 0.0
 
+    def hold(self, key_id: int, seconds: float) -> None:
+        """Throttle the key here for ``seconds`` (an alarm from the store's counts)."""
+        now = self._clock()
+        state = self._state(key_id, now)
+        state.throttled_until = max(state.throttled_until, now + seconds)
+
     def _verdict(self, state: _KeyState, now: float, alarms: list[Alarm]) -> Alarm | None:
-        if not alarms:
-            return None
-        worst = max(alarms, key=lambda a: (a.action == "suspend", a.count))
-        if worst.action == "throttle":
+        worst = worst_alarm(alarms)
+        if worst is not None and worst.action == "throttle":
             state.throttled_until = now + self.limits.throttle_seconds
         return worst
 
@@ -266,55 +282,4 @@ class ProbeDetector:
                 alarms.append(Alarm("near", "suspend", count))
             elif count >= limits.near_throttle:
                 alarms.append(Alarm("near", "throttle", count))
-        return self._verdict(state, now, alarms)
-
-    def after(
-        self,
-        key_id: int,
-        queries: Sequence[Query],
-        results: Sequence[Sequence[ItemMatch]],
-        thresholds: Callable[[SignalType], int],
-    ) -> Alarm | None:
-        """Watch what a request matched (exact distances, before banding): hashes at one
-        item's edge, and distinct hashes hitting one item."""
-        limits = self.limits
-        now = self._clock()
-        state = self._state(key_id, now)
-        grown: set[str] = set()
-        for query, matches in zip(queries, results, strict=True):
-            if not matches:
-                continue
-            digest = hash(tuple(h.value for h in query.hashes))
-            for m in matches:
-                seen = state.items.get(m.item_id)
-                if seen is None or seen.since < now - limits.edge_window_seconds:
-                    seen = state.items[m.item_id] = _ItemSeen(now)
-                before = (len(seen.edge), len(seen.spread))
-                seen.spread.add(digest)
-                margin = limits.edge_margin.get(m.signal.name)
-                if (
-                    margin is not None
-                    and m.distance is not None
-                    and m.distance > thresholds(m.signal) - margin
-                ):
-                    seen.edge.add(digest)
-                if (len(seen.edge), len(seen.spread)) != before:
-                    grown.add(m.item_id)
-        alarms = []
-        for item_id in grown:
-            seen = state.items[item_id]
-            edge = len(seen.edge)
-            if edge < limits.edge_share * len(seen.spread):
-                edge = 0  # mostly honest copies well inside: their few edge cases are noise
-            for kind, count, throttle, suspend in (
-                ("edge", edge, limits.edge_throttle, limits.edge_suspend),
-                ("spread", len(seen.spread), limits.spread_throttle, limits.spread_suspend),
-            ):
-                if count >= suspend:
-                    alarms.append(Alarm(kind, "suspend", count, item_id))
-                elif count >= throttle:
-                    alarms.append(Alarm(kind, "throttle", count, item_id))
-        if len(state.items) > 4 * limits.history:  # bounded: forget the oldest items
-            keep = sorted(state.items.items(), key=lambda kv: kv[1].since)
-            state.items = dict(keep[len(keep) // 2 :])
         return self._verdict(state, now, alarms)

@@ -286,6 +286,15 @@ def _env(name: str) -> dict[str, Any]:
     **_env("FLOOD_FLUSH"),
 )
 @click.option(
+    "--probe-throttle",
+    type=click.FloatRange(0.01, 86_400),
+    default=60.0,
+    show_default=True,
+    help="Seconds a partner key is throttled each time its queries cross a probing bound "
+    "(every replica refuses it; the counts are in the store).",
+    **_env("PROBE_THROTTLE"),
+)
+@click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
     default="text",
@@ -330,6 +339,7 @@ def serve_command(
     flood_norm_factor: float,
     flood_history_hours: int,
     flood_flush: float,
+    probe_throttle: float,
     log_format: str,
     log_level: str,
 ) -> None:
@@ -360,6 +370,7 @@ def serve_command(
 
     from matcher.bank import Bank
     from matcher.bank.flood import FloodRule
+    from matcher.bank.probing import ProbeLimits
     from matcher.http import HttpConfig
     from matcher.principal import Principal
     from matcher.service import ServerConfig, ServiceLimits, TlsConfig, configure_logging, serve
@@ -391,7 +402,11 @@ def serve_command(
     config = ServerConfig(
         address=address,
         metrics_address=None if metrics_address == "off" else metrics_address,
-        limits=ServiceLimits(max_batch=max_batch, require_deadline=require_deadline),
+        limits=ServiceLimits(
+            max_batch=max_batch,
+            require_deadline=require_deadline,
+            probing=ProbeLimits(throttle_seconds=probe_throttle),
+        ),
         rate=rate,
         burst=burst,
         grace_seconds=grace,

@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 from matcher import contract, credentials
 from matcher.audit import Action
 from matcher.bank import Bank
-from matcher.bank.probing import Alarm, Banding, ProbeDetector, ProbeLimits
+from matcher.bank.probe_counts import SharedProbes
+from matcher.bank.probing import Alarm, Banding, ProbeDetector, ProbeLimits, worst_alarm
 from matcher.errors import (
     InvalidInput,
     NotFound,
@@ -155,6 +156,7 @@ class MatchServicer(_Base, match_pb2_grpc.MatchServiceServicer):
         super().__init__(bank, guard, metrics, limits)
         self.probes = ProbeDetector(limits.probing)
         self._band_key = bank.store.secret_key()
+        self.shared_probes = SharedProbes(bank.store, self._band_key, limits.probing)
         self._daily: dict[int, tuple[int, int]] = {}
         self.dispatcher: MatchDispatcher[Query, list[ItemMatch]] = MatchDispatcher(
             self._search,
@@ -214,13 +216,17 @@ class MatchServicer(_Base, match_pb2_grpc.MatchServiceServicer):
             self.guard.forget(key_id)
             self.probes.forget(key_id)
             raise PermissionDenied(_SUSPENDED)
+        wait = self.limits.probing.throttle_seconds
+        self.probes.hold(key_id, wait)
+        # In the store, so every replica refuses the key: its hits at once (the store's
+        # counts), everything within its key cache period (``KeyPolicy.throttled_until``).
         await _run(
-            self.bank.store.record_audit,
-            Action.MATCH_PROBE,
+            self.bank.store.throttle_probes,
+            key_id,
+            int((time.time() + wait) * 1000),
             actor=who,
             detail={"key_id": key_id, **detail},
         )
-        wait = self.limits.probing.throttle_seconds
         raise RateLimited(
             f"throttled: this key's queries look like probing for stored hashes; try again in "
             f"{wait:.0f} s",
@@ -293,21 +299,41 @@ class MatchServicer(_Base, match_pb2_grpc.MatchServiceServicer):
         total = sum(signals.values())
         key_id = who.key_id or 0
         wait = self.probes.throttled(key_id)
-        if wait:
+        if policy.throttled_until is not None:  # by any replica (read with the key's policy)
+            wait = max(wait, policy.throttled_until.timestamp() - time.time())
+        if wait > 0:
             raise RateLimited(
                 f"throttled: this key's queries look like probing for stored hashes; try "
                 f"again in {wait:.0f} s",
                 retry_after=wait,
             )
         self._spend_daily(who, policy, total)
+        # This replica's own watch over every hash (misses too): a suspension is final at
+        # once; a throttle waits until the request's hits are in the store's counts, so that
+        # the counts every replica shares miss nothing this replica refused.
         alarm = self.probes.before(key_id, queries)
-        if alarm is not None:
+        if alarm is not None and alarm.action == "suspend":
             await self._alarm(who, alarm)
         searched = self._bounded(queries, policy)
         results = await self.dispatcher.match(searched)
-        alarm = self.probes.after(key_id, searched, results, self._thresholds(policy))
+        wait = 0.0
+        if any(results):
+            # Hits are recorded and counted in the store before anything is answered (one
+            # transaction on a worker thread); a request that hit nothing skips this.
+            check = await _run(
+                self.shared_probes.check, key_id, searched, results, self._thresholds(policy)
+            )
+            alarm = worst_alarm([a for a in (alarm, check.alarm) if a is not None])
+            wait = check.wait
         if alarm is not None:
             await self._alarm(who, alarm)
+        if wait > 0:  # throttled by another replica's alarm: not news, no audit
+            self.probes.hold(key_id, wait)
+            raise RateLimited(
+                f"throttled: this key's queries look like probing for stored hashes; try "
+                f"again in {wait:.0f} s",
+                retry_after=wait,
+            )
         for name, count in signals.items():
             self.metrics.count_hashes("match", name, count)
         matched = sum(map(len, results))

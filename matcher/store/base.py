@@ -84,6 +84,9 @@ __all__ = [
     "ChangeFeed",
     "GuessStore",
     "MatchStore",
+    "ProbeRecord",
+    "ProbeStore",
+    "ProbeTally",
     "Snapshot",
     "Store",
 ]
@@ -144,7 +147,8 @@ class AccountStore(Protocol):
     def key_policy(self, key_id: int) -> KeyPolicy:
         """The key's policy (grants, stricter thresholds, budget, suspension); the default
         ``KeyPolicy()`` for a key that never had one set. Read fresh: every replica sees a
-        suspension or a grant as soon as it is committed."""
+        suspension or a grant as soon as it is committed. ``throttled_until`` comes from the
+        probing counts (``throttle_probes``), not from the policy ``set_key_policy`` writes."""
         ...
 
     def set_key_policy(
@@ -453,6 +457,82 @@ class GuessStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeRecord:
+    """What one request of one partner key hit, as keyed digests only (signed 64-bit
+    integers, Python ``int``s: ``matcher.bank.probe_counts`` makes them and says what they
+    reveal).
+
+    ``near``: per hash of a watched signal in a query that hit something, in request order,
+    its digest and the digests of its one-bit neighbours. ``hits``: per (item, query) hit,
+    the item's digest, the query's digest and whether the query sat at the item's edge.
+    """
+
+    near: Sequence[tuple[int, Sequence[int]]] = ()
+    hits: Sequence[tuple[int, int, bool]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTally:
+    """A key's probing counts right after a ``record_probes`` (every replica's requests).
+
+    ``near``: the key's near arrivals in the near window: each time a recorded hash arrived
+    one bit from another one recorded before it (a re-sent probing query counts again, as
+    the per-replica detector counts it); ``near_touched``: how many of those this request
+    added.
+    ``items``: per item digest of the request, ``(edge, spread, grown)``: distinct queries at
+    its edge and distinct queries that hit it in the edge window, and whether this request
+    added to either. ``throttled_until``: the key's shared throttle (epoch ms, 0 for none).
+    """
+
+    near: int
+    near_touched: int
+    items: Mapping[int, tuple[int, int, bool]]
+    throttled_until: int
+
+
+class ProbeStore(Protocol):
+    """Probing counts shared by every replica (``matcher.bank.probe_counts``): per partner
+    key, the digests of query hashes that hit something, so that a prober spreading its
+    queries over N replicas is counted as one replica would count it. Times are epoch ms.
+
+    ``record_probes`` is check-and-record in one transaction, serialised per key: of two
+    requests of one key on two replicas at once, the later one's counts include the first's,
+    so no answer is given past a bound because another replica had not committed yet.
+    """
+
+    def record_probes(
+        self, key_id: int, record: ProbeRecord, *, now: int, near_since: int, edge_since: int
+    ) -> ProbeTally:
+        """Record ``record`` for ``key_id`` at ``now`` and return the key's counts, in one
+        transaction (committed before it returns) that waits for any other one of the same
+        key. A near digest is *near* when one of its neighbours is held since ``near_since``
+        or came earlier in the request; each near arrival counts once (a digest held already
+        is not added again, but counts again when near). A (item, query) pair already held
+        since ``edge_since`` is not added again (its edge flag may still turn on). Rows older
+        than the windows count as absent (a new record refreshes them)."""
+        ...
+
+    def throttle_probes(
+        self, key_id: int, until: int, *, actor: Principal, detail: dict[str, object]
+    ) -> None:
+        """Throttle the key until ``until`` (epoch ms; an earlier throttle held is kept if
+        later) and write one ``match.probe`` audit row with ``detail`` (counts and ids), in
+        one transaction. Every replica reads it through ``key_policy`` (``throttled_until``)
+        and the next ``record_probes``."""
+        ...
+
+    def reset_probes(self, key_id: int) -> None:
+        """Forget the key's probing counts and throttle (a restored key starts afresh)."""
+        ...
+
+    def trim_probes(self, *, near_before: int, edge_before: int) -> int:
+        """Delete near digests recorded before ``near_before``, (item, query) rows before
+        ``edge_before`` and throttles over before ``near_before``; return how many rows went
+        (each replica calls it about once an hour, as ``trim_match_counts``)."""
+        ...
+
+
 @runtime_checkable
 class Store(
     AccountStore,
@@ -462,6 +542,7 @@ class Store(
     AuditReader,
     AllowlistStore,
     GuessStore,
+    ProbeStore,
     Protocol,
 ):
     """A whole backend: every part above, its secret key, and ``close``."""

@@ -53,7 +53,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,7 +87,7 @@ from matcher.records import (
 )
 from matcher.signals import SIGNALS, Hash
 from matcher.store import ledger as ledger_file
-from matcher.store.base import AddedItems
+from matcher.store.base import AddedItems, ProbeRecord, ProbeTally
 from matcher.store.crypto import KEY_FILE_ENV, ItemCipher, Keyring, load_keyring
 from matcher.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from matcher.store.sqlite import (
@@ -100,8 +100,11 @@ from matcher.store.sqlite import (
     _case,
     _codes_by_signal,
     _dt_required,
+    _hit_rows,
     _item,
     _key,
+    _near_asked,
+    _near_rows,
     _now_ms,
     _policy_from_json,
     _policy_to_json,
@@ -110,6 +113,7 @@ from matcher.store.sqlite import (
     _signal_dict,
     _unique_hashes,
     _verdict,
+    _with_throttle,
 )
 
 try:
@@ -829,6 +833,155 @@ class PostgresStore:
                     [(bytes(k), bucket) for k in sorted(set(keys))],
                 )
 
+    # -- probing counts (``ProbeStore``)
+
+    def record_probes(
+        self, key_id: int, record: ProbeRecord, *, now: int, near_since: int, edge_since: int
+    ) -> ProbeTally:
+        """Check and record one request's hits (see ``ProbeStore``).
+
+        The transaction first upserts the key's ``probe_keys`` row, which locks it until
+        commit: two replicas recording for one key take turns, and each statement after the
+        lock reads (READ COMMITTED) everything the previous holder committed. Different keys
+        never wait for each other. Two round trips, in pipeline mode: the lock and the reads,
+        then the writes, the counts and the commit. The commit does not wait for its WAL
+        flush (``synchronous_commit = off`` for this transaction only): these are counts,
+        acknowledged to no one, and a crash of the server loses at most its last fraction of
+        a second of them, never a committed enrollment or withdrawal."""
+        with self._conn() as conn:
+            try:
+                with conn.pipeline():
+                    return self._record_probes(
+                        conn, int(key_id), record, int(now), near_since, edge_since
+                    )
+            except BaseException:
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _record_probes(
+        conn: psycopg.Connection[Any],
+        key_id: int,
+        record: ProbeRecord,
+        now: int,
+        near_since: int,
+        edge_since: int,
+    ) -> ProbeTally:
+        slots = sorted({int(i) for i, _, _ in record.hits})
+        conn.execute("BEGIN")
+        conn.execute("SET LOCAL synchronous_commit = off")
+        locked = conn.execute(
+            "INSERT INTO probe_keys(key_id) VALUES (%s) ON CONFLICT (key_id) "
+            "DO UPDATE SET key_id = excluded.key_id RETURNING throttled_until",
+            (key_id,),
+        )
+        near_held = (
+            conn.execute(
+                "SELECT digest, touches FROM probe_near WHERE key_id = %s "
+                "AND at >= %s AND digest = ANY(%s::bigint[])",
+                (key_id, near_since, _pg_ints(_near_asked(record))),
+            )
+            if record.near
+            else None
+        )
+        hits_held = (
+            conn.execute(
+                "SELECT item, digest, edge FROM probe_hits WHERE key_id = %s "
+                "AND at >= %s AND item = ANY(%s::bigint[]) AND digest = ANY(%s::bigint[])",
+                (
+                    key_id,
+                    edge_since,
+                    _pg_ints(slots),
+                    _pg_ints({int(d) for _, d, _ in record.hits}),
+                ),
+            )
+            if record.hits
+            else None
+        )
+        row = locked.fetchone()  # the first round trip
+        throttled = row[0] if row else 0
+        touched = 0
+        grown: set[int] = set()
+        with conn.cursor() as cur:
+            if near_held is not None:
+                held = {int(d): int(n) for d, n in near_held.fetchall()}
+                fresh, again = _near_rows(record, held)
+                touched = sum(n for _, n in fresh) + len(again)
+                if fresh:
+                    cur.executemany(
+                        "INSERT INTO probe_near(key_id, digest, touches, at) "
+                        "VALUES (%s, %s, %s, %s) ON CONFLICT (key_id, digest) DO UPDATE "
+                        "SET touches = excluded.touches, at = excluded.at",
+                        [(key_id, d, n, now) for d, n in fresh],
+                    )
+                if again:
+                    cur.executemany(
+                        "UPDATE probe_near SET touches = touches + 1, at = %s "
+                        "WHERE key_id = %s AND digest = %s",
+                        [(now, key_id, d) for d in again],
+                    )
+            if hits_held is not None:
+                held_hits = {(int(i), int(d)): bool(e) for i, d, e in hits_held.fetchall()}
+                changed, grown = _hit_rows(record, held_hits)
+                if changed:
+                    cur.executemany(
+                        "INSERT INTO probe_hits(key_id, item, digest, edge, at) "
+                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key_id, item, digest) "
+                        "DO UPDATE SET edge = excluded.edge, at = excluded.at",
+                        [(key_id, i, d, int(e), now) for (i, d), e in sorted(changed.items())],
+                    )
+        counted = conn.execute(
+            "SELECT coalesce(sum(touches), 0) FROM probe_near "
+            "WHERE key_id = %s AND touches > 0 AND at >= %s",
+            (key_id, near_since),
+        )
+        per_item = (
+            conn.execute(
+                "SELECT item, count(*), sum(edge) FROM probe_hits WHERE key_id = %s "
+                "AND item = ANY(%s::bigint[]) AND at >= %s GROUP BY item",
+                (key_id, _pg_ints(slots), edge_since),
+            )
+            if slots
+            else None
+        )
+        conn.execute("COMMIT")
+        total = counted.fetchone()  # the second round trip
+        items: dict[int, tuple[int, int, bool]] = {}
+        if per_item is not None:
+            for item, spread, edge in per_item.fetchall():
+                items[int(item)] = (int(edge), int(spread), int(item) in grown)
+        return ProbeTally(int(total[0] if total else 0), touched, items, int(throttled))
+
+    def throttle_probes(
+        self, key_id: int, until: int, *, actor: Principal, detail: dict[str, object]
+    ) -> None:
+        """Throttle the key until ``until`` and audit it (see ``ProbeStore``)."""
+        with self._write() as w:
+            w.execute(
+                "INSERT INTO probe_keys(key_id, throttled_until) VALUES (%s, %s) "
+                "ON CONFLICT (key_id) DO UPDATE SET "
+                "throttled_until = GREATEST(probe_keys.throttled_until, excluded.throttled_until)",
+                (int(key_id), int(until)),
+            )
+            self._audit(w, actor, Action.MATCH_PROBE, detail=detail)
+
+    def reset_probes(self, key_id: int) -> None:
+        """Forget the key's probing counts and throttle (see ``ProbeStore``)."""
+        with self._write() as w:
+            for table in ("probe_near", "probe_hits", "probe_keys"):
+                w.execute(f"DELETE FROM {table} WHERE key_id = %s", (int(key_id),))
+
+    def trim_probes(self, *, near_before: int, edge_before: int) -> int:
+        """Delete probing rows older than their windows (see ``ProbeStore``)."""
+        with self._write() as w:
+            gone = w.execute("DELETE FROM probe_near WHERE at < %s", (int(near_before),)).rowcount
+            gone += w.execute("DELETE FROM probe_hits WHERE at < %s", (int(edge_before),)).rowcount
+            gone += w.execute(
+                "DELETE FROM probe_keys WHERE throttled_until < %s", (int(near_before),)
+            ).rowcount
+        return int(gone)
+
     # -- matching
 
     def active_items(self, item_ids: Sequence[int]) -> set[int]:
@@ -1133,12 +1286,16 @@ class PostgresStore:
     # Key policies live in ``meta`` (one JSON row per key, ``key_policy:{id}``), as in SQLite.
 
     def key_policy(self, key_id: int) -> KeyPolicy:
-        """The key's policy, or the default one (read fresh: every replica sees a change)."""
+        """The key's policy, or the default one, with its probing throttle (read fresh:
+        every replica sees a change)."""
         with self._conn() as conn:
             row = conn.execute(
-                "SELECT value FROM meta WHERE key = %s", (f"key_policy:{key_id}",)
+                "SELECT (SELECT value FROM meta WHERE key = %s), "
+                "(SELECT throttled_until FROM probe_keys WHERE key_id = %s)",
+                (f"key_policy:{key_id}", int(key_id)),
             ).fetchone()
-        return KeyPolicy() if row is None else _policy_from_json(bytes(row[0]))
+        policy = KeyPolicy() if row is None or row[0] is None else _policy_from_json(bytes(row[0]))
+        return _with_throttle(policy, None if row is None else row[1])
 
     def set_key_policy(
         self,
@@ -1425,6 +1582,13 @@ class PostgresStore:
                 self._listener = None
                 time.sleep(min(timeout, 0.5))
                 return False
+
+
+def _pg_ints(values: Iterable[int]) -> str:
+    """An integer array as PostgreSQL's text form, for a ``%s::bigint[]`` parameter: a few
+    hundred digests this way cost microseconds, where psycopg's list dumper checks every
+    element's quoting (a millisecond for one PDQ hash's 257 digests)."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _reason(exc: BaseException) -> str:

@@ -25,6 +25,9 @@ and ``meta.secret_key`` is stored wrapped. A version-2 database is sealed in pla
 
 Schema version 4, as on SQLite: ``verdicts``, ``quarantines``, ``items.reviewed_at``,
 ``match_counts``, ``allowlist`` and ``guess_failures`` (see ``matcher.store.sqlite_schema``).
+
+Schema version 5, as on SQLite: the probing counts ``probe_near``, ``probe_hits`` and
+``probe_keys``.
 """
 
 from __future__ import annotations
@@ -210,7 +213,34 @@ _V4: tuple[str, ...] = (
 )
 
 
-MIGRATIONS: list[Migration] = [_V1, _V2, _v3_sealed, _V4]
+# Version 5 (issue 12): probing counts shared by every replica (``matcher.bank.probe_counts``).
+_V5: tuple[str, ...] = (
+    """CREATE TABLE probe_near (
+        key_id BIGINT NOT NULL,
+        digest BIGINT NOT NULL,
+        touches INTEGER NOT NULL CHECK (touches >= 0),
+        at BIGINT NOT NULL,
+        PRIMARY KEY (key_id, digest)
+    )""",
+    "CREATE INDEX probe_near_by_at ON probe_near(at)",
+    # The near count reads the near rows only: few, where honest partners' hits are many.
+    "CREATE INDEX probe_near_counted ON probe_near(key_id, at) WHERE touches > 0",
+    """CREATE TABLE probe_hits (
+        key_id BIGINT NOT NULL,
+        item BIGINT NOT NULL,
+        digest BIGINT NOT NULL,
+        edge SMALLINT NOT NULL CHECK (edge IN (0, 1)),
+        at BIGINT NOT NULL,
+        PRIMARY KEY (key_id, item, digest)
+    )""",
+    "CREATE INDEX probe_hits_by_at ON probe_hits(at)",
+    """CREATE TABLE probe_keys (
+        key_id BIGINT PRIMARY KEY,
+        throttled_until BIGINT NOT NULL DEFAULT 0
+    )""",
+)
+
+MIGRATIONS: list[Migration] = [_V1, _V2, _v3_sealed, _V4, _V5]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this code writes (the same number as SQLite's)."""

@@ -35,6 +35,7 @@ Times are integer milliseconds since the Unix epoch (UTC).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
@@ -79,7 +80,7 @@ from matcher.records import (
     VerdictRecord,
 )
 from matcher.signals import SIGNALS, Hash
-from matcher.store.base import AddedItems
+from matcher.store.base import AddedItems, ProbeRecord, ProbeTally
 from matcher.store.crypto import KEY_FILE_ENV, ItemCipher, Keyring, default_key_file, load_keyring
 from matcher.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, Migration
 
@@ -112,6 +113,59 @@ def _json_ids(ids: Sequence[int]) -> str:
     # One JSON array parameter instead of thousands of "?" placeholders: SQLite's json_each
     # turns it back into rows, and the statement text stays the same (cached) for any size.
     return json.dumps([int(i) for i in ids])
+
+
+def _near_asked(record: ProbeRecord) -> list[int]:
+    """Every digest a request's near check looks up: its own and their neighbours."""
+    asked: set[int] = set()
+    for digest, neighbours in record.near:
+        asked.add(digest)
+        asked.update(neighbours)
+    return list(asked)
+
+
+def _ints_json(values: Sequence[int]) -> str:
+    # Digests are ints already (``ProbeRecord``): joined directly, a PDQ hash's 257 take
+    # microseconds where ``_json_ids`` converts and encodes each.
+    return "[" + ",".join(map(str, values)) + "]"
+
+
+def _near_rows(
+    record: ProbeRecord, held: Mapping[int, int]
+) -> tuple[list[tuple[int, int]], list[int]]:
+    """What a request's near digests write, given the digests ``held`` in the window (with
+    their touches): rows to write afresh (not held), with 1 touch if near else 0, and held
+    digests touched again (near now). In request order: a digest is near when a neighbour is
+    held or came earlier in the request."""
+    seen = set(held)
+    fresh: list[tuple[int, int]] = []
+    again: list[int] = []
+    for digest, neighbours in record.near:
+        near = not seen.isdisjoint(neighbours)
+        if digest in held:
+            if near and digest not in again:
+                again.append(digest)
+        elif digest not in seen:
+            fresh.append((digest, int(near)))
+        seen.add(digest)
+    return fresh, again
+
+
+def _hit_rows(
+    record: ProbeRecord, held: Mapping[tuple[int, int], bool]
+) -> tuple[dict[tuple[int, int], bool], set[int]]:
+    """The (item, query) rows of ``record`` to write (new in the window, or now at the edge)
+    and the items whose counts they grow."""
+    wanted: dict[tuple[int, int], bool] = {}
+    for item, digest, edge in record.hits:
+        pair = (int(item), int(digest))
+        wanted[pair] = wanted.get(pair, False) or bool(edge)
+    changed = {
+        pair: edge or held.get(pair, False)
+        for pair, edge in wanted.items()
+        if pair not in held or (edge and not held[pair])
+    }
+    return changed, {item for item, _ in changed}
 
 
 def _signal_dict(text: str) -> dict[str, int]:
@@ -254,6 +308,13 @@ def _policy_to_json(policy: KeyPolicy) -> str:
         },
         sort_keys=True,
     )
+
+
+def _with_throttle(policy: KeyPolicy, until_ms: int | None) -> KeyPolicy:
+    """``policy`` with the key's probing throttle (``probe_keys``; 0 or None: none)."""
+    if not until_ms:
+        return policy
+    return dataclasses.replace(policy, throttled_until=_dt(int(until_ms)))
 
 
 def _policy_from_json(text: str | bytes) -> KeyPolicy:
@@ -474,35 +535,50 @@ class SQLiteStore:
         return conn
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction: commits on success, rolls back on any exception.
 
         Nothing is acknowledged unless COMMIT returned. A database that is locked by another
         process for longer than the busy timeout, or that fails to write (disk full, I/O
-        error), raises ``Unavailable``: the caller may retry.
+        error), raises ``Unavailable``: the caller may retry. ``durable=False`` (probing
+        counts only, acknowledged to no one) commits without an fsync (``synchronous=NORMAL``
+        for this transaction: in WAL mode a power loss may drop it, never corrupt the file;
+        the next durable commit syncs it along).
         """
         with self._write_lock:
             if self._closed:
                 raise Unavailable("the store is closed")
             conn = self._writer
+            if not durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                # IMMEDIATE takes the write lock now, so another process writing to the same
-                # file makes us wait (busy timeout) here rather than fail halfway through.
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise Unavailable("the store is busy; retry later") from exc
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                # A failed COMMIT can leave the transaction open: roll it back, so that it is
-                # not committed later by accident with the next transaction's COMMIT.
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.OperationalError):
-                    raise Unavailable("the store failed to write; retry later") from exc
-                raise
+                with self._transaction(conn):
+                    yield conn
+            finally:
+                if not durable:
+                    conn.execute("PRAGMA synchronous=FULL")
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+        try:
+            # IMMEDIATE takes the write lock now, so another process writing to the same
+            # file makes us wait (busy timeout) here rather than fail halfway through.
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise Unavailable("the store is busy; retry later") from exc
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            # A failed COMMIT can leave the transaction open: roll it back, so that it is
+            # not committed later by accident with the next transaction's COMMIT.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise Unavailable("the store failed to write; retry later") from exc
+            raise
 
     def close(self) -> None:
         """Checkpoint the WAL into the database file and close every connection."""
@@ -1093,6 +1169,111 @@ class SQLiteStore:
                 [(bytes(k), bucket) for k in sorted(set(keys))],
             )
 
+    # -- probing counts (``ProbeStore``)
+
+    def record_probes(
+        self, key_id: int, record: ProbeRecord, *, now: int, near_since: int, edge_since: int
+    ) -> ProbeTally:
+        """Check and record one request's hits (see ``ProbeStore``): one write transaction,
+        so every other writer (another process on the folder too) waits for it."""
+        key_id, now = int(key_id), int(now)
+        with self._write(durable=False) as w:
+            w.execute(
+                "INSERT INTO probe_keys(key_id) VALUES (?) ON CONFLICT(key_id) DO NOTHING",
+                (key_id,),
+            )
+            (throttled,) = w.execute(
+                "SELECT throttled_until FROM probe_keys WHERE key_id = ?", (key_id,)
+            ).fetchone()
+            touched = 0
+            if record.near:
+                held = {
+                    int(d): int(n)
+                    for d, n in w.execute(
+                        "SELECT digest, touches FROM probe_near WHERE key_id = ? AND at >= ? "
+                        "AND digest IN (SELECT value FROM json_each(?))",
+                        (key_id, near_since, _ints_json(_near_asked(record))),
+                    )
+                }
+                fresh, again = _near_rows(record, held)
+                touched = sum(n for _, n in fresh) + len(again)
+                w.executemany(
+                    "INSERT INTO probe_near(key_id, digest, touches, at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(key_id, digest) DO UPDATE SET touches = excluded.touches, "
+                    "at = excluded.at",
+                    [(key_id, d, n, now) for d, n in fresh],
+                )
+                w.executemany(
+                    "UPDATE probe_near SET touches = touches + 1, at = ? "
+                    "WHERE key_id = ? AND digest = ?",
+                    [(now, key_id, d) for d in again],
+                )
+            (near_count,) = w.execute(
+                "SELECT coalesce(sum(touches), 0) FROM probe_near "
+                "WHERE key_id = ? AND touches > 0 AND at >= ?",
+                (key_id, near_since),
+            ).fetchone()
+            items: dict[int, tuple[int, int, bool]] = {}
+            if record.hits:
+                slots = sorted({int(i) for i, _, _ in record.hits})
+                held_hits = {
+                    (int(i), int(d)): bool(e)
+                    for i, d, e in w.execute(
+                        "SELECT item, digest, edge FROM probe_hits WHERE key_id = ? AND at >= ? "
+                        "AND item IN (SELECT value FROM json_each(?)) "
+                        "AND digest IN (SELECT value FROM json_each(?))",
+                        (
+                            key_id,
+                            edge_since,
+                            _json_ids(slots),
+                            _json_ids(sorted({int(d) for _, d, _ in record.hits})),
+                        ),
+                    )
+                }
+                changed, grown = _hit_rows(record, held_hits)
+                w.executemany(
+                    "INSERT INTO probe_hits(key_id, item, digest, edge, at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT(key_id, item, digest) DO UPDATE SET edge = excluded.edge, "
+                    "at = excluded.at",
+                    [(key_id, i, d, int(e), now) for (i, d), e in changed.items()],
+                )
+                for item, spread, edge in w.execute(
+                    "SELECT item, count(*), sum(edge) FROM probe_hits WHERE key_id = ? "
+                    "AND item IN (SELECT value FROM json_each(?)) AND at >= ? GROUP BY item",
+                    (key_id, _json_ids(slots), edge_since),
+                ):
+                    items[int(item)] = (int(edge), int(spread), int(item) in grown)
+        return ProbeTally(int(near_count), touched, items, int(throttled))
+
+    def throttle_probes(
+        self, key_id: int, until: int, *, actor: Principal, detail: dict[str, object]
+    ) -> None:
+        """Throttle the key until ``until`` and audit it (see ``ProbeStore``)."""
+        with self._write() as w:
+            w.execute(
+                "INSERT INTO probe_keys(key_id, throttled_until) VALUES (?, ?) "
+                "ON CONFLICT(key_id) DO UPDATE SET "
+                "throttled_until = max(throttled_until, excluded.throttled_until)",
+                (int(key_id), int(until)),
+            )
+            self._audit(w, actor, Action.MATCH_PROBE, detail=detail)
+
+    def reset_probes(self, key_id: int) -> None:
+        """Forget the key's probing counts and throttle (see ``ProbeStore``)."""
+        with self._write() as w:
+            for table in ("probe_near", "probe_hits", "probe_keys"):
+                w.execute(f"DELETE FROM {table} WHERE key_id = ?", (int(key_id),))
+
+    def trim_probes(self, *, near_before: int, edge_before: int) -> int:
+        """Delete probing rows older than their windows (see ``ProbeStore``)."""
+        with self._write() as w:
+            gone = w.execute("DELETE FROM probe_near WHERE at < ?", (int(near_before),)).rowcount
+            gone += w.execute("DELETE FROM probe_hits WHERE at < ?", (int(edge_before),)).rowcount
+            gone += w.execute(
+                "DELETE FROM probe_keys WHERE throttled_until < ?", (int(near_before),)
+            ).rowcount
+        return int(gone)
+
     # -- matching
 
     def active_items(self, item_ids: Sequence[int]) -> set[int]:
@@ -1387,13 +1568,17 @@ class SQLiteStore:
     # no schema change: few keys ever get one, and it is read only when a key is (re)cached.
 
     def key_policy(self, key_id: int) -> KeyPolicy:
-        """The key's policy, or the default one."""
+        """The key's policy, or the default one, with its probing throttle."""
         row = (
             self._reader()
-            .execute("SELECT value FROM meta WHERE key = ?", (f"key_policy:{key_id}",))
+            .execute(
+                "SELECT (SELECT value FROM meta WHERE key = ?), "
+                "(SELECT throttled_until FROM probe_keys WHERE key_id = ?)",
+                (f"key_policy:{key_id}", int(key_id)),
+            )
             .fetchone()
         )
-        return KeyPolicy() if row is None else _policy_from_json(row[0])
+        return _with_throttle(KeyPolicy() if row[0] is None else _policy_from_json(row[0]), row[1])
 
     def set_key_policy(
         self,

@@ -55,6 +55,14 @@ they were, with no verdict rows behind them, so they never count towards a quara
 The allowlist's values are not sealed: they are hashes of pictures known to be benign and
 public (a meme, a flat grey square), which say nothing about anyone.
 
+Schema version 5 (probing counts shared by every replica, issue 12)::
+
+    probe_near(key_id, digest, touches, at, PK(key_id, digest))   keyed digests of hit
+                                              query hashes; touches: arrivals while near
+    probe_hits(key_id, item, digest, edge, at, PK(key_id, item, digest))   keyed (item,
+                                              query) hits, for the edge and spread counts
+    probe_keys(key_id PK, throttled_until)    the lock row and shared throttle per key
+
 From version 1 to 2 (``_v2_items``), for data folders made before items existed:
 
 - each v1 enrollment call becomes one item: the hash rows of one case sharing one
@@ -375,7 +383,40 @@ _V4: tuple[str, ...] = (
 )
 
 
-MIGRATIONS: list[Migration] = [_V1, _v2_items, _v3_sealed, _V4]
+# Version 5 (issue 12): probing counts shared by every replica (``matcher.bank.probe_counts``).
+_V5: tuple[str, ...] = (
+    # Per partner key, so every replica counts one prober's queries together. Digests are
+    # keyed (64 bits, under a key derived from the store's secret key): never a hash value,
+    # never an item id in clear. Only
+    # queries that hit something are recorded. ``at`` is epoch ms; old rows are trimmed.
+    """CREATE TABLE probe_near (
+        key_id INTEGER NOT NULL,
+        digest INTEGER NOT NULL,
+        touches INTEGER NOT NULL CHECK (touches >= 0),
+        at INTEGER NOT NULL,
+        PRIMARY KEY (key_id, digest)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX probe_near_by_at ON probe_near(at)",
+    # The near count reads the near rows only: few, where honest partners' hits are many.
+    "CREATE INDEX probe_near_counted ON probe_near(key_id, at) WHERE touches > 0",
+    """CREATE TABLE probe_hits (
+        key_id INTEGER NOT NULL,
+        item INTEGER NOT NULL,
+        digest INTEGER NOT NULL,
+        edge INTEGER NOT NULL CHECK (edge IN (0, 1)),
+        at INTEGER NOT NULL,
+        PRIMARY KEY (key_id, item, digest)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX probe_hits_by_at ON probe_hits(at)",
+    # One row per key with probing counts: the row every check-and-record of the key locks
+    # first (PostgreSQL), and the key's throttle, which every replica reads with its policy.
+    """CREATE TABLE probe_keys (
+        key_id INTEGER PRIMARY KEY,
+        throttled_until INTEGER NOT NULL DEFAULT 0
+    )""",
+)
+
+MIGRATIONS: list[Migration] = [_V1, _v2_items, _v3_sealed, _V4, _V5]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this code writes."""

@@ -30,6 +30,7 @@ from matcher.records import (
 )
 from matcher.signals import MD5, PDQ, PHASH, Hash
 from matcher.store import Store
+from matcher.store.base import ProbeRecord
 from tests.store.conftest import Backend
 
 OPERATOR = Principal.operator("test")
@@ -928,3 +929,164 @@ def test_guess_failures_from_many_threads_are_all_counted(backend: Backend, stor
         t.join()
     assert errors == []
     assert store.guess_failures([shared], since=0) == {shared: {7: 80}}
+
+
+# -- probing counts (``ProbeStore``): digests are made up here; ``probe_counts`` makes real ones
+
+
+def test_probe_near_pairs_are_found_by_their_neighbours_digests_across_handles(
+    backend: Backend, store: Store
+) -> None:
+    """A digest is near when one of its neighbours was recorded before it (through any
+    handle) within the window, or earlier in the same request; each near arrival counts."""
+    other = backend.store()
+    first = store.record_probes(
+        7, ProbeRecord(near=[(1, [10, 11])]), now=1000, near_since=0, edge_since=0
+    )
+    assert (first.near, first.near_touched, first.items, first.throttled_until) == (0, 0, {}, 0)
+    second = other.record_probes(
+        7, ProbeRecord(near=[(10, [1, 12])]), now=2000, near_since=0, edge_since=0
+    )
+    assert (second.near, second.near_touched) == (1, 1)
+    again = store.record_probes(
+        7, ProbeRecord(near=[(10, [1, 12]), (20, [21])]), now=3000, near_since=0, edge_since=0
+    )
+    # 10 is held, and near: re-sent, it counts again (as the per-replica detector counts a
+    # re-sent probe); 20 is not near anything.
+    assert (again.near, again.near_touched) == (2, 1)
+    # In request order: 31 follows 30, its neighbour; 30 came first, so only 31 is near.
+    both = other.record_probes(
+        7, ProbeRecord(near=[(30, [31]), (31, [30])]), now=4000, near_since=0, edge_since=0
+    )
+    assert (both.near, both.near_touched) == (3, 1)
+    # Another key shares nothing.
+    assert (
+        store.record_probes(
+            8, ProbeRecord(near=[(11, [1])]), now=4000, near_since=0, edge_since=0
+        ).near_touched
+        == 0
+    )
+    # Rows older than the window count as absent: 10 and 20 are out of it (31 is in).
+    late = store.record_probes(
+        7,
+        ProbeRecord(near=[(12, [10]), (21, [20]), (32, [31])]),
+        now=9000,
+        near_since=3500,
+        edge_since=0,
+    )
+    assert (late.near, late.near_touched) == (2, 1)  # 31 and 32 (10 was last seen at 3000)
+    # A digest seen again after its window is recorded afresh: 1, now near of 12.
+    afresh = other.record_probes(
+        7, ProbeRecord(near=[(1, [12])]), now=9500, near_since=3500, edge_since=0
+    )
+    assert (afresh.near, afresh.near_touched) == (3, 1)
+
+
+def test_probe_hits_count_distinct_queries_per_item_and_their_edge(
+    backend: Backend, store: Store
+) -> None:
+    other = backend.store()
+    tally = store.record_probes(
+        7,
+        ProbeRecord(hits=[(5, 1, False), (5, 2, True), (5, 2, True), (6, 1, False)]),
+        now=1000,
+        near_since=0,
+        edge_since=0,
+    )
+    assert tally.items == {5: (1, 2, True), 6: (0, 1, True)} and tally.near == 0
+    same = other.record_probes(
+        7, ProbeRecord(hits=[(5, 2, True), (6, 1, False)]), now=2000, near_since=0, edge_since=0
+    )
+    assert same.items == {5: (1, 2, False), 6: (0, 1, False)}  # nothing grew
+    upgraded = other.record_probes(
+        7, ProbeRecord(hits=[(5, 1, True)]), now=3000, near_since=0, edge_since=0
+    )
+    assert upgraded.items == {5: (2, 2, True)}
+    assert store.record_probes(
+        9, ProbeRecord(hits=[(5, 1, True)]), now=3000, near_since=0, edge_since=0
+    ).items == {5: (1, 1, True)}
+    # The window: only the pair refreshed at 3000 is still in it; the one at 1000 is new again.
+    windowed = store.record_probes(
+        7, ProbeRecord(hits=[(5, 2, False)]), now=5000, near_since=0, edge_since=2500
+    )
+    assert windowed.items == {5: (1, 2, True)}
+
+
+def test_probe_records_of_one_key_from_many_threads_take_turns(
+    backend: Backend, store: Store
+) -> None:
+    """Replicas recording for one key at once see each other's records: of 12 digests that
+    are all each other's neighbours, recorded at once through three handles, exactly one is
+    first (not near) and 11 are near, and the last tally counts them all."""
+    handles = [backend.store() for _ in range(3)]
+    digests = list(range(100, 112))
+    tallies = []
+    errors: list[BaseException] = []
+
+    def record(handle: Store, mine: Sequence[int]) -> None:
+        try:
+            for d in mine:
+                others = [n for n in digests if n != d]
+                tallies.append(
+                    handle.record_probes(
+                        3, ProbeRecord(near=[(d, others)]), now=1000, near_since=0, edge_since=0
+                    )
+                )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=record, args=(h, digests[i::3])) for i, h in enumerate(handles)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(t.near_touched for t in tallies) == 11
+    assert sorted(t.near for t in tallies) == list(range(12))
+
+
+def test_a_probing_throttle_is_read_with_the_policy_audited_and_reset(
+    backend: Backend, store: Store
+) -> None:
+    key = partner_key(store)
+    assert key.key_id is not None
+    other = backend.store()
+    assert store.key_policy(key.key_id).throttled_until is None
+    until = int(time.time() * 1000) + 60_000
+    store.throttle_probes(
+        key.key_id, until, actor=key, detail={"key_id": key.key_id, "kind": "edge", "count": 6}
+    )
+    other.throttle_probes(key.key_id, until - 30_000, actor=key, detail={"key_id": key.key_id})
+    seen = other.key_policy(key.key_id).throttled_until
+    assert seen is not None and int(seen.timestamp() * 1000) == until  # the later one holds
+    tally = other.record_probes(
+        key.key_id, ProbeRecord(near=[(1, [2])]), now=1000, near_since=0, edge_since=0
+    )
+    assert tally.throttled_until == until
+    probes = [e for e in store.audit_log(limit=10) if e.action == "match.probe"]
+    assert len(probes) == 2 and probes[-1].detail["kind"] == "edge"
+    other.reset_probes(key.key_id)
+    assert store.key_policy(key.key_id).throttled_until is None
+    again = store.record_probes(
+        key.key_id, ProbeRecord(near=[(2, [1])]), now=2000, near_since=0, edge_since=0
+    )
+    assert (again.near, again.throttled_until) == (0, 0)  # its counts went too
+
+
+def test_trim_probes_deletes_rows_past_their_windows(backend: Backend, store: Store) -> None:
+    store.record_probes(
+        4, ProbeRecord(near=[(1, [2])], hits=[(5, 1, False)]), now=1000, near_since=0, edge_since=0
+    )
+    store.record_probes(
+        4, ProbeRecord(near=[(2, [1])], hits=[(5, 2, False)]), now=5000, near_since=0, edge_since=0
+    )
+    store.throttle_probes(4, 2000, actor=OPERATOR, detail={"key_id": 4})
+    # near rows before 3000 (one), hits before 500 (none), the throttle over before 3000.
+    assert store.trim_probes(near_before=3000, edge_before=500) == 2
+    tally = backend.store().record_probes(
+        4, ProbeRecord(near=[(1, [2])], hits=[(5, 3, False)]), now=6000, near_since=0, edge_since=0
+    )
+    assert (tally.near, tally.near_touched) == (2, 1)  # 1 is recorded afresh, near of 2
+    assert tally.items == {5: (0, 3, True)}
