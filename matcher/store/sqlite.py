@@ -444,7 +444,7 @@ class SQLiteStore:
     >>> import tempfile
     >>> with SQLiteStore(tempfile.mkdtemp()) as store:
     ...     store.schema_version
-    4
+    5
     """
 
     def __init__(
