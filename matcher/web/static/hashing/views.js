@@ -100,6 +100,7 @@ export function viewNames(config) {
     ...config.rotations.map((d) => `rot${fmtSignedG(d)}`),
     ...(config.dihedral ? DIHEDRAL.map((n) => `dih/${n}`) : []),
     ...config.filledRotations.map((d) => `rotfill${fmtSignedG(d)}`),
+    ...(config.mirroredCrops || []).map(([s, x, y]) => `mcrop${fmtG(s)}@${fmtG(x)},${fmtG(y)}`),
   ];
 }
 
@@ -255,7 +256,7 @@ function innerBox(w, h, degrees) {
 
 /**
  * The views of a profile as tasks, in the order of `view_names` (Python's order):
- * `[{name, kind: "full"|"crop"|"rot"|"dih"|"rotfill", arg}]`. Each can be hashed on its own
+ * `[{name, kind: "full"|"crop"|"rot"|"dih"|"rotfill"|"mcrop", arg}]`. Each can be hashed on its own
  * (`hashTask`), so a worker can spread them over several threads.
  */
 export function viewTasks(config) {
@@ -266,6 +267,7 @@ export function viewTasks(config) {
     ...config.rotations,
     ...(config.dihedral ? DIHEDRAL : []),
     ...config.filledRotations,
+    ...(config.mirroredCrops || []),
   ];
   const kinds = [
     "full",
@@ -273,6 +275,7 @@ export function viewTasks(config) {
     ...config.rotations.map(() => "rot"),
     ...(config.dihedral ? DIHEDRAL.map(() => "dih") : []),
     ...config.filledRotations.map(() => "rotfill"),
+    ...(config.mirroredCrops || []).map(() => "mcrop"),
   ];
   return names.map((name, i) => ({ name, kind: kinds[i], arg: args[i] }));
 }
@@ -322,6 +325,19 @@ export function hashTask(ctx, task) {
     case "dih": {
       const t = transposeLuma(L, w, h, task.arg);
       return pdqFromLuma(t.buf, t.rows, t.cols, scratch);
+    }
+    case "mcrop": {
+      // views.py crops the picture mirrored left to right: the box is placed on the mirrored
+      // picture, so its columns in the original run from w - left - cw, read right to left.
+      const [scale, x, y] = task.arg;
+      const [left, top, cw, ch] = cropBox(w, h, scale, x, y);
+      const x0 = w - left - cw;
+      let o = 0;
+      for (let r = top; r < top + ch; r++) {
+        const row = r * w + x0;
+        for (let c = cw - 1; c >= 0; c--) work[o++] = L[row + c];
+      }
+      return pdqFromLuma(work, ch, cw, scratch);
     }
     case "rotfill": {
       const rgb = rotateRGB(img, task.arg);
