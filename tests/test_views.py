@@ -217,7 +217,9 @@ def test_mirrored_query_crops_are_the_mirror_of_the_crop(astronaut: Image.Image)
     # qmcrop<s>@<x>,<y> of an upload is (up to PDQ's own flip error) the crop of the mirrored
     # upload at the reflected place: what meets an enrolled mirrored crop.
     views = dict(query_views(astronaut))
-    mirrored = dict(query_views(ImageOps.mirror(astronaut), QueryConfig(crops=QUERY.mirrored_crops)))
+    mirrored = dict(
+        query_views(ImageOps.mirror(astronaut), QueryConfig(crops=QUERY.mirrored_crops))
+    )
     assert len(QUERY.mirrored_crops) == 4 and len(QUERY.crops) == 5
     for scale, x, y in QUERY.mirrored_crops:
         a = views[f"qmcrop{scale:g}@{x:g},{y:g}"]

@@ -192,16 +192,15 @@ ENROLL_COMPACT = EnrollConfig(
 """The compact enrollment profile (``enroll-compact``): the full picture, its 7 quarter turns
 and flips, 73 crops (a ladder of centred ones, off-centre grids of 3x3 at 95%, 4x4 at 90 and
 80%, 3x3 at 75 and 70%, the 50% corners) and 14 small rotations: at most 95 hashes (flat views
-are left out). Not the default yet: the query crops are not mirrored, so a mirrored and
-off-centre-cropped upload that ``enroll-wide`` finds through a dihedral variant of the whole
-upload can be missed (``tests/test_service.py``'s mirrored 8% crop is)."""
+are left out). Made for ``query-wide``; it has no mirrored crop, so with the shipped query a
+mirrored and off-centre-cropped upload is often missed."""
 
-# Issue 14, the shipped profile: 100 hashes where ENROLL_WIDE stores 223, with the same query
+# Issue 14, the shipped profile: 99 hashes where ENROLL_WIDE stores 223, with the same query
 # cost. Two things make the sparse grids enough (measured on 50 of the design photos, tier D with
-# a mirrored-crop family added; python's greedy choice of whole grids, checked on held-out photos):
+# a mirrored-crop family added; a greedy choice of whole grids, checked on held-out photos):
 # - A crop of a crop is a crop: each of the query's 9 crops of 95% meets an enrolled crop at
-#   another offset and scale, so a sparse grid (the inner 3x3 of the 7x7 offsets, at 85, 82.5, 77.5
-#   and 75%) covers many positions of the upload's window.
+#   another offset and scale, so a sparse grid (the inner 3x3 of the 7x7 offsets, at 85, 82.5 and
+#   77.5%) covers many positions of the upload's window.
 # - Mirrors double that: 4 of the query's crops (the corners) are hashed mirrored, and the profile
 #   enrolls grids of crops of the mirrored picture (``mcrop``). A mirrored query crop of a plain
 #   upload meets an enrolled mirrored crop, whose offsets are the unmirrored grid's reflected (new
