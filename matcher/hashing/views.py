@@ -241,9 +241,9 @@ ENROLL_SHIPPED = EnrollConfig(
 """The shipped enrollment profile (``enroll``, at most 99 hashes): the full picture, its 7
 quarter turns and flips, 8 centred crops (97.5, 95, 92.5, 90, 85, 80, 75 and 70%), the inner 3x3
 grid of offsets at 85, 82.5 and 77.5%, the rest of a 4x4 grid at 77.5%, the 4 corners at 95, 90,
-85 and 80% (as ``enroll-wide``), the 50% corners and centre, 4 small rotations cut to their inner rectangle
-and 4 with black corners, and the inner 3x3 grids of crops of the mirrored picture at 90 and 85%
-(``mcrop``)."""
+85 and 80% (as ``enroll-wide``), the 50% corners and centre, 4 small rotations cut to their
+inner rectangle and 4 with black corners, and the inner 3x3 grids of crops of the mirrored
+picture at 90 and 85% (``mcrop``)."""
 
 ENROLL = ENROLL_SHIPPED
 
