@@ -30,7 +30,7 @@ TIERS: dict[str, str] = {
     "A": "photometric and re-encoding",
     "B": "mirror and quarter turns",
     "C": "borders, padding, screenshots",
-    "D": "crops 5-20%, rotations 2-5 degrees",
+    "D": "crops 5-20% (also mirrored), rotations 2-5 degrees",
     "E": "overlays: caption, sticker, text, watermark",
     "F": "30% crops and 2x2 collages",
     "G": "desktop, phone-landscape and messaging screenshots",
