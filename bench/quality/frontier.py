@@ -131,8 +131,8 @@ PROFILES: tuple[Profile, ...] = (
         "enroll + query (shipped)",
         _names(ENROLL),
         _shipped_query,
-        "the shipped profiles: `enroll` (100: inner 3x3 grids at 85/82.5/77.5%, 4x4 at 77.5%, "
-        "mirrored inner 3x3 grids at 90/85/80%, 4+4 rotations) and `query`",
+        "the shipped profiles: `enroll` (99: inner 3x3 grids at 85/82.5/77.5%, 4x4 at 77.5%, "
+        "corners at 95/90/85/80%, mirrored inner 3x3 grids at 90/85%, 4+4 rotations) and `query`",
     ),
     Profile(
         "enroll, issue 6 query",
