@@ -210,9 +210,9 @@ mirrored and off-centre-cropped upload is often missed."""
 #   centred 95% crop fills in between its steps.
 # Tier D there: 97.3% (ENROLL_WIDE with issue 6's query: 92.9%); the mirrored 5-15% crops 94%
 # (86%). But on the benchmark's own 75 photos (bench/results/quality.md) it is 91.2% against
-# 92.8%: the gap between the two photo samples is not understood yet (issue 14's report). Rotations: 4 cut and 4 with black corners instead of 8 and 6, which matched every
-# rotated edit alike. A study outside the bench (corner-anchored crops of 80-95%, 10 photos):
-# see the report of issue 14.
+# 92.8%: the gap between the two photo samples is not understood yet (issue 14's report).
+# Rotations: 4 cut and 4 with black corners instead of 8 and 6, which matched every rotated edit
+# alike. Corner-anchored crops of 80-95% (10 photos, outside the bench): 79%, enroll-wide 83%.
 _CORNER_GRID = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0))
 
 
