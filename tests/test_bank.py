@@ -222,7 +222,7 @@ def test_an_item_id_is_opaque_and_stable_across_restarts(
 def test_an_edited_upload_gives_one_result_against_the_shipped_profiles(
     bank: Bank, me: Principal, partner: Principal, astronaut: Image.Image, coffee: Image.Image
 ) -> None:
-    """An image enrolled with the ``enroll`` profile (~220 views), queried with the ``query``
+    """An image enrolled with the ``enroll`` profile (up to 99 views), queried with the ``query``
     profile's views of an edited copy (~40 hashes): exactly one result, the image's item."""
     from matcher.hashing import enroll_views, phash, query_views
 
@@ -232,7 +232,7 @@ def test_an_edited_upload_gives_one_result_against_the_shipped_profiles(
 
     case = bank.create_case(by=me)
     result = bank.enroll(case.number, [enrolled(astronaut), enrolled(coffee)], by=me)
-    assert result.added == 2 and result.items[0].hash_count > 150
+    assert result.added == 2 and result.items[0].hash_count > 90
     w, h = astronaut.size
 
     def upload(edited: Image.Image) -> Query:

@@ -46,13 +46,14 @@ def png(name: str) -> bytes:
 def hashes_of(name: str, profile: str) -> list[Hash]:
     """What the fixture's maker sent for an image: pHash, digests and the profile's views."""
     from matcher.hashing import decode_image, enroll_views, hash_bytes, query_views
+    from matcher.hashing.views import ENROLL_WIDE
 
     raw = png(name)
     plain, _ = hash_bytes(raw, signals=("pdq", "phash", "md5", "sha256"))
     image = decode_image(raw)
     views = []
-    if profile == "enroll":
-        views = enroll_views(image)
+    if profile == "enroll-wide":
+        views = enroll_views(image, ENROLL_WIDE)
     elif profile == "query":
         views = query_views(image)
     out = list(plain.values()) + [h for _, h in views]
@@ -154,9 +155,11 @@ def test_accounts_and_secrets_survive(bank: Bank) -> None:
 
 
 def test_re_enrolling_a_migrated_image_adds_nothing(bank: Bank) -> None:
-    # The fixture's maker sent astronaut's enroll profile as one call: the same hashes as one
-    # item are recognised as held (the migration fingerprinted each item).
-    result = bank.enroll(ACTIVE["number"], [NewItem(hashes_of("astronaut", "enroll"))], by=OPERATOR)
+    # The fixture's maker sent astronaut's enroll profile as one call (issue 6's, now called
+    # enroll-wide): the same hashes as one item are recognised as held (the migration
+    # fingerprinted each item).
+    item = NewItem(hashes_of("astronaut", "enroll-wide"))
+    result = bank.enroll(ACTIVE["number"], [item], by=OPERATOR)
     assert (result.added, result.existing, result.items[0].number) == (0, 1, 1)
 
 

@@ -151,7 +151,7 @@ def test_an_edited_upload_of_an_enrolled_photo_gives_exactly_one_result(
     service: Running, astronaut: Image.Image, coffee: Image.Image
 ) -> None:
     """The shipped profiles end to end: an image enrolled with the ``enroll`` profile (about
-    220 views) and an edited re-upload hashed with the ``query`` profile answer ONE item."""
+    99 views) and an edited re-upload hashed with the ``query`` profile answer ONE item."""
     from matcher.hashing import enroll_views, phash, query_views
 
     def item(image: Image.Image, label: str) -> NewItem:
@@ -159,7 +159,7 @@ def test_an_edited_upload_of_an_enrolled_photo_gives_exactly_one_result(
         return NewItem([*views, phash(image)], label=label)
 
     photo, other = item(astronaut, "astronaut"), item(coffee, "coffee")
-    assert len(photo.hashes) > 100
+    assert len(photo.hashes) > 90
     case, enrolled = service.enroll([photo, other])
     # The upload: mirrored, cropped by 8%, shrunk and re-encoded as a JPEG.
     w, h = astronaut.size

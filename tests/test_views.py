@@ -25,6 +25,9 @@ from matcher.hashing.views import (
     ENROLL_LIGHT,
     ENROLL_WIDE,
     MATCH_DISTANCE,
+    QUERY,
+    EnrollConfig,
+    QueryConfig,
     check_profile,
     content_box,
     enroll_views,
@@ -54,7 +57,7 @@ def test_enroll_views_are_deterministic_and_start_with_the_plain_hash(
     assert names[0] == "full" and astronaut_views[0][1] == pdq(astronaut)
     assert len(set(names)) == len(names)
     most = 1 + len(ENROLL.crops) + len(ENROLL.rotations) + len(ENROLL.filled_rotations)
-    assert len(names) <= most + 7 * ENROLL.dihedral
+    assert len(names) <= most + 7 * ENROLL.dihedral + len(ENROLL.mirrored_crops) <= 100
     assert all(h.signal.name == "pdq" and len(h.value) == 32 for _, h in astronaut_views)
     assert enroll_views(astronaut) == astronaut_views
 
@@ -107,7 +110,8 @@ def test_a_photo_keeps_its_views(astronaut_views: list) -> None:
     names = [n for n, _ in astronaut_views]
     assert {f"dih/{v}" for v in DIHEDRAL_NAMES if v != "original"} <= set(names)
     assert sum(n.startswith("rotfill") for n in names) == len(ENROLL.filled_rotations)
-    assert len(names) >= 200
+    assert sum(n.startswith("mcrop") for n in names) == len(ENROLL.mirrored_crops) == 18
+    assert 90 <= len(names) <= 100  # issue 14: at most 100 stored hashes per image
     assert all(PDQ.meets_floor(h.quality) for _, h in astronaut_views)
 
 
@@ -169,8 +173,16 @@ def _pasted(image: Image.Image) -> Image.Image:
     return background
 
 
+def _mirrored_crop(image: Image.Image) -> Image.Image:
+    """Mirrored, 12% cut off the left and the top, shrunk: neither a crop nor a mirror alone."""
+    w, h = image.size
+    out = ImageOps.mirror(image).crop((round(w * 0.12), round(h * 0.12), w, h))
+    return out.resize((out.width * 3 // 4, out.height * 3 // 4))
+
+
 EDITS = {
     "mirror": lambda im: ImageOps.mirror(im),
+    "mirrored_crop": _mirrored_crop,
     "rot90_half": lambda im: im.transpose(Image.Transpose.ROTATE_90).resize((256, 256)),
     "rot90": lambda im: im.transpose(Image.Transpose.ROTATE_90),
     "crop_15%_offset": lambda im: im.crop((0, 77, 435, 512)),
@@ -188,6 +200,31 @@ def test_views_find_what_plain_pdq_misses(
     query = _reencode(EDITS[edit](astronaut))
     assert pdq(query) - pdq(astronaut) > MATCH_DISTANCE, "plain PDQ already matches this edit"
     assert matches(query_views(query), astronaut_views)
+
+
+def test_mirrored_crops_are_crops_of_the_mirrored_picture(
+    astronaut: Image.Image, astronaut_views: list
+) -> None:
+    # Placed on the mirrored picture as ``crops`` are on the picture: the enrolled mcrop of a
+    # picture is, bit for bit, the crop of the same name enrolled from its mirror image.
+    mirrored = enroll_views(ImageOps.mirror(astronaut), EnrollConfig(ENROLL.mirrored_crops, ()))
+    ours = {n[1:]: h for n, h in astronaut_views if n.startswith("mcrop")}
+    assert len(ours) == len(ENROLL.mirrored_crops)
+    assert {n: h for n, h in mirrored if n.startswith("crop")} == ours
+
+
+def test_mirrored_query_crops_are_the_mirror_of_the_crop(astronaut: Image.Image) -> None:
+    # qmcrop<s>@<x>,<y> of an upload is (up to PDQ's own flip error) the crop of the mirrored
+    # upload at the reflected place: what meets an enrolled mirrored crop.
+    views = dict(query_views(astronaut))
+    mirrored = dict(
+        query_views(ImageOps.mirror(astronaut), QueryConfig(crops=QUERY.mirrored_crops))
+    )
+    assert len(QUERY.mirrored_crops) == 4 and len(QUERY.crops) == 5
+    for scale, x, y in QUERY.mirrored_crops:
+        a = views[f"qmcrop{scale:g}@{x:g},{y:g}"]
+        b = mirrored[f"qcrop{scale:g}@{1 - x:g},{y:g}"]
+        assert a - b <= 16, (x, y, a - b)
 
 
 def test_picture_boxes_find_a_pasted_photo(astronaut: Image.Image) -> None:
@@ -212,8 +249,8 @@ def test_views_tell_different_photos_apart(astronaut_views: list) -> None:
 def test_lighter_and_wider_enroll_profiles(astronaut: Image.Image) -> None:
     light = check_profile("enroll-light")(astronaut)  # type: ignore[misc]
     wide = check_profile("enroll-wide")(astronaut)  # type: ignore[misc]
-    names = {n for n, _ in enroll_views(astronaut)}
-    assert {n for n, _ in light} <= names <= {n for n, _ in wide}
+    assert len(view_names(ENROLL)) == 99
+    assert {n for n, _ in light} <= {n for n, _ in wide}
     assert len(light) <= len(view_names(ENROLL_LIGHT)) == 39
     assert len(wide) <= len(view_names(ENROLL_WIDE)) == 223
     compact = check_profile("enroll-compact")(astronaut)  # type: ignore[misc]

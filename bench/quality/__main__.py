@@ -40,14 +40,15 @@ from bench.quality.report import (
 from bench.quality.second_set import default_folder
 from matcher.hashing import decode_image, pdq
 from matcher.hashing.views import (
-    _P5,
     ENROLL,
+    ENROLL_COMPACT,
+    ENROLL_LIGHT,
     ENROLL_WIDE,
     MATCH_DISTANCE,
     QUERY,
+    QUERY_ISSUE6,
     EnrollConfig,
     QueryConfig,
-    _grid,
     enroll_views,
     query_views,
     view_names,
@@ -74,11 +75,23 @@ def _extra_query(name: str) -> bool:
     return name.startswith("qcrop") and name not in _QUERY_CROPS
 
 
-# The views collected: issue 6's enrollment profile (the shipped one is a subset of it), and the
-# shipped query profile plus a 5x5 grid of 95% crops, so that the frontier can weigh query-side
-# crops against enrolled ones from one collection.
+def _union(*configs: EnrollConfig) -> EnrollConfig:
+    """One enrollment config holding every view of ``configs`` (each profile of the frontier
+    is then a subset of it, picked by view name)."""
+    return dataclasses.replace(
+        configs[0],
+        crops=tuple(dict.fromkeys(c for config in configs for c in config.crops)),
+        mirrored_crops=tuple(dict.fromkeys(c for config in configs for c in config.mirrored_crops)),
+    )
+
+
+# The views collected: every enrollment profile's (the frontier picks each by name), and the
+# shipped query profile plus issue 6's 9 crops of 90% (the profiles shipped before issue 14 are
+# a frontier row). Wider query crop grids triple the index searches per upload, which issue 15
+# found to be the server's bottleneck, so they are no longer collected here.
+COLLECTED_ENROLL = _union(ENROLL_WIDE, ENROLL, ENROLL_COMPACT, ENROLL_LIGHT)
 COLLECTED_QUERY = dataclasses.replace(
-    QUERY, crops=tuple(dict.fromkeys([*QUERY.crops, *_grid(0.95, _P5)]))
+    QUERY, crops=tuple(dict.fromkeys([*QUERY.crops, *QUERY_ISSUE6.crops]))
 )
 
 _SHIPPED_ENROLL = frozenset(view_names(ENROLL))
@@ -245,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             bank, queries, origin, edit_index, dis, timing, second = pickle.load(f)
     else:
         print(f"enrolling {len(originals)} originals...", file=sys.stderr, flush=True)
-        enroll, query = ENROLL_WIDE, COLLECTED_QUERY
+        enroll, query = COLLECTED_ENROLL, COLLECTED_QUERY
         if args.baseline_only:
             enroll = EnrollConfig(crops=(), rotations=())
             query = QueryConfig(dihedral=False, trim=False, quadrants=False)

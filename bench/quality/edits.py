@@ -30,7 +30,7 @@ TIERS: dict[str, str] = {
     "A": "photometric and re-encoding",
     "B": "mirror and quarter turns",
     "C": "borders, padding, screenshots",
-    "D": "crops 5-20%, rotations 2-5 degrees",
+    "D": "crops 5-20% (also mirrored), rotations 2-5 degrees",
     "E": "overlays: caption, sticker, text, watermark",
     "F": "30% crops and 2x2 collages",
     "G": "desktop, phone-landscape and messaging screenshots",
@@ -246,6 +246,26 @@ def _crop_random(lo: float, hi: float, centred: bool) -> EditFn:
 
     def fn(im: Image.Image, rng: np.random.Generator, others: Others) -> bytes:
         return _crop(float(rng.uniform(lo, hi)), centred)(im, rng, others)
+
+    return fn
+
+
+def _mirror_crop(lo: float, hi: float) -> EditFn:
+    """Mirrored, then a random fraction in [lo, hi] of each side removed at a random offset,
+    shrunk to 75% and re-encoded: a re-upload that is both flipped and cropped (the service
+    test's astronaut). The query crops are not mirrored, so only the upload's own mirrored hashes
+    can meet an enrolled crop."""
+
+    def fn(im: Image.Image, rng: np.random.Generator, others: Others) -> bytes:
+        fraction = float(rng.uniform(lo, hi))
+        mirrored = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        w, h = mirrored.size
+        cw, ch = round(w * (1 - fraction)), round(h * (1 - fraction))
+        x = int(rng.integers(0, w - cw + 1))
+        y = int(rng.integers(0, h - ch + 1))
+        out = mirrored.crop((x, y, x + cw, y + ch))
+        out = out.resize((cw * 3 // 4, ch * 3 // 4), Image.Resampling.BICUBIC)
+        return _jpeg(out, 70)
 
     return fn
 
@@ -698,6 +718,7 @@ EDITS: tuple[Edit, ...] = (
     Edit("crop_20%_offset", "D", _crop(0.20, False)),
     Edit("crop_5-20%_centred", "D", _crop_random(0.05, 0.20, True)),
     Edit("crop_5-20%_offset", "D", _crop_random(0.05, 0.20, False)),
+    Edit("mirror_crop_5-15%", "D", _mirror_crop(0.05, 0.15)),
     Edit("rotate_2deg", "D", _rotate(2, False)),
     Edit("rotate_5deg", "D", _rotate(5, False)),
     Edit("rotate_3deg_crop", "D", _rotate(3, True)),

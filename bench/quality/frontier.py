@@ -1,7 +1,7 @@
 """The frontier of issue 14: recall per tier against stored hashes per image, for several profiles.
 
-Every profile here is a subset of the views collected once (the shipped enroll profile, and the
-shipped query profile plus 3x3 grids of 80% and 95% crops), picked by view name, so the whole
+Every profile here is a subset of the views collected once (every enroll profile's views, and
+the shipped query profile plus issue 6's 9 crops of 90%), picked by view name, so the whole
 frontier costs one collection. Enrolled crop names are ``crop{scale}@{x},{y}`` with ``x`` and
 ``y`` the window's place in the room left (0, 1/6, ..., 1 for the 7x7 grids).
 """
@@ -16,6 +16,14 @@ import numpy as np
 from bench.quality.analysis import min_distances, own_min_distance
 from bench.quality.collect import HashSet
 from bench.quality.edits import EDITS, TIERS
+from matcher.hashing.views import (
+    ENROLL,
+    ENROLL_COMPACT,
+    ENROLL_LIGHT,
+    ENROLL_WIDE,
+    EnrollConfig,
+    view_names,
+)
 
 __all__ = ["PROFILES", "FrontierRow", "Profile", "evaluate_frontier", "frontier_rows"]
 
@@ -74,9 +82,21 @@ def _query(grids: dict[float, Sequence[float]]) -> Pred:
 
 _P5 = (0.0, 0.25, 0.5, 0.75, 1.0)
 _ISSUE6_QUERY = _query({0.9: _P3})
-_SHIPPED_QUERY = _query({0.9: _P5, 0.95: _P3, 0.85: _P3, 0.8: _P3})
-_MORE_QUERY = _query({0.9: _P5, 0.95: _P5, 0.85: _P3, 0.8: _P3})
-_COMPACT = _enroll({0.95: _P3, 0.9: _P4, 0.85: None, 0.8: _P4})
+
+
+def _shipped_query(name: str) -> bool:
+    """The shipped query profile: every collected query view but issue 6's 90% crops."""
+    return not name.startswith("qcrop0.9@")
+
+
+def _issue6_query(name: str) -> bool:
+    """Issue 6's query profile: its 9 crops of 90%, none of the shipped query's 95% crops."""
+    return _ISSUE6_QUERY(name) and not name.startswith(("qcrop0.95@", "qmcrop"))
+
+
+def _names(config: EnrollConfig) -> Pred:
+    names = frozenset(view_names(config))
+    return lambda name: name in names
 
 
 def _light(name: str) -> bool:
@@ -94,55 +114,45 @@ class Profile:
 
 PROFILES: tuple[Profile, ...] = (
     Profile(
-        "issue 6",
-        lambda n: True,
-        _ISSUE6_QUERY,
-        "issue 6's profiles (`enroll-wide`: 5x5 grid at 95%, 7x7 at 90/85/80%, 3x3 at 75/70%; "
-        "the query's 9 crops at 90%), with this issue's pictures found inside the upload",
+        "enroll-wide + issue 6 query (shipped before)",
+        _names(ENROLL_WIDE),
+        _issue6_query,
+        "issue 6's profiles, the defaults until issue 14: `enroll-wide` (223: 5x5 grid at 95%, "
+        "7x7 at 90/85/80%, 3x3 at 75/70%) and the query's 9 crops of 90%, with the pictures "
+        "found inside the upload",
     ),
     Profile(
         "enroll-wide + query",
-        lambda n: True,
-        _SHIPPED_QUERY,
-        "`enroll-wide` with the shipped query profile (52 crops)",
+        _names(ENROLL_WIDE),
+        _shipped_query,
+        "`enroll-wide` with the shipped query profile (9 crops of 95%, 4 of them mirrored)",
+    ),
+    Profile(
+        "enroll + query (shipped)",
+        _names(ENROLL),
+        _shipped_query,
+        "the shipped profiles: `enroll` (99: inner 3x3 grids at 85/82.5/77.5%, 4x4 at 77.5%, "
+        "corners at 95/90/85/80%, mirrored inner 3x3 grids at 90/85%, 4+4 rotations) and `query`",
+    ),
+    Profile(
+        "enroll, issue 6 query",
+        _names(ENROLL),
+        _issue6_query,
+        "`enroll` with issue 6's 9 unmirrored query crops of 90%: what the new query crops buy",
     ),
     Profile(
         "enroll-compact + query",
-        _COMPACT,
-        _SHIPPED_QUERY,
-        "`enroll-compact` (3x3 grid at 95%, 4x4 at 90 and 80%, 3x3 at 75/70%; the query's "
-        "5x5 grid of 90% crops and 3x3 grids at 95, 85 and 80%)",
-    ),
-    Profile(
-        "enroll-compact, issue 6 query",
-        _COMPACT,
-        _ISSUE6_QUERY,
-        "`enroll-compact` with issue 6's 9 query crops: what the query crops buy",
-    ),
-    Profile(
-        "enroll-compact + more query crops",
-        _COMPACT,
-        _MORE_QUERY,
-        "`enroll-compact`, the query's 95% grid 5x5 instead of 3x3 (+16 query hashes)",
-    ),
-    Profile(
-        "79 hashes",
-        _enroll({0.95: _P3, 0.9: _P4, 0.85: None, 0.8: _P4, 0.75: None, 0.7: None}),
-        _SHIPPED_QUERY,
-        "`enroll-compact` without the 75% and 70% grids",
+        _names(ENROLL_COMPACT),
+        _shipped_query,
+        "`enroll-compact` (95: 3x3 grid at 95%, 4x4 at 90 and 80%, 3x3 at 75/70%, no mirrored "
+        "crop) with the shipped query",
     ),
     Profile(
         "enroll-light + query",
-        _light,
-        _SHIPPED_QUERY,
-        "`enroll-light`: no off-centre crops but the 50% corners (full, turns, centred crops, "
-        "rotations), with the shipped query profile",
-    ),
-    Profile(
-        "enroll-light + more query crops",
-        _light,
-        _MORE_QUERY,
-        "`enroll-light` with the 5x5 grid of 95% query crops",
+        _names(ENROLL_LIGHT),
+        _shipped_query,
+        "`enroll-light` (39): no off-centre crops but the 50% corners (full, turns, centred "
+        "crops, rotations), with the shipped query profile",
     ),
 )
 

@@ -25,7 +25,8 @@ from matcher.cli._common import INPUT_FILE, Remote, echo_json, hashed_files, rem
     type=click.Choice(["plain", "enroll", "enroll-wide", "enroll-compact", "enroll-light"]),
     default="plain",
     show_default=True,
-    help="enroll: also the detection views of each image (crops, turns; ~223 PDQ hashes).",
+    help="enroll: also the detection views of each image (crops, turns, mirrors; up to 99 PDQ "
+    "hashes; enroll-wide: 223).",
 )
 @click.option(
     "--label",

@@ -62,6 +62,7 @@ def _fixtures(folder: Path, astronaut: Image.Image, coffee: Image.Image) -> None
     flat = np.dstack([90 + 0 * xx + yy // 12, 140 + 0 * yy, 200 + xx // 16]).astype(np.uint8)
     for name, image, profile in (
         ("odd", odd, "enroll"),
+        ("odd-wide", odd, "enroll-wide"),
         ("coffee", coffee.reduce(2), "enroll-light"),
         ("flat", Image.fromarray(flat), "enroll"),
     ):

@@ -1,5 +1,5 @@
 // A helper of the hashing worker (worker.js): hashes some of a picture's views on a thread of
-// its own, so that a phone's cores share the 223 views of the enroll profile. It is handed the
+// its own, so that a phone's cores share the 100 views of the enroll profile. It is handed the
 // decoded pixels (never the file) and answers with hashes only.
 //
 //   post    {job, profile, width, height, channels, data, indices}

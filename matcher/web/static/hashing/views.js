@@ -1,6 +1,7 @@
 // The `enroll` profile's views, as matcher/hashing/views.py makes them: the full picture, crops
 // at several scales and offsets, small rotations (cut to their inner rectangle, and with the
-// black corners a naive editor leaves), and the 7 other quarter turns and flips. Each view is
+// black corners a naive editor leaves), the 7 other quarter turns and flips, and crops of the
+// picture mirrored left to right. Each view is
 // hashed with PDQ; views below the quality floor are dropped, as in Python.
 //
 // Same geometry as Python, to the pixel: crop boxes use Python's round (half to even); rotations
@@ -43,6 +44,16 @@ const P5 = [0.0, 0.25, 0.5, 0.75, 1.0];
 const P7 = [0.0, 1 / 6, 1 / 3, 0.5, 2 / 3, 5 / 6, 1.0];
 const P3 = [0.0, 0.5, 1.0];
 const P4 = [0.0, 1 / 3, 2 / 3, 1.0];
+const INNER = [1 / 6, 0.5, 5 / 6]; // the inner 3x3 of P7
+const CORNERS = [
+  [0.0, 0.0],
+  [1.0, 0.0],
+  [0.0, 1.0],
+  [1.0, 1.0],
+];
+const isCorner = ([x, y]) => CORNERS.some(([cx, cy]) => cx === x && cy === y);
+// The 4x4 grid of P4 but its corners, row by row as views.py's _P4_RIM.
+const P4_RIM = P4.flatMap((y) => P4.map((x) => [x, y])).filter((p) => !isCorner(p));
 const CENTRED = [0.975, 0.95, 0.925, 0.9, 0.875, 0.85, 0.825, 0.8, 0.775, 0.75, 0.725, 0.7].map(
   (s) => [s, 0.5, 0.5],
 );
@@ -50,8 +61,23 @@ const HALVES = [...[0.0, 1.0].flatMap((y) => [0.0, 1.0].map((x) => [0.5, x, y]))
 const ROTATIONS = [-5.0, -3.5, -2.5, -1.5, 1.5, 2.5, 3.5, 5.0];
 const FILLED = [-5.0, -3.5, -2.0, 2.0, 3.5, 5.0];
 
-/** The profiles of views.py (ENROLL is ENROLL_WIDE there). */
+/** The profiles of views.py (ENROLL is ENROLL_SHIPPED there). */
 export const PROFILES = {
+  enroll: {
+    crops: [
+      ...[0.975, 0.95, 0.925, 0.9, 0.85, 0.8, 0.75, 0.7].map((s) => [s, 0.5, 0.5]),
+      ...offCentre(0.85, INNER),
+      ...offCentre(0.825, INNER),
+      ...offCentre(0.775, INNER),
+      ...P4_RIM.map(([x, y]) => [0.775, x, y]),
+      ...[0.95, 0.9, 0.85, 0.8].flatMap((s) => CORNERS.map(([x, y]) => [s, x, y])),
+      ...HALVES,
+    ],
+    rotations: [-3.5, -1.5, 1.5, 3.5],
+    filledRotations: [-5.0, -2.0, 2.0, 5.0],
+    dihedral: true,
+    mirroredCrops: [...grid(0.9, INNER), ...grid(0.85, INNER)],
+  },
   "enroll-wide": {
     crops: [
       ...CENTRED,
@@ -88,7 +114,6 @@ export const PROFILES = {
     dihedral: true,
   },
 };
-PROFILES.enroll = PROFILES["enroll-wide"];
 
 export const DIHEDRAL = ["rot90", "rot180", "rot270", "flip_v", "flip_h", "transpose", "transverse"];
 
@@ -100,6 +125,7 @@ export function viewNames(config) {
     ...config.rotations.map((d) => `rot${fmtSignedG(d)}`),
     ...(config.dihedral ? DIHEDRAL.map((n) => `dih/${n}`) : []),
     ...config.filledRotations.map((d) => `rotfill${fmtSignedG(d)}`),
+    ...(config.mirroredCrops || []).map(([s, x, y]) => `mcrop${fmtG(s)}@${fmtG(x)},${fmtG(y)}`),
   ];
 }
 
@@ -255,7 +281,7 @@ function innerBox(w, h, degrees) {
 
 /**
  * The views of a profile as tasks, in the order of `view_names` (Python's order):
- * `[{name, kind: "full"|"crop"|"rot"|"dih"|"rotfill", arg}]`. Each can be hashed on its own
+ * `[{name, kind: "full"|"crop"|"rot"|"dih"|"rotfill"|"mcrop", arg}]`. Each can be hashed on its own
  * (`hashTask`), so a worker can spread them over several threads.
  */
 export function viewTasks(config) {
@@ -266,6 +292,7 @@ export function viewTasks(config) {
     ...config.rotations,
     ...(config.dihedral ? DIHEDRAL : []),
     ...config.filledRotations,
+    ...(config.mirroredCrops || []),
   ];
   const kinds = [
     "full",
@@ -273,6 +300,7 @@ export function viewTasks(config) {
     ...config.rotations.map(() => "rot"),
     ...(config.dihedral ? DIHEDRAL.map(() => "dih") : []),
     ...config.filledRotations.map(() => "rotfill"),
+    ...(config.mirroredCrops || []).map(() => "mcrop"),
   ];
   return names.map((name, i) => ({ name, kind: kinds[i], arg: args[i] }));
 }
@@ -322,6 +350,19 @@ export function hashTask(ctx, task) {
     case "dih": {
       const t = transposeLuma(L, w, h, task.arg);
       return pdqFromLuma(t.buf, t.rows, t.cols, scratch);
+    }
+    case "mcrop": {
+      // views.py crops the picture mirrored left to right: the box is placed on the mirrored
+      // picture, so its columns in the original run from w - left - cw, read right to left.
+      const [scale, x, y] = task.arg;
+      const [left, top, cw, ch] = cropBox(w, h, scale, x, y);
+      const x0 = w - left - cw;
+      let o = 0;
+      for (let r = top; r < top + ch; r++) {
+        const row = r * w + x0;
+        for (let c = cw - 1; c >= 0; c--) work[o++] = L[row + c];
+      }
+      return pdqFromLuma(work, ch, cw, scratch);
     }
     case "rotfill": {
       const rgb = rotateRGB(img, task.arg);
