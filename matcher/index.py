@@ -28,7 +28,9 @@ The contract (what the bank codes against)::
 - Kernel compilation is an explicit step: call ``warm_up()`` before serving (the bank's
   ``load`` does), so that no request pays for it. ``Index()`` itself compiles nothing, so
   tools that never search (``matcher keys create``) never wait for numba.
-- Memory at 10M PDQ codes: about 1.0 GB (codes 320 MB, ids 80 MB, tables 580 MB). A merge or
+- Memory: tables hold 16 bytes per code per table (a row number and a 96-bit sketch of the
+  code, see ``matcher._index_kernels``): at 1M PDQ codes about 300 MB (codes 32 MB, ids 8 MB,
+  tables 260 MB), at 10M about 2.3 GB (codes 320 MB, ids 80 MB, tables 1.9 GB). A merge or
   ``compact()`` holds the old and the new segment for a moment.
 
 Thread safety: mutations hold a lock; searches hold none and can run in parallel with each
@@ -156,12 +158,14 @@ class _Tables:
 
     def __init__(self, codes: np.ndarray, bits: int, max_distance: int, pool: _Pool) -> None:
         n = codes.shape[0]
-        if n + _k.PAD >= 2**31:
-            # Row numbers are int32 to halve the tables; shard banks this large.
-            raise ValueError("a segment holds at most 2**31 - 9 codes")
+        if n + 1 >= 2**31:
+            # Row numbers take 32 bits of a table entry; shard banks this large.
+            raise ValueError("a segment holds at most 2**31 - 2 codes")
         self.m = _k.choose_split(bits, max_distance, n)
         self.starts, self.lengths = _k.split(bits, self.m)
-        self.perm = np.empty((self.m, n + _k.PAD), dtype=np.int32)
+        self.sk_at, self.sk_len = _k.sketch_at(self.starts, self.lengths, bits)
+        # Entry k of table t: words 2k and 2k + 1 of row t (see _index_kernels.fill_table).
+        self.entries = np.empty((self.m, 2 * n), dtype=np.uint64)
         self._n = n
         self._plans: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
@@ -171,7 +175,10 @@ class _Tables:
             _k.histogram(codes, start, length, hist)
             width = _k.lane_width(hist)
             directory = np.empty(_k.directory_blocks(length, width) * _k.BLOCK, dtype=np.uint8)
-            _k.fill_table(codes, start, length, hist, width, directory, self.perm[t])
+            _k.fill_table(
+                codes, start, length, int(self.sk_at[t]), int(self.sk_len[t]), hist, width,
+                directory, self.entries[t],
+            )  # fmt: skip
             return directory, width
 
         built = pool.map(build, range(self.m))
@@ -204,7 +211,7 @@ class _Tables:
 
     @property
     def nbytes(self) -> int:
-        return int(self.directory.nbytes + self.perm.nbytes)
+        return int(self.directory.nbytes + self.entries.nbytes)
 
 
 class _Segment:
@@ -247,7 +254,7 @@ class _Segment:
         elif len(positions):
             _k.scrub(
                 self.words, positions, t.starts, t.lengths, t.dir_base, t.widths, t.directory,
-                t.dir32, t.dir64, t.perm, len(self.ids),
+                t.dir32, t.dir64, t.entries, len(self.ids),
             )  # fmt: skip
 
     def search(
@@ -262,8 +269,8 @@ class _Segment:
             _k.flat_search(self.words, self.alive, queries, r, out_pos, out_dist, counts)
         else:
             _k.mih_search(
-                self.words, self.alive, t.starts, t.lengths, t.dir_base, t.widths,
-                t.directory, t.dir32, t.dir64, t.perm, *t.plan(r), queries, r,
+                self.words, self.alive, t.starts, t.lengths, t.sk_at, t.sk_len, t.dir_base,
+                t.widths, t.directory, t.dir32, t.dir64, t.entries, *t.plan(r), queries, r,
                 out_pos, out_dist, counts,
             )  # fmt: skip
         return out_pos, out_dist, counts

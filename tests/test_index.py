@@ -445,7 +445,15 @@ def test_removal_erases_the_hash_values(options: dict) -> None:
     rows = np.searchsorted(segment.ids, removed)
     assert not segment.words[rows].any()
     if segment.tables is not None:
-        assert not np.isin(segment.tables.perm[:, : len(segment)], rows).any()
+        # Table entries: no row number of a removed entry, and the entries that pointed at
+        # one point at the dead row with their sketch (bits of the code) zeroed.
+        entries = segment.tables.entries
+        pointed = entries[:, 1::2] & np.uint64(0xFFFFFFFF)
+        assert not np.isin(pointed, rows).any()
+        dead = pointed == len(segment)
+        assert dead.sum() == len(removed) * segment.tables.m
+        assert not entries[:, 0::2][dead].any()
+        assert not (entries[:, 1::2][dead] >> np.uint64(32)).any()
     results = index.search(codes, 31)
     found = {int(i) for ids, _ in results for i in ids}
     assert found == set(range(1000)) - set(removed.tolist())
