@@ -430,6 +430,158 @@ def _sift(flat, lo, size, room, table, nb, qa, qb, found):  # type: ignore[no-un
     return nf
 
 
+# Bins of a batch's probes per table: 2**12 slices of the table's keys, each small enough that
+# its directory lines and entries are read close together (measured best of 2**4, 2**8, 2**12).
+_BIN_BITS = 12
+
+
+@numba.njit(nogil=True, cache=True)
+def mih_search_batch(  # type: ignore[no-untyped-def]
+    codes, alive, starts, lengths, sk_at, sk_len, dir_base, widths, dir8, dir32, dir64, entries,
+    radii, flips, flip_start, queries, r, out_pos, out_dist, counts,
+):  # fmt: skip
+    """``mih_search`` for a batch of queries, table by table in key order: the same results.
+
+    Per table, every probe of every query is sorted by key (a counting sort on the key's top
+    ``_BIN_BITS`` bits), so the table's directory and entries are read from one end to the
+    other instead of at random: at 2,000 query codes against 1M, about 40% of a 16-bit table's
+    buckets are read, nearly a sequential scan; at 400, fewer and farther apart, still in
+    address order. Found candidates of all tables are verified at the end. The caller keeps
+    ``len(queries) * (most probes of one table)`` under 2**31 and ``len(queries)`` under 2**16
+    (``batch_rows``).
+    """
+    m = starts.shape[0]
+    nq = queries.shape[0]
+    nw = queries.shape[1]
+    bits = nw * 64
+    cap = out_pos.shape[1]
+    stride = entries.shape[1]
+    flat = entries.reshape(-1)
+    most = 0
+    for t in range(m):
+        most = max(most, flip_start[t + 1] - flip_start[t])
+    keys = np.empty(nq * most, dtype=np.int64)
+    lo = np.empty(nq * most + _AHEAD, dtype=np.int64)
+    size = np.empty(nq * most + _AHEAD, dtype=np.int64)
+    room = np.empty(nq * most, dtype=np.int64)
+    who = np.empty(nq * most, dtype=np.int64)
+    qkey = np.empty(nq, dtype=np.int64)
+    qa = np.empty(nq, dtype=np.uint64)
+    qb = np.empty(nq, dtype=np.uint64)
+    found = np.empty(nq * 8 + 64, dtype=np.int64)
+    nf = 0
+    counts[:] = 0
+    for t in range(m):
+        f0 = flip_start[t]
+        nfl = flip_start[t + 1] - f0
+        if nfl == 0:
+            continue
+        length = lengths[t]
+        shift = max(length - _BIN_BITS, 0)
+        bins = ((np.int64(1) << length) >> shift) + 1
+        fill = np.zeros(bins + 1, dtype=np.int64)
+        for qi in range(nq):
+            qkey[qi] = np.int64(_extract(queries[qi], starts[t], length))
+            qa[qi], qb[qi] = _sketch(queries[qi], sk_at[t], sk_len[t], bits)
+            for i in range(nfl):
+                fill[((qkey[qi] ^ flips[f0 + i]) >> shift) + 1] += 1
+        for b in range(bins):
+            fill[b + 1] += fill[b]
+        for qi in range(nq):
+            for i in range(nfl):
+                p = qkey[qi] ^ flips[f0 + i]
+                b = p >> shift
+                keys[fill[b]] = (p << 32) | (qi * nfl + i)
+                fill[b] += 1
+        width = widths[t]
+        per_block = _BLOCK_DATA // width
+        first = dir_base[t]
+        nb = 0
+        for j in range(nq * nfl):
+            p = keys[j] >> 32
+            if width == 1:  # constant divisors compile to a multiply
+                blk = p // _BLOCK_DATA
+                lane = p - blk * _BLOCK_DATA
+            elif width == 2:
+                blk = p // (_BLOCK_DATA // 2)
+                lane = p - blk * (_BLOCK_DATA // 2)
+            else:
+                blk = p // per_block
+                lane = p - blk * per_block
+            start, c = _bucket(dir8, dir32, dir64, first + blk, lane, width)
+            which = keys[j] & 0xFFFFFFFF
+            qi = which // nfl
+            lo[nb] = t * stride + 2 * start
+            size[nb] = c
+            room[nb] = r - np.int64(_popcount(np.uint64(flips[f0 + which - qi * nfl])))
+            who[nb] = qi
+            nb += c > 0
+        for i in range(nb, nb + _AHEAD):
+            lo[i] = 0
+            size[i] = 0
+        got = _sift_batch(flat, lo, size, room, who, nb, qa, qb, t, found, nf)
+        if got > found.shape[0]:
+            bigger = np.empty(2 * got, dtype=np.int64)
+            bigger[:nf] = found[:nf]
+            found = bigger
+            got = _sift_batch(flat, lo, size, room, who, nb, qa, qb, t, found, nf)
+        nf = got
+    xor = np.empty(nw, dtype=np.uint64)
+    for i in range(nf):
+        p = found[i] >> 24
+        t = (found[i] >> 16) & 0xFF
+        qi = found[i] & 0xFFFF
+        d = 0
+        for w in range(nw):
+            xor[w] = codes[p, w] ^ queries[qi, w]
+            d += _popcount(xor[w])
+        if d > r or not alive[p]:
+            continue
+        dup = False
+        for u in range(t):
+            if radii[u] >= 0 and _popcount(_extract(xor, starts[u], lengths[u])) <= radii[u]:
+                dup = True
+                break
+        if dup:
+            continue
+        c = counts[qi]
+        if c < cap:
+            out_pos[qi, c] = p
+            out_dist[qi, c] = d
+        counts[qi] = c + 1
+
+
+@numba.njit(nogil=True, cache=True)
+def _sift_batch(flat, lo, size, room, who, nb, qa, qb, t, found, nf):  # type: ignore[no-untyped-def]
+    """``_sift`` for ``mih_search_batch``: buckets of table ``t`` for query ``who[i]``; found
+    entries are appended after ``nf`` as ``row << 24 | t << 16 | query``."""
+    for i in range(nb):
+        ahead = lo[i + _AHEAD]
+        for k in range(0, 2 * size[i + _AHEAD], 8):
+            _prefetch1(flat, ahead + k)
+        qi = who[i]
+        a = qa[qi]
+        b = qb[qi]
+        at = lo[i]
+        most = room[i]
+        for k in range(size[i]):
+            x = flat[at + 2 * k + 1]
+            d = np.int64(_popcount(flat[at + 2 * k] ^ a)) + np.int64(
+                _popcount((x ^ b) >> np.uint64(32))
+            )
+            if d <= most:
+                if nf < found.shape[0]:
+                    found[nf] = (np.int64(x & _ROW) << 24) | (t << 16) | qi
+                nf += 1
+    return nf
+
+
+def batch_rows(flip_start: np.ndarray) -> int:
+    """Most queries one ``mih_search_batch`` call may take for a plan with these flips."""
+    most = int(np.diff(flip_start).max(initial=1))
+    return max(1, min(1 << 12, (2**31 - 1) // max(most, 1)))
+
+
 @numba.njit(inline="always")
 def _bucket(dir8, dir32, dir64, blk, lane, width):  # type: ignore[no-untyped-def]
     """(start in the row list, size) of the bucket at ``lane`` of directory block ``blk``."""

@@ -267,6 +267,16 @@ class _Segment:
         t = self.tables
         if t is None:
             _k.flat_search(self.words, self.alive, queries, r, out_pos, out_dist, counts)
+        elif q >= _BATCH_FROM:
+            plan = t.plan(r)
+            step = _k.batch_rows(plan[2])
+            for at in range(0, q, step):
+                _k.mih_search_batch(
+                    self.words, self.alive, t.starts, t.lengths, t.sk_at, t.sk_len, t.dir_base,
+                    t.widths, t.directory, t.dir32, t.dir64, t.entries, *plan,
+                    queries[at : at + step], r, out_pos[at : at + step],
+                    out_dist[at : at + step], counts[at : at + step],
+                )  # fmt: skip
         else:
             _k.mih_search(
                 self.words, self.alive, t.starts, t.lengths, t.sk_at, t.sk_len, t.dir_base,
@@ -314,6 +324,9 @@ def _shuffle_table(bits: int) -> np.ndarray:
 # Matches per query the kernels have room for on their first pass; a query with more is run
 # again with room for all of them (rare: a bank full of near-duplicates of one image).
 _FIRST_CAP = 32
+# From this many queries on, a segment is searched table by table in key order
+# (``_index_kernels.mih_search_batch``); fewer gain nothing from ordering.
+_BATCH_FROM = 100
 # Below this many queries a batch is not worth splitting across threads.
 _MIN_CHUNK = 16
 
