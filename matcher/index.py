@@ -121,10 +121,15 @@ def warm_up() -> None:
                 continue
             for flat_below in (0, 10**9):
                 index = HammingIndex(signal, flat_below=flat_below, threads=1)
-                codes = rng.integers(0, 256, (64, signal.byte_length), dtype=np.uint8)
-                index.add(np.arange(64), codes)
-                index.search(codes[:2], signal.max_distance)
-                index.search(codes[:1], signal.max_distance)
+                codes = rng.integers(0, 256, (_BATCH_FROM, signal.byte_length), dtype=np.uint8)
+                index.add(np.arange(_BATCH_FROM), codes)
+                # Codes read from a request are read-only (np.frombuffer), which numba
+                # compiles apart: both kinds, one query, a few, and a batch (its own kernel).
+                frozen = codes.copy()
+                frozen.flags.writeable = False
+                for some in (codes, frozen):
+                    for count in (1, 2, _BATCH_FROM):
+                        index.search(some[:count], signal.max_distance)
                 index.remove([0])
         _warm = True
 
