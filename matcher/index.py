@@ -332,8 +332,9 @@ _FIRST_CAP = 32
 # From this many queries on, a segment is searched table by table in key order
 # (``_index_kernels.mih_search_batch``); fewer gain nothing from ordering.
 _BATCH_FROM = 100
-# Below this many queries a batch is not worth splitting across threads.
-_MIN_CHUNK = 16
+# A batch is split across threads only into parts of at least this many queries: each part
+# still gets the batch kernel, and small batches (one upload: about 40 codes) skip the hand-off.
+_MIN_CHUNK = _BATCH_FROM
 
 
 class HammingIndex:
