@@ -636,10 +636,14 @@ def split(bits: int, m: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 # Relative costs per probe, in random cache-line reads (what a search waits for): the directory
-# line (often cached: short tables have small directories), the first line of a non-empty
-# bucket, each further line of it (read in order, prefetched: about half a random read,
-# measured), and a code read for each candidate whose sketch does not rule it out.
-_DIRECTORY_COST = 0.5
+# line (cheap while a table's directory stays in cache, up to about 2 MB; dearer than a plain
+# miss beyond, as batches then sort millions of probes over it: at 10M codes, 23-bit tables
+# were 1.7x slower per batched query than 18-bit ones, measured), the first line of a
+# non-empty bucket, each further line of it (read in order, prefetched: about half a random
+# read, measured), and a code read for each candidate whose sketch does not rule it out.
+_SMALL_DIRECTORY = 2 << 20
+_DIRECTORY_COST = 0.3
+_BIG_DIRECTORY_COST = 1.5
 _BUCKET_COST = 1.0
 _LINE_COST = 0.55
 _CODE_COST = 1.0
@@ -654,8 +658,9 @@ def _passing(sketch_bits: int, room: int) -> float:
 def _probe_cost(length: int, n: int, bits: int = 256, r: int = 31) -> float:
     per_bucket = n / 2.0**length
     passing = _passing(min(SKETCH_BITS, bits - length), r)
+    small = directory_blocks(length, 1) * BLOCK <= _SMALL_DIRECTORY
     return (
-        _DIRECTORY_COST
+        (_DIRECTORY_COST if small else _BIG_DIRECTORY_COST)
         + _BUCKET_COST * -np.expm1(-per_bucket)
         + _LINE_COST * per_bucket * _ENTRY_BYTES / BLOCK
         + _CODE_COST * per_bucket * passing
@@ -717,9 +722,9 @@ def choose_split(bits: int, max_distance: int, n: int) -> int:
 
     The cheapest split whose tables fit in 256 bytes per code (plus 32 MB, so small segments
     may use longer substrings). For PDQ at distance 31 that is 16 tables of 16 bits at 1M codes
-    (256 MB of entries beside 40 MB of codes and ids) and 12 of 21-22 bits at 10M (1.9 GB beside
+    (256 MB of entries beside 40 MB of codes and ids) and 13 of 19-20 bits at 10M (2.1 GB beside
     400 MB): the sketches cost memory (16 bytes per entry where a bare row number took 4), and
-    buy a search 2-3 times cheaper (see the module docstring).
+    buy a search about 2x cheaper at 1M (see the module docstring).
     """
     budget = 256 * n + (32 << 20)
     best_m, best_cost = bits // 8, float("inf")

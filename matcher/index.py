@@ -30,7 +30,7 @@ The contract (what the bank codes against)::
   tools that never search (``matcher keys create``) never wait for numba.
 - Memory: tables hold 16 bytes per code per table (a row number and a 96-bit sketch of the
   code, see ``matcher._index_kernels``): at 1M PDQ codes about 300 MB (codes 32 MB, ids 8 MB,
-  tables 260 MB), at 10M about 2.3 GB (codes 320 MB, ids 80 MB, tables 1.9 GB). A merge or
+  tables 260 MB), at 10M about 2.5 GB (codes 320 MB, ids 80 MB, tables 2.1 GB). A merge or
   ``compact()`` holds the old and the new segment for a moment.
 
 Thread safety: mutations hold a lock; searches hold none and can run in parallel with each
