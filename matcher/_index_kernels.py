@@ -161,7 +161,8 @@ def _cyclic(row, pos, length, bits):  # type: ignore[no-untyped-def]
     """``length`` (<= 32) bits of a code from bit ``pos`` on, wrapping from the last to bit 0."""
     if length <= 0:
         return np.uint64(0)
-    pos = pos % bits
+    if pos >= bits:  # callers pass pos < 2 * bits (a bit number plus at most 64)
+        pos -= bits
     if pos + length <= bits:
         return _extract(row, pos, length)
     low = bits - pos
@@ -209,13 +210,21 @@ def fill_table(codes, start, length, sk_at, sk_len, hist, width, directory, entr
                 total += c
             for b in range(width):
                 directory[at + lane * width + b] = (total >> (8 * b)) & 0xFF
-    for i in range(codes.shape[0]):
+    # Row numbers first (4-byte scattered writes), then the entries in order, reading each
+    # row's code ahead: scattering 16-byte entries straight away took 5x longer at 10M codes.
+    n = codes.shape[0]
+    rows = np.empty(n + _AHEAD, dtype=np.int64)
+    for i in range(n):
         k = _extract(codes[i], start, length)
+        rows[hist[k]] = i
+        hist[k] += 1
+    rows[n:] = 0
+    for j in range(n):
+        _prefetch2(codes, rows[j + _AHEAD], 0)
+        i = rows[j]
         a, b = _sketch(codes[i], sk_at, sk_len, bits)
-        j = hist[k]
         entries[2 * j] = a
         entries[2 * j + 1] = b | np.uint64(i)
-        hist[k] += 1
 
 
 def sketch_at(starts: np.ndarray, lengths: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
