@@ -9,8 +9,10 @@ uploads are hits and half misses. Three servers in their own processes, in the s
 
 - **after**: ``matcher serve`` as shipped (``match_workers`` one per core: searches off the event
   loop, concurrent requests gathered into one search; see ``matcher.service.dispatch``);
-- **before**: the same server with ``match_workers=0``: every match inline on the event loop, as
-  before issue 15;
+- **before**: with ``MATCHER_BENCH_BEFORE_TREE`` set to another checkout of the project (for
+  example ``git archive main | tar -x -C ../before``), that tree's code served as shipped, on the
+  same data folder: the A/B of a change to the index or the match path in one run. Unset: this
+  tree with ``match_workers=0``, every match inline on the event loop, as before issue 15;
 - **echo**: a bare ``grpc.aio`` server answering the same messages with nothing (the ceiling of
   Python gRPC on this machine, with the load generator sharing its cores).
 
@@ -24,6 +26,10 @@ shared machine's load.
 The views come from ``bench.views_cache`` (hashing all 4,081 shared photos takes CPU-hours; run
 ``python -m bench.views_cache -j 2`` once, resumable). With an empty cache this benchmark hashes
 the first ``MATCHER_BENCH_UPLOAD_PHOTOS`` (default 40) photos itself, about a minute.
+
+``MATCHER_BENCH_PYSPY=FILE``: record the "after" server with py-spy (bench extra) while 16
+callers run, as collapsed stacks in FILE (``py-spy record --format raw``), for a CPU profile of
+the server under load; summarise with ``python -m bench.pyspy_summary FILE``.
 
 Writes ``bench/results/uploads.md``.
 """
@@ -58,8 +64,10 @@ PHOTOS = int(os.environ.get("MATCHER_BENCH_UPLOAD_PHOTOS", "40"))
 SECONDS = float(os.environ.get("MATCHER_BENCH_SECONDS", "8"))
 RATES = [int(r) for r in os.environ.get("MATCHER_BENCH_UPLOAD_RATES", "200,400").split(",")]
 SERVERS = ("echo", "before", "after")
+BEFORE_TREE = os.environ.get("MATCHER_BENCH_BEFORE_TREE", "")
 HEADER = (
-    "| measure | after | before (inline) | echo | after / echo | before / echo |\n"
+    f"| measure | after | before ({'that tree' if BEFORE_TREE else 'inline'}) | echo "
+    "| after / echo | before / echo |\n"
     "|---|---:|---:|---:|---:|---:|"
 )
 _HERE = Path(__file__).parent
@@ -138,8 +146,19 @@ def setup() -> Iterator[dict[str, object]]:
             "before": [server, str(folder), f"127.0.0.1:{ports['before']}", "0"],
             "after": [server, str(folder), f"127.0.0.1:{ports['after']}", "default"],
         }
-        env = {**os.environ, "PYTHONPATH": str(_HERE.parent)}
-        procs = {n: subprocess.Popen([sys.executable, *c], env=env) for n, c in commands.items()}
+        envs = {n: {**os.environ, "PYTHONPATH": str(_HERE.parent)} for n in SERVERS}
+        if BEFORE_TREE:
+            tree = Path(BEFORE_TREE).resolve()
+            commands["before"] = [
+                str(tree / "bench" / "match_server.py"),
+                str(folder),
+                f"127.0.0.1:{ports['before']}",
+                "default",
+            ]
+            envs["before"]["PYTHONPATH"] = str(tree)
+        procs = {
+            n: subprocess.Popen([sys.executable, *c], env=envs[n]) for n, c in commands.items()
+        }
         try:
             from bench.test_service_speed import _wait_serving
 
@@ -248,12 +267,25 @@ async def _streams(target: str, key: str, requests: list, seconds: float, n: int
         return answered / (time.perf_counter() - started)
 
 
-def _measured(setup: dict, name: str, run) -> tuple[object, float, float]:  # type: ignore[no-untyped-def]
-    """``run(target)``'s value, the server's CPU seconds and the wall seconds it took."""
+def _measured(setup: dict, name: str, run, profile: str = "") -> tuple[object, float, float]:  # type: ignore[no-untyped-def]
+    """``run(target)``'s value, the server's CPU seconds and the wall seconds it took; with
+    ``profile``, a py-spy recording of the server meanwhile, written there."""
     pid = setup["pids"][name]
+    spy = None
+    if profile:
+        spy = subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+             "--format", "raw", "--output", profile, "--rate", "200", "--threads",
+             "--nonblocking", "--duration", str(int(SECONDS) + 1)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(1.0)  # attached before the calls start
     cpu0, t0 = _cpu_seconds(pid), time.perf_counter()
     value = asyncio.run(run(setup["targets"][name]))
-    return value, _cpu_seconds(pid) - cpu0, time.perf_counter() - t0
+    took = _cpu_seconds(pid) - cpu0, time.perf_counter() - t0
+    if spy is not None:
+        spy.wait(60)
+    return value, *took
 
 
 def _row(measure: str, values: dict[str, float], fmt: str, ratio: bool = True) -> None:
@@ -271,10 +303,15 @@ def test_uploads_per_second(benchmark, setup, callers: int) -> None:
     key, requests = setup["key"], setup["requests"]
     got: dict[str, tuple] = {}
 
+    profile = os.environ.get("MATCHER_BENCH_PYSPY", "") if callers == 16 else ""
+
     def run() -> None:
         for name in SERVERS:
             got[name] = _measured(
-                setup, name, lambda t: _closed(t, key, requests, callers, SECONDS)
+                setup,
+                name,
+                lambda t: _closed(t, key, requests, callers, SECONDS),
+                profile if name == "after" else "",
             )
 
     benchmark.pedantic(run, rounds=1, iterations=1)

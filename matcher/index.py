@@ -28,7 +28,9 @@ The contract (what the bank codes against)::
 - Kernel compilation is an explicit step: call ``warm_up()`` before serving (the bank's
   ``load`` does), so that no request pays for it. ``Index()`` itself compiles nothing, so
   tools that never search (``matcher keys create``) never wait for numba.
-- Memory at 10M PDQ codes: about 1.0 GB (codes 320 MB, ids 80 MB, tables 580 MB). A merge or
+- Memory: tables hold 16 bytes per code per table (a row number and a 96-bit sketch of the
+  code, see ``matcher._index_kernels``): at 1M PDQ codes about 300 MB (codes 32 MB, ids 8 MB,
+  tables 260 MB), at 10M about 2.5 GB (codes 320 MB, ids 80 MB, tables 2.1 GB). A merge or
   ``compact()`` holds the old and the new segment for a moment.
 
 Thread safety: mutations hold a lock; searches hold none and can run in parallel with each
@@ -119,10 +121,15 @@ def warm_up() -> None:
                 continue
             for flat_below in (0, 10**9):
                 index = HammingIndex(signal, flat_below=flat_below, threads=1)
-                codes = rng.integers(0, 256, (64, signal.byte_length), dtype=np.uint8)
-                index.add(np.arange(64), codes)
-                index.search(codes[:2], signal.max_distance)
-                index.search(codes[:1], signal.max_distance)
+                codes = rng.integers(0, 256, (_BATCH_FROM, signal.byte_length), dtype=np.uint8)
+                index.add(np.arange(_BATCH_FROM), codes)
+                # Codes read from a request are read-only (np.frombuffer), which numba
+                # compiles apart: both kinds, one query, a few, and a batch (its own kernel).
+                frozen = codes.copy()
+                frozen.flags.writeable = False
+                for some in (codes, frozen):
+                    for count in (1, 2, _BATCH_FROM):
+                        index.search(some[:count], signal.max_distance)
                 index.remove([0])
         _warm = True
 
@@ -156,12 +163,14 @@ class _Tables:
 
     def __init__(self, codes: np.ndarray, bits: int, max_distance: int, pool: _Pool) -> None:
         n = codes.shape[0]
-        if n + _k.PAD >= 2**31:
-            # Row numbers are int32 to halve the tables; shard banks this large.
-            raise ValueError("a segment holds at most 2**31 - 9 codes")
+        if n + 1 >= 2**31:
+            # Row numbers take 32 bits of a table entry; shard banks this large.
+            raise ValueError("a segment holds at most 2**31 - 2 codes")
         self.m = _k.choose_split(bits, max_distance, n)
         self.starts, self.lengths = _k.split(bits, self.m)
-        self.perm = np.empty((self.m, n + _k.PAD), dtype=np.int32)
+        self.sk_at, self.sk_len = _k.sketch_at(self.starts, self.lengths, bits)
+        # Entry k of table t: words 2k and 2k + 1 of row t (see _index_kernels.fill_table).
+        self.entries = np.empty((self.m, 2 * n), dtype=np.uint64)
         self._n = n
         self._plans: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
@@ -171,7 +180,10 @@ class _Tables:
             _k.histogram(codes, start, length, hist)
             width = _k.lane_width(hist)
             directory = np.empty(_k.directory_blocks(length, width) * _k.BLOCK, dtype=np.uint8)
-            _k.fill_table(codes, start, length, hist, width, directory, self.perm[t])
+            _k.fill_table(
+                codes, start, length, int(self.sk_at[t]), int(self.sk_len[t]), hist, width,
+                directory, self.entries[t],
+            )  # fmt: skip
             return directory, width
 
         built = pool.map(build, range(self.m))
@@ -204,7 +216,7 @@ class _Tables:
 
     @property
     def nbytes(self) -> int:
-        return int(self.directory.nbytes + self.perm.nbytes)
+        return int(self.directory.nbytes + self.entries.nbytes)
 
 
 class _Segment:
@@ -247,7 +259,7 @@ class _Segment:
         elif len(positions):
             _k.scrub(
                 self.words, positions, t.starts, t.lengths, t.dir_base, t.widths, t.directory,
-                t.dir32, t.dir64, t.perm, len(self.ids),
+                t.dir32, t.dir64, t.entries, len(self.ids),
             )  # fmt: skip
 
     def search(
@@ -260,10 +272,20 @@ class _Segment:
         t = self.tables
         if t is None:
             _k.flat_search(self.words, self.alive, queries, r, out_pos, out_dist, counts)
+        elif q >= _BATCH_FROM:
+            plan = t.plan(r)
+            step = _k.batch_rows(plan[2])
+            for at in range(0, q, step):
+                _k.mih_search_batch(
+                    self.words, self.alive, t.starts, t.lengths, t.sk_at, t.sk_len, t.dir_base,
+                    t.widths, t.directory, t.dir32, t.dir64, t.entries, *plan,
+                    queries[at : at + step], r, out_pos[at : at + step],
+                    out_dist[at : at + step], counts[at : at + step],
+                )  # fmt: skip
         else:
             _k.mih_search(
-                self.words, self.alive, t.starts, t.lengths, t.dir_base, t.widths,
-                t.directory, t.dir32, t.dir64, t.perm, *t.plan(r), queries, r,
+                self.words, self.alive, t.starts, t.lengths, t.sk_at, t.sk_len, t.dir_base,
+                t.widths, t.directory, t.dir32, t.dir64, t.entries, *t.plan(r), queries, r,
                 out_pos, out_dist, counts,
             )  # fmt: skip
         return out_pos, out_dist, counts
@@ -307,8 +329,12 @@ def _shuffle_table(bits: int) -> np.ndarray:
 # Matches per query the kernels have room for on their first pass; a query with more is run
 # again with room for all of them (rare: a bank full of near-duplicates of one image).
 _FIRST_CAP = 32
-# Below this many queries a batch is not worth splitting across threads.
-_MIN_CHUNK = 16
+# From this many queries on, a segment is searched table by table in key order
+# (``_index_kernels.mih_search_batch``); fewer gain nothing from ordering.
+_BATCH_FROM = 100
+# A batch is split across threads only into parts of at least this many queries: each part
+# still gets the batch kernel, and small batches (one upload: about 40 codes) skip the hand-off.
+_MIN_CHUNK = _BATCH_FROM
 
 
 class HammingIndex:

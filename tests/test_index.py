@@ -445,7 +445,15 @@ def test_removal_erases_the_hash_values(options: dict) -> None:
     rows = np.searchsorted(segment.ids, removed)
     assert not segment.words[rows].any()
     if segment.tables is not None:
-        assert not np.isin(segment.tables.perm[:, : len(segment)], rows).any()
+        # Table entries: no row number of a removed entry, and the entries that pointed at
+        # one point at the dead row with their sketch (bits of the code) zeroed.
+        entries = segment.tables.entries
+        pointed = entries[:, 1::2] & np.uint64(0xFFFFFFFF)
+        assert not np.isin(pointed, rows).any()
+        dead = pointed == len(segment)
+        assert dead.sum() == len(removed) * segment.tables.m
+        assert not entries[:, 0::2][dead].any()
+        assert not (entries[:, 1::2][dead] >> np.uint64(32)).any()
     results = index.search(codes, 31)
     found = {int(i) for ids, _ in results for i in ids}
     assert found == set(range(1000)) - set(removed.tolist())
@@ -584,3 +592,99 @@ def test_one_thread_keeps_a_batch_on_the_calling_thread() -> None:
         index.search(queries, 31)  # outside the block, the batch is split over the pool
     entries = {i: c.tobytes() for i, c in enumerate(codes)}
     assert [as_pairs(r) for r in got] == [reference(entries, q, 31) for q in queries]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 3000),
+    signal=st.sampled_from([PDQ, PHASH]),
+    removed=st.floats(0, 0.3),
+)
+def test_batched_and_single_searches_match_brute_force(
+    seed: int, n: int, signal: SignalType, removed: float
+) -> None:
+    """Both search kernels (one query at a time, and a batch table by table in key order, see
+    ``mih_search_batch``) against brute force, on a bank with neighbours planted at the edges
+    of every distance searched (0, 1, r - 1, r, r + 1 and far), some of them removed."""
+    rng = np.random.default_rng(seed)
+    nq = 120  # from _BATCH_FROM on, a batch is searched table by table
+    queries = rng.integers(0, 256, (nq, signal.byte_length), dtype=np.uint8)
+    top = signal.max_distance
+    planted = [
+        at_distance(rng, queries[int(rng.integers(nq))], d)
+        for d in (0, 1, top - 1, top, top + 1, 2 * top - 2)
+        for _ in range(4)
+    ]
+    codes = np.concatenate(
+        [rng.integers(0, 256, (n, signal.byte_length), dtype=np.uint8), np.stack(planted)]
+    )
+    ids = rng.permutation(len(codes)).astype(np.int64) * 7
+    index = make_index(signal, {"flat_below": 0})
+    index.add(ids, codes)
+    entries = {int(i): c.tobytes() for i, c in zip(ids, codes, strict=True)}
+    gone = ids[rng.random(len(ids)) < removed]
+    index.remove(gone)
+    for i in gone.tolist():
+        del entries[i]
+    for max_distance in sorted({0, 1, top - 1, top, int(rng.integers(0, top + 1))}):
+        batched = index.search(queries, max_distance)
+        singles = [index.search(queries[k : k + 1], max_distance)[0] for k in range(0, nq, 7)]
+        for q, result in zip(queries, batched, strict=True):
+            assert as_pairs(result) == reference(entries, q, max_distance)
+        for k, result in zip(range(0, nq, 7), singles, strict=True):
+            assert as_pairs(result) == reference(entries, queries[k], max_distance)
+
+
+def test_batches_larger_than_one_kernel_call() -> None:
+    """A batch longer than one ``mih_search_batch`` call takes is cut into calls: same answers."""
+    from matcher import _index_kernels as kernels
+
+    rng = np.random.default_rng(17)
+    codes = clustered_codes(rng, 500, 32, 40)
+    index = HammingIndex(PDQ, flat_below=0, threads=1)
+    index.add(np.arange(len(codes)), codes)
+    (segment,) = index._segments
+    assert segment.tables is not None
+    step = kernels.batch_rows(segment.tables.plan(31)[2])
+    queries = np.concatenate([codes, clustered_codes(rng, step + 100 - len(codes), 32, 40)])
+    entries = {i: c.tobytes() for i, c in enumerate(codes)}
+    results = index.search(queries, 31)
+    assert [as_pairs(r) for r in results] == [reference(entries, q, 31) for q in queries]
+    assert sum(len(r[0]) for r in results) >= len(codes)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    bits=st.sampled_from([64, 256]),
+    at=st.integers(0, 255),
+    length=st.integers(0, 96),
+)
+def test_a_sketch_holds_exactly_its_window_of_bits(
+    seed: int, bits: int, at: int, length: int
+) -> None:
+    """Table entries carry a sketch: ``length`` bits of the code from bit ``at`` on, wrapping
+    past the last bit (``_index_kernels._sketch``). The search drops a candidate when its
+    sketch distance plus the probe's flips exceed the radius, which is exact only if the sketch
+    distance counts exactly the differing bits inside that window: checked bit by bit here,
+    with differences inside and outside the window, across the wrap."""
+    from matcher import _index_kernels as kernels
+
+    length = min(length, bits)
+    at %= bits
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2**63, bits // 64, dtype=np.int64).astype(np.uint64)
+    window = [(at + i) % bits for i in range(length)]
+    inside = rng.choice(window, int(rng.integers(0, length + 1)), replace=False) if window else []
+    outside = [b for b in range(bits) if b not in set(window)]
+    other = rng.choice(outside, int(rng.integers(0, len(outside) + 1)), replace=False)
+    y = x.copy()
+    for b in [*inside, *other]:
+        y[int(b) // 64] ^= np.uint64(1) << np.uint64(int(b) % 64)
+    xa, xb = kernels._sketch(x, at, length, bits)
+    ya, yb = kernels._sketch(y, at, length, bits)
+    assert int(xb) & 0xFFFFFFFF == 0  # the low half of the second word is the row number's
+    assert bin(int(xa) ^ int(ya)).count("1") + bin((int(xb) ^ int(yb)) >> 32).count("1") == len(
+        inside
+    )
