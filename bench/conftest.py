@@ -15,6 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from matcher.bank import Bank
+from matcher.principal import Principal, Role
+from matcher.records import NewItem
+from matcher.signals import PDQ, Hash
+
+_OPERATOR = Principal.operator("bench")
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("MATCHER_TEST_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = ROOT / "bench" / "results"
@@ -43,6 +50,25 @@ def report(table: str, header: str, row: str) -> None:
     _tables[table].append(row)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{table}.md").write_text("\n".join(_tables[table]) + "\n")
+
+
+def random_pdq() -> Hash:
+    """A random PDQ hash of good quality (random codes: the index's worst case for locality)."""
+    return Hash(PDQ, os.urandom(32), 90)
+
+
+def filled_bank(where: str | Path, items: int) -> tuple[Bank, list[NewItem]]:
+    """A bank at ``where`` (a folder or a store URL) holding ``items`` items of 4 random PDQ
+    hashes, enrolled 500 at a time into one case, loaded and ready."""
+    bank = Bank.open(str(where))
+    org = bank.accounts.create_organisation("Helpline", by=_OPERATOR)
+    me = Principal.key(1, Role.PRACTITIONER, org_id=org.id)
+    case = bank.create_case(by=me)
+    enrolled = [NewItem([random_pdq() for _ in range(4)]) for _ in range(items)]
+    for start in range(0, items, 500):
+        bank.enroll(case.number, enrolled[start : start + 500], by=me)
+    assert bank.wait_ready(120)
+    return bank, enrolled
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -25,12 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.conftest import report
+from bench.conftest import filled_bank, random_pdq, report
 from matcher.bank import Bank
 from matcher.bank.flood import FloodRule
-from matcher.principal import Principal, Role
+from matcher.principal import Principal
 from matcher.records import NewItem, QuarantineReason, Query
-from matcher.signals import PDQ, Hash
 
 ITEMS = int(os.environ.get("MATCHER_BENCH_GUARD_ITEMS", "2000"))
 UPLOADS = 64
@@ -38,19 +37,9 @@ ME = Principal.operator("bench")
 _HEADER = "| measure | before | after | after / before |\n|---|---|---|---|"
 
 
-def pdq() -> Hash:
-    return Hash(PDQ, os.urandom(32), 90)
-
-
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Bank, list[NewItem]]]:
-    bank = Bank.open(Path(tmp_path_factory.mktemp("guard")) / "data")
-    org = bank.accounts.create_organisation("Helpline", by=ME)
-    me = Principal.key(1, Role.PRACTITIONER, org_id=org.id)
-    case = bank.create_case(by=me)
-    items = [NewItem([pdq() for _ in range(4)]) for _ in range(ITEMS)]
-    for start in range(0, ITEMS, 500):
-        bank.enroll(case.number, items[start : start + 500], by=me)
+    bank, items = filled_bank(Path(tmp_path_factory.mktemp("guard")) / "data", ITEMS)
     yield bank, items
     bank.close()
 
@@ -58,7 +47,7 @@ def bank(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Bank, list[
 def _uploads(items: list[NewItem]) -> list[Query]:
     out = []
     for i in range(UPLOADS):
-        hashes = [pdq() for _ in range(24)]
+        hashes = [random_pdq() for _ in range(24)]
         if i % 2 == 0:
             hashes.append(items[(i * 7) % len(items)].hashes[0])
         out.append(Query(hashes))

@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.conftest import report
+from bench.conftest import filled_bank, random_pdq, report
 from matcher.bank import Bank
 from matcher.bank.probe_counts import SharedProbes
 from matcher.bank.probing import Banding, ProbeLimits
-from matcher.principal import Principal, Role
+from matcher.principal import Principal
 from matcher.records import NewItem, Query
 from matcher.signals import PDQ, Hash
 from tests.store.postgres_server import PostgresServer, find_binaries
@@ -45,10 +45,6 @@ _HEADER = (
     "| backend | request (64 uploads of 25 PDQ hashes) | bank.match | with the probing check "
     "| ratio |\n|---|---|---|---|---|"
 )
-
-
-def pdq() -> Hash:
-    return Hash(PDQ, os.urandom(32), 90)
 
 
 def _near(h: Hash, rng: np.random.Generator, bits: int = 4) -> Hash:
@@ -71,18 +67,6 @@ def postgres() -> Iterator[PostgresServer | None]:
         server.stop()
 
 
-def _bank(where: str) -> tuple[Bank, list[NewItem]]:
-    bank = Bank.open(where)
-    org = bank.accounts.create_organisation("Helpline", by=ME)
-    me = Principal.key(1, Role.PRACTITIONER, org_id=org.id)
-    case = bank.create_case(by=me)
-    items = [NewItem([pdq() for _ in range(4)]) for _ in range(ITEMS)]
-    for start in range(0, ITEMS, 500):
-        bank.enroll(case.number, items[start : start + 500], by=me)
-    assert bank.wait_ready(120)
-    return bank, items
-
-
 def _requests(items: list[NewItem], hitting: int, rng: np.random.Generator) -> list[list[Query]]:
     """One request per round: 64 fresh uploads, the first ``hitting`` of them holding a new
     re-upload (4 bits away) of an enrolled hash."""
@@ -90,7 +74,7 @@ def _requests(items: list[NewItem], hitting: int, rng: np.random.Generator) -> l
     for _ in range(ROUNDS + 10):
         queries = []
         for i in range(UPLOADS):
-            hashes = [pdq() for _ in range(24 if i < hitting else 25)]
+            hashes = [random_pdq() for _ in range(24 if i < hitting else 25)]
             if i < hitting:
                 hashes.append(_near(items[int(rng.integers(len(items)))].hashes[0], rng))
             queries.append(Query(hashes))
@@ -129,7 +113,7 @@ def _measure(bank: Bank, items: list[NewItem], backend: str) -> None:
 
 
 def test_probing_counts_on_the_match_path_sqlite(tmp_path: Path) -> None:
-    bank, items = _bank(str(tmp_path / "data"))
+    bank, items = filled_bank(tmp_path / "data", ITEMS)
     try:
         _measure(bank, items, "SQLite")
     finally:
@@ -145,7 +129,7 @@ def test_probing_counts_on_the_match_path_postgres(
 
     monkeypatch.setenv(KEY_ENV, Keyring.generate().text())
     url = postgres.database()
-    bank, items = _bank(url)
+    bank, items = filled_bank(url, ITEMS)
     try:
         _measure(bank, items, "PostgreSQL")
     finally:
