@@ -26,7 +26,7 @@ from bench.quality.collect import (
     collect_originals,
 )
 from bench.quality.edits import EDITS, apply_edit
-from bench.quality.frontier import evaluate_frontier, frontier_rows
+from bench.quality.frontier import ISSUE14_FIRST, evaluate_frontier, frontier_rows
 from bench.quality.report import (
     Ablation,
     Configuration,
@@ -89,7 +89,7 @@ def _union(*configs: EnrollConfig) -> EnrollConfig:
 # shipped query profile plus issue 6's 9 crops of 90% (the profiles shipped before issue 14 are
 # a frontier row). Wider query crop grids triple the index searches per upload, which issue 15
 # found to be the server's bottleneck, so they are no longer collected here.
-COLLECTED_ENROLL = _union(ENROLL_WIDE, ENROLL, ENROLL_COMPACT, ENROLL_LIGHT)
+COLLECTED_ENROLL = _union(ENROLL_WIDE, ENROLL, ENROLL_COMPACT, ENROLL_LIGHT, ISSUE14_FIRST)
 COLLECTED_QUERY = dataclasses.replace(
     QUERY, crops=tuple(dict.fromkeys([*QUERY.crops, *QUERY_ISSUE6.crops]))
 )

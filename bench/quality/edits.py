@@ -7,7 +7,7 @@ a JPEG at quality 85, which is what platforms commonly re-encode to; the codec e
 own encoding.
 
 Tiers:
-    A  photometric and re-encoding      D  crops of 5-20% and rotations of 2-5 degrees
+    A  photometric and re-encoding      D  crops of 5-20% (also at a corner), rotations 2-5 deg
     B  mirror and quarter turns         E  overlays: caption bar, sticker, text, watermark
     C  borders and screenshots          F  30% crops and 2x2 collages
     G  the photo inside a desktop, phone or messaging screenshot (issue 14)
@@ -30,7 +30,7 @@ TIERS: dict[str, str] = {
     "A": "photometric and re-encoding",
     "B": "mirror and quarter turns",
     "C": "borders, padding, screenshots",
-    "D": "crops 5-20% (also mirrored), rotations 2-5 degrees",
+    "D": "crops 5-20% (also mirrored, corner-anchored), rotations 2-5 degrees",
     "E": "overlays: caption, sticker, text, watermark",
     "F": "30% crops and 2x2 collages",
     "G": "desktop, phone-landscape and messaging screenshots",
@@ -266,6 +266,26 @@ def _mirror_crop(lo: float, hi: float) -> EditFn:
         out = mirrored.crop((x, y, x + cw, y + ch))
         out = out.resize((cw * 3 // 4, ch * 3 // 4), Image.Resampling.BICUBIC)
         return _jpeg(out, 70)
+
+    return fn
+
+
+def _corner_crop(lo: float, hi: float, same: bool = True) -> EditFn:
+    """Keep a random share in [lo, hi] of each side, the window anchored at a random corner (two
+    sides cut, two kept): how a crop tool dragged from one corner cuts, or a screenshot of part of
+    a photo. The other crop edits place the window uniformly, so they seldom touch a corner, and
+    enrolled grids placed for them can miss it. ``same``: one share for both sides (the aspect
+    kept), else one per side (a free-form crop)."""
+
+    def fn(im: Image.Image, rng: np.random.Generator, others: Others) -> bytes:
+        w, h = im.size
+        kw = float(rng.uniform(lo, hi))
+        kh = kw if same else float(rng.uniform(lo, hi))
+        cw, ch = round(w * kw), round(h * kh)
+        corner = int(rng.integers(4))
+        x = 0 if corner in (0, 2) else w - cw
+        y = 0 if corner in (0, 1) else h - ch
+        return _jpeg(im.crop((x, y, x + cw, y + ch)))
 
     return fn
 
@@ -739,6 +759,11 @@ EDITS: tuple[Edit, ...] = (
     Edit("pasted_white_frame", "H", _pasted("white")),
     Edit("pasted_shadow", "H", _pasted("shadow")),
     Edit("pasted_with_another", "H", _pasted("none", second=True)),
+    # Issue 14, tier D: corner-anchored crops. Appended, not placed with the other crops, so that
+    # every earlier edit keeps its seed (it is derived from the edit's index) and its figures.
+    Edit("crop_corner_5-10%", "D", _corner_crop(0.90, 0.95)),
+    Edit("crop_corner_10-20%", "D", _corner_crop(0.80, 0.90)),
+    Edit("crop_corner_5-20%_free", "D", _corner_crop(0.80, 0.95, same=False)),
 )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from bench.quality.analysis import min_distances, own_min_distance
 from bench.quality.collect import HashSet
 from bench.quality.edits import EDITS, TIERS
+from matcher.hashing import views as V
 from matcher.hashing.views import (
     ENROLL,
     ENROLL_COMPACT,
@@ -25,7 +26,14 @@ from matcher.hashing.views import (
     view_names,
 )
 
-__all__ = ["PROFILES", "FrontierRow", "Profile", "evaluate_frontier", "frontier_rows"]
+__all__ = [
+    "ISSUE14_FIRST",
+    "PROFILES",
+    "FrontierRow",
+    "Profile",
+    "evaluate_frontier",
+    "frontier_rows",
+]
 
 Pred = Callable[[str], bool]
 
@@ -104,6 +112,24 @@ def _light(name: str) -> bool:
     return c is None or (c[1], c[2]) == (0.5, 0.5) or c[0] <= 0.5
 
 
+ISSUE14_FIRST = EnrollConfig(
+    crops=(
+        *((s, 0.5, 0.5) for s in (0.975, 0.95, 0.925, 0.9, 0.85, 0.8, 0.75, 0.7)),
+        *V._off_centre(0.85, V._INNER),
+        *V._off_centre(0.825, V._INNER),
+        *V._off_centre(0.775, V._INNER),
+        *((0.775, x, y) for y in _P4 for x in _P4 if (x, y) not in V._CORNER_GRID),  # 4x4 rim
+        *(c for s in (0.95, 0.9, 0.85, 0.8) for c in V._at(s, V._CORNER_GRID)),
+        *V._HALVES,
+    ),
+    rotations=(-3.5, -1.5, 1.5, 3.5),
+    filled_rotations=(-5.0, -2.0, 2.0, 5.0),
+    dihedral=True,
+    mirrored_crops=(*V._grid(0.9, V._INNER), *V._grid(0.85, V._INNER)),
+)
+"""Issue 14's first shipped ``enroll`` (99 hashes), replaced by the present one: a frontier row."""
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -131,8 +157,17 @@ PROFILES: tuple[Profile, ...] = (
         "enroll + query (shipped)",
         _names(ENROLL),
         _shipped_query,
-        "the shipped profiles: `enroll` (99: inner 3x3 grids at 85/82.5/77.5%, 4x4 at 77.5%, "
-        "corners at 95/90/85/80%, mirrored inner 3x3 grids at 90/85%, 4+4 rotations) and `query`",
+        "the shipped profiles: `enroll` (100: inner 3x3 grids at 87.5/82.5/80/77.5%, inner 2x2 of "
+        "a 4x4 grid at 90/85/80/75%, edge middles at 87.5%, corners at 80%, mirrored corners at "
+        "95/90/85/82.5% and mirrored centres at 90/87.5/85/82.5%, 2+4 rotations) and `query`",
+    ),
+    Profile(
+        "issue 14's first enroll + query",
+        _names(ISSUE14_FIRST),
+        _shipped_query,
+        "the `enroll` first shipped for issue 14 (99: inner 3x3 grids at 85/82.5/77.5%, 4x4 at "
+        "77.5%, corners at 95/90/85/80%, mirrored inner 3x3 grids at 90/85%, 4+4 rotations), "
+        "which lost tier D's corner-anchored crops",
     ),
     Profile(
         "enroll, issue 6 query",

@@ -51,9 +51,19 @@ const CORNERS = [
   [0.0, 1.0],
   [1.0, 1.0],
 ];
-const isCorner = ([x, y]) => CORNERS.some(([cx, cy]) => cx === x && cy === y);
-// The 4x4 grid of P4 but its corners, row by row as views.py's _P4_RIM.
-const P4_RIM = P4.flatMap((y) => P4.map((x) => [x, y])).filter((p) => !isCorner(p));
+// The middles of the 4 edges and the inner 2x2 of the 4x4 grid, as views.py's _EDGES, _P4_INNER.
+const EDGES = [
+  [0.5, 0.0],
+  [0.0, 0.5],
+  [1.0, 0.5],
+  [0.5, 1.0],
+];
+const P4_INNER = [
+  [1 / 3, 1 / 3],
+  [2 / 3, 1 / 3],
+  [1 / 3, 2 / 3],
+  [2 / 3, 2 / 3],
+];
 const CENTRED = [0.975, 0.95, 0.925, 0.9, 0.875, 0.85, 0.825, 0.8, 0.775, 0.75, 0.725, 0.7].map(
   (s) => [s, 0.5, 0.5],
 );
@@ -65,18 +75,23 @@ const FILLED = [-5.0, -3.5, -2.0, 2.0, 3.5, 5.0];
 export const PROFILES = {
   enroll: {
     crops: [
-      ...[0.975, 0.95, 0.925, 0.9, 0.85, 0.8, 0.75, 0.7].map((s) => [s, 0.5, 0.5]),
-      ...offCentre(0.85, INNER),
+      ...[0.975, 0.9, 0.8, 0.75, 0.7].map((s) => [s, 0.5, 0.5]),
+      ...offCentre(0.875, INNER),
       ...offCentre(0.825, INNER),
+      ...offCentre(0.8, INNER),
       ...offCentre(0.775, INNER),
-      ...P4_RIM.map(([x, y]) => [0.775, x, y]),
-      ...[0.95, 0.9, 0.85, 0.8].flatMap((s) => CORNERS.map(([x, y]) => [s, x, y])),
+      ...[0.9, 0.85, 0.8, 0.75].flatMap((s) => P4_INNER.map(([x, y]) => [s, x, y])),
+      ...EDGES.map(([x, y]) => [0.875, x, y]),
+      ...CORNERS.map(([x, y]) => [0.8, x, y]),
       ...HALVES,
     ],
-    rotations: [-3.5, -1.5, 1.5, 3.5],
+    rotations: [-3.5, 3.5],
     filledRotations: [-5.0, -2.0, 2.0, 5.0],
     dihedral: true,
-    mirroredCrops: [...grid(0.9, INNER), ...grid(0.85, INNER)],
+    mirroredCrops: [
+      ...[0.9, 0.875, 0.85, 0.825].map((s) => [s, 0.5, 0.5]),
+      ...[0.9, 0.875, 0.85, 0.825].flatMap((s) => CORNERS.map(([x, y]) => [s, x, y])),
+    ],
   },
   "enroll-wide": {
     crops: [
