@@ -671,6 +671,25 @@ def _hash_view(name: str, image: Image.Image, dihedral: bool) -> list[View]:
     return [(name if v == "original" else f"{name}/{v}", h) for v, h in variants.items()]
 
 
+def picture_views(image: Image.Image, config: QueryConfig = QUERY) -> list[View]:
+    """The views of the pictures found inside ``image`` (``pic1``, ...): each as found and with
+    its margins trimmed, and the pictures found again inside the first ``config.nested[0]``."""
+    views: list[View] = []
+    for k, box in enumerate(picture_boxes(image, config.rectangles) if config.rectangles else []):
+        picture = image.crop(box)
+        views += [v for v in _hash_view(f"pic{k + 1}", picture, False) if _usable(v)]
+        inner = content_box(picture)  # the margins left around a photo in a screenshot
+        if inner is not None:
+            views += [
+                v for v in _hash_view(f"pic{k + 1}t", picture.crop(inner), False) if _usable(v)
+            ]
+        if k < config.nested[0]:
+            for j, box2 in enumerate(picture_boxes(picture, config.nested[1])):
+                name = f"pic{k + 1}/{j + 1}"
+                views += [v for v in _hash_view(name, picture.crop(box2), False) if _usable(v)]
+    return views
+
+
 def query_views(image: Image.Image, config: QueryConfig = QUERY) -> list[View]:
     """The hashes to look up for one uploaded picture: ``full`` first, then the other views.
 
@@ -711,18 +730,7 @@ def query_views(image: Image.Image, config: QueryConfig = QUERY) -> list[View]:
             views += [
                 v for v in _hash_view(f"{name}t", trimmed, config.tile_dihedral) if _usable(v)
             ]
-    for k, box in enumerate(picture_boxes(image, config.rectangles) if config.rectangles else []):
-        picture = image.crop(box)
-        views += [v for v in _hash_view(f"pic{k + 1}", picture, False) if _usable(v)]
-        inner = content_box(picture)  # the margins left around a photo in a screenshot
-        if inner is not None:
-            views += [
-                v for v in _hash_view(f"pic{k + 1}t", picture.crop(inner), False) if _usable(v)
-            ]
-        if k < config.nested[0]:
-            for j, box2 in enumerate(picture_boxes(picture, config.nested[1])):
-                name = f"pic{k + 1}/{j + 1}"
-                views += [v for v in _hash_view(name, picture.crop(box2), False) if _usable(v)]
+    views += picture_views(image, config)
     for scale, x, y in config.crops:
         view = (f"qcrop{scale:g}@{x:g},{y:g}", pdq(_crop(base, scale, x, y)))
         if _usable(view):
