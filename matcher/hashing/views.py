@@ -573,6 +573,32 @@ def _covers(prefix: np.ndarray, lines: np.ndarray, ends: np.ndarray) -> np.ndarr
     return np.where(np.minimum.reduce(thirds) >= _RECT_THIRD_COVER, whole, 0.0)
 
 
+# Lines through texture cover 50-70% of a side with steps by chance, and among hundreds of
+# rectangles some of them clear ``_RECT_COVER`` on all four sides (on plain photos, and around a
+# pasted photo, where they outrank its true outline). What they lack is a change of picture: the
+# mean colour of a thin strip just outside a true side differs from the strip just inside all
+# along it, while across a line through one texture the two strips are alike. Each side must
+# show at least this mean difference (grey levels, averaged over the channels and the side's inner
+# 80%); the strips are 3 pixels wide and leave out the 2 pixels at the edge (blurred by resizing).
+_RECT_CONTRAST = 20.0
+_RECT_MEAN_CONTRAST = 35.0  # and its sides that are not the frame this much on average
+
+
+def _contrasts(rgb: np.ndarray, lines: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """contrast[i, a, b]: the mean colour difference across the edge ``lines[i]`` (between
+    columns ``lines[i] - 1`` and ``lines[i]`` of ``rgb``, rows x columns x channels) between
+    rows ``ends[a]`` and ``ends[b]``."""
+    w = rgb.shape[1]
+    cs = np.concatenate([np.zeros_like(rgb[:, :1]), np.cumsum(rgb, axis=1)], axis=1)
+    lo0, lo1 = np.clip(lines - 4, 0, w), np.clip(lines - 1, 0, w)
+    hi0, hi1 = np.clip(lines + 1, 0, w), np.clip(lines + 4, 0, w)
+    inside = (cs[:, lo1] - cs[:, lo0]) / np.maximum(1, lo1 - lo0)[None, :, None]
+    outside = (cs[:, hi1] - cs[:, hi0]) / np.maximum(1, hi1 - hi0)[None, :, None]
+    diff = np.abs(inside - outside).mean(axis=2)  # (rows, lines)
+    prefix = np.vstack([np.zeros((1, len(lines))), np.cumsum(diff, axis=0)])
+    return _side_cover(prefix, np.arange(len(lines)), ends, _RECT_PARTS[0])
+
+
 def picture_boxes(image: Image.Image, limit: int = 4) -> list[Box]:
     """Rectangles inside ``image`` that are likely a picture of their own (a photo in a
     screenshot, a photo pasted over another), strongest first, at most ``limit``.
@@ -583,6 +609,7 @@ def picture_boxes(image: Image.Image, limit: int = 4) -> list[Box]:
     w0, h0 = image.size
     f = min(1.0, _RECT_MAX_SIDE / max(w0, h0))
     small = image.resize((max(1, round(w0 * f)), max(1, round(h0 * f))), Image.Resampling.BILINEAR)
+    rgb = np.asarray(small.convert("RGB"), dtype=np.float32)
     g = np.asarray(small.convert("L"), dtype=np.float32)
     h, w = g.shape
     if h < 16 or w < 16:
@@ -603,6 +630,10 @@ def picture_boxes(image: Image.Image, limit: int = 4) -> list[Box]:
     ch = np.ones((ny, nx, nx))
     cv[1:-1] = _covers(pv, lx, ey)  # cv[i, c, d]: line x_i between rows y_c and y_d
     ch[1:-1] = _covers(ph, ly, ex)
+    kx = np.full((nx, ny, ny), np.inf)  # the frame needs no contrast
+    ky = np.full((ny, nx, nx), np.inf)
+    kx[1:-1] = _contrasts(rgb, lx + 1, ey)
+    ky[1:-1] = _contrasts(rgb.transpose(1, 0, 2), ly + 1, ex)
     real_x = np.r_[0.0, np.ones(nx - 2), 0.0]
     real_y = np.r_[0.0, np.ones(ny - 2), 0.0]
     a, b, c, d = np.ix_(np.arange(nx), np.arange(nx), np.arange(ny), np.arange(ny))
@@ -611,6 +642,11 @@ def picture_boxes(image: Image.Image, limit: int = 4) -> list[Box]:
     ok = (a < b) & (c < d)
     ok &= (ex[b] - ex[a] >= _RECT_MIN_SIDE * w) & (ey[d] - ey[c] >= _RECT_MIN_SIDE * h)
     ok &= np.minimum(np.minimum(left, right), np.minimum(top, bottom)) >= _RECT_COVER
+    kl, kr, kt, kb = kx[a, c, d], kx[b, c, d], ky[c, a, b], ky[d, a, b]
+    ok &= np.minimum(np.minimum(kl, kr), np.minimum(kt, kb)) >= _RECT_CONTRAST
+    sides = real_x[a] + real_x[b] + real_y[c] + real_y[d]
+    finite = [np.where(np.isinf(k), 0.0, k) for k in (kl, kr, kt, kb)]
+    ok &= sum(finite) >= _RECT_MEAN_CONTRAST * np.maximum(sides, 1)
     # Strength: the length of the sides that lie on steps (frame sides count nothing), so that a
     # long, straight outline outranks the short ones that texture makes by chance.
     # Each side counts by how far its cover exceeds what texture gives by chance (about half).
@@ -623,7 +659,6 @@ def picture_boxes(image: Image.Image, limit: int = 4) -> list[Box]:
     # Two rankings, taken in turn: by the length on steps (long outlines: a pasted photo), and by
     # the mean cover of the sides that are not the frame (a photo touching the frame, whose other
     # sides are short but clean).
-    sides = real_x[a] + real_x[b] + real_y[c] + real_y[d]
     mean_cover = (left * real_x[a] + right * real_x[b] + top * real_y[c] + bottom * real_y[d]) / (
         np.maximum(sides, 1)
     )
@@ -685,6 +720,25 @@ def _hash_view(name: str, image: Image.Image, dihedral: bool) -> list[View]:
     return [(name if v == "original" else f"{name}/{v}", h) for v, h in variants.items()]
 
 
+def picture_views(image: Image.Image, config: QueryConfig = QUERY) -> list[View]:
+    """The views of the pictures found inside ``image`` (``pic1``, ...): each as found and with
+    its margins trimmed, and the pictures found again inside the first ``config.nested[0]``."""
+    views: list[View] = []
+    for k, box in enumerate(picture_boxes(image, config.rectangles) if config.rectangles else []):
+        picture = image.crop(box)
+        views += [v for v in _hash_view(f"pic{k + 1}", picture, False) if _usable(v)]
+        inner = content_box(picture)  # the margins left around a photo in a screenshot
+        if inner is not None:
+            views += [
+                v for v in _hash_view(f"pic{k + 1}t", picture.crop(inner), False) if _usable(v)
+            ]
+        if k < config.nested[0]:
+            for j, box2 in enumerate(picture_boxes(picture, config.nested[1])):
+                name = f"pic{k + 1}/{j + 1}"
+                views += [v for v in _hash_view(name, picture.crop(box2), False) if _usable(v)]
+    return views
+
+
 def query_views(image: Image.Image, config: QueryConfig = QUERY) -> list[View]:
     """The hashes to look up for one uploaded picture: ``full`` first, then the other views.
 
@@ -725,18 +779,7 @@ def query_views(image: Image.Image, config: QueryConfig = QUERY) -> list[View]:
             views += [
                 v for v in _hash_view(f"{name}t", trimmed, config.tile_dihedral) if _usable(v)
             ]
-    for k, box in enumerate(picture_boxes(image, config.rectangles) if config.rectangles else []):
-        picture = image.crop(box)
-        views += [v for v in _hash_view(f"pic{k + 1}", picture, False) if _usable(v)]
-        inner = content_box(picture)  # the margins left around a photo in a screenshot
-        if inner is not None:
-            views += [
-                v for v in _hash_view(f"pic{k + 1}t", picture.crop(inner), False) if _usable(v)
-            ]
-        if k < config.nested[0]:
-            for j, box2 in enumerate(picture_boxes(picture, config.nested[1])):
-                name = f"pic{k + 1}/{j + 1}"
-                views += [v for v in _hash_view(name, picture.crop(box2), False) if _usable(v)]
+    views += picture_views(image, config)
     for scale, x, y in config.crops:
         view = (f"qcrop{scale:g}@{x:g},{y:g}", pdq(_crop(base, scale, x, y)))
         if _usable(view):
