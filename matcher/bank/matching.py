@@ -482,8 +482,8 @@ class Bank:
             for hi, h in enumerate(query.hashes):
                 group = mine.get(h.signal)
                 if group is None:
-                    key = (h.signal, query.distance_for(h.signal))
-                    group = mine[h.signal] = groups.setdefault(key, [])
+                    searched = (h.signal, query.distance_for(h.signal))
+                    group = mine[h.signal] = groups.setdefault(searched, [])
                 group.append((qi, hi, h.value))
         best: list[dict[int, tuple[float, int, int, SignalType]]] = [{} for _ in queries]
         hits: list[dict[int, list[int]]] = [{} for _ in queries]
