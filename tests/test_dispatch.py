@@ -141,34 +141,6 @@ def test_a_follow_up_runs_off_the_loop_after_its_own_search_and_fails_alone(work
     assert batches == (2 if workers else 4)
 
 
-def test_the_next_search_does_not_wait_for_a_follow_up() -> None:
-    """A batch gives its search slot back when its search ends: with one worker, a second
-    request is searched and answered while the first one's follow-up (a store transaction,
-    in the servicer) still runs."""
-    release = threading.Event()
-    order: list[str] = []
-
-    def then(results: list[str]) -> None:
-        release.wait(10)
-        order.append("first's follow-up")
-
-    async def main() -> None:
-        dispatcher: MatchDispatcher[str, str] = MatchDispatcher(lambda q: list(q), workers=1)
-        try:
-            first = asyncio.ensure_future(dispatcher.match_then(["first"], then))
-            await asyncio.sleep(0.05)  # the first's search is done, its follow-up waits
-            assert await asyncio.wait_for(dispatcher.match(["second"]), 5) == ["second"]
-            order.append("second answered")
-            release.set()
-            assert await first == (["first"], None)
-        finally:
-            release.set()
-            dispatcher.close()
-
-    asyncio.run(main())
-    assert order == ["second answered", "first's follow-up"]
-
-
 def test_a_caller_that_gave_up_is_not_searched_for() -> None:
     release = threading.Event()
     seen: list[list[str]] = []

@@ -55,13 +55,6 @@ T = TypeVar("T")
 
 
 @dataclass(slots=True)
-class _Slot:
-    """A batch's place among the searches in flight, given back once (see ``_release``)."""
-
-    released: bool = False
-
-
-@dataclass(slots=True)
 class _Request(Generic[Q, R]):
     queries: Sequence[Q]
     size: int
@@ -94,10 +87,8 @@ class MatchDispatcher(Generic[Q, R]):
             raise ValueError("workers must be 0 or more")
         self.batch_hashes = batch_hashes
         self._size = size
-        # Twice the searches in flight: a worker running follow-ups has given its search slot
-        # back (see ``_release``), and the next batch's search must not wait for a thread.
         self._executor = (
-            ThreadPoolExecutor(2 * self.workers, thread_name_prefix="matcher-match")
+            ThreadPoolExecutor(self.workers, thread_name_prefix="matcher-match")
             if self.workers
             else None
         )
@@ -168,29 +159,14 @@ class MatchDispatcher(Generic[Q, R]):
             batch = self._take()
             self._busy += 1
             self.batches += 1
-            slot = _Slot()
-            done = loop.run_in_executor(self._executor, self._run, loop, batch, slot)
-            done.add_done_callback(functools.partial(self._finish, loop, batch, slot))
+            done = loop.run_in_executor(self._executor, self._run, batch)
+            done.add_done_callback(functools.partial(self._finish, loop, batch))
 
-    def _release(self, loop: asyncio.AbstractEventLoop, slot: _Slot) -> None:
-        """A batch's search is over (its follow-ups may still run): the next may start."""
-        if not slot.released:
-            slot.released = True
-            self._busy -= 1
-            self._pump(loop)
-
-    def _run(
-        self, loop: asyncio.AbstractEventLoop, batch: list[_Request[Q, R]], slot: _Slot
-    ) -> list[Any]:
+    def _run(self, batch: list[_Request[Q, R]]) -> list[Any]:
         """On a worker: the batch's search, then each request's follow-up; per request, its
         results (or its results and follow-up's outcome, an exception being an outcome)."""
         queries = [q for r in batch for q in r.queries] if len(batch) > 1 else batch[0].queries
         results = self._match(queries)
-        if any(r.then is not None for r in batch):
-            # Follow-ups (store transactions) can take as long as the search: give the
-            # search slot back now, so the next batch's search overlaps them, as it did
-            # when they ran on threads of their own (one wake-up of the loop per batch).
-            loop.call_soon_threadsafe(self._release, loop, slot)
         out: list[Any] = []
         at = 0
         for request in batch:
@@ -209,12 +185,9 @@ class MatchDispatcher(Generic[Q, R]):
         self,
         loop: asyncio.AbstractEventLoop,
         batch: list[_Request[Q, R]],
-        slot: _Slot,
         done: asyncio.Future[list[R]],
     ) -> None:
-        if not slot.released:
-            slot.released = True
-            self._busy -= 1
+        self._busy -= 1
         error = done.exception()
         if error is not None and len(batch) > 1:
             # Whose error is it? Run each request alone, next (its callers have waited).
