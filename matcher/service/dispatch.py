@@ -21,9 +21,7 @@ A request may bring a follow-up (``match_then``): a function of its own results 
 worker runs right after the batch's search, before handing back (the servicer records a
 request's hits in the store's probing counts there). That is one thread hop per request, not
 two: each hop costs a queue put, a wake-up of the event loop through its self-pipe and a loop
-iteration, all holding the GIL. A follow-up that fails fails its own request only; one whose
-caller gave up while its search ran still runs (the servicer's probing counts then hold a
-request that was never answered: counted once too often, never missed).
+iteration, all holding the GIL. A follow-up that fails fails its own request only.
 
 >>> import asyncio
 >>> async def demo() -> list[list[int]]:
