@@ -105,42 +105,6 @@ def test_a_failing_request_fails_alone() -> None:
     assert seen == [1, 4, 2, 1, 1]
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-def test_a_follow_up_runs_off_the_loop_after_its_own_search_and_fails_alone(workers: int) -> None:
-    """``match_then``: each request's follow-up gets that request's results only, runs on a
-    thread (never the event loop's), and its error is that request's alone: the others of
-    the batch still get theirs."""
-    threads: list[str] = []
-
-    def match(queries: Sequence[int]) -> list[int]:
-        return [q * 2 for q in queries]
-
-    def then(results: list[int]) -> int:
-        threads.append(threading.current_thread().name)
-        if results == [-2]:
-            raise ValueError("follow-up failed")
-        return sum(results)
-
-    async def main() -> tuple[list[object], int]:
-        dispatcher: MatchDispatcher[int, int] = MatchDispatcher(match, workers=workers)
-        try:
-            answers = await asyncio.gather(
-                *(dispatcher.match_then(r, then) for r in ([1], [2, 3], [-1], [4])),
-                return_exceptions=True,
-            )
-            return answers, dispatcher.batches
-        finally:
-            dispatcher.close()
-
-    (first, second, bad, last), batches = asyncio.run(main())
-    assert (first, second, last) == (([2], 2), ([4, 6], 10), ([8], 8))
-    assert isinstance(bad, ValueError)
-    assert len(threads) == 4 and threading.main_thread().name not in threads
-    # With a worker, the first ran alone, the other three together (the failure did not
-    # send them back one by one: only a failed search does).
-    assert batches == (2 if workers else 4)
-
-
 def test_a_caller_that_gave_up_is_not_searched_for() -> None:
     release = threading.Event()
     seen: list[list[str]] = []

@@ -17,12 +17,6 @@ Results are exactly what ``Bank.match`` gives each request alone: it answers eve
 own (the store check reads after the search, per batch). A batch that fails is retried request
 by request, so one request's error never becomes another's.
 
-A request may bring a follow-up (``match_then``): a function of its own results that the
-worker runs right after the batch's search, before handing back (the servicer records a
-request's hits in the store's probing counts there). That is one thread hop per request, not
-two: each hop costs a queue put, a wake-up of the event loop through its self-pipe and a loop
-iteration, all holding the GIL. A follow-up that fails fails its own request only.
-
 >>> import asyncio
 >>> async def demo() -> list[list[int]]:
 ...     dispatcher = MatchDispatcher(lambda queries: [[len(q)] for q in queries], workers=2)
@@ -43,21 +37,19 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 __all__ = ["MatchDispatcher"]
 
 Q = TypeVar("Q")
 R = TypeVar("R")
-T = TypeVar("T")
 
 
 @dataclass(slots=True)
 class _Request(Generic[Q, R]):
     queries: Sequence[Q]
     size: int
-    future: asyncio.Future[Any]
-    then: Callable[[list[R]], Any] | None = None
+    future: asyncio.Future[list[R]]
     alone: bool = field(default=False)
 
 
@@ -109,24 +101,7 @@ class MatchDispatcher(Generic[Q, R]):
         request: _Request[Q, R] = _Request(queries, self._size(queries), loop.create_future())
         self._queue.append(request)
         self._pump(loop)
-        results: list[R] = await request.future
-        return results
-
-    async def match_then(
-        self, queries: Sequence[Q], then: Callable[[list[R]], T]
-    ) -> tuple[list[R], T]:
-        """``match(queries)``'s results and ``then(results)``, run on the worker thread that
-        searched (inline: on a thread of the loop's default executor, never on the loop)."""
-        loop = asyncio.get_running_loop()
-        if self._executor is None:
-            self.batches += 1
-            results = self._match(queries)
-            return results, await loop.run_in_executor(None, then, results)
-        request: _Request[Q, R] = _Request(queries, self._size(queries), loop.create_future(), then)
-        self._queue.append(request)
-        self._pump(loop)
-        both: tuple[list[R], T] = await request.future
-        return both
+        return await request.future
 
     def close(self) -> None:
         """Stop the worker threads once the searches in flight end."""
@@ -155,29 +130,11 @@ class MatchDispatcher(Generic[Q, R]):
             if not self._queue:
                 return
             batch = self._take()
+            queries = [q for r in batch for q in r.queries] if len(batch) > 1 else batch[0].queries
             self._busy += 1
             self.batches += 1
-            done = loop.run_in_executor(self._executor, self._run, batch)
+            done = loop.run_in_executor(self._executor, self._match, queries)
             done.add_done_callback(functools.partial(self._finish, loop, batch))
-
-    def _run(self, batch: list[_Request[Q, R]]) -> list[Any]:
-        """On a worker: the batch's search, then each request's follow-up; per request, its
-        results (or its results and follow-up's outcome, an exception being an outcome)."""
-        queries = [q for r in batch for q in r.queries] if len(batch) > 1 else batch[0].queries
-        results = self._match(queries)
-        out: list[Any] = []
-        at = 0
-        for request in batch:
-            mine = results[at : at + len(request.queries)]
-            at += len(request.queries)
-            if request.then is None:
-                out.append(mine)
-                continue
-            try:
-                out.append((mine, request.then(mine)))
-            except Exception as exc:  # this request's own failure
-                out.append(exc)
-        return out
 
     def _finish(
         self,
@@ -196,11 +153,11 @@ class MatchDispatcher(Generic[Q, R]):
             if not batch[0].future.done():
                 batch[0].future.set_exception(error)
         else:
-            for request, outcome in zip(batch, done.result(), strict=True):
-                if request.future.done():
-                    continue
-                if isinstance(outcome, Exception):
-                    request.future.set_exception(outcome)
-                else:
-                    request.future.set_result(outcome)
+            results = done.result()
+            at = 0
+            for request in batch:
+                n = len(request.queries)
+                if not request.future.done():
+                    request.future.set_result(results[at : at + n])
+                at += n
         self._pump(loop)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from matcher import contract, credentials
 from matcher.audit import Action
 from matcher.bank import Bank
-from matcher.bank.probe_counts import ProbeCheck, SharedProbes
+from matcher.bank.probe_counts import SharedProbes
 from matcher.bank.probing import Alarm, Banding, ProbeDetector, ProbeLimits, worst_alarm
 from matcher.errors import (
     InvalidInput,
@@ -315,19 +315,14 @@ class MatchServicer(_Base, match_pb2_grpc.MatchServiceServicer):
         if alarm is not None and alarm.action == "suspend":
             await self._alarm(who, alarm)
         searched = self._bounded(queries, policy)
-        thresholds = self._thresholds(policy)
-
-        def record(results: list[list[ItemMatch]]) -> ProbeCheck | None:
-            # Hits are recorded and counted in the store before anything is answered (one
-            # transaction, on the worker thread that searched, right after the search); a
-            # request that hit nothing skips this.
-            if not any(results):
-                return None
-            return self.shared_probes.check(key_id, searched, results, thresholds)
-
-        results, check = await self.dispatcher.match_then(searched, record)
+        results = await self.dispatcher.match(searched)
         wait = 0.0
-        if check is not None:
+        if any(results):
+            # Hits are recorded and counted in the store before anything is answered (one
+            # transaction on a worker thread); a request that hit nothing skips this.
+            check = await _run(
+                self.shared_probes.check, key_id, searched, results, self._thresholds(policy)
+            )
             alarm = worst_alarm([a for a in (alarm, check.alarm) if a is not None])
             wait = check.wait
         if alarm is not None:
