@@ -477,10 +477,14 @@ class Bank:
         # Group the query hashes by (signal type, distance): one index search per group.
         groups: dict[tuple[SignalType, int], list[tuple[int, int, bytes]]] = {}
         for qi, query in enumerate(queries):
+            # A query's distance per signal type, asked once per type, not once per hash.
+            mine: dict[SignalType, list[tuple[int, int, bytes]]] = {}
             for hi, h in enumerate(query.hashes):
-                groups.setdefault((h.signal, query.distance_for(h.signal)), []).append(
-                    (qi, hi, h.value)
-                )
+                group = mine.get(h.signal)
+                if group is None:
+                    searched = (h.signal, query.distance_for(h.signal))
+                    group = mine[h.signal] = groups.setdefault(searched, [])
+                group.append((qi, hi, h.value))
         best: list[dict[int, tuple[float, int, int, SignalType]]] = [{} for _ in queries]
         hits: list[dict[int, list[int]]] = [{} for _ in queries]
         for (signal, distance), entries in groups.items():

@@ -158,43 +158,70 @@ def worst_alarm(alarms: Sequence[Alarm]) -> Alarm | None:
 
 class _Recent:
     """Recent query hashes of one key and signal, found again by pigeonhole pieces: two
-    values within ``k`` bits agree exactly on at least one of ``k + 1`` pieces."""
+    values within ``k`` bits agree exactly on at least one of ``k + 1`` pieces.
+
+    It runs on the event loop for every query hash (misses too), so it is written for the
+    interpreter: one dict per piece keyed by the piece's bytes (no tuple per lookup), each
+    value's pieces cut once, and ``near`` and ``add`` done in one call."""
 
     def __init__(self, signal: SignalType, k: int, size: int) -> None:
         self.k = k
         n = signal.byte_length
         cuts = [round(i * n / (k + 1)) for i in range(k + 2)]
         self.pieces = list(itertools.pairwise(cuts))
-        self.ring: deque[tuple[float, bytes]] = deque()
+        self.ring: deque[tuple[float, bytes, list[bytes]]] = deque()
         self.size = size
-        self.by_piece: dict[tuple[int, bytes], dict[bytes, int]] = {}
+        # Per piece: the piece's bytes -> {value: how many times the ring holds it}.
+        self.by_piece: list[dict[bytes, dict[bytes, int]]] = [{} for _ in self.pieces]
 
     def near(self, value: bytes) -> bool:
         """True when a different value within ``k`` bits is held."""
-        me = int.from_bytes(value, "big")
-        for i, (a, b) in enumerate(self.pieces):
-            for other in self.by_piece.get((i, value[a:b]), ()):
-                if other != value and (me ^ int.from_bytes(other, "big")).bit_count() <= self.k:
+        return self._near(value, [value[a:b] for a, b in self.pieces])
+
+    def _near(self, value: bytes, cut: list[bytes]) -> bool:
+        me = -1
+        for table, piece in zip(self.by_piece, cut, strict=True):
+            slot = table.get(piece)
+            if not slot:
+                continue
+            for other in slot:
+                if other == value:
+                    continue
+                if me < 0:
+                    me = int.from_bytes(value, "big")
+                if (me ^ int.from_bytes(other, "big")).bit_count() <= self.k:
                     return True
         return False
 
     def add(self, value: bytes, now: float, window: float) -> None:
-        self.ring.append((now, value))
-        self._index(value, +1)
-        while self.ring and (len(self.ring) > self.size or self.ring[0][0] < now - window):
-            _, old = self.ring.popleft()
-            self._index(old, -1)
+        self.near_then_add(value, now, window)
 
-    def _index(self, value: bytes, step: int) -> None:
-        for i, (a, b) in enumerate(self.pieces):
-            slot = self.by_piece.setdefault((i, value[a:b]), {})
-            count = slot.get(value, 0) + step
-            if count > 0:
-                slot[value] = count
+    def near_then_add(self, value: bytes, now: float, window: float) -> bool:
+        """``near(value)``, then hold ``value`` (dropping what is past the window or the
+        size); one cut of its pieces for both."""
+        cut = [value[a:b] for a, b in self.pieces]
+        found = self._near(value, cut)
+        ring = self.ring
+        ring.append((now, value, cut))
+        for table, piece in zip(self.by_piece, cut, strict=True):
+            slot = table.get(piece)
+            if slot is None:
+                table[piece] = {value: 1}
             else:
-                slot.pop(value, None)
-                if not slot:
-                    del self.by_piece[(i, value[a:b])]
+                slot[value] = slot.get(value, 0) + 1
+        oldest = now - window
+        while ring and (len(ring) > self.size or ring[0][0] < oldest):
+            _, old, old_cut = ring.popleft()
+            for table, piece in zip(self.by_piece, old_cut, strict=True):
+                slot = table[piece]
+                count = slot[old] - 1
+                if count:
+                    slot[old] = count
+                else:
+                    del slot[old]
+                    if not slot:
+                        del table[piece]
+        return found
 
 
 @dataclass(slots=True)
@@ -264,17 +291,17 @@ class ProbeDetector:
         while events and events[0] < now - limits.near_window_seconds:
             events.popleft()
         start = len(events)
+        window = limits.near_window_seconds
         for query in queries:
             for h in query.hashes:
-                k = limits.near_bits.get(h.signal.name, 0)
-                if k <= 0:
-                    continue
                 recent = state.recent.get(h.signal.name)
                 if recent is None:
+                    k = limits.near_bits.get(h.signal.name, 0)
+                    if k <= 0:
+                        continue
                     recent = state.recent[h.signal.name] = _Recent(h.signal, k, limits.history)
-                if recent.near(h.value):
+                if recent.near_then_add(h.value, now, window):
                     events.append(now)
-                recent.add(h.value, now, limits.near_window_seconds)
         count = len(events)
         alarms = []
         if count > start:

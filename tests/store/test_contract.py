@@ -982,6 +982,33 @@ def test_probe_near_pairs_are_found_by_their_neighbours_digests_across_handles(
     assert (afresh.near, afresh.near_touched) == (3, 1)
 
 
+def test_probe_near_pairs_are_found_in_a_request_asking_thousands_of_digests(
+    backend: Backend, store: Store
+) -> None:
+    """A stream message of many hit uploads asks 257 digests per hit hash, over ten thousand
+    in one request: held digests are found wherever they fall among them, the first and the
+    last too."""
+    other = backend.store()
+    held = [10**6 + i for i in range(3)]
+    other.record_probes(
+        7, ProbeRecord(near=[(d, []) for d in held]), now=1000, near_since=0, edge_since=0
+    )
+    # 40 hashes of 257 digests each: 10,280 asked. Hash 0's first neighbour, hash 20's 100th
+    # and hash 39's last are the held digests: three near arrivals.
+    near = []
+    for h in range(40):
+        neighbours = [2 * 10**7 + h * 1000 + j for j in range(256)]
+        if h == 0:
+            neighbours[0] = held[0]
+        if h == 20:
+            neighbours[99] = held[1]
+        if h == 39:
+            neighbours[255] = held[2]
+        near.append((10**7 + h, neighbours))
+    tally = store.record_probes(7, ProbeRecord(near=near), now=2000, near_since=0, edge_since=0)
+    assert (tally.near, tally.near_touched) == (3, 3)
+
+
 def test_probe_hits_count_distinct_queries_per_item_and_their_edge(
     backend: Backend, store: Store
 ) -> None:
