@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,14 +96,19 @@ def _edits_of(
 ) -> list[tuple[Views, float]]:
     # Edits travel as indices into EDITS: their functions are closures, which do not pickle.
     index, paths = args
+    return [_query_bytes(data, config) for _, data in edited(index, paths, edits, seed)]
+
+
+def edited(
+    index: int, paths: Sequence[Path], edits: Sequence[int], seed: int
+) -> Iterator[tuple[int, bytes]]:
+    """Each edit ``k`` of original ``index`` as ``(k, encoded bytes)``, with the benchmark's seed
+    per (original, edit): every study that redoes the edits gets the very same queries."""
     image = decode_image(paths[index].read_bytes())
     # Collage partners: three other originals, chosen by the edit's own seeded generator.
     others = _Lazy(paths, index)
-    out = []
     for k in edits:
-        data = apply_edit(EDITS[k], image, seed * 1_000_003 + index * 101 + k, others)
-        out.append(_query_bytes(data, config))
-    return out
+        yield k, apply_edit(EDITS[k], image, seed * 1_000_003 + index * 101 + k, others)
 
 
 class _Lazy(Sequence[Image.Image]):

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.quality.collect import _Lazy
-from bench.quality.edits import EDITS, apply_edit
+from bench.quality.collect import edited
+from bench.quality.edits import EDITS
 from matcher.hashing import decode_image, ordered_map
 from matcher.hashing import views as V
 
@@ -56,15 +56,11 @@ def _finder_views(image: object) -> list[tuple[str, object]]:
 
 def _make(args: tuple[int, Sequence[Path]], edits: Sequence[int], seed: int) -> list[object]:
     index, paths = args
-    image = decode_image(paths[index].read_bytes())
-
-    others = _Lazy(paths, index)
-    out = []
-    for k in edits:
-        data = apply_edit(EDITS[k], image, seed * 1_000_003 + index * 101 + k, others)
-        rest = _bits(V.query_views(decode_image(data), _NO_FINDER))
-        out.append((index, k, data, rest))
-    enrolled = _bits(V.enroll_views(image))
+    out = [
+        (index, k, data, _bits(V.query_views(decode_image(data), _NO_FINDER)))
+        for k, data in edited(index, paths, edits, seed)
+    ]
+    enrolled = _bits(V.enroll_views(decode_image(paths[index].read_bytes())))
     return [out, enrolled]
 
 
