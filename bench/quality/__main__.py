@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             "Frontier on the second set (recall only):",
             "",
-            *frontier_rows(rows2, edit_index2),
+            *frontier_rows(rows2, edit_index2, false_matches=False),
             "",
             "Recall per edit on the second set:",
             "",

@@ -224,20 +224,27 @@ def evaluate_frontier(
     return rows
 
 
-def frontier_rows(rows: Sequence[FrontierRow], edit_index: np.ndarray) -> list[str]:
+def frontier_rows(
+    rows: Sequence[FrontierRow], edit_index: np.ndarray, false_matches: bool = True
+) -> list[str]:
+    """The frontier table; ``false_matches=False`` for rows evaluated without distractors,
+    whose false-match and nearest-distractor cells would say nothing."""
     tier_of = np.array([EDITS[i].tier for i in edit_index])
+    tail = " false matches | nearest distractor |" if false_matches else ""
     lines = [
         "| profile | stored per image | query hashes per image | "
         + " | ".join(TIERS)
-        + " | all | false matches | nearest distractor |",
-        "|---|---:|---:|" + "---:|" * (len(TIERS) + 3),
+        + " | all |"
+        + tail,
+        "|---|---:|---:|" + "---:|" * (len(TIERS) + (3 if false_matches else 1)),
     ]
     for r in rows:
         cells = [f"{100 * r.found[tier_of == t].mean():.1f}%" for t in TIERS]
         lines.append(
             f"| {r.profile.name} | {r.stored:.1f} | {r.queried:.1f} | "
             + " | ".join(cells)
-            + f" | {100 * r.found.mean():.1f}% | {r.false_matches} | {r.nearest} |"
+            + f" | {100 * r.found.mean():.1f}% |"
+            + (f" {r.false_matches} | {r.nearest} |" if false_matches else "")
         )
     lines += [""]
     lines += [f"- **{r.profile.name}**: {r.profile.description}." for r in rows]
