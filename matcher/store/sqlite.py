@@ -1193,13 +1193,14 @@ class SQLiteStore:
         so every other writer (another process on the folder too) waits for it."""
         key_id, now = int(key_id), int(now)
         with self._write(durable=False) as w:
-            w.execute(
-                "INSERT INTO probe_keys(key_id) VALUES (?) ON CONFLICT(key_id) DO NOTHING",
-                (key_id,),
-            )
-            (throttled,) = w.execute(
+            # Inside the write transaction: nobody adds the row between the read and the insert.
+            row = w.execute(
                 "SELECT throttled_until FROM probe_keys WHERE key_id = ?", (key_id,)
             ).fetchone()
+            if row is None:
+                w.execute("INSERT INTO probe_keys(key_id) VALUES (?)", (key_id,))
+                row = (0,)
+            (throttled,) = row
             touched = 0
             if record.near:
                 first, second = _near_halves(record)
@@ -1227,17 +1228,19 @@ class SQLiteStore:
                 }
                 fresh, again = _near_rows(record, held)
                 touched = sum(n for _, n, _, _ in fresh) + len(again)
-                w.executemany(
-                    "INSERT INTO probe_near(key_id, digest, touches, at, half0, half1) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key_id, digest) DO UPDATE SET "
-                    "touches = excluded.touches, at = excluded.at",
-                    [(key_id, d, n, now, a, b) for d, n, a, b in fresh],
-                )
-                w.executemany(
-                    "UPDATE probe_near SET touches = touches + 1, at = ? "
-                    "WHERE key_id = ? AND digest = ?",
-                    [(now, key_id, d) for d in again],
-                )
+                if fresh:
+                    w.executemany(
+                        "INSERT INTO probe_near(key_id, digest, touches, at, half0, half1) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key_id, digest) DO UPDATE SET "
+                        "touches = excluded.touches, at = excluded.at",
+                        [(key_id, d, n, now, a, b) for d, n, a, b in fresh],
+                    )
+                if again:
+                    w.executemany(
+                        "UPDATE probe_near SET touches = touches + 1, at = ? "
+                        "WHERE key_id = ? AND digest = ?",
+                        [(now, key_id, d) for d in again],
+                    )
             (near_count,) = w.execute(
                 "SELECT coalesce(sum(touches), 0) FROM probe_near "
                 "WHERE key_id = ? AND touches > 0 AND at >= ?",
@@ -1261,12 +1264,13 @@ class SQLiteStore:
                     )
                 }
                 changed, grown = _hit_rows(record, held_hits)
-                w.executemany(
-                    "INSERT INTO probe_hits(key_id, item, digest, edge, at) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT(key_id, item, digest) DO UPDATE SET edge = excluded.edge, "
-                    "at = excluded.at",
-                    [(key_id, i, d, int(e), now) for (i, d), e in changed.items()],
-                )
+                if changed:
+                    w.executemany(
+                        "INSERT INTO probe_hits(key_id, item, digest, edge, at) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(key_id, item, digest) DO UPDATE "
+                        "SET edge = excluded.edge, at = excluded.at",
+                        [(key_id, i, d, int(e), now) for (i, d), e in changed.items()],
+                    )
                 for item, spread, edge in w.execute(
                     "SELECT item, count(*), sum(edge) FROM probe_hits WHERE key_id = ? "
                     "AND item IN (SELECT value FROM json_each(?)) AND at >= ? GROUP BY item",
