@@ -98,6 +98,7 @@ def _schema_of(tree: Path) -> int:
     done = subprocess.run(
         [sys.executable, "-c", "from matcher.store.sqlite import SCHEMA_VERSION as v; print(v)"],
         env={**os.environ, "PYTHONPATH": str(tree)},
+        cwd=tree,  # ``-c`` puts the working folder first on the path
         capture_output=True,
         text=True,
         check=True,
