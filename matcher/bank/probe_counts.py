@@ -75,12 +75,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from matcher.bank.probing import Alarm, ProbeLimits, worst_alarm
 from matcher.records import ItemMatch, Query
@@ -139,13 +140,25 @@ class _NearMac:
         self._half_width = -(-(self._length - self._cut) // 16) * 16
         named = np.zeros((2, 16), np.uint8)
         named[:, 0] = (1, 2)  # the block naming the half
-        encrypt = self._halves.encryptor()
+        self._local = threading.local()
+        encrypt = self._encryptor(self._halves)
         self._half_start = np.frombuffer(encrypt.update(named.tobytes()), np.uint8).reshape(2, 16)
+
+    def _encryptor(self, cipher: Cipher[modes.ECB]) -> CipherContext:
+        # An ECB context holds no state between blocks, so each thread keeps one per key
+        # (made each call, it cost about 90 us of a request's check).
+        held: dict[int, CipherContext] | None = getattr(self._local, "held", None)
+        if held is None:
+            held = self._local.held = {}
+        context = held.get(id(cipher))
+        if context is None:
+            context = held[id(cipher)] = cipher.encryptor()
+        return context
 
     def _mac(
         self, cipher: Cipher[modes.ECB], state: np.ndarray, messages: np.ndarray
     ) -> np.ndarray:
-        encrypt = cipher.encryptor()
+        encrypt = self._encryptor(cipher)
         for start in range(0, messages.shape[1], 16):
             block = (state ^ messages[:, start : start + 16]).tobytes()
             state = np.frombuffer(encrypt.update(block), np.uint8).reshape(-1, 16)
@@ -225,9 +238,13 @@ class SharedProbes:
 
     def _query_digest(self, query: Query) -> int:
         mac = self._query.copy()
-        for h in query.hashes:
-            mac.update(h.signal.name.encode() + b"\0" + len(h.value).to_bytes(2, "big"))
-            mac.update(h.value)
+        # One update of the whole text: the same digest as one update per piece, for less.
+        mac.update(
+            b"".join(
+                b"%s\0%s%s" % (h.signal.name.encode(), len(h.value).to_bytes(2, "big"), h.value)
+                for h in query.hashes
+            )
+        )
         return _number(mac)
 
     def _item_digest(self, item_id: str) -> int:
