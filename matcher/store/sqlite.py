@@ -459,7 +459,7 @@ class SQLiteStore:
     >>> import tempfile
     >>> with SQLiteStore(tempfile.mkdtemp()) as store:
     ...     store.schema_version
-    5
+    6
     """
 
     def __init__(
