@@ -11,7 +11,8 @@ uploads are hits and half misses. Three servers in their own processes, in the s
   loop, concurrent requests gathered into one search; see ``matcher.service.dispatch``);
 - **before**: with ``MATCHER_BENCH_BEFORE_TREE`` set to another checkout of the project (for
   example ``git archive main | tar -x -C ../before``), that tree's code served as shipped, on the
-  same data folder: the A/B of a change to the index or the match path in one run. Unset: this
+  same bank (a copy of its folder when that tree writes an older schema, built at that version):
+  the A/B of a change to the index or the match path in one run. Unset: this
   tree with ``match_workers=0``, every match inline on the event loop, as before issue 15;
 - **echo**: a bare ``grpc.aio`` server answering the same messages with nothing (the ceiling of
   Python gRPC on this machine, with the load generator sharing its cores).
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -57,6 +59,10 @@ from matcher.bank import Bank
 from matcher.principal import Principal, Role
 from matcher.records import NewItem, Query
 from matcher.signals import PDQ, PHASH, Hash
+from matcher.store import SQLiteStore
+from matcher.store.crypto import default_key_file
+from matcher.store.sqlite import SCHEMA_VERSION
+from matcher.store.sqlite_schema import MIGRATIONS
 from matcher.v1 import match_pb2, match_pb2_grpc
 
 N_HASHES = int(os.environ.get("MATCHER_BENCH_UPLOAD_HASHES", "1000000"))
@@ -87,9 +93,26 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def _build(folder: Path) -> tuple[str, list[match_pb2.MatchRequest], dict[str, int]]:
+def _schema_of(tree: Path) -> int:
+    """The SQLite schema version ``tree``'s code writes."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from matcher.store.sqlite import SCHEMA_VERSION as v; print(v)"],
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        cwd=tree,  # ``-c`` puts the working folder first on the path
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout)
+
+
+def _build(
+    folder: Path, schema: int | None = None
+) -> tuple[str, list[match_pb2.MatchRequest], dict[str, int]]:
     """The bank (real views of the even-numbered cached photos, padded with random codes), a
-    partner key, and one request per cached photo's upload (odd ones are misses)."""
+    partner key, and one request per cached photo's upload (odd ones are misses). ``schema``:
+    the store's schema version to write (an older one, for a before tree that cannot open
+    this tree's)."""
     data_path("photos")
     photos = views_cache.cached()
     if len(photos) < PHOTOS:
@@ -99,7 +122,8 @@ def _build(folder: Path) -> tuple[str, list[match_pb2.MatchRequest], dict[str, i
     me = Principal.operator("bench")
     rng = np.random.default_rng(15)
     real = 0
-    with Bank.open(folder, load=False) as bank:
+    store = SQLiteStore(folder, _migrations=None if schema is None else MIGRATIONS[:schema])
+    with Bank(store) as bank:
         org = bank.accounts.create_organisation("bench", by=me)
         practitioner = Principal.key(0, Role.PRACTITIONER, org_id=org.id)
         items = []
@@ -137,7 +161,15 @@ def setup() -> Iterator[dict[str, object]]:
     with tempfile.TemporaryDirectory(prefix="matcher-bench-uploads-") as tmp:
         folder = Path(tmp) / "data"
         t0 = time.perf_counter()
-        key, requests, sizes = _build(folder)
+        # A before tree at an older schema cannot open a folder this tree migrated: the bank
+        # is built at the older version, and "after" serves a copy, which it migrates.
+        older = _schema_of(Path(BEFORE_TREE)) if BEFORE_TREE else SCHEMA_VERSION
+        key, requests, sizes = _build(folder, older if older < SCHEMA_VERSION else None)
+        before_folder = folder
+        if older < SCHEMA_VERSION:
+            folder = Path(tmp) / "data-after"
+            shutil.copytree(before_folder, folder)
+            shutil.copy(default_key_file(before_folder), default_key_file(folder))
         built = time.perf_counter() - t0
         ports = {name: _free_port() for name in SERVERS}
         server = str(_HERE / "match_server.py")
@@ -151,7 +183,7 @@ def setup() -> Iterator[dict[str, object]]:
             tree = Path(BEFORE_TREE).resolve()
             commands["before"] = [
                 str(tree / "bench" / "match_server.py"),
-                str(folder),
+                str(before_folder),
                 f"127.0.0.1:{ports['before']}",
                 "default",
             ]

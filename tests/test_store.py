@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -76,7 +76,7 @@ def test_open_store_takes_a_path_or_a_url(tmp_path: Path) -> None:
 
 def test_an_empty_folder_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "new") as store:
-        assert store.schema_version == SCHEMA_VERSION == 5
+        assert store.schema_version == SCHEMA_VERSION == 6
         tables = {r[0] for r in raw(store, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {
         "organisations",
@@ -214,22 +214,52 @@ def test_audit_refuses_anything_that_looks_like_a_hash(store: SQLiteStore) -> No
     assert store.audit_log() == []
 
 
+def _near(digest: int, *neighbours: int) -> tuple[int, tuple[int, int], Callable[[], set[int]]]:
+    # Made-up digests sharing their halves, so that every held one is a candidate.
+    return (digest, (0, 0), lambda: set(neighbours))
+
+
 def test_a_schema_4_folder_gains_the_probing_counts_when_opened(tmp_path: Path) -> None:
-    """Schema 4 shipped without the probing tables: opening such a folder adds them (v5)
-    and keeps what it held, and the shared probing counts work at once."""
+    """Schema 4 shipped without the probing tables: opening such a folder adds them (v5,
+    then v6) and keeps what it held, and the shared probing counts work at once."""
     data = tmp_path / "data"
     with SQLiteStore(data, _migrations=MIGRATIONS[:4]) as store:
         assert store.schema_version == 4
         store.create_organisation("Kept", actor=OPERATOR)
         assert raw(store, "SELECT name FROM sqlite_master WHERE name = 'probe_near'") == []
     with SQLiteStore(data) as store:
-        assert store.schema_version == SCHEMA_VERSION == 5
+        assert store.schema_version == SCHEMA_VERSION == 6
         assert [o.name for o in store.list_organisations()] == ["Kept"]
         tally = store.record_probes(
-            7, ProbeRecord(near=[(1, [2])]), now=1000, near_since=0, edge_since=0
+            7, ProbeRecord(near=[_near(1, 2)]), now=1000, near_since=0, edge_since=0
         )
         assert tally.near_touched == 0
         again = store.record_probes(
-            7, ProbeRecord(near=[(2, [1])]), now=2000, near_since=0, edge_since=0
+            7, ProbeRecord(near=[_near(2, 1)]), now=2000, near_since=0, edge_since=0
         )
         assert again.near_touched == 1
+
+
+def test_a_schema_5_folder_drops_its_near_rows_and_keeps_the_other_counts(
+    tmp_path: Path,
+) -> None:
+    """Version 6 gives the near rows their half digests; version-5 rows have none and could
+    never be found again, so they go (an hour of near counts at most); the (item, query)
+    rows and the throttles stay."""
+    data = tmp_path / "data"
+    with SQLiteStore(data, _migrations=MIGRATIONS[:5]) as store, store._write() as w:
+        w.execute("INSERT INTO probe_near(key_id, digest, touches, at) VALUES (7, 1, 1, 5)")
+        w.execute("INSERT INTO probe_hits(key_id, item, digest, edge, at) VALUES (7, 2, 3, 1, 5)")
+        w.execute("INSERT INTO probe_keys(key_id, throttled_until) VALUES (7, 99)")
+    with SQLiteStore(data) as store:
+        assert store.schema_version == 6
+        assert raw(store, "SELECT count(*) FROM probe_near") == [(0,)]
+        assert raw(store, "SELECT item, digest, edge FROM probe_hits") == [(2, 3, 1)]
+        tally = store.record_probes(
+            7,
+            ProbeRecord(near=[_near(1, 2)], hits=[(2, 4, False)]),
+            now=10,
+            near_since=0,
+            edge_since=0,
+        )
+        assert (tally.near, tally.items, tally.throttled_until) == (0, {2: (1, 2, True)}, 99)

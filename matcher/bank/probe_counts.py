@@ -13,10 +13,15 @@ What is recorded, per partner key (its id in clear), for the query hashes that h
 only (``ItemMatch.matched``: a query's other hashes, its other views or padding, are not):
 
 - *near*: for each such hash of a watched signal (``ProbeLimits.near_bits``: PDQ), a keyed
-  digest of its value, and, for the lookup only, the digests of its one-bit neighbours (256
-  for PDQ). A hash is *near* when a neighbour's digest was recorded before it within
-  ``near_window_seconds`` (or earlier in the request): the store finds pairs one bit apart
-  by equality, never seeing a value. Each arrival of a near hash counts, a re-sent one too,
+  digest of its value and keyed digests of its two halves (128 bits each for PDQ); and, for
+  the check only, never stored, the digests of its one-bit neighbours (256 for PDQ). A hash
+  is *near* when a neighbour's digest was recorded before it within ``near_window_seconds``
+  (or earlier in the request). The store finds such pairs by equality, never seeing a
+  value: a neighbour differs in one half only, so it shares the other half's digest; the
+  store reads the rows sharing either half's digest (two index lookups per hash) and counts
+  the hash near when one of their digests is a neighbour's (``_NearMac``). Until issue 15
+  it looked up all 257 digests of each hash instead (1.5-2.2 ms of CPU per hit upload);
+  the pairs found are the same. Each arrival of a near hash counts, a re-sent one too,
   as the per-replica detector counts it (a refused probe stays refused when sent again).
   Distances above one bit are not shared (the per-replica detector, which holds values in
   memory, watches its own queries at ``near_bits``).
@@ -30,16 +35,25 @@ AES-CBC-MAC, one key per signal (``_NearMac``), computed for a hash and its 256 
 two AES calls. What a copy of the database shows:
 
 - without the store key: per key id, opaque numbers and times: how many distinct queries hit
-  something, in how many distinct (unnamed) items, how many were one bit from another. No
-  hash value, no item id, nothing to link a row to a case.
+  something, in how many distinct (unnamed) items, how many were one bit from another, and
+  (two rows with an equal half digest) which of a key's hit hashes agree exactly on one half
+  of their bits, as copies of one picture do, and which half; not which bits, nor any
+  value. No hash value, no item id, nothing to link a row to a case.
 - with the store key (which also unseals the stored hashes, so the bank is lost anyway): the
   rows can be tested against guesses. A guessed hash can be confirmed as queried by that key
   (with a hit) in the window; an unknown query hash cannot be read back, since it is one of
   about 2^130 values within the threshold of a stored hash, except copies within a few bits
   of a stored hash (C(256, 4) = 1.7e8 guesses per stored hash), which tell the thief nothing
-  the stored hash does not. Items: the thief can link a row to an item by digesting every
-  item id (they are the store's ids, encoded), so they learn which key matched which item
-  and when, within the window (a day): what ``match_counts`` tells per item, plus the key.
+  the stored hash does not. The half digests let the thief also test a guessed half: so
+  they learn which queried hashes agree with a stored hash on one half, still not the other
+  half (2^128 values; a query within 8 bits of the stored hash in that half, C(128, 8) =
+  1.4e12 guesses, where the whole-value digest alone needed C(256, 8) = 4.1e14): again
+  copies of a stored picture, which tell nothing the stored hash does not. Halves, and not
+  smaller pieces, for that reason: with pieces of 16 bits, a query differing from a known
+  hash within one piece would be read back in 65,536 guesses. Items: the thief can link a
+  row to an item by digesting every item id (they are the store's ids, encoded), so they
+  learn which key matched which item and when, within the window (a day): what
+  ``match_counts`` tells per item, plus the key.
 
 Windows slide: a row counts while it is younger than its window; a digest seen again after
 its window is recorded afresh. Each replica deletes rows past their windows about once an
@@ -58,14 +72,16 @@ any revoked key; and a re-sent edge query already recorded. Misses were never co
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from matcher.bank.probing import Alarm, ProbeLimits, worst_alarm
 from matcher.records import ItemMatch, Query
@@ -84,13 +100,26 @@ def _number(mac: hashlib.blake2b) -> int:
 
 
 class _NearMac:
-    """Keyed 64-bit digests of one signal's values and of all their one-bit neighbours.
+    """Keyed 64-bit digests of one signal's values, of all their one-bit neighbours, and of
+    their two halves.
 
     AES-CBC-MAC over the value (zero-padded to whole blocks: the length is fixed per signal,
     and the key is the signal's own, derived from the store's secret key), which is a
     pseudo-random function for messages of one fixed length. It is computed for a whole
-    batch in one ECB call per block, so a PDQ hash and its 256 neighbours take about 20 us,
-    where a BLAKE2b call per neighbour took 550 us."""
+    batch in one ECB call per block: a PDQ hash and its 256 neighbours take about 20 us,
+    where a BLAKE2b call per neighbour took 550 us.
+
+    The halves' digests are what the store looks a value's neighbours up by. Two values one
+    bit apart differ in one half only, so they share the other half's digest (the pigeonhole
+    principle, as the index's multi-index hashing): the store reads the held rows sharing
+    either half's digest (two index lookups per hash, where it looked up 257 digests until
+    issue 15) and, only when a row other than the value's own shares a half with it, asks for
+    the value's neighbours' digests (computed here, never stored) and counts the value near
+    when the row's digest is one of them. Exactly the pairs the 257 lookups found: a row
+    sharing a half that is not one bit away is passed over. A half's digest is the CBC-MAC,
+    under a key of its own, of a block naming the half followed by the half zero-padded to
+    whole blocks (one message length per signal, so a PRF again). What they show in a copy
+    of the database: see the module docstring."""
 
     def __init__(self, secret: bytes, signal: SignalType) -> None:
         key = hashlib.blake2b(
@@ -100,24 +129,68 @@ class _NearMac:
         self._length = signal.byte_length
         self._width = -(-signal.byte_length // 16) * 16
         bits = signal.bits
-        self._flips = np.zeros((bits + 1, self._width), np.uint8)
+        self._flips = np.zeros((bits, self._width), np.uint8)
         index = np.arange(bits)
-        self._flips[1 + index, index // 8] = (128 >> (index % 8)).astype(np.uint8)
+        self._flips[index, index // 8] = (128 >> (index % 8)).astype(np.uint8)
+        half_key = hashlib.blake2b(
+            signal.name.encode(), key=secret, digest_size=32, person=b"matcher-phalf"
+        ).digest()
+        self._halves = Cipher(algorithms.AES(half_key), modes.ECB())
+        self._cut = self._length // 2  # a one-bit difference lies on one side of it
+        self._half_width = -(-(self._length - self._cut) // 16) * 16
+        named = np.zeros((2, 16), np.uint8)
+        named[:, 0] = (1, 2)  # the block naming the half
+        self._local = threading.local()
+        encrypt = self._encryptor(self._halves)
+        self._half_start = np.frombuffer(encrypt.update(named.tobytes()), np.uint8).reshape(2, 16)
 
-    def entries(self, values: list[bytes]) -> list[tuple[int, list[int]]]:
-        """Per value, its digest and its neighbours' digests."""
-        padded = np.zeros((len(values), self._width), np.uint8)
-        padded[:, : self._length] = np.frombuffer(b"".join(values), np.uint8).reshape(
-            len(values), self._length
-        )
-        messages = (padded[:, None, :] ^ self._flips[None, :, :]).reshape(-1, self._width)
-        encrypt = self._cipher.encryptor()
-        state = np.zeros((len(messages), 16), np.uint8)
-        for start in range(0, self._width, 16):
+    def _encryptor(self, cipher: Cipher[modes.ECB]) -> CipherContext:
+        # An ECB context holds no state between blocks, so each thread keeps one per key
+        # (made each call, it cost about 90 us of a request's check).
+        held: dict[int, CipherContext] | None = getattr(self._local, "held", None)
+        if held is None:
+            held = self._local.held = {}
+        context = held.get(id(cipher))
+        if context is None:
+            context = held[id(cipher)] = cipher.encryptor()
+        return context
+
+    def _mac(
+        self, cipher: Cipher[modes.ECB], state: np.ndarray, messages: np.ndarray
+    ) -> np.ndarray:
+        encrypt = self._encryptor(cipher)
+        for start in range(0, messages.shape[1], 16):
             block = (state ^ messages[:, start : start + 16]).tobytes()
             state = np.frombuffer(encrypt.update(block), np.uint8).reshape(-1, 16)
-        digests = state[:, :8].copy().view(">i8").reshape(len(values), -1)
-        return [(int(row[0]), row[1:].tolist()) for row in digests]
+        return state[:, :8].copy().view(">i8").reshape(-1)
+
+    def neighbours(self, value: bytes) -> frozenset[int]:
+        """The digests of ``value``'s one-bit neighbours (asked by the store only for a hash
+        that shares a half with another one: copies, and probes)."""
+        padded = np.zeros(self._width, np.uint8)
+        padded[: self._length] = np.frombuffer(value, np.uint8)
+        messages = padded[None, :] ^ self._flips
+        state = np.zeros((len(messages), 16), np.uint8)
+        return frozenset(self._mac(self._cipher, state, messages).tolist())
+
+    def entries(
+        self, values: list[bytes]
+    ) -> list[tuple[int, tuple[int, int], Callable[[], frozenset[int]]]]:
+        """Per value, its digest, its halves' digests and how to get its neighbours'."""
+        count = len(values)
+        raw = np.frombuffer(b"".join(values), np.uint8).reshape(count, self._length)
+        padded = np.zeros((count, self._width), np.uint8)
+        padded[:, : self._length] = raw
+        digests = self._mac(self._cipher, np.zeros((count, 16), np.uint8), padded).tolist()
+        halves = np.zeros((count, 2, self._half_width), np.uint8)
+        halves[:, 0, : self._cut] = raw[:, : self._cut]
+        halves[:, 1, : self._length - self._cut] = raw[:, self._cut :]
+        start = np.broadcast_to(self._half_start, (count, 2, 16)).reshape(-1, 16)
+        tags = self._mac(self._halves, start, halves.reshape(-1, self._half_width)).tolist()
+        return [
+            (digest, (tags[2 * i], tags[2 * i + 1]), functools.partial(self.neighbours, value))
+            for i, (digest, value) in enumerate(zip(digests, values, strict=True))
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +228,9 @@ class SharedProbes:
         self._item = hashlib.blake2b(key=key, digest_size=8, person=b"matcher-pitem")
         self._trimmed = clock()
 
-    def _near_entries(self, signal: SignalType, values: list[bytes]) -> list[tuple[int, list[int]]]:
+    def _near_entries(
+        self, signal: SignalType, values: list[bytes]
+    ) -> list[tuple[int, tuple[int, int], Callable[[], frozenset[int]]]]:
         mac = self._near.get(signal.name)
         if mac is None:
             mac = self._near[signal.name] = _NearMac(self._secret, signal)
@@ -163,9 +238,13 @@ class SharedProbes:
 
     def _query_digest(self, query: Query) -> int:
         mac = self._query.copy()
-        for h in query.hashes:
-            mac.update(h.signal.name.encode() + b"\0" + len(h.value).to_bytes(2, "big"))
-            mac.update(h.value)
+        # One update of the whole text: the same digest as one update per piece, for less.
+        mac.update(
+            b"".join(
+                b"%s\0%s%s" % (h.signal.name.encode(), len(h.value).to_bytes(2, "big"), h.value)
+                for h in query.hashes
+            )
+        )
         return _number(mac)
 
     def _item_digest(self, item_id: str) -> int:

@@ -47,7 +47,7 @@ Nothing anywhere assumes that the ids of one enrollment are contiguous.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -464,11 +464,15 @@ class ProbeRecord:
     reveal).
 
     ``near``: per hash of a watched signal in a query that hit something, in request order,
-    its digest and the digests of its one-bit neighbours. ``hits``: per (item, query) hit,
-    the item's digest, the query's digest and whether the query sat at the item's edge.
+    its digest, the digests of its two halves (stored with it: the store finds a hash's held
+    neighbours among the held rows sharing either half's digest, half for half, since a
+    one-bit neighbour differs in one half only) and a function giving the digests of its
+    one-bit neighbours (for the check only, never stored; called only for a hash that shares
+    a half with a held or earlier digest). ``hits``: per (item, query) hit, the item's
+    digest, the query's digest and whether the query sat at the item's edge.
     """
 
-    near: Sequence[tuple[int, Sequence[int]]] = ()
+    near: Sequence[tuple[int, tuple[int, int], Callable[[], Collection[int]]]] = ()
     hits: Sequence[tuple[int, int, bool]] = ()
 
 
@@ -506,8 +510,9 @@ class ProbeStore(Protocol):
     ) -> ProbeTally:
         """Record ``record`` for ``key_id`` at ``now`` and return the key's counts, in one
         transaction (committed before it returns) that waits for any other one of the same
-        key. A near digest is *near* when one of its neighbours is held since ``near_since``
-        or came earlier in the request; each near arrival counts once (a digest held already
+        key. A near digest is *near* when one of its neighbours shares a half digest with it
+        (first half for first half, second for second) and is held since ``near_since`` or
+        came earlier in the request; each near arrival counts once (a digest held already
         is not added again, but counts again when near). A (item, query) pair already held
         since ``edge_since`` is not added again (its edge flag may still turn on). Rows older
         than the windows count as absent (a new record refreshes them)."""

@@ -103,7 +103,7 @@ from matcher.store.sqlite import (
     _hit_rows,
     _item,
     _key,
-    _near_asked,
+    _near_halves,
     _near_rows,
     _now_ms,
     _policy_from_json,
@@ -876,11 +876,13 @@ class PostgresStore:
             "DO UPDATE SET key_id = excluded.key_id RETURNING throttled_until",
             (key_id,),
         )
+        first, second = _near_halves(record)
         near_held = (
             conn.execute(
-                "SELECT digest, touches FROM probe_near WHERE key_id = %s "
-                "AND at >= %s AND digest = ANY(%s::bigint[])",
-                (key_id, near_since, _pg_ints(_near_asked(record))),
+                "SELECT digest, touches, half0, half1 FROM probe_near "
+                "WHERE key_id = %s AND at >= %s "
+                "AND (half0 = ANY(%s::bigint[]) OR half1 = ANY(%s::bigint[]))",
+                (key_id, near_since, _pg_ints(first), _pg_ints(second)),
             )
             if record.near
             else None
@@ -905,15 +907,15 @@ class PostgresStore:
         grown: set[int] = set()
         with conn.cursor() as cur:
             if near_held is not None:
-                held = {int(d): int(n) for d, n in near_held.fetchall()}
+                held = {int(d): (int(n), int(a), int(b)) for d, n, a, b in near_held.fetchall()}
                 fresh, again = _near_rows(record, held)
-                touched = sum(n for _, n in fresh) + len(again)
+                touched = sum(n for _, n, _, _ in fresh) + len(again)
                 if fresh:
                     cur.executemany(
-                        "INSERT INTO probe_near(key_id, digest, touches, at) "
-                        "VALUES (%s, %s, %s, %s) ON CONFLICT (key_id, digest) DO UPDATE "
+                        "INSERT INTO probe_near(key_id, digest, touches, at, half0, half1) "
+                        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (key_id, digest) DO UPDATE "
                         "SET touches = excluded.touches, at = excluded.at",
-                        [(key_id, d, n, now) for d, n in fresh],
+                        [(key_id, d, n, now, a, b) for d, n, a, b in fresh],
                     )
                 if again:
                     cur.executemany(

@@ -28,6 +28,9 @@ Schema version 4, as on SQLite: ``verdicts``, ``quarantines``, ``items.reviewed_
 
 Schema version 5, as on SQLite: the probing counts ``probe_near``, ``probe_hits`` and
 ``probe_keys``.
+
+Schema version 6, as on SQLite: ``probe_near`` gains its hashes' half digests ``half0`` and
+``half1``, each indexed with the key (its version-5 rows are dropped).
 """
 
 from __future__ import annotations
@@ -240,7 +243,26 @@ _V5: tuple[str, ...] = (
     )""",
 )
 
-MIGRATIONS: list[Migration] = [_V1, _V2, _v3_sealed, _V4, _V5]
+
+# Version 6 (issue 15), as on SQLite: the near rows carry their hash's half digests, indexed.
+_V6: tuple[str, ...] = (
+    "DROP TABLE probe_near",
+    """CREATE TABLE probe_near (
+        key_id BIGINT NOT NULL,
+        digest BIGINT NOT NULL,
+        touches INTEGER NOT NULL CHECK (touches >= 0),
+        at BIGINT NOT NULL,
+        half0 BIGINT NOT NULL,
+        half1 BIGINT NOT NULL,
+        PRIMARY KEY (key_id, digest)
+    )""",
+    "CREATE INDEX probe_near_by_at ON probe_near(at)",
+    "CREATE INDEX probe_near_counted ON probe_near(key_id, at) WHERE touches > 0",
+    "CREATE INDEX probe_near_half0 ON probe_near(key_id, half0)",
+    "CREATE INDEX probe_near_half1 ON probe_near(key_id, half1)",
+)
+
+MIGRATIONS: list[Migration] = [_V1, _V2, _v3_sealed, _V4, _V5, _V6]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this code writes (the same number as SQLite's)."""

@@ -115,13 +115,15 @@ def _json_ids(ids: Sequence[int]) -> str:
     return json.dumps([int(i) for i in ids])
 
 
-def _near_asked(record: ProbeRecord) -> list[int]:
-    """Every digest a request's near check looks up: its own and their neighbours."""
-    asked: set[int] = set()
-    for digest, neighbours in record.near:
-        asked.add(digest)
-        asked.update(neighbours)
-    return list(asked)
+def _near_halves(record: ProbeRecord) -> tuple[list[int], list[int]]:
+    """The half digests a request's near check looks its held neighbours up by: every
+    first half, every second half (``ProbeRecord``)."""
+    first: set[int] = set()
+    second: set[int] = set()
+    for _, (a, b), _ in record.near:
+        first.add(a)
+        second.add(b)
+    return list(first), list(second)
 
 
 def _ints_json(values: Sequence[int]) -> str:
@@ -131,23 +133,36 @@ def _ints_json(values: Sequence[int]) -> str:
 
 
 def _near_rows(
-    record: ProbeRecord, held: Mapping[int, int]
-) -> tuple[list[tuple[int, int]], list[int]]:
-    """What a request's near digests write, given the digests ``held`` in the window (with
-    their touches): rows to write afresh (not held), with 1 touch if near else 0, and held
-    digests touched again (near now). In request order: a digest is near when a neighbour is
-    held or came earlier in the request."""
+    record: ProbeRecord, held: Mapping[int, tuple[int, int, int]]
+) -> tuple[list[tuple[int, int, int, int]], list[int]]:
+    """What a request's near digests write, given the digests ``held`` in the window that
+    share a half with one of them (with their touches and halves): rows to write afresh (not
+    held), ``(digest, touches, first half, second half)`` with 1 touch if near else 0, and
+    held digests touched again (near now). In request order: a digest is near when a
+    neighbour sharing a half is held or came earlier in the request. A hash's own row shares
+    both its halves, so ``held`` has it when it is held. Its neighbours' digests are asked
+    only when another digest shares a half with it (copies, and probes; rare otherwise)."""
+    by_first: dict[int, set[int]] = {}
+    by_second: dict[int, set[int]] = {}
+    for digest, (_, first, second) in held.items():
+        by_first.setdefault(first, set()).add(digest)
+        by_second.setdefault(second, set()).add(digest)
     seen = set(held)
-    fresh: list[tuple[int, int]] = []
+    fresh: list[tuple[int, int, int, int]] = []
     again: list[int] = []
-    for digest, neighbours in record.near:
-        near = not seen.isdisjoint(neighbours)
+    for digest, (first, second), neighbours in record.near:
+        close = by_first.get(first, set()) | by_second.get(second, set())
+        close.discard(digest)
+        near = bool(close) and not close.isdisjoint(neighbours())
         if digest in held:
             if near and digest not in again:
                 again.append(digest)
         elif digest not in seen:
-            fresh.append((digest, int(near)))
-        seen.add(digest)
+            fresh.append((digest, int(near), first, second))
+        if digest not in seen:
+            seen.add(digest)
+            by_first.setdefault(first, set()).add(digest)
+            by_second.setdefault(second, set()).add(digest)
     return fresh, again
 
 
@@ -444,7 +459,7 @@ class SQLiteStore:
     >>> import tempfile
     >>> with SQLiteStore(tempfile.mkdtemp()) as store:
     ...     store.schema_version
-    5
+    6
     """
 
     def __init__(
@@ -1178,36 +1193,54 @@ class SQLiteStore:
         so every other writer (another process on the folder too) waits for it."""
         key_id, now = int(key_id), int(now)
         with self._write(durable=False) as w:
-            w.execute(
-                "INSERT INTO probe_keys(key_id) VALUES (?) ON CONFLICT(key_id) DO NOTHING",
-                (key_id,),
-            )
-            (throttled,) = w.execute(
+            # Inside the write transaction: nobody adds the row between the read and the insert.
+            row = w.execute(
                 "SELECT throttled_until FROM probe_keys WHERE key_id = ?", (key_id,)
             ).fetchone()
+            if row is None:
+                w.execute("INSERT INTO probe_keys(key_id) VALUES (?)", (key_id,))
+                row = (0,)
+            (throttled,) = row
             touched = 0
             if record.near:
+                first, second = _near_halves(record)
                 held = {
-                    int(d): int(n)
-                    for d, n in w.execute(
-                        "SELECT digest, touches FROM probe_near WHERE key_id = ? AND at >= ? "
-                        "AND digest IN (SELECT value FROM json_each(?))",
-                        (key_id, near_since, _ints_json(_near_asked(record))),
+                    int(d): (int(n), int(a), int(b))
+                    for d, n, a, b in w.execute(
+                        # Named indexes: without statistics SQLite would rather walk
+                        # the key's whole primary-key range (every row of the key).
+                        "SELECT digest, touches, half0, half1 FROM probe_near "
+                        "INDEXED BY probe_near_half0 WHERE key_id = ? AND at >= ? "
+                        "AND half0 IN (SELECT value FROM json_each(?)) UNION ALL "
+                        "SELECT digest, touches, half0, half1 FROM probe_near "
+                        "INDEXED BY probe_near_half1 "
+                        "WHERE key_id = ? AND at >= ? "
+                        "AND half1 IN (SELECT value FROM json_each(?))",
+                        (
+                            key_id,
+                            near_since,
+                            _ints_json(first),
+                            key_id,
+                            near_since,
+                            _ints_json(second),
+                        ),
                     )
                 }
                 fresh, again = _near_rows(record, held)
-                touched = sum(n for _, n in fresh) + len(again)
-                w.executemany(
-                    "INSERT INTO probe_near(key_id, digest, touches, at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(key_id, digest) DO UPDATE SET touches = excluded.touches, "
-                    "at = excluded.at",
-                    [(key_id, d, n, now) for d, n in fresh],
-                )
-                w.executemany(
-                    "UPDATE probe_near SET touches = touches + 1, at = ? "
-                    "WHERE key_id = ? AND digest = ?",
-                    [(now, key_id, d) for d in again],
-                )
+                touched = sum(n for _, n, _, _ in fresh) + len(again)
+                if fresh:
+                    w.executemany(
+                        "INSERT INTO probe_near(key_id, digest, touches, at, half0, half1) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key_id, digest) DO UPDATE SET "
+                        "touches = excluded.touches, at = excluded.at",
+                        [(key_id, d, n, now, a, b) for d, n, a, b in fresh],
+                    )
+                if again:
+                    w.executemany(
+                        "UPDATE probe_near SET touches = touches + 1, at = ? "
+                        "WHERE key_id = ? AND digest = ?",
+                        [(now, key_id, d) for d in again],
+                    )
             (near_count,) = w.execute(
                 "SELECT coalesce(sum(touches), 0) FROM probe_near "
                 "WHERE key_id = ? AND touches > 0 AND at >= ?",
@@ -1231,12 +1264,13 @@ class SQLiteStore:
                     )
                 }
                 changed, grown = _hit_rows(record, held_hits)
-                w.executemany(
-                    "INSERT INTO probe_hits(key_id, item, digest, edge, at) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT(key_id, item, digest) DO UPDATE SET edge = excluded.edge, "
-                    "at = excluded.at",
-                    [(key_id, i, d, int(e), now) for (i, d), e in changed.items()],
-                )
+                if changed:
+                    w.executemany(
+                        "INSERT INTO probe_hits(key_id, item, digest, edge, at) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(key_id, item, digest) DO UPDATE "
+                        "SET edge = excluded.edge, at = excluded.at",
+                        [(key_id, i, d, int(e), now) for (i, d), e in changed.items()],
+                    )
                 for item, spread, edge in w.execute(
                     "SELECT item, count(*), sum(edge) FROM probe_hits WHERE key_id = ? "
                     "AND item IN (SELECT value FROM json_each(?)) AND at >= ? GROUP BY item",

@@ -63,6 +63,11 @@ Schema version 5 (probing counts shared by every replica, issue 12)::
                                               query) hits, for the edge and spread counts
     probe_keys(key_id PK, throttled_until)    the lock row and shared throttle per key
 
+Schema version 6 (issue 15): ``probe_near`` gains ``half0`` and ``half1``, keyed digests of
+its hash's two halves, each indexed with ``key_id``: a hash's held one-bit neighbours are
+found among the rows sharing a half (``matcher.bank.probe_counts``). Version-5 rows are
+dropped (they have no halves).
+
 From version 1 to 2 (``_v2_items``), for data folders made before items existed:
 
 - each v1 enrollment call becomes one item: the hash rows of one case sharing one
@@ -416,7 +421,30 @@ _V5: tuple[str, ...] = (
     )""",
 )
 
-MIGRATIONS: list[Migration] = [_V1, _v2_items, _v3_sealed, _V4, _V5]
+
+# Version 6 (issue 15): the near rows carry keyed digests of their hash's two halves, indexed,
+# so that a hash's held neighbours are found by two lookups instead of 257
+# (``matcher.bank.probe_counts``). Rows of version 5 have no halves and could never be found
+# again: they are dropped (near counts of the last hour, acknowledged to no one; the
+# per-replica watch and the other counts are untouched).
+_V6: tuple[str, ...] = (
+    "DROP TABLE probe_near",
+    """CREATE TABLE probe_near (
+        key_id INTEGER NOT NULL,
+        digest INTEGER NOT NULL,
+        touches INTEGER NOT NULL CHECK (touches >= 0),
+        at INTEGER NOT NULL,
+        half0 INTEGER NOT NULL,
+        half1 INTEGER NOT NULL,
+        PRIMARY KEY (key_id, digest)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX probe_near_by_at ON probe_near(at)",
+    "CREATE INDEX probe_near_counted ON probe_near(key_id, at) WHERE touches > 0",
+    "CREATE INDEX probe_near_half0 ON probe_near(key_id, half0)",
+    "CREATE INDEX probe_near_half1 ON probe_near(key_id, half1)",
+)
+
+MIGRATIONS: list[Migration] = [_V1, _v2_items, _v3_sealed, _V4, _V5, _V6]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this code writes."""

@@ -10,7 +10,8 @@ import base64
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,9 +22,11 @@ from matcher.principal import Principal, Role
 from matcher.records import (
     AllowlistSource,
     ItemKind,
+    ItemMatch,
     ItemState,
     NewItem,
     QuarantineReason,
+    Query,
     ReportReason,
     entry_ids,
     item_ids_of,
@@ -34,6 +37,7 @@ from matcher.store.base import ProbeRecord
 from tests.store.conftest import Backend
 
 OPERATOR = Principal.operator("test")
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 
 def partner_key(store: Store, name: str = "acme") -> Principal:
@@ -934,6 +938,15 @@ def test_guess_failures_from_many_threads_are_all_counted(backend: Backend, stor
 # -- probing counts (``ProbeStore``): digests are made up here; ``probe_counts`` makes real ones
 
 
+def near(
+    digest: int, neighbours: Sequence[int], halves: tuple[int, int] = (0, 0)
+) -> tuple[int, tuple[int, int], Callable[[], frozenset[int]]]:
+    """A made-up near entry: by default every entry shares its halves with every other, so
+    the store's half lookup finds every held row and the neighbours decide."""
+    held = frozenset(neighbours)
+    return (digest, halves, lambda: held)
+
+
 def test_probe_near_pairs_are_found_by_their_neighbours_digests_across_handles(
     backend: Backend, store: Store
 ) -> None:
@@ -941,35 +954,39 @@ def test_probe_near_pairs_are_found_by_their_neighbours_digests_across_handles(
     handle) within the window, or earlier in the same request; each near arrival counts."""
     other = backend.store()
     first = store.record_probes(
-        7, ProbeRecord(near=[(1, [10, 11])]), now=1000, near_since=0, edge_since=0
+        7, ProbeRecord(near=[near(1, [10, 11])]), now=1000, near_since=0, edge_since=0
     )
     assert (first.near, first.near_touched, first.items, first.throttled_until) == (0, 0, {}, 0)
     second = other.record_probes(
-        7, ProbeRecord(near=[(10, [1, 12])]), now=2000, near_since=0, edge_since=0
+        7, ProbeRecord(near=[near(10, [1, 12])]), now=2000, near_since=0, edge_since=0
     )
     assert (second.near, second.near_touched) == (1, 1)
     again = store.record_probes(
-        7, ProbeRecord(near=[(10, [1, 12]), (20, [21])]), now=3000, near_since=0, edge_since=0
+        7,
+        ProbeRecord(near=[near(10, [1, 12]), near(20, [21])]),
+        now=3000,
+        near_since=0,
+        edge_since=0,
     )
     # 10 is held, and near: re-sent, it counts again (as the per-replica detector counts a
     # re-sent probe); 20 is not near anything.
     assert (again.near, again.near_touched) == (2, 1)
     # In request order: 31 follows 30, its neighbour; 30 came first, so only 31 is near.
     both = other.record_probes(
-        7, ProbeRecord(near=[(30, [31]), (31, [30])]), now=4000, near_since=0, edge_since=0
+        7, ProbeRecord(near=[near(30, [31]), near(31, [30])]), now=4000, near_since=0, edge_since=0
     )
     assert (both.near, both.near_touched) == (3, 1)
     # Another key shares nothing.
     assert (
         store.record_probes(
-            8, ProbeRecord(near=[(11, [1])]), now=4000, near_since=0, edge_since=0
+            8, ProbeRecord(near=[near(11, [1])]), now=4000, near_since=0, edge_since=0
         ).near_touched
         == 0
     )
     # Rows older than the window count as absent: 10 and 20 are out of it (31 is in).
     late = store.record_probes(
         7,
-        ProbeRecord(near=[(12, [10]), (21, [20]), (32, [31])]),
+        ProbeRecord(near=[near(12, [10]), near(21, [20]), near(32, [31])]),
         now=9000,
         near_since=3500,
         edge_since=0,
@@ -977,36 +994,124 @@ def test_probe_near_pairs_are_found_by_their_neighbours_digests_across_handles(
     assert (late.near, late.near_touched) == (2, 1)  # 31 and 32 (10 was last seen at 3000)
     # A digest seen again after its window is recorded afresh: 1, now near of 12.
     afresh = other.record_probes(
-        7, ProbeRecord(near=[(1, [12])]), now=9500, near_since=3500, edge_since=0
+        7, ProbeRecord(near=[near(1, [12])]), now=9500, near_since=3500, edge_since=0
     )
     assert (afresh.near, afresh.near_touched) == (3, 1)
 
 
-def test_probe_near_pairs_are_found_in_a_request_asking_thousands_of_digests(
+def test_probe_near_pairs_are_found_by_their_halves_in_a_request_of_thousands(
     backend: Backend, store: Store
 ) -> None:
-    """A stream message of many hit uploads asks 257 digests per hit hash, over ten thousand
-    in one request: held digests are found wherever they fall among them, the first and the
-    last too."""
+    """A stream message of many hit uploads: 2,000 hashes, each with halves of its own. A held
+    digest is a candidate through either half, wherever its entry falls (the first, the
+    1,000th, the last); the neighbours decide among candidates; a held neighbour sharing no
+    half with the entry is not a candidate (a one-bit neighbour always shares one: the
+    caller's promise, ``ProbeRecord``)."""
     other = backend.store()
-    held = [10**6 + i for i in range(3)]
-    other.record_probes(
-        7, ProbeRecord(near=[(d, []) for d in held]), now=1000, near_since=0, edge_since=0
-    )
-    # 40 hashes of 257 digests each: 10,280 asked. Hash 0's first neighbour, hash 20's 100th
-    # and hash 39's last are the held digests: three near arrivals.
-    near = []
-    for h in range(40):
-        neighbours = [2 * 10**7 + h * 1000 + j for j in range(256)]
-        if h == 0:
-            neighbours[0] = held[0]
-        if h == 20:
-            neighbours[99] = held[1]
-        if h == 39:
-            neighbours[255] = held[2]
-        near.append((10**7 + h, neighbours))
-    tally = store.record_probes(7, ProbeRecord(near=near), now=2000, near_since=0, edge_since=0)
+    held = [near(10**6 + i, [], halves=(10**6 + i, 2 * 10**6 + i)) for i in range(4)]
+    other.record_probes(7, ProbeRecord(near=held), now=1000, near_since=0, edge_since=0)
+    entries = [
+        near(10**7 + h, [10**6 + 3], halves=(3 * 10**6 + h, 4 * 10**6 + h)) for h in range(2000)
+    ]
+    # Entry 0 shares held 0's first half, entry 999 held 1's second half, entry 1999 held
+    # 2's first half: each has that digest among its neighbours, so each is near. Entry 500
+    # shares held 3's second half but is not its neighbour: not near. Every other entry
+    # lists held 3 among its neighbours but shares no half with it: not a candidate.
+    entries[0] = near(10**7, [10**6], halves=(10**6, 4 * 10**6))
+    entries[999] = near(10**7 + 999, [10**6 + 1], halves=(3 * 10**6 + 999, 2 * 10**6 + 1))
+    entries[1999] = near(10**7 + 1999, [10**6 + 2], halves=(10**6 + 2, 4 * 10**6 + 1999))
+    entries[500] = near(10**7 + 500, [], halves=(3 * 10**6 + 500, 2 * 10**6 + 3))
+    tally = store.record_probes(7, ProbeRecord(near=entries), now=2000, near_since=0, edge_since=0)
     assert (tally.near, tally.near_touched) == (3, 3)
+    # Found again through the halves they were recorded with: a flip of entry 999 sharing
+    # its first half, and one of entry 1999 sharing its second.
+    again = other.record_probes(
+        7,
+        ProbeRecord(
+            near=[
+                near(5, [10**7 + 999], halves=(3 * 10**6 + 999, 9)),
+                near(6, [10**7 + 1999], halves=(8, 4 * 10**6 + 1999)),
+            ]
+        ),
+        now=3000,
+        near_since=0,
+        edge_since=0,
+    )
+    assert (again.near, again.near_touched) == (5, 2)
+
+
+def test_shared_probes_find_exactly_the_one_bit_pairs_of_real_hashes(
+    backend: Backend, store: Store
+) -> None:
+    """The whole near check as the service makes it (``SharedProbes.record_of``, then the
+    store), on real PDQ hashes (``fixtures/reencodings.txt``: 1,000 re-encodings of one
+    photo, many within a few bits of each other) and on flips of them: one bit in either
+    half, two bits in one half or across both, exact re-sends, and flips of flips. Each
+    request's near arrivals and the key's running count equal those of a brute-force check
+    of every pair's Hamming distance (what the 257 digest lookups of each hash found before
+    the half digests): nothing caught before is missed, nothing more is counted."""
+    from matcher.bank.probe_counts import SharedProbes
+    from matcher.bank.probing import ProbeLimits
+
+    rng = np.random.default_rng(15)
+    real = [bytes.fromhex(line) for line in (FIXTURES / "reencodings.txt").read_text().split()]
+    bases = [real[i] for i in rng.choice(len(real), 120, replace=False)]
+
+    def flipped(value: bytes, *bits: int) -> bytes:
+        number = int.from_bytes(value, "big")
+        for bit in bits:
+            number ^= 1 << bit
+        return number.to_bytes(len(value), "big")
+
+    def bit(below: int) -> int:
+        return int(rng.integers(below))
+
+    values: list[bytes] = []
+    for base in bases:
+        values.append(base)
+        kind = bit(6)
+        if kind == 0:  # one bit, anywhere
+            values.append(flipped(base, bit(256)))
+        elif kind == 1:  # two bits in one half: shares the other half, not near
+            half = bit(2) * 128
+            values.append(flipped(base, *(half + rng.choice(128, 2, replace=False)).tolist()))
+        elif kind == 2:  # two bits, one per half
+            values.append(flipped(base, bit(128), 128 + bit(128)))
+        elif kind == 3:  # a flip, then a flip of the flip (0 or 2 bits from the base)
+            one = flipped(base, bit(256))
+            values += [one, flipped(one, bit(256))]
+        elif kind == 4:  # re-sent
+            values.append(base)
+    order = rng.permutation(len(values))
+    values = [values[i] for i in order]
+
+    def distance(a: bytes, b: bytes) -> int:
+        return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_count()
+
+    shared = SharedProbes(store, store.secret_key(), ProbeLimits())
+    held: set[bytes] = set()
+    total = 0
+    at = 0
+    arrivals = 0
+    while at < len(values):
+        size = int(rng.integers(1, 7))
+        request = values[at : at + size]
+        at += size
+        # Brute force, in request order, as ``ProbeStore.record_probes`` counts.
+        unique = list(dict.fromkeys(request))  # ``record_of`` records a value once
+        touched, earlier = 0, list[bytes]()
+        for v in unique:  # a held value re-sent counts again when near, as a new one
+            touched += any(distance(v, w) == 1 for w in [*held, *earlier])
+            earlier.append(v)
+        held.update(unique)
+        total += touched
+        query = Query([Hash(PDQ, v, 90) for v in request])
+        hit = ItemMatch("m_1", PDQ, 10, len(request), matched=tuple(range(len(request))))
+        record, _ = shared.record_of([query], [[hit]], lambda signal: 31)
+        tally = store.record_probes(7, record, now=1000 + at, near_since=0, edge_since=0)
+        assert (tally.near_touched, tally.near) == (touched, total)
+        arrivals += touched
+    assert arrivals >= 40  # the workload has near pairs to find, in both halves
 
 
 def test_probe_hits_count_distinct_queries_per_item_and_their_edge(
@@ -1056,7 +1161,7 @@ def test_probe_records_of_one_key_from_many_threads_take_turns(
                 others = [n for n in digests if n != d]
                 tallies.append(
                     handle.record_probes(
-                        3, ProbeRecord(near=[(d, others)]), now=1000, near_since=0, edge_since=0
+                        3, ProbeRecord(near=[near(d, others)]), now=1000, near_since=0, edge_since=0
                     )
                 )
         except BaseException as exc:
@@ -1089,7 +1194,7 @@ def test_a_probing_throttle_is_read_with_the_policy_audited_and_reset(
     seen = other.key_policy(key.key_id).throttled_until
     assert seen is not None and int(seen.timestamp() * 1000) == until  # the later one holds
     tally = other.record_probes(
-        key.key_id, ProbeRecord(near=[(1, [2])]), now=1000, near_since=0, edge_since=0
+        key.key_id, ProbeRecord(near=[near(1, [2])]), now=1000, near_since=0, edge_since=0
     )
     assert tally.throttled_until == until
     probes = [e for e in store.audit_log(limit=10) if e.action == "match.probe"]
@@ -1097,23 +1202,35 @@ def test_a_probing_throttle_is_read_with_the_policy_audited_and_reset(
     other.reset_probes(key.key_id)
     assert store.key_policy(key.key_id).throttled_until is None
     again = store.record_probes(
-        key.key_id, ProbeRecord(near=[(2, [1])]), now=2000, near_since=0, edge_since=0
+        key.key_id, ProbeRecord(near=[near(2, [1])]), now=2000, near_since=0, edge_since=0
     )
     assert (again.near, again.throttled_until) == (0, 0)  # its counts went too
 
 
 def test_trim_probes_deletes_rows_past_their_windows(backend: Backend, store: Store) -> None:
     store.record_probes(
-        4, ProbeRecord(near=[(1, [2])], hits=[(5, 1, False)]), now=1000, near_since=0, edge_since=0
+        4,
+        ProbeRecord(near=[near(1, [2])], hits=[(5, 1, False)]),
+        now=1000,
+        near_since=0,
+        edge_since=0,
     )
     store.record_probes(
-        4, ProbeRecord(near=[(2, [1])], hits=[(5, 2, False)]), now=5000, near_since=0, edge_since=0
+        4,
+        ProbeRecord(near=[near(2, [1])], hits=[(5, 2, False)]),
+        now=5000,
+        near_since=0,
+        edge_since=0,
     )
     store.throttle_probes(4, 2000, actor=OPERATOR, detail={"key_id": 4})
     # near rows before 3000 (one), hits before 500 (none), the throttle over before 3000.
     assert store.trim_probes(near_before=3000, edge_before=500) == 2
     tally = backend.store().record_probes(
-        4, ProbeRecord(near=[(1, [2])], hits=[(5, 3, False)]), now=6000, near_since=0, edge_since=0
+        4,
+        ProbeRecord(near=[near(1, [2])], hits=[(5, 3, False)]),
+        now=6000,
+        near_since=0,
+        edge_since=0,
     )
     assert (tally.near, tally.near_touched) == (2, 1)  # 1 is recorded afresh, near of 2
     assert tally.items == {5: (0, 3, True)}

@@ -209,7 +209,7 @@ def test_migrations_are_kept_in_step_with_sqlite(postgres_url: str, tmp_path: Pa
     ``changes.xid`` is its one addition, for the position rule): both at version 3, sealed at
     rest (``matcher.store.crypto``)."""
     assert len(postgres_schema.MIGRATIONS) == len(sqlite_schema.MIGRATIONS)
-    assert postgres_schema.SCHEMA_VERSION == sqlite_schema.SCHEMA_VERSION == 5
+    assert postgres_schema.SCHEMA_VERSION == sqlite_schema.SCHEMA_VERSION == 6
     lite = _sqlite_columns(tmp_path / "lite", postgres_schema.SCHEMA_VERSION)
     with PostgresStore(postgres_url) as store, store._conn() as conn:
         rows = conn.execute(
