@@ -760,17 +760,32 @@ def _page_box(picture: Image.Image, top: int) -> Box | None:
     e = _TRIM_SLACK
     if w <= 4 * e or h - top <= 4 * e:
         return None
+    plain = content_box(picture.crop((0, top, w, h)))
     inner = content_box(picture.crop((e, top + e, w - e, h - e)))
     if inner is None:
-        return (0, top, w, h) if top else None
-    left, t, right, bottom = inner
-    # A side whose margin is trimmed keeps the trim; the others keep their stray lines too (they
-    # may be the photo's own edge).
+        box = (0, top, w, h) if top else None
+    else:
+        left, t, right, bottom = inner
+        # A side whose margin is trimmed keeps the trim; the others keep their stray lines too
+        # (they may be the photo's own edge).
+        box = (
+            e + left if left else 0,
+            top + e + t if t else top,
+            e + right if right < w - 2 * e else w,
+            top + e + bottom if bottom < h - top - 2 * e else h,
+        )
+    if plain is None:
+        return box
+    # A margin thinner than the lines looked past (a white frame a few pixels wide) is trimmed by
+    # the trim itself: each side goes as deep as either trim goes.
+    plain = (plain[0], top + plain[1], plain[2], top + plain[3])
+    if box is None:
+        return plain
     return (
-        e + left if left else 0,
-        top + e + t if t else top,
-        e + right if right < w - 2 * e else w,
-        top + e + bottom if bottom < h - top - 2 * e else h,
+        max(box[0], plain[0]),
+        max(box[1], plain[1]),
+        min(box[2], plain[2]),
+        min(box[3], plain[3]),
     )
 
 
