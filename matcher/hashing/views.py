@@ -781,12 +781,18 @@ def _page_box(picture: Image.Image, top: int) -> Box | None:
     plain = (plain[0], top + plain[1], plain[2], top + plain[3])
     if box is None:
         return plain
-    return (
+    deeper = (
         max(box[0], plain[0]),
         max(box[1], plain[1]),
         min(box[2], plain[2]),
         min(box[3], plain[3]),
     )
+    # Two trims that ate into the photo from opposite sides can leave little or nothing between
+    # them: then the trim alone, as before.
+    keep_w, keep_h = _TRIM_MIN_KEEP * w, _TRIM_MIN_KEEP * (h - top)
+    if deeper[2] - deeper[0] < keep_w or deeper[3] - deeper[1] < keep_h:
+        return plain
+    return deeper
 
 
 def _hash_view(name: str, image: Image.Image, dihedral: bool) -> list[View]:
