@@ -517,6 +517,13 @@ def _fit(im: Image.Image, w: int, h: int) -> Image.Image:
     )
 
 
+# A study's hook: when a list, each desktop screenshot appends where it put the window, the page
+# below the chrome and the photo, as (left, top, right, bottom) on the screen (``screen``: its
+# size), so that a miss can be told apart (window not found, chrome or margins left on, photo
+# misplaced) and the true photo's crop hashed (what the finder could reach at best).
+LAYOUTS: list[dict[str, tuple[int, int, int, int]]] | None = None
+
+
 def _desktop_browser(windowed: bool) -> EditFn:
     """A desktop screenshot of a browser showing the photo by itself: chrome across the window's
     width, the photo at the full height of the page between dark margins (how browsers show an
@@ -541,10 +548,18 @@ def _desktop_browser(windowed: bool) -> EditFn:
         page_top, page_bottom = y0 + chrome, y0 + wh - taskbar
         d.rectangle((x0, page_top, x0 + ww - 1, page_bottom - 1), fill=margin)
         photo = _fit(im, ww, page_bottom - page_top)
-        screen.paste(
-            photo,
-            (x0 + (ww - photo.width) // 2, page_top + (page_bottom - page_top - photo.height) // 2),
-        )
+        px = x0 + (ww - photo.width) // 2
+        py = page_top + (page_bottom - page_top - photo.height) // 2
+        screen.paste(photo, (px, py))
+        if LAYOUTS is not None:
+            LAYOUTS.append(
+                {
+                    "screen": (0, 0, sw, sh),
+                    "window": (x0, y0, x0 + ww, y0 + wh),
+                    "page": (x0, page_top, x0 + ww, page_bottom),
+                    "photo": (px, py, px + photo.width, py + photo.height),
+                }
+            )
         if taskbar:
             d.rectangle(
                 (0, sh - taskbar, sw, sh),

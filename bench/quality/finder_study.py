@@ -7,6 +7,11 @@ hashes the query views that do not come from the finder (``rectangles=0``), all 
 code as it stands, and prints per family the pair recall with and without them, and the query
 hashes per plain photo (the originals themselves and every Nth clothing distractor): how the
 finder was tuned (issue 14) without redoing the whole benchmark for each try.
+
+``--family NAME`` (repeatable) scores only those families. ``--second-set`` uses the second photo
+set (``python -m bench.quality.second_set``) as the originals, with the seed the benchmark gives
+it, so that a change tuned on the design photos is checked on photos nobody tuned on; give it a
+CACHE of its own.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 
 from bench.quality.collect import edited
 from bench.quality.edits import EDITS
+from bench.quality.second_set import default_folder
 from matcher.hashing import decode_image, ordered_map
 from matcher.hashing import views as V
 
@@ -78,7 +84,7 @@ def _finder_of(
 def _keep(name: str, rectangles: int, nested: tuple[int, int]) -> bool:
     """Whether a finder view ``pic{k}[t][/{j}]`` exists under a smaller configuration."""
     head, _, tail = name.partition("/")
-    k = int(head[3:].rstrip("t"))
+    k = int(head[3:].rstrip("tw"))
     if k > rectangles:
         return False
     return not tail or (k <= nested[0] and int(tail) <= nested[1])
@@ -115,17 +121,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-j", "--jobs", type=int, default=2)
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--every", type=int, default=1, help="use every Nth edit only")
+    parser.add_argument(
+        "--family", action="append", default=[], help="only these edit families (repeatable)"
+    )
+    parser.add_argument(
+        "--second-set",
+        action="store_true",
+        help="the second photo set (python -m bench.quality.second_set) instead of every Nth "
+        "design original, with the benchmark's seed for it (SEED + 1); CACHE is its own file",
+    )
     args = parser.parse_args(argv)
     # The workers import the functions by module name, which ``__main__`` is not.
     from bench.quality import finder_study as me
 
-    originals = sorted((DATA / "photos" / "bsds500").rglob("*.jpg"))[:: args.originals]
+    if args.second_set:
+        originals = sorted(default_folder().glob("*.jpg"))
+        seed = args.seed + 1
+    else:
+        originals = sorted((DATA / "photos" / "bsds500").rglob("*.jpg"))[:: args.originals]
+        seed = args.seed
     edits = [i for i, e in enumerate(EDITS) if e.tier in ("G", "H")]
     if args.cache.exists():
         with args.cache.open("rb") as f:
             items, enrolled = pickle.load(f)
     else:
-        fn = functools.partial(me._make, edits=edits, seed=args.seed)
+        fn = functools.partial(me._make, edits=edits, seed=seed)
         items, enrolled = [], []
         for out, e in ordered_map(
             fn, [(i, originals) for i in range(len(originals))], jobs=args.jobs
@@ -135,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with args.cache.open("wb") as f:
             pickle.dump((items, enrolled), f)
     start = time.perf_counter()
+    items = [it for it in items if not args.family or EDITS[it[1]].name in args.family]
     items = items[:: args.every]
     work = [(o, k, data, rest, enrolled[o]) for o, k, data, rest in items]
     found = list(ordered_map(me._finder_of, work, jobs=args.jobs))

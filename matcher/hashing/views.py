@@ -291,9 +291,10 @@ QUERY = dataclasses.replace(
 and flips, its 4 quadrants (and their trimmed blocks), 9 crops of 95% of each side (the centre and
 the middle of each edge as cut, the 4 corners mirrored: ``qmcrop``, which meet ``ENROLL``'s
 mirrored crops), and up to 8 pictures found inside it (``picture_boxes``: a photo in a browser or
-chat screenshot, or pasted over another photo), each as found and with its margins trimmed, and up
-to 4 more inside each of the first two (a photo inside a window inside a screenshot). The same
-number of hashes as issue 6's query (``QUERY_ISSUE6``: 9 crops of 90%, none mirrored)."""
+chat screenshot, or pasted over another photo), each as found and with its margins trimmed (and,
+where a window's chrome runs across its top, the page below the chrome, trimmed), and up to 4 more
+inside each of the first two (a photo inside a window inside a screenshot). The same number of
+hashes as issue 6's query (``QUERY_ISSUE6``: 9 crops of 90%, none mirrored)."""
 QUERY_WIDE = dataclasses.replace(
     QUERY_ISSUE6,
     crops=tuple(
@@ -712,6 +713,88 @@ def _big_cut_rect(box: Box, w: int, h: int) -> bool:
     return left > w * m or top > h * m or w - right > w * m or h - bottom > h * m
 
 
+# A browser window over a wallpaper (issue 14): the finder finds the window, but inside it the
+# chrome (tab strip, address bar, bookmarks) spans the window's width above the page, so the
+# page's dark side margins are never trimmed (their columns hold chrome too), and the photo's own
+# outline is short beside the window's. The chrome is a band of UI rows at the top: flat colour
+# with a little text and a few icons, ending where an edge crosses the whole width (the page's
+# top). Cut off, the page is a letterboxed photo that ``content_box`` trims.
+_CHROME_FLAT = 4.0  # grey levels between neighbouring pixels of a flat stretch
+_CHROME_FLAT_MEAN = 0.85  # share of flat pixel pairs in the band's rows, on average
+_CHROME_EDGE = 10.0  # grey levels across the page's top edge
+_CHROME_EDGE_WIDTH = 0.8  # share of the columns that step at the page's top edge
+_CHROME_MAX = 0.35  # the chrome is at most this share of the window's height
+_CHROME_MIN = 0.03  # and at least this share
+
+
+def _chrome_band(picture: Image.Image) -> int:
+    """How many top rows of ``picture`` are window chrome (0 where none is seen)."""
+    g = np.asarray(picture.convert("L"), dtype=np.float32)
+    h, w = g.shape
+    limit = int(h * _CHROME_MAX)
+    if limit < 4 or w < 16:
+        return 0
+    top = g[: limit + 2]
+    flat = (np.abs(np.diff(top, axis=1)) <= _CHROME_FLAT).mean(axis=1)
+    mean_flat = np.cumsum(flat) / np.arange(1, len(flat) + 1)
+    # An edge between rows b - 1 and b, or blurred over row b (a resized screenshot).
+    one = np.abs(top[1:-1] - top[:-2]) >= _CHROME_EDGE  # one[b - 1]: rows b - 1 and b
+    two = np.abs(top[2:] - top[:-2]) >= _CHROME_EDGE  # two[b - 1]: rows b - 1 and b + 1
+    edge = (one | two).mean(axis=1)
+    for b in range(limit, max(2, int(h * _CHROME_MIN)) - 1, -1):
+        if edge[b - 1] >= _CHROME_EDGE_WIDTH and mean_flat[b - 1] >= _CHROME_FLAT_MEAN:
+            return b
+    return 0
+
+
+# A found box is often a pixel off the window's true side, and that one line of wallpaper (or of
+# the window's rim) stops ``content_box`` from trimming the margins on that side.
+_TRIM_SLACK = 4
+
+
+def _page_box(picture: Image.Image, top: int) -> Box | None:
+    """The content of ``picture`` below row ``top`` with its uniform margins trimmed, looking
+    past up to ``_TRIM_SLACK`` stray lines on each side; None where no margin is trimmed and
+    ``top`` is 0."""
+    w, h = picture.size
+    e = _TRIM_SLACK
+    if w <= 4 * e or h - top <= 4 * e:
+        return None
+    plain = content_box(picture.crop((0, top, w, h)))
+    inner = content_box(picture.crop((e, top + e, w - e, h - e)))
+    if inner is None:
+        box = (0, top, w, h) if top else None
+    else:
+        left, t, right, bottom = inner
+        # A side whose margin is trimmed keeps the trim; the others keep their stray lines too
+        # (they may be the photo's own edge).
+        box = (
+            e + left if left else 0,
+            top + e + t if t else top,
+            e + right if right < w - 2 * e else w,
+            top + e + bottom if bottom < h - top - 2 * e else h,
+        )
+    if plain is None:
+        return box
+    # A margin thinner than the lines looked past (a white frame a few pixels wide) is trimmed by
+    # the trim itself: each side goes as deep as either trim goes.
+    plain = (plain[0], top + plain[1], plain[2], top + plain[3])
+    if box is None:
+        return plain
+    deeper = (
+        max(box[0], plain[0]),
+        max(box[1], plain[1]),
+        min(box[2], plain[2]),
+        min(box[3], plain[3]),
+    )
+    # Two trims that ate into the photo from opposite sides can leave little or nothing between
+    # them: then the trim alone, as before.
+    keep_w, keep_h = _TRIM_MIN_KEEP * w, _TRIM_MIN_KEEP * (h - top)
+    if deeper[2] - deeper[0] < keep_w or deeper[3] - deeper[1] < keep_h:
+        return plain
+    return deeper
+
+
 def _hash_view(name: str, image: Image.Image, dihedral: bool) -> list[View]:
     if not dihedral:
         h = pdq(image)
@@ -721,17 +804,24 @@ def _hash_view(name: str, image: Image.Image, dihedral: bool) -> list[View]:
 
 
 def picture_views(image: Image.Image, config: QueryConfig = QUERY) -> list[View]:
-    """The views of the pictures found inside ``image`` (``pic1``, ...): each as found and with
-    its margins trimmed, and the pictures found again inside the first ``config.nested[0]``."""
+    """The views of the pictures found inside ``image`` (``pic1``, ...): each as found
+    (``pic1``), with its margins trimmed (``pic1t``), where it is a window with chrome across its
+    top the page below the chrome, trimmed (``pic1w``), and the pictures found again inside the
+    first ``config.nested[0]`` (``pic1/1``, ...)."""
     views: list[View] = []
     for k, box in enumerate(picture_boxes(image, config.rectangles) if config.rectangles else []):
         picture = image.crop(box)
         views += [v for v in _hash_view(f"pic{k + 1}", picture, False) if _usable(v)]
-        inner = content_box(picture)  # the margins left around a photo in a screenshot
+        inner = _page_box(picture, 0)  # the margins left around a photo in a screenshot
         if inner is not None:
             views += [
                 v for v in _hash_view(f"pic{k + 1}t", picture.crop(inner), False) if _usable(v)
             ]
+        band = _chrome_band(picture)
+        page = _page_box(picture, band) if band else None
+        if page is not None:
+            shown = picture.crop(page)
+            views += [v for v in _hash_view(f"pic{k + 1}w", shown, False) if _usable(v)]
         if k < config.nested[0]:
             for j, box2 in enumerate(picture_boxes(picture, config.nested[1])):
                 name = f"pic{k + 1}/{j + 1}"
